@@ -1,0 +1,1 @@
+"""Clover's shared core: configuration, the Redis key contract, topics, schema, logging."""

@@ -1,0 +1,179 @@
+"""Every endpoint and local setting in one place.
+
+Each value comes from a ``CLOVER_*`` environment variable and falls back to a local default:
+all parts listen on loopback. No other module writes a host name or a port.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+CHECKOUT_DIR = Path(__file__).resolve().parent.parent
+
+LOOPBACK = "127.0.0.1"
+
+
+class ConfigError(ValueError):
+    """A ``CLOVER_*`` variable holds a value that cannot be used."""
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name}={raw!r} is outside 1..65535")
+    return port
+
+
+def _url_port(url: str, name: str) -> int:
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        raise ConfigError(f"{name}={url!r} has an invalid port") from None
+    if port is None:
+        raise ConfigError(f"{name}={url!r} must name a port")
+    return port
+
+
+def _host_port(value: str, name: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"{name}={value!r} must look like host:port")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Endpoints of every part, and where the local stack keeps its state."""
+
+    redis_url: str = f"redis://{LOOPBACK}:6379/0"
+    kafka_bootstrap: str = f"{LOOPBACK}:9092"
+    kafka_controller_port: int = 9093
+    cassandra_hosts: tuple[str, ...] = (LOOPBACK,)
+    cassandra_port: int = 9042
+    cassandra_storage_port: int = 7000
+    jaeger_url: str = f"http://{LOOPBACK}:16686"
+    zipkin_url: str = f"http://{LOOPBACK}:9411"
+    otlp_http_url: str = f"http://{LOOPBACK}:4318"
+    otlp_grpc_port: int = 4317
+    jaeger_query_grpc_port: int = 16685
+    jaeger_thrift_port: int = 14268
+    jaeger_health_port: int = 13133
+    trace_backend: str = "jaeger"
+    prometheus_url: str = f"http://{LOOPBACK}:9090"
+    controller_url: str = f"http://{LOOPBACK}:8000"
+    collector_grpc: str = f"{LOOPBACK}:50054"
+    state_dir: Path = field(default_factory=lambda: CHECKOUT_DIR / ".clover")
+    stack_cache: Path = field(default_factory=lambda: CHECKOUT_DIR / "stack" / "cache")
+    java_home: str | None = None
+    api_token: str | None = None
+    cassandra_replication: int = 1
+    retention_seconds: int = 7 * 24 * 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Read the configuration from ``env`` (default: the process environment)."""
+        env = os.environ if env is None else env
+        d = cls()
+        hosts = env.get("CLOVER_CASSANDRA_HOSTS")
+        backend = env.get("CLOVER_TRACE_BACKEND", d.trace_backend)
+        if backend not in ("jaeger", "zipkin"):
+            raise ConfigError(f"CLOVER_TRACE_BACKEND={backend!r} must be jaeger or zipkin")
+        cfg = cls(
+            redis_url=env.get("CLOVER_REDIS_URL", d.redis_url),
+            kafka_bootstrap=env.get("CLOVER_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
+            kafka_controller_port=_port(env, "CLOVER_KAFKA_CONTROLLER_PORT", d.kafka_controller_port),
+            cassandra_hosts=tuple(h.strip() for h in hosts.split(",") if h.strip())
+            if hosts
+            else d.cassandra_hosts,
+            cassandra_port=_port(env, "CLOVER_CASSANDRA_PORT", d.cassandra_port),
+            cassandra_storage_port=_port(env, "CLOVER_CASSANDRA_STORAGE_PORT", d.cassandra_storage_port),
+            jaeger_url=env.get("CLOVER_JAEGER_URL", d.jaeger_url).rstrip("/"),
+            zipkin_url=env.get("CLOVER_ZIPKIN_URL", d.zipkin_url).rstrip("/"),
+            otlp_http_url=env.get("CLOVER_OTLP_HTTP_URL", d.otlp_http_url).rstrip("/"),
+            otlp_grpc_port=_port(env, "CLOVER_OTLP_GRPC_PORT", d.otlp_grpc_port),
+            jaeger_query_grpc_port=_port(env, "CLOVER_JAEGER_QUERY_GRPC_PORT", d.jaeger_query_grpc_port),
+            jaeger_thrift_port=_port(env, "CLOVER_JAEGER_THRIFT_PORT", d.jaeger_thrift_port),
+            jaeger_health_port=_port(env, "CLOVER_JAEGER_HEALTH_PORT", d.jaeger_health_port),
+            trace_backend=backend,
+            prometheus_url=env.get("CLOVER_PROMETHEUS_URL", d.prometheus_url).rstrip("/"),
+            controller_url=env.get("CLOVER_CONTROLLER_URL", d.controller_url).rstrip("/"),
+            collector_grpc=env.get("CLOVER_COLLECTOR_GRPC", d.collector_grpc),
+            state_dir=Path(env["CLOVER_STATE_DIR"]).resolve() if env.get("CLOVER_STATE_DIR") else d.state_dir,
+            stack_cache=Path(env["CLOVER_STACK_CACHE"]).resolve()
+            if env.get("CLOVER_STACK_CACHE")
+            else d.stack_cache,
+            java_home=env.get("CLOVER_JAVA_HOME") or env.get("JAVA_HOME") or None,
+            api_token=env.get("CLOVER_API_TOKEN") or None,
+            cassandra_replication=_positive(env, "CLOVER_CASSANDRA_REPLICATION", d.cassandra_replication),
+            retention_seconds=_positive(env, "CLOVER_RETENTION_SECONDS", d.retention_seconds),
+        )
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first endpoint that cannot be parsed."""
+        self.redis_port  # noqa: B018 - each property parses its URL
+        self.kafka_port  # noqa: B018
+        self.jaeger_port  # noqa: B018
+        self.zipkin_port  # noqa: B018
+        self.otlp_http_port  # noqa: B018
+        self.prometheus_port  # noqa: B018
+        self.controller_port  # noqa: B018
+        _host_port(self.collector_grpc, "CLOVER_COLLECTOR_GRPC")
+
+    @property
+    def redis_port(self) -> int:
+        return _url_port(self.redis_url, "CLOVER_REDIS_URL")
+
+    @property
+    def kafka_port(self) -> int:
+        first = self.kafka_bootstrap.split(",")[0]
+        return _host_port(first, "CLOVER_KAFKA_BOOTSTRAP")[1]
+
+    @property
+    def jaeger_port(self) -> int:
+        return _url_port(self.jaeger_url, "CLOVER_JAEGER_URL")
+
+    @property
+    def zipkin_port(self) -> int:
+        return _url_port(self.zipkin_url, "CLOVER_ZIPKIN_URL")
+
+    @property
+    def otlp_http_port(self) -> int:
+        return _url_port(self.otlp_http_url, "CLOVER_OTLP_HTTP_URL")
+
+    @property
+    def prometheus_port(self) -> int:
+        return _url_port(self.prometheus_url, "CLOVER_PROMETHEUS_URL")
+
+    @property
+    def controller_port(self) -> int:
+        return _url_port(self.controller_url, "CLOVER_CONTROLLER_URL")
+
+    @property
+    def trace_query_url(self) -> str:
+        """Base URL of the configured trace backend's query API."""
+        return self.jaeger_url if self.trace_backend == "jaeger" else self.zipkin_url
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be positive")
+    return value

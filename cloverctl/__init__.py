@@ -1,0 +1,1 @@
+"""cloverctl: the Clover command line (``<verb> <noun>``, like kubectl)."""

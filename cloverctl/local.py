@@ -1,0 +1,130 @@
+"""``cloverctl local up|down|status|logs``: the stack on this machine."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from clover.config import Config, ConfigError
+from stack.launcher import Launcher, PartStatus, StackError
+from stack.parts import infrastructure
+
+
+def launcher(state_dir: str | None) -> Launcher:
+    try:
+        cfg = Config.from_env()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if state_dir:
+        cfg = replace(cfg, state_dir=Path(state_dir).resolve())
+    return Launcher(cfg, infrastructure(cfg))
+
+
+def say(message: str) -> None:
+    click.echo(f"  {message}")
+    sys.stdout.flush()
+
+
+def format_bytes(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:.0f} MiB"
+
+
+def status_table(rows: list[PartStatus]) -> str:
+    lines = [f"{'PART':<11} {'PORT':>6} {'PID':>8} {'RSS':>9}  HEALTH"]
+    for r in rows:
+        pid = str(r.pid) if r.pid else "-"
+        health = r.health + (f" ({r.detail})" if r.detail else "")
+        lines.append(f"{r.name:<11} {r.port:>6} {pid:>8} {format_bytes(r.rss_bytes):>9}  {health}")
+    return "\n".join(lines)
+
+
+state_option = click.option(
+    "--state-dir", envvar="CLOVER_STATE_DIR", help="Where parts keep data and logs (default .clover/)."
+)
+
+
+@click.group()
+def local() -> None:
+    """Run Clover's backing services on this machine (loopback only)."""
+
+
+@local.command()
+@click.argument("parts", nargs=-1)
+@click.option("--fresh", is_flag=True, help="Stop the parts and delete their data before starting.")
+@state_option
+def up(parts: tuple[str, ...], fresh: bool, state_dir: str | None) -> None:
+    """Start PARTS (default: all) and wait until each answers its readiness check."""
+    stack = launcher(state_dir)
+    started = time.monotonic()
+    click.echo(f"Starting the local stack in {stack.cfg.state_dir}")
+    try:
+        stack.up(parts, fresh=fresh, progress=say)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"All parts healthy after {time.monotonic() - started:.1f}s\n")
+    click.echo(status_table(stack.status(parts)))
+
+
+@local.command()
+@click.argument("parts", nargs=-1)
+@state_option
+def down(parts: tuple[str, ...], state_dir: str | None) -> None:
+    """Stop PARTS (default: all). Their data is kept."""
+    stack = launcher(state_dir)
+    try:
+        stack.down(parts, progress=say)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("Stopped.")
+
+
+@local.command()
+@click.argument("parts", nargs=-1)
+@state_option
+def status(parts: tuple[str, ...], state_dir: str | None) -> None:
+    """Show each part's port, pid, memory and health. Exits 1 unless all are healthy."""
+    stack = launcher(state_dir)
+    try:
+        rows = stack.status(parts)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(status_table(rows))
+    if any(r.health != "healthy" for r in rows):
+        sys.exit(1)
+
+
+@local.command()
+@click.argument("part", required=False)
+@click.option("-n", "--lines", default=40, show_default=True, help="How many lines of each log.")
+@click.option("-f", "--follow", "follow_", is_flag=True, help="Keep printing new lines (one part).")
+@state_option
+def logs(part: str | None, lines: int, follow_: bool, state_dir: str | None) -> None:
+    """Print the last lines of PART's log (default: every part's)."""
+    stack = launcher(state_dir)
+    try:
+        names = [p.name for p in stack.select([part] if part else None)]
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    for name in names:
+        if len(names) > 1:
+            click.echo(f"==> {name} ({stack.dirs(name).log}) <==")
+        click.echo(stack.tail(name, lines))
+    if follow_:
+        if len(names) != 1:
+            raise click.UsageError("--follow needs one PART")
+        log = stack.dirs(names[0]).log
+        with open(log, errors="replace") as f:
+            f.seek(0, 2)
+            try:
+                while True:
+                    line = f.readline()
+                    if line:
+                        click.echo(line, nl=False)
+                    else:
+                        time.sleep(0.3)
+            except KeyboardInterrupt:
+                pass

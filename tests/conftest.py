@@ -1,0 +1,68 @@
+"""Shared test setup.
+
+The suite runs its own stack, on ports of its own and in a state directory of its own, so a
+demo stack on the default ports can keep running beside it. Tests are marked by folder:
+``tests/unit`` -> unit, ``tests/integration`` -> integration, ``tests/e2e`` -> e2e.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TEST_ENV = {
+    "CLOVER_STATE_DIR": str(ROOT / ".clover-test"),
+    "CLOVER_REDIS_URL": "redis://127.0.0.1:16379/0",
+    "CLOVER_KAFKA_BOOTSTRAP": "127.0.0.1:19092",
+    "CLOVER_KAFKA_CONTROLLER_PORT": "19093",
+    "CLOVER_CASSANDRA_HOSTS": "127.0.0.1",
+    "CLOVER_CASSANDRA_PORT": "19042",
+    "CLOVER_CASSANDRA_STORAGE_PORT": "17000",
+    "CLOVER_PROMETHEUS_URL": "http://127.0.0.1:19090",
+    "CLOVER_JAEGER_URL": "http://127.0.0.1:26686",
+    "CLOVER_JAEGER_QUERY_GRPC_PORT": "26685",
+    "CLOVER_JAEGER_THRIFT_PORT": "24268",
+    "CLOVER_JAEGER_HEALTH_PORT": "23133",
+    "CLOVER_OTLP_HTTP_URL": "http://127.0.0.1:14318",
+    "CLOVER_OTLP_GRPC_PORT": "14317",
+    "CLOVER_ZIPKIN_URL": "http://127.0.0.1:19411",
+    "CLOVER_CONTROLLER_URL": "http://127.0.0.1:18000",
+    "CLOVER_COLLECTOR_GRPC": "127.0.0.1:50154",
+}
+for _name, _value in TEST_ENV.items():
+    os.environ.setdefault(_name, _value)
+
+from clover.config import Config  # noqa: E402  (reads the environment set above)
+from stack.launcher import Launcher  # noqa: E402
+from stack.parts import infrastructure  # noqa: E402
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in ("unit", "integration", "e2e"):
+            item.add_marker(getattr(pytest.mark, folder))
+
+
+@pytest.fixture(scope="session")
+def cfg() -> Config:
+    return Config.from_env()
+
+
+@pytest.fixture(scope="session")
+def stack(cfg: Config) -> Iterator[Launcher]:
+    """The local stack every integration test shares: started empty once per session.
+
+    CLOVER_TEST_KEEP_STACK=1 keeps it (and its data) running after the session, and reuses
+    a running one, which makes repeated local runs fast."""
+    launcher = Launcher(cfg, infrastructure(cfg))
+    keep = os.environ.get("CLOVER_TEST_KEEP_STACK") == "1"
+    launcher.up(fresh=not keep, progress=lambda m: print(f"[stack] {m}"))
+    yield launcher
+    if not keep:
+        launcher.down()
