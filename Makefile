@@ -17,7 +17,7 @@ demo: setup
 
 lint: setup
 	@echo "== ruff (lint, format check) =="
-	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff check --output-format concise .
 	@$(VENV)/bin/ruff format --check .
 
 typecheck: setup

@@ -92,9 +92,7 @@ class Config:
             redis_url=env.get("CLOVER_REDIS_URL", d.redis_url),
             kafka_bootstrap=env.get("CLOVER_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
             kafka_controller_port=_port(env, "CLOVER_KAFKA_CONTROLLER_PORT", d.kafka_controller_port),
-            cassandra_hosts=tuple(h.strip() for h in hosts.split(",") if h.strip())
-            if hosts
-            else d.cassandra_hosts,
+            cassandra_hosts=tuple(h.strip() for h in hosts.split(",") if h.strip()) if hosts else d.cassandra_hosts,
             cassandra_port=_port(env, "CLOVER_CASSANDRA_PORT", d.cassandra_port),
             cassandra_storage_port=_port(env, "CLOVER_CASSANDRA_STORAGE_PORT", d.cassandra_storage_port),
             jaeger_url=env.get("CLOVER_JAEGER_URL", d.jaeger_url).rstrip("/"),
@@ -109,9 +107,7 @@ class Config:
             controller_url=env.get("CLOVER_CONTROLLER_URL", d.controller_url).rstrip("/"),
             collector_grpc=env.get("CLOVER_COLLECTOR_GRPC", d.collector_grpc),
             state_dir=Path(env["CLOVER_STATE_DIR"]).resolve() if env.get("CLOVER_STATE_DIR") else d.state_dir,
-            stack_cache=Path(env["CLOVER_STACK_CACHE"]).resolve()
-            if env.get("CLOVER_STACK_CACHE")
-            else d.stack_cache,
+            stack_cache=Path(env["CLOVER_STACK_CACHE"]).resolve() if env.get("CLOVER_STACK_CACHE") else d.stack_cache,
             java_home=env.get("CLOVER_JAVA_HOME") or env.get("JAVA_HOME") or None,
             api_token=env.get("CLOVER_API_TOKEN") or None,
             cassandra_replication=_positive(env, "CLOVER_CASSANDRA_REPLICATION", d.cassandra_replication),

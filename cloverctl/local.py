@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 
 from clover.config import Config, ConfigError
+from stack.catalogue import local_stack
 from stack.launcher import Launcher, PartStatus, StackError
-from stack.parts import infrastructure
 
 
 def launcher(state_dir: str | None) -> Launcher:
@@ -21,7 +21,7 @@ def launcher(state_dir: str | None) -> Launcher:
         raise click.ClickException(str(exc)) from None
     if state_dir:
         cfg = replace(cfg, state_dir=Path(state_dir).resolve())
-    return Launcher(cfg, infrastructure(cfg))
+    return local_stack(cfg)
 
 
 def say(message: str) -> None:

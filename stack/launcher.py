@@ -8,6 +8,7 @@ every part this call started is stopped again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -80,9 +81,19 @@ def port_is_free(port: int) -> bool:
 class Launcher:
     """Runs a set of parts as detached processes under one state directory."""
 
-    def __init__(self, cfg: Config, parts: Mapping[str, Part]):
+    def __init__(
+        self,
+        cfg: Config,
+        parts: Mapping[str, Part],
+        groups: Mapping[str, list[str]] | None = None,
+        default: list[str] | None = None,
+    ):
+        """``groups`` name sets of parts (``sdc`` = the sample chain); ``default`` is what
+        ``up``/``status`` act on when no part is named (all parts when None)."""
         self.cfg = cfg
         self.parts = dict(parts)
+        self.groups = dict(groups or {})
+        self.default = list(default) if default is not None else list(self.parts)
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -108,12 +119,21 @@ class Launcher:
             return None
 
     def select(self, names: Iterable[str] | None) -> list[Part]:
-        """The parts named (all, in start order, when none are named)."""
-        chosen = list(names or [])
-        unknown = [n for n in chosen if n not in self.parts]
-        if unknown:
-            raise StackError(f"unknown part {unknown[0]!r}; parts are: {', '.join(self.parts)}")
-        return [p for p in self.parts.values() if not chosen or p.name in chosen]
+        """The parts named, groups expanded, in start order (the default set when none are named)."""
+        chosen: list[str] = []
+        for name in list(names or []) or self.default:
+            if name in self.groups:
+                chosen += self.groups[name]
+            elif name in self.parts:
+                chosen.append(name)
+            else:
+                known = ", ".join([*self.parts, *self.groups])
+                raise StackError(f"unknown part {name!r}; parts and groups are: {known}")
+        return [p for p in self.parts.values() if p.name in chosen]
+
+    def running(self) -> list[Part]:
+        """Every part with a live process, in start order."""
+        return [p for p in self.parts.values() if self.process(p.name) is not None]
 
     # -- checks before anything starts ---------------------------------------------------------
 
@@ -208,8 +228,7 @@ class Launcher:
                     last_reason[name] = str(exc)
                     if time.monotonic() - start > part.startup_timeout:
                         raise StackError(
-                            f"{name} was not ready after {part.startup_timeout:.0f}s ({exc}); "
-                            f"see {self.dirs(name).log}"
+                            f"{name} was not ready after {part.startup_timeout:.0f}s ({exc}); see {self.dirs(name).log}"
                         ) from None
                     continue
                 del pending[name]
@@ -220,8 +239,8 @@ class Launcher:
     # -- down ----------------------------------------------------------------------------------
 
     def down(self, names: Iterable[str] | None = None, progress: Progress = _quiet) -> None:
-        """Stop the named parts (all when none are named), last started first."""
-        for part in reversed(self.select(names)):
+        """Stop the named parts (every part when none are named), last started first."""
+        for part in reversed(self.select(names) if names else list(self.parts.values())):
             self._stop(part, progress)
 
     def _stop(self, part: Part, progress: Progress) -> None:
@@ -229,16 +248,12 @@ class Launcher:
         if proc is None:
             return
         started = time.monotonic()
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         if not self._wait_gone(proc, part.stop_timeout):
             progress(f"{part.name:<11} did not stop within {part.stop_timeout:.0f}s; killing it")
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self._wait_gone(proc, 10)
         self._record_file(part.name).unlink(missing_ok=True)
         progress(f"{part.name:<11} stopped after {time.monotonic() - started:.1f}s")
@@ -247,10 +262,8 @@ class Launcher:
     def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.waitpid(proc.pid, os.WNOHANG)  # reap it when it is our own child
-            except ChildProcessError:
-                pass
+            with contextlib.suppress(ChildProcessError):  # reap it when it is our own child
+                os.waitpid(proc.pid, os.WNOHANG)
             try:
                 if proc.status() == psutil.STATUS_ZOMBIE:
                     return True

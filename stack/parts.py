@@ -67,9 +67,7 @@ class Part:
 
 def render(template: str, target: Path, **values: object) -> Path:
     """Write ``stack/conf/<template>`` to ``target`` with ``$name`` placeholders filled."""
-    text = string.Template((CONF_DIR / template).read_text()).substitute(
-        {k: str(v) for k, v in values.items()}
-    )
+    text = string.Template((CONF_DIR / template).read_text()).substitute({k: str(v) for k, v in values.items()})
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     return target

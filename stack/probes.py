@@ -33,9 +33,7 @@ def kafka_metadata(bootstrap: str) -> None:
 
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap, request_timeout_ms=3000
-        )
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     except (KafkaError, OSError, ValueError) as exc:
         raise ProbeFailed(f"metadata request failed: {exc}") from None
     try:

@@ -15,31 +15,39 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# CLOVER_TEST_PORT_OFFSET lets several suites run side by side (each with its own stack).
+_OFFSET = int(os.environ.get("CLOVER_TEST_PORT_OFFSET", "0"))
+
+
+def _port(base: int) -> str:
+    return str(base + _OFFSET)
+
+
 TEST_ENV = {
-    "CLOVER_STATE_DIR": str(ROOT / ".clover-test"),
-    "CLOVER_REDIS_URL": "redis://127.0.0.1:16379/0",
-    "CLOVER_KAFKA_BOOTSTRAP": "127.0.0.1:19092",
-    "CLOVER_KAFKA_CONTROLLER_PORT": "19093",
+    "CLOVER_STATE_DIR": str(ROOT / (".clover-test" + (f"-{_OFFSET}" if _OFFSET else ""))),
+    "CLOVER_REDIS_URL": f"redis://127.0.0.1:{_port(16379)}/0",
+    "CLOVER_KAFKA_BOOTSTRAP": f"127.0.0.1:{_port(19092)}",
+    "CLOVER_KAFKA_CONTROLLER_PORT": _port(19093),
     "CLOVER_CASSANDRA_HOSTS": "127.0.0.1",
-    "CLOVER_CASSANDRA_PORT": "19042",
-    "CLOVER_CASSANDRA_STORAGE_PORT": "17000",
-    "CLOVER_PROMETHEUS_URL": "http://127.0.0.1:19090",
-    "CLOVER_JAEGER_URL": "http://127.0.0.1:26686",
-    "CLOVER_JAEGER_QUERY_GRPC_PORT": "26685",
-    "CLOVER_JAEGER_THRIFT_PORT": "24268",
-    "CLOVER_JAEGER_HEALTH_PORT": "23133",
-    "CLOVER_OTLP_HTTP_URL": "http://127.0.0.1:14318",
-    "CLOVER_OTLP_GRPC_PORT": "14317",
-    "CLOVER_ZIPKIN_URL": "http://127.0.0.1:19411",
-    "CLOVER_CONTROLLER_URL": "http://127.0.0.1:18000",
-    "CLOVER_COLLECTOR_GRPC": "127.0.0.1:50154",
+    "CLOVER_CASSANDRA_PORT": _port(19042),
+    "CLOVER_CASSANDRA_STORAGE_PORT": _port(17000),
+    "CLOVER_PROMETHEUS_URL": f"http://127.0.0.1:{_port(19090)}",
+    "CLOVER_JAEGER_URL": f"http://127.0.0.1:{_port(26686)}",
+    "CLOVER_JAEGER_QUERY_GRPC_PORT": _port(26685),
+    "CLOVER_JAEGER_THRIFT_PORT": _port(24268),
+    "CLOVER_JAEGER_HEALTH_PORT": _port(23133),
+    "CLOVER_OTLP_HTTP_URL": f"http://127.0.0.1:{_port(14318)}",
+    "CLOVER_OTLP_GRPC_PORT": _port(14317),
+    "CLOVER_ZIPKIN_URL": f"http://127.0.0.1:{_port(19411)}",
+    "CLOVER_CONTROLLER_URL": f"http://127.0.0.1:{_port(18000)}",
+    "CLOVER_COLLECTOR_GRPC": f"127.0.0.1:{_port(50154)}",
 }
 for _name, _value in TEST_ENV.items():
     os.environ.setdefault(_name, _value)
 
 from clover.config import Config  # noqa: E402  (reads the environment set above)
+from stack.catalogue import local_stack  # noqa: E402
 from stack.launcher import Launcher  # noqa: E402
-from stack.parts import infrastructure  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -60,7 +68,7 @@ def stack(cfg: Config) -> Iterator[Launcher]:
 
     CLOVER_TEST_KEEP_STACK=1 keeps it (and its data) running after the session, and reuses
     a running one, which makes repeated local runs fast."""
-    launcher = Launcher(cfg, infrastructure(cfg))
+    launcher = local_stack(cfg)
     keep = os.environ.get("CLOVER_TEST_KEEP_STACK") == "1"
     launcher.up(fresh=not keep, progress=lambda m: print(f"[stack] {m}"))
     yield launcher

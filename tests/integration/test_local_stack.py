@@ -9,7 +9,6 @@ import redis
 import requests
 from cassandra.cluster import Cluster
 from kafka import KafkaConsumer, KafkaProducer
-from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -57,7 +56,8 @@ def test_visibility_keyspace_row_is_written_and_read_back(stack: Launcher, cfg: 
     cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
     session = cluster.connect()
     session.execute(
-        "CREATE KEYSPACE IF NOT EXISTS visibility WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
+        "CREATE KEYSPACE IF NOT EXISTS visibility"
+        " WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
     )
     session.execute("CREATE TABLE IF NOT EXISTS visibility.stack_probe (id text PRIMARY KEY, value int)")
     session.execute("INSERT INTO visibility.stack_probe (id, value) VALUES (%s, %s)", ("row-1", 42))

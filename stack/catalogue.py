@@ -1,0 +1,16 @@
+"""Every part `cloverctl local` can run: the backing services and Clover's own services."""
+
+from __future__ import annotations
+
+from clover.config import Config
+from stack.launcher import Launcher
+from stack.parts import infrastructure
+
+INFRASTRUCTURE = "infra"
+
+
+def local_stack(cfg: Config) -> Launcher:
+    """A launcher for all parts; with no part named it acts on the backing services."""
+    parts = infrastructure(cfg)
+    groups = {INFRASTRUCTURE: list(parts)}
+    return Launcher(cfg, parts, groups=groups, default=groups[INFRASTRUCTURE])
