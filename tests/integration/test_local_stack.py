@@ -95,3 +95,37 @@ def test_trace_backend_returns_a_span_sent_with_the_opentelemetry_sdk(stack: Lau
     assert [(s["operationName"], s["traceID"]) for s in spans] == [("GET /probe", trace_id)]
     services = requests.get(f"{cfg.jaeger_url}/api/services").json()["data"]
     assert service in services
+
+
+def test_data_survives_down_then_up(stack: Launcher, cfg: Config) -> None:
+    topic = f"survive-{uuid.uuid4().hex[:8]}"
+    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap)
+    producer.send(topic, value=b"kept record").get(timeout=30)
+    producer.close()
+    cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
+    session = cluster.connect()
+    session.execute(
+        "CREATE KEYSPACE IF NOT EXISTS survival WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )
+    session.execute("CREATE TABLE IF NOT EXISTS survival.rows (id text PRIMARY KEY, v text)")
+    session.execute("INSERT INTO survival.rows (id, v) VALUES ('r1', 'kept row')")
+    cluster.shutdown()
+    redis.Redis.from_url(cfg.redis_url).set("survival", "kept value")
+
+    stack.down()
+    assert [r.health for r in stack.status()] == ["stopped"] * 5
+    stack.up()
+
+    assert redis.Redis.from_url(cfg.redis_url).get("survival") == b"kept value"
+    cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
+    assert cluster.connect().execute("SELECT v FROM survival.rows WHERE id = 'r1'").one().v == "kept row"
+    cluster.shutdown()
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=cfg.kafka_bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=20000
+    )
+    values = []
+    for record in consumer:
+        values.append(record.value)
+        break
+    consumer.close()
+    assert values == [b"kept record"]

@@ -1,0 +1,1 @@
+"""PySpark jobs: ingest (Kafka -> Cassandra, streaming) and visibility (Cassandra -> Redis)."""

@@ -1,0 +1,46 @@
+"""The Spark session every Clover job uses, wired to Kafka and Cassandra from the configuration."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from clover.config import Config
+
+
+def connector_jars(cfg: Config) -> list[Path]:
+    """The Kafka and Cassandra connector jars that `make setup` put in the stack cache."""
+    return sorted((cfg.stack_cache / "spark" / "lib").glob("*.jar"))
+
+
+def launched_by_spark_submit() -> bool:
+    """True in a driver started by spark-submit (spark-submit.sh, or a Kubernetes driver pod)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def spark_session(app_name: str, cfg: Config, shuffle_partitions: int = 4) -> SparkSession:
+    """A session for ``app_name``. Under spark-submit, the master and jars it was given stand;
+    a plain ``python`` run (tests, notebooks) gets ``local[*]`` and the cached connector jars."""
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .config("spark.cassandra.connection.host", ",".join(cfg.cassandra_hosts))
+        .config("spark.cassandra.connection.port", str(cfg.cassandra_port))
+        .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.ui.showConsoleProgress", "false")
+    )
+    if not launched_by_spark_submit():
+        jars = connector_jars(cfg)
+        if not jars:
+            raise RuntimeError(f"no connector jars in {cfg.stack_cache / 'spark' / 'lib'}; run `make setup`")
+        builder = (
+            builder.master("local[*]")
+            .config("spark.jars", ",".join(str(j) for j in jars))
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.ui.enabled", "false")
+        )
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session
