@@ -72,6 +72,10 @@ class Config:
     prometheus_url: str = f"http://{LOOPBACK}:9090"
     controller_url: str = f"http://{LOOPBACK}:8000"
     collector_grpc: str = f"{LOOPBACK}:50054"
+    validation_grpc: str = f"{LOOPBACK}:50057"
+    jmeter_home: Path | None = None
+    jmeter_slaves: tuple[str, ...] = ()
+    jmeter_rmi_port: int = 1099
     state_dir: Path = field(default_factory=lambda: CHECKOUT_DIR / ".clover")
     stack_cache: Path = field(default_factory=lambda: CHECKOUT_DIR / "stack" / "cache")
     java_home: str | None = None
@@ -106,6 +110,10 @@ class Config:
             prometheus_url=env.get("CLOVER_PROMETHEUS_URL", d.prometheus_url).rstrip("/"),
             controller_url=env.get("CLOVER_CONTROLLER_URL", d.controller_url).rstrip("/"),
             collector_grpc=env.get("CLOVER_COLLECTOR_GRPC", d.collector_grpc),
+            validation_grpc=env.get("CLOVER_VALIDATION_GRPC", d.validation_grpc),
+            jmeter_home=Path(env["CLOVER_JMETER_HOME"]).resolve() if env.get("CLOVER_JMETER_HOME") else None,
+            jmeter_slaves=_host_ports(env, "CLOVER_JMETER_SLAVES"),
+            jmeter_rmi_port=_port(env, "CLOVER_JMETER_RMI_PORT", d.jmeter_rmi_port),
             state_dir=Path(env["CLOVER_STATE_DIR"]).resolve() if env.get("CLOVER_STATE_DIR") else d.state_dir,
             stack_cache=Path(env["CLOVER_STACK_CACHE"]).resolve() if env.get("CLOVER_STACK_CACHE") else d.stack_cache,
             java_home=env.get("CLOVER_JAVA_HOME") or env.get("JAVA_HOME") or None,
@@ -126,6 +134,7 @@ class Config:
         self.prometheus_port  # noqa: B018
         self.controller_port  # noqa: B018
         _host_port(self.collector_grpc, "CLOVER_COLLECTOR_GRPC")
+        _host_port(self.validation_grpc, "CLOVER_VALIDATION_GRPC")
 
     @property
     def redis_port(self) -> int:
@@ -157,9 +166,25 @@ class Config:
         return _url_port(self.controller_url, "CLOVER_CONTROLLER_URL")
 
     @property
+    def jmeter_dir(self) -> Path:
+        """The Apache JMeter home (bin/, lib/, lib/ext/): CLOVER_JMETER_HOME, else the one
+        ``make setup`` lays out in the stack cache."""
+        return self.jmeter_home if self.jmeter_home is not None else self.stack_cache / "jmeter" / "home"
+
+    @property
     def trace_query_url(self) -> str:
         """Base URL of the configured trace backend's query API."""
         return self.jaeger_url if self.trace_backend == "jaeger" else self.zipkin_url
+
+
+def _host_ports(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of host:port (the port may be left out), e.g. JMeter servers."""
+    raw = env.get(name, "")
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for item in items:
+        if ":" in item:
+            _host_port(item, name)
+    return items
 
 
 def _positive(env: Mapping[str, str], name: str, default: int) -> int:

@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${CLOVER_STACK_CACHE:-$ROOT/stack/cache}
 VENV=$ROOT/.venv
 PYTHON=${CLOVER_PYTHON:-python3}
-STEPS=7
+STEPS=8
 step_no=0
 step_start=0
 
@@ -127,6 +127,26 @@ done
 # Spark already ships many of the connectors' dependencies: keep only what pyspark lacks.
 "$VENV/bin/python" "$ROOT/stack/prune_spark_jars.py" "$CACHE/spark/lib"
 if [ ${#resolved[@]} -eq 0 ]; then done_step "up to date"; else done_step "resolved ${resolved[*]}"; fi
+
+step "Apache JMeter 5.6.3 (Maven Central)"
+# Debian's jmeter is 2.13; JMeter 5.6.3 comes from Maven Central, laid out as a JMeter home.
+pom=$ROOT/stack/maven/jmeter/pom.xml
+want=$(hash_of "$pom" "$ROOT/validation/jmeter.py")
+if [ -f "$CACHE/jmeter/home/bin/ApacheJMeter.jar" ] && stamp_ok "$CACHE/jmeter/.resolved" "$want"; then
+  done_step "up to date"
+else
+  rm -rf "$CACHE/jmeter/lib"
+  log=$(mktemp)
+  if ! (cd "$(dirname "$pom")" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$CACHE/jmeter/lib") >"$log" 2>&1; then
+    tail -20 "$log" >&2
+    fail "Maven could not resolve $pom"
+  fi
+  (cd "$ROOT" && "$VENV/bin/python" -m validation.jmeter "$CACHE/jmeter/lib" "$CACHE/jmeter/home") >"$log" 2>&1 ||
+    { tail -20 "$log" >&2; fail "laying out the JMeter home failed"; }
+  echo "$want" >"$CACHE/jmeter/.resolved"
+  done_step "installed $CACHE/jmeter/home"
+fi
 
 step "Trace backend (Jaeger all-in-one)"
 JAEGER=$CACHE/jaeger/jaeger
