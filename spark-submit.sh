@@ -38,6 +38,7 @@ mkdir -p "$STATE/build"
 pyzip=$STATE/build/clover-jobs.zip
 (cd "$ROOT" && rm -f "$pyzip" && "$VENV/bin/python" -m zipfile -c "$pyzip" clover protos jobs >/dev/null)
 
+export CLOVER_HOME=${CLOVER_HOME:-$ROOT}
 export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$VENV/bin/python}
 export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}
 exec "$VENV/bin/spark-submit" "${master[@]}" --jars "$jars" --py-files "$pyzip" \

@@ -6,13 +6,16 @@ all parts listen on loopback. No other module writes a host name or a port.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-CHECKOUT_DIR = Path(__file__).resolve().parent.parent
+# The checkout, or CLOVER_HOME where the code runs from elsewhere (a zip shipped to Spark).
+CHECKOUT_DIR = Path(os.environ.get("CLOVER_HOME") or Path(__file__).resolve().parent.parent)
 
 LOOPBACK = "127.0.0.1"
 
@@ -61,6 +64,16 @@ class Config:
     cassandra_hosts: tuple[str, ...] = (LOOPBACK,)
     cassandra_port: int = 9042
     cassandra_storage_port: int = 7000
+    # The sample chain (sdc/): "auto" runs each pod in its own network namespace as root, else
+    # on its own loopback address; the subnet defaults to 10.177.0.0/24 (namespaces) or
+    # 127.177.0.0/24 (loopback); the tag prefixes namespace and veth names; each pod serves its
+    # Prometheus metrics on 127.0.0.1:<sdc_stats_port + pod index>.
+    sdc_mode: str = "auto"
+    sdc_subnet: str | None = None
+    sdc_tag: str = "sdc"
+    sdc_stats_port: int = 15090
+    sdc_block_seconds: int = 60
+    sdc_trace_ratio: float = 1.0
     jaeger_url: str = f"http://{LOOPBACK}:16686"
     zipkin_url: str = f"http://{LOOPBACK}:9411"
     otlp_http_url: str = f"http://{LOOPBACK}:4318"
@@ -82,6 +95,7 @@ class Config:
     api_token: str | None = None
     cassandra_replication: int = 1
     retention_seconds: int = 7 * 24 * 3600
+    bucket_seconds: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -99,6 +113,12 @@ class Config:
             cassandra_hosts=tuple(h.strip() for h in hosts.split(",") if h.strip()) if hosts else d.cassandra_hosts,
             cassandra_port=_port(env, "CLOVER_CASSANDRA_PORT", d.cassandra_port),
             cassandra_storage_port=_port(env, "CLOVER_CASSANDRA_STORAGE_PORT", d.cassandra_storage_port),
+            sdc_mode=_sdc_mode(env),
+            sdc_subnet=_sdc_subnet(env),
+            sdc_tag=_sdc_tag(env, d.sdc_tag),
+            sdc_stats_port=_port(env, "CLOVER_SDC_STATS_PORT", d.sdc_stats_port),
+            sdc_block_seconds=_positive(env, "CLOVER_SDC_BLOCK_SECONDS", d.sdc_block_seconds),
+            sdc_trace_ratio=_ratio(env, "CLOVER_SDC_TRACE_RATIO", d.sdc_trace_ratio),
             jaeger_url=env.get("CLOVER_JAEGER_URL", d.jaeger_url).rstrip("/"),
             zipkin_url=env.get("CLOVER_ZIPKIN_URL", d.zipkin_url).rstrip("/"),
             otlp_http_url=env.get("CLOVER_OTLP_HTTP_URL", d.otlp_http_url).rstrip("/"),
@@ -120,6 +140,7 @@ class Config:
             api_token=env.get("CLOVER_API_TOKEN") or None,
             cassandra_replication=_positive(env, "CLOVER_CASSANDRA_REPLICATION", d.cassandra_replication),
             retention_seconds=_positive(env, "CLOVER_RETENTION_SECONDS", d.retention_seconds),
+            bucket_seconds=_positive(env, "CLOVER_BUCKET_SECONDS", d.bucket_seconds),
         )
         cfg.validate()
         return cfg
@@ -197,4 +218,47 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not a whole number") from None
     if value <= 0:
         raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
+SDC_MODES = ("auto", "netns", "loopback")
+
+
+def _sdc_mode(env: Mapping[str, str]) -> str:
+    mode = env.get("CLOVER_SDC_MODE") or "auto"
+    if mode not in SDC_MODES:
+        raise ConfigError(f"CLOVER_SDC_MODE={mode!r} must be one of {', '.join(SDC_MODES)}")
+    return mode
+
+
+def _sdc_subnet(env: Mapping[str, str]) -> str | None:
+    raw = env.get("CLOVER_SDC_SUBNET")
+    if not raw:
+        return None
+    try:
+        net = ipaddress.IPv4Network(raw, strict=True)
+    except ValueError as exc:
+        raise ConfigError(f"CLOVER_SDC_SUBNET={raw!r} is not an IPv4 network ({exc})") from None
+    if net.prefixlen > 24:
+        raise ConfigError(f"CLOVER_SDC_SUBNET={raw!r} must hold at least 256 addresses (a /24 or larger)")
+    return str(net)
+
+
+def _sdc_tag(env: Mapping[str, str], default: str) -> str:
+    tag = env.get("CLOVER_SDC_TAG") or default
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,6}", tag):
+        raise ConfigError(f"CLOVER_SDC_TAG={tag!r} must be 1-7 lower-case letters or digits, starting with a letter")
+    return tag
+
+
+def _ratio(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name}={raw!r} must be between 0 and 1")
     return value

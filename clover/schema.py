@@ -1,0 +1,66 @@
+"""The visibility keyspace: applying ``schema.cql``, truncating, and the bucket arithmetic
+that the ingest job and the analytics share."""
+
+from __future__ import annotations
+
+import re
+import string
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from clover.config import Config
+
+SCHEMA_FILE = Path(__file__).with_name("schema.cql")
+KEYSPACE = "visibility"
+# The original's tables, in the order its TruncateVisibility used by default.
+ORIGINAL_TABLES = ("traces", "metrics", "spans")
+SHARDS = 4
+
+
+class UnknownTable(ValueError):
+    """A table name that is not part of the visibility schema."""
+
+
+def statements(cfg: Config) -> list[str]:
+    """The CQL statements of the schema, with replication and retention filled in."""
+    text = string.Template(SCHEMA_FILE.read_text()).substitute(
+        replication=cfg.cassandra_replication, ttl_seconds=cfg.retention_seconds
+    )
+    without_comments = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in without_comments.split(";") if s.strip()]
+
+
+def tables() -> tuple[str, ...]:
+    """Every table the schema defines, in file order."""
+    return tuple(re.findall(r"CREATE TABLE IF NOT EXISTS visibility\.(\w+)", SCHEMA_FILE.read_text()))
+
+
+def apply_schema(session: Any, cfg: Config) -> None:
+    """Create the keyspace and every table (idempotent)."""
+    for statement in statements(cfg):
+        session.execute(statement, timeout=60)
+
+
+def truncate(session: Any, names: Iterable[str]) -> list[str]:
+    """TRUNCATE the named tables; an unknown name is refused before anything is truncated."""
+    known = tables()
+    chosen = list(names)
+    for name in chosen:
+        if name not in known:
+            raise UnknownTable(f"unknown visibility table {name!r}; tables are: {', '.join(known)}")
+    for name in chosen:
+        session.execute(f"TRUNCATE {KEYSPACE}.{name}", timeout=120)
+    return chosen
+
+
+def bucket_start_ms(start_us: int, bucket_seconds: int) -> int:
+    """Start (ms since the epoch) of the time bucket a span starting at ``start_us`` falls in."""
+    width_us = bucket_seconds * 1_000_000
+    return (start_us // width_us) * width_us // 1000
+
+
+def shard_of(trace_id: str) -> int:
+    """The shard of a trace's rows inside a bucket: CRC-32 of the id, as Spark's crc32()."""
+    return zlib.crc32(trace_id.encode()) % SHARDS

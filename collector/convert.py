@@ -1,0 +1,174 @@
+"""Turning the trace backends' JSON into Span records.
+
+Jaeger's query API returns traces as ``{traceID, spans: [...], processes: {pid: {serviceName}}}``;
+Zipkin's v2 API returns each trace as a list of spans with ``localEndpoint.serviceName``. Tags
+map to the columns the original wrote (facts §1); a span missing any of them is kept with those
+fields empty. A span without ids, or with a start time or duration that is not a whole number,
+cannot be stored and raises MalformedSpan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from protos import records_pb2
+
+# Tag names the collector maps to Span fields: the original's names first, then OpenTelemetry's.
+URL_TAGS = ("http.url", "url.full", "http.target", "url.path")
+STATUS_TAGS = ("http.status_code", "http.response.status_code")
+USER_AGENT_TAGS = ("user_agent", "http.user_agent", "user_agent.original")
+METHOD_TAGS = ("http.method", "http.request.method")
+NO_UPSTREAM_CLUSTER = "none"
+
+
+class MalformedSpan(ValueError):
+    """A span from the backend that cannot be stored; the message names the span and the field."""
+
+
+def _first(tags: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        if name in tags and tags[name] != "":
+            return tags[name]
+    return None
+
+
+def _whole_number(value: Any, field: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise MalformedSpan(f"{where}: {field} {value!r} is not a whole number")
+    try:
+        return int(value)
+    except ValueError:
+        raise MalformedSpan(f"{where}: {field} {value!r} is not a whole number") from None
+
+
+def _optional_int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def _ids(raw: Mapping[str, Any], trace_key: str, span_key: str, where: str) -> tuple[str, str]:
+    trace_id, span_id = raw.get(trace_key), raw.get(span_key)
+    if not isinstance(trace_id, str) or not trace_id:
+        raise MalformedSpan(f"{where}: missing {trace_key}")
+    if not isinstance(span_id, str) or not span_id:
+        raise MalformedSpan(f"{where}: missing {span_key}")
+    return trace_id, span_id
+
+
+def build_span(
+    *,
+    trace_id: str,
+    span_id: str,
+    parent_id: str,
+    service: str,
+    operation: str,
+    start_us: int,
+    duration_us: int,
+    tags: Mapping[str, str],
+    source: records_pb2.Source.ValueType,
+    processes: list[str],
+    process_id: str = "",
+) -> records_pb2.Span:
+    """A Span record with the mapped tag fields filled in."""
+    span = records_pb2.Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent_id,
+        service=service,
+        operation_name=operation,
+        start_time_us=start_us,
+        duration_us=duration_us,
+        http_method=_first(tags, METHOD_TAGS) or "",
+        http_url=_first(tags, URL_TAGS) or "",
+        user_agent=_first(tags, USER_AGENT_TAGS) or "",
+        upstream_cluster=tags.get("upstream_cluster") or NO_UPSTREAM_CLUSTER,
+        node_id=tags.get("node_id", ""),
+        source=source,
+        trace_processes=processes,
+        process_id=process_id,
+        tags=dict(tags),
+    )
+    status = _optional_int(_first(tags, STATUS_TAGS))
+    if status is not None:
+        span.http_status_code = status
+    for field, tag in (("request_size", "request_size"), ("response_size", "response_size")):
+        size = _optional_int(tags.get(tag))
+        if size is not None:
+            setattr(span, field, size)
+    return span
+
+
+def _tag_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def jaeger_trace_spans(trace: Mapping[str, Any]) -> Iterator[records_pb2.Span | MalformedSpan]:
+    """Every span of one Jaeger trace, as a record or as the MalformedSpan explaining why not."""
+    processes = trace.get("processes") or {}
+    services = [p.get("serviceName", "") for p in processes.values() if isinstance(p, dict)]
+    for raw in trace.get("spans") or []:
+        where = f"jaeger span {raw.get('traceID', '?')}/{raw.get('spanID', '?')}"
+        try:
+            trace_id, span_id = _ids(raw, "traceID", "spanID", where)
+            start_us = _whole_number(raw.get("startTime"), "startTime", where)
+            duration_us = _whole_number(raw.get("duration"), "duration", where)
+            tags = {t["key"]: _tag_text(t.get("value", "")) for t in raw.get("tags") or [] if "key" in t}
+            parent = next(
+                (r.get("spanID", "") for r in raw.get("references") or [] if r.get("refType") == "CHILD_OF"), ""
+            )
+            process_id = raw.get("processID", "")
+            service = (processes.get(process_id) or {}).get("serviceName", "")
+            yield build_span(
+                trace_id=trace_id,
+                span_id=span_id,
+                parent_id=parent,
+                service=service,
+                operation=raw.get("operationName", ""),
+                start_us=start_us,
+                duration_us=duration_us,
+                tags=tags,
+                source=records_pb2.JAEGER,
+                processes=services,
+                process_id=process_id,
+            )
+        except MalformedSpan as exc:
+            yield exc
+        except (TypeError, AttributeError, KeyError) as exc:
+            yield MalformedSpan(f"{where}: unexpected shape ({type(exc).__name__}: {exc})")
+
+
+def zipkin_trace_spans(trace: list[Mapping[str, Any]]) -> Iterator[records_pb2.Span | MalformedSpan]:
+    """Every span of one Zipkin v2 trace (a list of spans)."""
+    services = sorted(
+        {(s.get("localEndpoint") or {}).get("serviceName", "") for s in trace if isinstance(s, dict)} - {""}
+    )
+    for raw in trace:
+        where = f"zipkin span {raw.get('traceId', '?')}/{raw.get('id', '?')}"
+        try:
+            trace_id, span_id = _ids(raw, "traceId", "id", where)
+            start_us = _whole_number(raw.get("timestamp"), "timestamp", where)
+            duration_us = _whole_number(raw.get("duration", 0), "duration", where)
+            tags = {k: _tag_text(v) for k, v in (raw.get("tags") or {}).items()}
+            yield build_span(
+                trace_id=trace_id,
+                span_id=span_id,
+                parent_id=raw.get("parentId", ""),
+                service=(raw.get("localEndpoint") or {}).get("serviceName", ""),
+                operation=raw.get("name", ""),
+                start_us=start_us,
+                duration_us=duration_us,
+                tags=tags,
+                source=records_pb2.ZIPKIN,
+                processes=services,
+            )
+        except MalformedSpan as exc:
+            yield exc
+        except (TypeError, AttributeError) as exc:
+            yield MalformedSpan(f"{where}: unexpected shape ({type(exc).__name__}: {exc})")

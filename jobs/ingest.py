@@ -1,0 +1,266 @@
+"""Kafka -> Cassandra: the streaming half of the visibility pipeline.
+
+Run it with ``./spark-submit.sh jobs/ingest.py``. One Structured Streaming query reads both
+topics (clover.spans, clover.metrics), decodes the protobuf records with ``from_protobuf`` and a
+descriptor set generated from ``protos/records.proto``, and writes, per micro-batch:
+
+* ``visibility.spans`` and ``visibility.traces`` (the original's tables and columns),
+* ``visibility.spans_by_bucket`` (the same spans by time bucket, for the analytics),
+* ``visibility.bucket_changes`` (which buckets this batch touched),
+* ``visibility.metrics``.
+
+Every write is an upsert by primary key with deterministic values, so a replayed batch writes
+the same rows again and creates no duplicate. The query is checkpointed: a restart resumes
+from the last committed Kafka offsets. A record that does not decode is counted and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from clover import schema, topics
+from clover.config import CHECKOUT_DIR, Config
+from clover.logs import setup_logging
+from jobs.session import spark_session
+
+log = logging.getLogger("clover.ingest")
+
+DESCRIPTOR = CHECKOUT_DIR / "protos" / "clover.desc"
+SPAN_MESSAGE = "clover.records.Span"
+METRIC_MESSAGE = "clover.records.Metric"
+INT_MAX = 2**31 - 1
+
+
+def from_protobuf(data: Column, message: str, descriptor: Path) -> Column:
+    """Decode ``data`` as ``message``; a record that does not decode becomes null.
+
+    Calls spark-protobuf's JVM function with the descriptor file's path: the 3.4 artifact this
+    registry serves has that signature (pyspark 3.5's wrapper passes the file's bytes instead)."""
+    spark = SparkSession.getActiveSession()
+    assert spark is not None
+    jvm = spark.sparkContext._jvm
+    options = {"mode": "PERMISSIVE"}
+    return Column(
+        jvm.org.apache.spark.sql.protobuf.functions.from_protobuf(data._jc, message, str(descriptor), options)
+    )
+
+
+def epoch_millis_to_timestamp(millis: Column) -> Column:
+    return F.timestamp_millis(millis)
+
+
+def span_table_rows(spans: DataFrame) -> DataFrame:
+    """Rows of ``visibility.spans``: the original columns (facts §1) and the appended ones."""
+    return spans.select(
+        F.col("trace_id").alias("traceid"),
+        F.col("span_id").alias("spanid"),
+        F.least(F.col("duration_us"), F.lit(INT_MAX)).cast("int").alias("duration"),
+        epoch_millis_to_timestamp(F.floor(F.col("start_time_us") / 1000)).alias("start_time"),
+        F.col("process_id").alias("processid"),
+        "operation_name",
+        "node_id",
+        "http_url",
+        "user_agent",
+        F.col("request_size").cast("string").alias("request_size"),
+        F.col("response_size").cast("string").alias("response_size"),
+        F.col("http_status_code").cast("string").alias("status_code"),
+        "upstream_cluster",
+        F.col("kafka_timestamp").alias("insert_time"),
+        "service",
+        F.col("parent_span_id").alias("parent_spanid"),
+        "http_method",
+        F.lower(F.col("source")).alias("source"),
+        "src_ip",
+        "dst_ip",
+        F.col("src_port").cast("int").alias("src_port"),
+        F.col("dst_port").cast("int").alias("dst_port"),
+        "tags",
+    )
+
+
+def bucket_column(start_us: Column, bucket_seconds: int) -> Column:
+    width_us = bucket_seconds * 1_000_000
+    return epoch_millis_to_timestamp(F.floor(start_us / width_us) * (width_us // 1000))
+
+
+def shard_column(trace_id: Column) -> Column:
+    """Same as clover.schema.shard_of: CRC-32 of the id's UTF-8 bytes, modulo the shard count."""
+    return F.pmod(F.crc32(F.encode(trace_id, "UTF-8")), F.lit(schema.SHARDS)).cast("int")
+
+
+def bucket_table_rows(spans: DataFrame, bucket_seconds: int) -> DataFrame:
+    """Rows of ``visibility.spans_by_bucket``."""
+    return spans.select(
+        bucket_column(F.col("start_time_us"), bucket_seconds).alias("bucket"),
+        shard_column(F.col("trace_id")).alias("shard"),
+        F.col("trace_id").alias("traceid"),
+        F.col("span_id").alias("spanid"),
+        "service",
+        "node_id",
+        "operation_name",
+        "http_method",
+        "http_url",
+        "user_agent",
+        F.col("http_status_code").alias("status_code"),
+        "upstream_cluster",
+        F.col("duration_us").alias("duration_us"),
+        epoch_millis_to_timestamp(F.floor(F.col("start_time_us") / 1000)).alias("start_time"),
+        "request_size",
+        "response_size",
+        F.lower(F.col("source")).alias("source"),
+    )
+
+
+def trace_table_rows(spans: DataFrame) -> DataFrame:
+    """Rows of ``visibility.traces``: each trace's process service names, sorted and distinct."""
+    processes = F.array_sort(
+        F.array_distinct(F.concat(F.flatten(F.collect_list("trace_processes")), F.collect_set("service")))
+    )
+    return spans.groupBy(F.col("trace_id").alias("traceid")).agg(processes.alias("processes"))
+
+
+def bucket_change_rows(buckets: DataFrame) -> DataFrame:
+    now = F.current_timestamp()
+    return (
+        buckets.select("bucket")
+        .distinct()
+        .select(F.date_trunc("minute", now).alias("ingest_minute"), now.alias("changed_at"), "bucket")
+    )
+
+
+def metric_table_rows(metrics: DataFrame) -> DataFrame:
+    """Rows of ``visibility.metrics``; ``series`` is the label set as collector.metrics.series_key."""
+    label_pairs = F.transform(
+        F.array_sort(F.map_entries(F.coalesce(F.col("labels"), F.create_map().cast("map<string,string>")))),
+        lambda e: F.format_string('%s="%s"', e["key"], e["value"]),
+    )
+    return metrics.select(
+        F.col("name").alias("m_name"),
+        epoch_millis_to_timestamp(F.col("timestamp_ms")).alias("monitor_time"),
+        F.concat_ws(",", label_pairs).alias("series"),
+        F.col("value").alias("m_value"),
+        F.format_string("%d.%03d", F.floor(F.col("timestamp_ms") / 1000), F.pmod(F.col("timestamp_ms"), 1000)).alias(
+            "m_time"
+        ),
+        "service",
+    )
+
+
+def write_table(frame: DataFrame, table: str) -> None:
+    frame.write.format("org.apache.spark.sql.cassandra").options(keyspace=schema.KEYSPACE, table=table).mode(
+        "append"
+    ).save()
+
+
+class BatchWriter:
+    """The foreachBatch function: decode both topics of one micro-batch and upsert the rows."""
+
+    def __init__(self, bucket_seconds: int, descriptor: Path):
+        self.bucket_seconds = bucket_seconds
+        self.descriptor = descriptor
+        self.malformed = 0
+
+    def decode(self, batch: DataFrame, topic: str, message: str) -> DataFrame:
+        return batch.where(F.col("topic") == topic).select(
+            from_protobuf(F.col("value"), message, self.descriptor).alias("r"),
+            F.col("timestamp").alias("kafka_timestamp"),
+        )
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        batch = batch.persist()
+        try:
+            spans_all = self.decode(batch, topics.SPANS, SPAN_MESSAGE)
+            metrics_all = self.decode(batch, topics.METRICS, METRIC_MESSAGE)
+            valid_span = F.col("r").isNotNull() & F.col("r.trace_id").isNotNull() & F.col("r.span_id").isNotNull()
+            spans = spans_all.where(valid_span).select("r.*", "kafka_timestamp").persist()
+            metrics = metrics_all.where(F.col("r").isNotNull() & F.col("r.name").isNotNull()).select("r.*")
+            counts = batch.groupBy("topic").count().collect()
+            received = {row["topic"]: row["count"] for row in counts}
+            span_count = spans.count()
+            metric_rows = metric_table_rows(metrics).persist()
+            metric_count = metric_rows.count()
+            bad = received.get(topics.SPANS, 0) - span_count + received.get(topics.METRICS, 0) - metric_count
+            if bad:
+                self.malformed += bad
+                log.warning("batch %d: skipped %d records that did not decode", batch_id, bad)
+            if span_count:
+                buckets = bucket_table_rows(spans, self.bucket_seconds).persist()
+                write_table(span_table_rows(spans), "spans")
+                write_table(trace_table_rows(spans), "traces")
+                write_table(buckets, "spans_by_bucket")
+                write_table(bucket_change_rows(buckets), "bucket_changes")
+                buckets.unpersist()
+            if metric_count:
+                write_table(metric_rows, "metrics")
+            metric_rows.unpersist()
+            spans.unpersist()
+            log.info("batch %d: %d spans, %d metric samples", batch_id, span_count, metric_count)
+        finally:
+            batch.unpersist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = Config.from_env()
+    parser = argparse.ArgumentParser(description="Clover ingest: Kafka -> Cassandra (Structured Streaming)")
+    parser.add_argument("--checkpoint", default=str(cfg.state_dir / "checkpoints" / "ingest"))
+    parser.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval")
+    parser.add_argument("--max-offsets", type=int, default=200_000, help="records per micro-batch at most")
+    parser.add_argument("--descriptor", default=str(DESCRIPTOR), help="descriptor set of protos/records.proto")
+    parser.add_argument("--once", action="store_true", help="process what is in Kafka now, then stop")
+    args = parser.parse_args(argv)
+    setup_logging()
+    if not Path(args.descriptor).exists():
+        log.error("descriptor set %s is missing: run `make setup`", args.descriptor)
+        return 2
+    spark = spark_session("clover-ingest", cfg)
+    source = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
+        .option("subscribe", ",".join(topics.ALL))
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", args.max_offsets)
+        .option("failOnDataLoss", "false")
+        .load()
+    )
+    writer = source.writeStream.foreachBatch(BatchWriter(cfg.bucket_seconds, Path(args.descriptor))).option(
+        "checkpointLocation", args.checkpoint
+    )
+    writer = (
+        writer.trigger(availableNow=True)
+        if args.once
+        else writer.trigger(processingTime=f"{args.trigger_seconds} seconds")
+    )
+    query = writer.start()
+    stop = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    log.info(
+        "ingest running: %s -> Cassandra %s, checkpoint %s", ",".join(topics.ALL), cfg.cassandra_hosts, args.checkpoint
+    )
+    while query.isActive and not stop.is_set():
+        stop.wait(1.0)
+    if query.isActive:
+        log.info("stopping after the current batch")
+        query.stop()
+    exception = query.exception()
+    spark.stop()
+    if exception is not None:
+        log.error("ingest failed: %s", exception)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
