@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cloverctl import validation
 from cloverctl.local import local
 
 
@@ -13,6 +14,34 @@ def cli() -> None:
 
 
 cli.add_command(local)
+
+
+def verb(name: str, summary: str) -> click.Group:
+    """A verb of ``cloverctl <verb> <noun>``; alone it says the command is incomplete."""
+
+    @click.pass_context
+    def incomplete(ctx: click.Context) -> None:
+        if ctx.invoked_subcommand is None:
+            click.echo("Incomplete command")
+            click.echo(ctx.get_help())
+            ctx.exit(1)
+
+    incomplete.__doc__ = summary
+    group = click.Group(name, callback=incomplete, invoke_without_command=True, help=summary)
+    cli.add_command(group)
+    return group
+
+
+create = verb("create", "Create resources (testplan, ...).")
+start = verb("start", "Start services or tests (testplan, ...).")
+stop = verb("stop", "Stop services or tests (testplan, ...).")
+get = verb("get", "Show results and state (testresult, teststatus, ...).")
+
+create.add_command(validation.create_testplan)
+start.add_command(validation.start_testplan)
+stop.add_command(validation.stop_testplan)
+get.add_command(validation.get_testresult)
+get.add_command(validation.get_teststatus)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from clover.config import Config
 from stack.launcher import Launcher
 from stack.parts import infrastructure
+from validation import local as validation
 
 INFRASTRUCTURE = "infra"
 
@@ -13,4 +14,7 @@ def local_stack(cfg: Config) -> Launcher:
     """A launcher for all parts; with no part named it acts on the backing services."""
     parts = infrastructure(cfg)
     groups = {INFRASTRUCTURE: list(parts)}
+    for group, extra in ((validation.GROUP, validation.local_parts(cfg)),):
+        parts.update({p.name: p for p in extra})
+        groups[group] = [p.name for p in extra]
     return Launcher(cfg, parts, groups=groups, default=groups[INFRASTRUCTURE])

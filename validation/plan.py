@@ -23,6 +23,7 @@ accepted unless the whole plan is valid.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -161,7 +162,9 @@ class _Checker:
         for key in data:
             if key not in known:
                 where = f"{field}.{key}" if field else str(key)
-                self.fail(where, f"unknown field (known: {', '.join(known)})")
+                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]}? " if close else ""
+                self.fail(where, f"unknown field ({hint}known: {', '.join(known)})")
 
 
 def _kind(value: object) -> str:
@@ -260,7 +263,7 @@ def _request(check: _Checker, raw: object, index: int) -> Request | None:
     if agent is not None and any(h.lower() == "user-agent" for h, _ in headers):
         check.fail(f"{field}.headers.User-Agent", f"repeats {field}.user-agent; give it once")
     body = check.text(raw, "body", f"{field}.body", required=False) if "body" in raw else None
-    if body is not None and method not in BODY_METHODS:
+    if body is not None and method in METHODS and method not in BODY_METHODS:
         check.fail(f"{field}.body", f"a {method} request has no body (body needs one of {', '.join(BODY_METHODS)})")
     parsed = _parse_url(check, url, protocol, f"{field}.url") if url is not None else None
     if len(check.problems) > before or parsed is None or name is None or url is None:
