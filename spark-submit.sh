@@ -33,6 +33,9 @@ for arg in "$@"; do
     *.py) break ;;  # the job file: what follows are the job's own arguments
   esac
 done
+if [ ${#master[@]} -gt 0 ]; then
+  export SPARK_LOCAL_IP=${SPARK_LOCAL_IP:-127.0.0.1}  # local[*]: the driver listens on loopback only
+fi
 
 mkdir -p "$STATE/build"
 pyzip=$STATE/build/clover-jobs.zip
@@ -42,4 +45,5 @@ export CLOVER_HOME=${CLOVER_HOME:-$ROOT}
 export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$VENV/bin/python}
 export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}
 exec "$VENV/bin/spark-submit" "${master[@]}" --jars "$jars" --py-files "$pyzip" \
-  --conf spark.ui.showConsoleProgress=false "$@"
+  --conf spark.ui.showConsoleProgress=false \
+  --driver-java-options "-Dlog4j2.configurationFile=file:$ROOT/stack/conf/spark-log4j2.properties" "$@"

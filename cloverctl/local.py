@@ -38,7 +38,8 @@ def status_table(rows: list[PartStatus]) -> str:
     for r in rows:
         pid = str(r.pid) if r.pid else "-"
         health = r.health + (f" ({r.detail})" if r.detail else "")
-        lines.append(f"{r.name:<11} {r.port:>6} {pid:>8} {format_bytes(r.rss_bytes):>9}  {health}")
+        port = str(r.port) if r.port else "-"
+        lines.append(f"{r.name:<11} {port:>6} {pid:>8} {format_bytes(r.rss_bytes):>9}  {health}")
     return "\n".join(lines)
 
 

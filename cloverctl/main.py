@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cloverctl import validation
+from cloverctl import validation, visibility
 from cloverctl.local import local
 
 
@@ -32,11 +32,15 @@ def verb(name: str, summary: str) -> click.Group:
     return group
 
 
+init = verb("init", "Initialise resources (visibility).")
 create = verb("create", "Create resources (testplan, ...).")
 start = verb("start", "Start services or tests (testplan, ...).")
 stop = verb("stop", "Stop services or tests (testplan, ...).")
 get = verb("get", "Show results and state (testresult, teststatus, ...).")
 
+init.add_command(visibility.init_visibility)
+start.add_command(visibility.start_visibility)
+stop.add_command(visibility.stop_visibility)
 create.add_command(validation.create_testplan)
 start.add_command(validation.start_testplan)
 stop.add_command(validation.stop_testplan)

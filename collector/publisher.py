@@ -7,6 +7,7 @@ buffer is full, ``offer`` refuses, and the caller stops pulling new data instead
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import deque
@@ -81,10 +82,8 @@ class KafkaPublisher:
 
     def _drop_producer(self) -> None:
         if self._producer is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken producer may fail; it is gone either way
                 self._producer.close(timeout=1)
-            except Exception:  # closing a broken producer may fail in many ways; it is gone either way
-                pass
             self._producer = None
 
     def flush(self) -> int:

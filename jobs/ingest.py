@@ -17,10 +17,13 @@ from the last committed Kafka offsets. A record that does not decode is counted 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -160,6 +163,11 @@ def write_table(frame: DataFrame, table: str) -> None:
     ).save()
 
 
+def status_file(cfg: Config) -> Path:
+    """Where a running ingest reports its progress (read by `cloverctl local status`)."""
+    return cfg.state_dir / "ingest" / "status.json"
+
+
 class BatchWriter:
     """The foreachBatch function: decode both topics of one micro-batch and upsert the rows."""
 
@@ -167,6 +175,9 @@ class BatchWriter:
         self.bucket_seconds = bucket_seconds
         self.descriptor = descriptor
         self.malformed = 0
+        self.batches = 0
+        self.spans = 0
+        self.metrics = 0
 
     def decode(self, batch: DataFrame, topic: str, message: str) -> DataFrame:
         return batch.where(F.col("topic") == topic).select(
@@ -202,9 +213,26 @@ class BatchWriter:
                 write_table(metric_rows, "metrics")
             metric_rows.unpersist()
             spans.unpersist()
+            self.batches += 1
+            self.spans += span_count
+            self.metrics += metric_count
             log.info("batch %d: %d spans, %d metric samples", batch_id, span_count, metric_count)
         finally:
             batch.unpersist()
+
+
+def write_status(path: Path, writer: BatchWriter) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "updated": time.time(),
+        "batches": writer.batches,
+        "spans": writer.spans,
+        "metrics": writer.metrics,
+        "malformed": writer.malformed,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report))
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="process what is in Kafka now, then stop")
     args = parser.parse_args(argv)
     setup_logging()
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     if not Path(args.descriptor).exists():
         log.error("descriptor set %s is missing: run `make setup`", args.descriptor)
         return 2
@@ -230,9 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         .option("failOnDataLoss", "false")
         .load()
     )
-    writer = source.writeStream.foreachBatch(BatchWriter(cfg.bucket_seconds, Path(args.descriptor))).option(
-        "checkpointLocation", args.checkpoint
-    )
+    batch_writer = BatchWriter(cfg.bucket_seconds, Path(args.descriptor))
+    writer = source.writeStream.foreachBatch(batch_writer).option("checkpointLocation", args.checkpoint)
     writer = (
         writer.trigger(availableNow=True)
         if args.once
@@ -250,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         "ingest running: %s -> Cassandra %s, checkpoint %s", ",".join(topics.ALL), cfg.cassandra_hosts, args.checkpoint
     )
     while query.isActive and not stop.is_set():
+        write_status(status_file(cfg), batch_writer)
         stop.wait(1.0)
     if query.isActive:
         log.info("stopping after the current batch")

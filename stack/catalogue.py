@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from clover.config import Config
+from collector.local import collector_part
+from jobs.local import ingest_part
 from stack.launcher import Launcher
 from stack.parts import infrastructure
 from validation import local as validation
 
 INFRASTRUCTURE = "infra"
+VISIBILITY = "visibility"
 
 
 def local_stack(cfg: Config) -> Launcher:
     """A launcher for all parts; with no part named it acts on the backing services."""
     parts = infrastructure(cfg)
     groups = {INFRASTRUCTURE: list(parts)}
-    for group, extra in ((validation.GROUP, validation.local_parts(cfg)),):
+    visibility = [collector_part(cfg), ingest_part(cfg)]
+    for group, extra in ((VISIBILITY, visibility), (validation.GROUP, validation.local_parts(cfg))):
         parts.update({p.name: p for p in extra})
         groups[group] = [p.name for p in extra]
     return Launcher(cfg, parts, groups=groups, default=groups[INFRASTRUCTURE])

@@ -179,7 +179,7 @@ class Launcher:
         started: list[Part] = []
         try:
             for part in to_start:
-                progress(f"{part.name:<11} starting on port {part.main_port}")
+                progress(f"{part.name:<11} starting" + (f" on port {part.main_port}" if part.main_port else ""))
                 self._spawn(part)
                 started.append(part)
             self._wait_ready(parts, progress)

@@ -62,7 +62,8 @@ class Part:
 
     @property
     def main_port(self) -> int:
-        return next(iter(self.ports.values()))
+        """The part's first port (0 for a part that listens on none of its own)."""
+        return next(iter(self.ports.values()), 0)
 
 
 def render(template: str, target: Path, **values: object) -> Path:
