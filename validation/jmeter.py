@@ -87,6 +87,7 @@ class JMeter:
     @classmethod
     def find(cls, home: Path, java_home: str | None = None) -> JMeter:
         """The install at ``home``; raises JMeterMissing or stack.java.JavaNotFound."""
+        home = home.resolve()
         if not (home / "bin" / LAUNCHER).exists() or not (home / "bin" / "jmeter.properties").exists():
             raise JMeterMissing(f"Apache JMeter is not installed in {home}; run `make setup`")
         return cls(home, find_java(java_home))

@@ -140,6 +140,7 @@ class Run:
         if remote_hosts and local_slaves:
             raise RunError("give either remote JMeter servers or a number of local ones, not both")
         self.jmeter = jmeter
+        root = root.resolve()
         self.root = root
         self.info = RunInfo(run_id=root.name, test_plan=test_plan)
         self._lock = threading.Lock()

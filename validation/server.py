@@ -357,14 +357,16 @@ class Servicer(jmeter_pb2_grpc.ControllerServicer):
         return jmeter_pb2.JmeterReply(message=protocol.STOPPED.format(pid=info.pid), pid=info.pid, run_id=info.run_id)
 
 
-def serve(service: ValidationService, listen: str) -> grpc.Server:
-    """Start the gRPC server on ``listen`` (host:port); raises RuntimeError if it cannot bind."""
+def serve(service: ValidationService, listen: str) -> tuple[grpc.Server, int]:
+    """Start the gRPC server on ``listen`` (host:port; port 0 picks one); returns it and its port.
+    Raises RuntimeError if it cannot bind."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=GRPC_OPTIONS)
     jmeter_pb2_grpc.add_ControllerServicer_to_server(Servicer(service), server)
-    if server.add_insecure_port(listen) == 0:
+    port = server.add_insecure_port(listen)
+    if port == 0:
         raise RuntimeError(f"cannot listen on {listen}")
     server.start()
-    return server
+    return server, port
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -381,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     listen = args.listen or cfg.validation_grpc
     service = ValidationService(cfg, (args.work_dir or work_dir_of(cfg)).resolve())
     try:
-        server = serve(service, listen)
+        server, _ = serve(service, listen)
     except RuntimeError as exc:
         print(str(exc), file=sys.stderr)
         return 1
