@@ -52,7 +52,6 @@ RESULT_PROPERTIES: Mapping[str, str] = {
     "jmeter.save.saveservice.autoflush": "true",
     # The summariser writes "summary + N in hh:mm:ss = R/s Avg: .. Min: .. Max: .. Err: .." lines.
     "summariser.name": "summary",
-    "summariser.interval": "10",
     "summariser.log": "true",
     "summariser.out": "true",
     # Master <-> server RMI without TLS (loopback, or a cluster network the operator trusts).

@@ -20,9 +20,26 @@ def validation_part(cfg: Config) -> Part:
 
     def prepare(dirs: PartDirs) -> Launch:
         dirs.data.mkdir(parents=True, exist_ok=True)
-        return Launch(
-            [sys.executable, "-m", "validation.server", "--listen", cfg.validation_grpc, "--work-dir", str(dirs.data)]
-        )
+        # The service reads Config.from_env(): hand it this configuration, not the caller's environment.
+        env = {
+            "CLOVER_VALIDATION_GRPC": cfg.validation_grpc,
+            "CLOVER_STATE_DIR": str(cfg.state_dir),
+            "CLOVER_STACK_CACHE": str(cfg.stack_cache),
+            "CLOVER_JMETER_HOME": str(cfg.jmeter_dir),
+            "CLOVER_JMETER_SLAVES": ",".join(cfg.jmeter_slaves),
+            "CLOVER_JMETER_RMI_PORT": str(cfg.jmeter_rmi_port),
+            **({"CLOVER_JAVA_HOME": cfg.java_home} if cfg.java_home else {}),
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "validation.server",
+            "--listen",
+            cfg.validation_grpc,
+            "--work-dir",
+            f"{dirs.data}",
+        ]
+        return Launch(argv, env)
 
     def probe() -> None:
         from validation.client import ValidationError, get_status
