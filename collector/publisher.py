@@ -74,8 +74,8 @@ class KafkaPublisher:
                 linger_ms=20,
                 batch_size=256 * 1024,
                 max_block_ms=3000,
-                request_timeout_ms=5000,
-                delivery_timeout_ms=int(self.send_timeout_s * 1000),
+                request_timeout_ms=3000,
+                delivery_timeout_ms=max(int(self.send_timeout_s * 1000), 3100),
                 retries=3,
             )
         return self._producer

@@ -182,16 +182,21 @@ class CollectorService(collector_pb2_grpc.ControllerServicer):  # type: ignore[m
         return status
 
 
-def serve(cfg: Config, address: str | None = None, start: bool = False) -> None:
-    """Serve until SIGTERM or SIGINT; the worker is stopped (and Kafka flushed) first."""
+def start_server(cfg: Config, address: str) -> tuple[grpc.Server, CollectorService]:
+    """A started gRPC server with the control service on ``address``."""
     service = CollectorService(cfg)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=10))
     collector_pb2_grpc.add_ControllerServicer_to_server(service, server)
-    bound = address or cfg.collector_grpc
-    if server.add_insecure_port(bound) == 0:
-        raise SystemExit(f"clover-collector: cannot listen on {bound}")
+    if server.add_insecure_port(address) == 0:
+        raise SystemExit(f"clover-collector: cannot listen on {address}")
     server.start()
-    log.info("collector gRPC server listening on %s", bound)
+    log.info("collector gRPC server listening on %s", address)
+    return server, service
+
+
+def serve(cfg: Config, address: str | None = None, start: bool = False) -> None:
+    """Serve until SIGTERM or SIGINT; the worker is stopped (and Kafka flushed) first."""
+    server, service = start_server(cfg, address or cfg.collector_grpc)
     if start:
         service.StartCollector(collector_pb2.ConfigCollector(), None)
     done = threading.Event()

@@ -70,6 +70,8 @@ class JaegerSource:
             "lookback": "custom",
         }
         body = _get_json(self.session, f"{self.base_url}/api/traces", params, self.timeout)
+        if body.get("errors") and body.get("data") is None:
+            raise BackendError(f"jaeger refused the traces query for {service}: {body['errors']}")
         return list(body.get("data") or [])
 
     def spans(self, service: str, start_us: int, end_us: int) -> Iterator[SpanOrError]:

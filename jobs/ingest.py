@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -204,10 +205,11 @@ class BatchWriter:
                 log.warning("batch %d: skipped %d records that did not decode", batch_id, bad)
             if span_count:
                 buckets = bucket_table_rows(spans, self.bucket_seconds).persist()
-                write_table(span_table_rows(spans), "spans")
-                write_table(trace_table_rows(spans), "traces")
+                # The original's spans table last: once a span is there, every other row of it is too.
                 write_table(buckets, "spans_by_bucket")
                 write_table(bucket_change_rows(buckets), "bucket_changes")
+                write_table(trace_table_rows(spans), "traces")
+                write_table(span_table_rows(spans), "spans")
                 buckets.unpersist()
             if metric_count:
                 write_table(metric_rows, "metrics")
@@ -250,23 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("descriptor set %s is missing: run `make setup`", args.descriptor)
         return 2
     spark = spark_session("clover-ingest", cfg)
-    source = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
-        .option("subscribe", ",".join(topics.ALL))
-        .option("startingOffsets", "earliest")
-        .option("maxOffsetsPerTrigger", args.max_offsets)
-        .option("failOnDataLoss", "false")
-        .load()
-    )
     batch_writer = BatchWriter(cfg.bucket_seconds, Path(args.descriptor))
-    writer = source.writeStream.foreachBatch(batch_writer).option("checkpointLocation", args.checkpoint)
-    writer = (
-        writer.trigger(availableNow=True)
-        if args.once
-        else writer.trigger(processingTime=f"{args.trigger_seconds} seconds")
-    )
-    query = writer.start()
     stop = threading.Event()
 
     def request_stop(*_: object) -> None:
@@ -277,18 +263,46 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "ingest running: %s -> Cassandra %s, checkpoint %s", ",".join(topics.ALL), cfg.cassandra_hosts, args.checkpoint
     )
-    while query.isActive and not stop.is_set():
-        write_status(status_file(cfg), batch_writer)
-        stop.wait(1.0)
-    if query.isActive:
-        log.info("stopping after the current batch")
-        query.stop()
-    exception = query.exception()
+    backoff = 1.0
+    failed = False
+    while not stop.is_set():
+        query = start_query(spark, cfg, batch_writer, args)
+        while query.isActive and not stop.is_set():
+            write_status(status_file(cfg), batch_writer)
+            stop.wait(1.0)
+        if query.isActive:
+            log.info("stopping after the current batch")
+            query.stop()
+        exception = query.exception()
+        if exception is None:
+            break  # stopped on request, or --once found nothing more to read
+        failed = True
+        if args.once:
+            log.error("ingest failed: %s", exception)
+            break
+        # Kafka or Cassandra went away: the checkpoint holds the last committed offsets, so the
+        # restarted query resumes exactly there.
+        log.warning("query failed (%s); restarting in %.0fs", str(exception).splitlines()[0][:300], backoff)
+        stop.wait(backoff)
+        backoff = min(backoff * 2, 30.0)
     spark.stop()
-    if exception is not None:
-        log.error("ingest failed: %s", exception)
-        return 1
-    return 0
+    return 1 if failed and args.once else 0
+
+
+def start_query(spark: SparkSession, cfg: Config, batch_writer: BatchWriter, args: argparse.Namespace) -> Any:
+    """Start the streaming query from both topics into ``batch_writer``, checkpointed."""
+    source = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", cfg.kafka_bootstrap)
+        .option("subscribe", ",".join(topics.ALL))
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", args.max_offsets)
+        .option("failOnDataLoss", "false")
+        .load()
+    )
+    writer = source.writeStream.foreachBatch(batch_writer).option("checkpointLocation", args.checkpoint)
+    trigger = {"availableNow": True} if args.once else {"processingTime": f"{args.trigger_seconds} seconds"}
+    return writer.trigger(**trigger).start()
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ from __future__ import annotations
 from clover.config import Config
 from collector.local import collector_part
 from jobs.local import ingest_part
+from sdc import local as sdc
 from stack.launcher import Launcher
-from stack.parts import infrastructure
+from stack.parts import infrastructure, zipkin_part
 from validation import local as validation
 
 INFRASTRUCTURE = "infra"
@@ -17,8 +18,13 @@ def local_stack(cfg: Config) -> Launcher:
     """A launcher for all parts; with no part named it acts on the backing services."""
     parts = infrastructure(cfg)
     groups = {INFRASTRUCTURE: list(parts)}
+    parts["zipkin"] = zipkin_part(cfg)
     visibility = [collector_part(cfg), ingest_part(cfg)]
-    for group, extra in ((VISIBILITY, visibility), (validation.GROUP, validation.local_parts(cfg))):
+    for group, extra in (
+        (VISIBILITY, visibility),
+        (validation.GROUP, validation.local_parts(cfg)),
+        (sdc.GROUP, list(sdc.parts(cfg).values())),
+    ):
         parts.update({p.name: p for p in extra})
         groups[group] = [p.name for p in extra]
     return Launcher(cfg, parts, groups=groups, default=groups[INFRASTRUCTURE])

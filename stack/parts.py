@@ -258,6 +258,31 @@ def jaeger_part(cfg: Config) -> Part:
     )
 
 
+def zipkin_part(cfg: Config) -> Part:
+    """The Zipkin server, in-memory: the alternative trace backend (CLOVER_TRACE_BACKEND=zipkin)."""
+    lib = cfg.stack_cache / "zipkin" / "lib"
+
+    def prepare(dirs: PartDirs) -> Launch:
+        java = str(find_java(cfg.java_home))
+        jar = sorted(lib.glob("zipkin-server-*-exec.jar"))[-1]
+        return Launch(
+            [java, "-Xms256m", "-Xmx512m", "-jar", str(jar), "--armeria.ports[0].ip=127.0.0.1",
+             f"--armeria.ports[0].port={cfg.zipkin_port}", "--logging.level.root=WARN"],
+            env={"STORAGE_TYPE": "mem", "QUERY_PORT": str(cfg.zipkin_port), "COLLECTOR_ACTIVEMQ_ENABLED": "false"},
+        )  # fmt: skip
+
+    return Part(
+        name="zipkin",
+        ports={"http": cfg.zipkin_port},
+        health="/api/v2/services",
+        probe=lambda: probes.http_ok(f"{cfg.zipkin_url}/api/v2/services"),
+        prepare=prepare,
+        uses_java=True,
+        startup_timeout=90,
+        installed=(lib,),
+    )
+
+
 def infrastructure(cfg: Config) -> dict[str, Part]:
     """The backing services, in start order."""
     parts = [redis_part(cfg), kafka_part(cfg), cassandra_part(cfg), prometheus_part(cfg), jaeger_part(cfg)]

@@ -106,10 +106,10 @@ else
   done_step "generated"
 fi
 
-step "JVM artifacts (Kafka, Cassandra, Spark jars)"
+step "JVM artifacts (Kafka, Cassandra, Spark, Zipkin)"
 command -v mvn >/dev/null || fail "Maven (mvn) is not installed"
 resolved=()
-for part in kafka cassandra spark; do
+for part in kafka cassandra spark zipkin; do
   pom=$ROOT/stack/maven/$part/pom.xml
   want=$(hash_of "$pom")
   dest=$CACHE/$part/lib
