@@ -128,6 +128,8 @@ CLEARED_SETS_AND_ZSETS = (
 
 # 3f. Snort IDS
 SNORT_EVENTS = "snort_events"
+# New: the last event id handed out (INCR), so ids stay unique across IDS engine restarts.
+SNORT_EVENT_SEQ = "snort_event_seq"
 
 
 def snort_event(event_id: str | int) -> str:
@@ -167,6 +169,8 @@ SNORT_EVENT_FIELDS = (
     "length",
     "data",
 )
+# New fields of snort_event:<id>: the rule's msg and classtype, and the trace of the request.
+SNORT_EVENT_EXTRA_FIELDS = ("msg", "classtype", "trace-id")
 
 # 3g. Controller file upload
 UPLOAD_METADATA = "upload_metadata"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cloverctl import validation, visibility
+from cloverctl import sdc, validation, visibility
 from cloverctl.local import local
 
 
@@ -37,6 +37,8 @@ create = verb("create", "Create resources (testplan, ...).")
 start = verb("start", "Start services or tests (testplan, ...).")
 stop = verb("stop", "Stop services or tests (testplan, ...).")
 get = verb("get", "Show results and state (testresult, teststatus, ...).")
+set_ = verb("set", "Change the configuration of running services (lb, server, proxy).")
+delete = verb("delete", "Delete resources (idsrules).")
 
 init.add_command(visibility.init_visibility)
 start.add_command(visibility.start_visibility)
@@ -46,6 +48,7 @@ start.add_command(validation.start_testplan)
 stop.add_command(validation.stop_testplan)
 get.add_command(validation.get_testresult)
 get.add_command(validation.get_teststatus)
+sdc.register({"set": set_, "create": create, "start": start, "stop": stop, "get": get, "delete": delete})
 
 
 def main() -> None:

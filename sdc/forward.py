@@ -1,0 +1,325 @@
+"""Relaying an HTTP request to an upstream pod: headers, failover, spans and stats.
+
+Shared by the proxy and the load balancers. Header handling follows the original nginx
+templates: ``X-Forwarded-For`` (the client, appended to what came in), ``X-Real-IP`` (the
+client, set by the first hop and kept by the next), ``X-Forwarded-Proto: http``; ``Host`` is
+the upstream as configured (nginx's ``$proxy_host``); answers get a ``Via`` entry per hop.
+Like nginx's ``proxy_next_upstream error``, a request whose connection cannot be made goes
+to the next server, and that server is skipped for ``FAIL_TIMEOUT`` seconds (max_fails=1).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from multidict import CIMultiDict
+from opentelemetry.trace import Span, SpanKind
+
+from sdc import topology
+from sdc.metrics import ClusterStats
+from sdc.names import HostPort, ResolveError
+from sdc.runtime import Runtime, elapsed_ms
+from sdc.tracing import finish, http_tags, operation_name, traceresponse
+from sdc.upstream import HOP_BY_HOP, ConnectFailed, Pool, Response, UpstreamError
+
+FAIL_TIMEOUT = 10.0
+BUFFER_LIMIT = 1024 * 1024
+MIRROR_BODY_LIMIT = 64 * 1024
+
+TRACE_HEADERS = frozenset({"traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
+                           "x-b3-sampled", "x-b3-flags"})  # fmt: skip
+# Added by this chain's hops; the IDS removes them to see the request as the client sent it.
+FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-real-ip", "x-forwarded-proto", "forwarded", "x-clover-mirror"})
+
+
+@dataclass
+class Target:
+    """One upstream address and its keep-alive pool."""
+
+    label: str
+    service: str
+    ip: str
+    port: int
+    pool: Pool
+    stats: ClusterStats
+    failed_until: float = 0.0
+
+    @property
+    def fqdn(self) -> str:
+        if self.service == self.ip:
+            return self.ip
+        return f"{self.service}.{topology.NAMESPACE}.{topology.CLUSTER_DOMAIN}"
+
+    @property
+    def cluster(self) -> str:
+        return self.stats.cluster
+
+
+def rotate(targets: list[Target], start: int) -> list[Target]:
+    """Targets in the order to try: round-robin from ``start``, failed ones last."""
+    if not targets:
+        return []
+    i = start % len(targets)
+    order = targets[i:] + targets[:i]
+    now = time.monotonic()
+    healthy = [t for t in order if t.failed_until <= now]
+    return healthy + [t for t in order if t.failed_until > now]
+
+
+class Inbound:
+    """The bookkeeping of one request a pod received: its SERVER span and inbound stats."""
+
+    def __init__(self, runtime: Runtime, request: web.BaseRequest, stats: ClusterStats, port: int):
+        self.runtime = runtime
+        self.request = request
+        self.stats = stats
+        self.start = time.perf_counter()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.client_ip, self.client_port = (peer[0], peer[1]) if peer else ("", 0)
+        self.request_id = request.headers.get("x-request-id", "")
+        self.request_size = request.content_length or 0
+        tel = runtime.telemetry
+        self.span = tel.start(operation_name(runtime.spec.fqdn, port), SpanKind.SERVER, tel.extract(request.headers))
+        http_tags(
+            self.span,
+            url=f"http://{request.host}{request.raw_path}",
+            method=request.method,
+            user_agent=request.headers.get("User-Agent", ""),
+            request_size=self.request_size,
+            upstream_cluster=stats.cluster,
+            request_id=self.request_id,
+            peer=f"{self.client_ip}:{self.client_port}",
+        )
+        stats.request_started()
+
+    def done(self, response: web.Response, error: str | None = None) -> web.Response:
+        size = response.content_length or 0
+        self.stats.request_finished(response.status, elapsed_ms(self.start), self.request_size, size)
+        tr = traceresponse(self.span)
+        if tr:
+            response.headers["traceresponse"] = tr
+        finish(self.span, response.status, size, error)
+        return response
+
+
+def forwarded_headers(
+    request: web.BaseRequest, client_ip: str, host: str, first_hop: bool, request_id: str
+) -> list[tuple[str, str]]:
+    """The request's end-to-end headers plus the forwarding headers for the next hop."""
+    headers: list[tuple[str, str]] = [("Host", host)]
+    xff = []
+    real_ip = None
+    for raw_name, raw_value in request.raw_headers:
+        name = raw_name.decode("latin-1")
+        lname = name.lower()
+        value = raw_value.decode("latin-1")
+        if lname in HOP_BY_HOP or lname in TRACE_HEADERS:
+            continue
+        if lname == "x-forwarded-for":
+            xff.append(value)
+            continue
+        if lname == "x-real-ip":
+            real_ip = value
+            continue
+        if lname in ("x-forwarded-proto", "x-request-id"):
+            continue
+        headers.append((name, value))
+    xff.append(client_ip)
+    headers.append(("X-Forwarded-For", ", ".join(xff)))
+    headers.append(("X-Real-IP", client_ip if first_hop or not real_ip else real_ip))
+    headers.append(("X-Forwarded-Proto", "http"))
+    headers.append(("X-Request-Id", request_id))
+    return headers
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+async def request_body(request: web.BaseRequest) -> bytes | AsyncIterable[bytes]:
+    """The body: read whole when small, else streamed through."""
+    if not request.body_exists:
+        return b""
+    length = request.content_length
+    if length is not None and length <= BUFFER_LIMIT:
+        return await request.read()
+    return _stream(request)
+
+
+async def _stream(request: web.BaseRequest) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        yield chunk
+
+
+class Tee:
+    """Streams a body through while keeping its first bytes (for the IDS mirror)."""
+
+    def __init__(self, body: AsyncIterable[bytes], limit: int = MIRROR_BODY_LIMIT):
+        self.body = body
+        self.limit = limit
+        self.head = bytearray()
+        self.total = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.body:
+            self.total += len(chunk)
+            if len(self.head) < self.limit:
+                self.head += chunk[: self.limit - len(self.head)]
+            yield chunk
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What is relayed: request line and the facts the span needs."""
+
+    method: str
+    path: str
+    user_agent: str
+    size: int
+
+    @classmethod
+    def of(cls, request: web.BaseRequest) -> Outgoing:
+        ua = request.headers.get("User-Agent", "")
+        return cls(request.method, request.raw_path, ua, request.content_length or 0)
+
+
+async def relay(
+    runtime: Runtime,
+    out: Outgoing,
+    candidates: list[Target],
+    headers: list[tuple[str, str]],
+    body: bytes | AsyncIterable[bytes],
+    parent: Span,
+) -> tuple[Response | None, Target | None, str]:
+    """Send the request to the first candidate that accepts a connection.
+
+    Returns (answer, target, "") or (None, last target tried, error text)."""
+    tel = runtime.telemetry
+    error = "no upstream"
+    last: Target | None = None
+    for target in candidates:
+        last = target
+        span = tel.start(operation_name(target.fqdn, target.port), SpanKind.CLIENT, parent)
+        http_tags(
+            span,
+            url=f"http://{target.label}{out.path}",
+            method=out.method,
+            user_agent=out.user_agent,
+            request_size=out.size,
+            upstream_cluster=target.cluster,
+            request_id=dict(headers).get("X-Request-Id", ""),
+            peer=f"{target.ip}:{target.port}",
+        )
+        carrier: dict[str, str] = {}
+        tel.inject(carrier, span)
+        start = time.perf_counter()
+        target.stats.request_started()
+        try:
+            answer = await target.pool.request(out.method, out.path, [*headers, *carrier.items()], body)
+        except ConnectFailed as exc:
+            target.stats.gauges["upstream_rq_active"] -= 1
+            target.failed_until = time.monotonic() + FAIL_TIMEOUT
+            finish(span, 503, 0, str(exc))
+            error = str(exc)
+            continue
+        except UpstreamError as exc:
+            target.stats.request_finished(exc.status, elapsed_ms(start))
+            finish(span, exc.status, 0, str(exc))
+            return None, target, str(exc)
+        except BaseException:
+            target.stats.gauges["upstream_rq_active"] -= 1
+            finish(span, 499, 0, "request abandoned")
+            raise
+        target.failed_until = 0.0
+        target.stats.request_finished(answer.status, elapsed_ms(start), answer.rx_bytes, answer.tx_bytes)
+        finish(span, answer.status, len(answer.body))
+        return answer, target, ""
+    return None, last, error
+
+
+def client_response(answer: Response, via: str) -> web.Response:
+    """The upstream's answer for the downstream client (framing headers are aiohttp's)."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    previous_via = None
+    for name, value in answer.headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname == "traceresponse":
+            continue
+        if lname == "via":
+            previous_via = value
+            continue
+        headers.add(name, value)
+    headers["Via"] = f"{previous_via}, 1.1 {via}" if previous_via else f"1.1 {via}"
+    return web.Response(status=answer.status, reason=answer.reason or None, headers=headers, body=answer.body)
+
+
+def error_response(status: int, text: str, via: str) -> web.Response:
+    reasons = {
+        403: "Forbidden",
+        404: "Not Found",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+        504: "Gateway Timeout",
+    }
+    title = f"{status} {reasons.get(status, 'Error')}"
+    body = f"<html><head><title>{title}</title></head><body><h1>{title}</h1><p>{text}</p><hr>{via}</body></html>\n"
+    return web.Response(status=status, text=body, content_type="text/html", headers={"Via": f"1.1 {via}"})
+
+
+class UpstreamSet:
+    """The configured upstreams of a pod (``host:port`` entries) as round-robin targets.
+
+    Names are resolved through the pod registry on use (cached briefly), so a service name
+    follows its pods; connections are pooled per address and survive reconfiguration when
+    the address stays."""
+
+    def __init__(self, runtime: Runtime, entries: list[HostPort]):
+        self.runtime = runtime
+        self.entries = list(entries)
+        self._targets: dict[tuple[str, int], Target] = {}
+        self._next = 0
+
+    async def targets(self) -> list[Target]:
+        chosen: list[Target] = []
+        for entry in self.entries:
+            try:
+                ips, service = await self.runtime.resolver.resolve_async(entry.host)
+            except ResolveError:
+                continue
+            for ip in ips:
+                key = (ip, entry.port)
+                target = self._targets.get(key)
+                if target is None:
+                    stats = self.runtime.outbound(entry.port, service)
+                    pool = Pool(ip, entry.port, self.runtime.placement, stats)
+                    target = self._targets[key] = Target(str(entry), service, ip, entry.port, pool, stats)
+                chosen.append(target)
+        return chosen
+
+    async def ordered(self) -> list[Target]:
+        """Every target, starting from the next in the rotation."""
+        targets = await self.targets()
+        start = self._next
+        self._next += 1
+        return rotate(targets, start)
+
+    def declare(self, service: str, port: int) -> None:
+        """Create a cluster's stats before its first request (so its series exist at 0)."""
+        self.runtime.outbound(port, service)
+
+    async def replace(self, entries: list[HostPort]) -> None:
+        """Switch to new entries; connections to addresses no longer used close once idle."""
+        self.entries = list(entries)
+        self._next = 0
+        keep = {(t.ip, t.port) for t in await self.targets()}
+        for key in list(self._targets):
+            if key not in keep:
+                self._targets.pop(key).pool.retire()
+
+    def close(self) -> None:
+        for target in self._targets.values():
+            target.pool.retire()

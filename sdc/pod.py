@@ -1,0 +1,133 @@
+"""One pod of the sample chain as a process: ``python -m sdc.pod <pod-name>``.
+
+Start: (as root) the pod's network namespace and veth pair; the stats endpoint; the HTTP
+listener and the gRPC server on the pod's address; the service's own start (the IDS engine,
+the site files); then the pod is registered in the local pod registry and with Prometheus and
+reports ready. SIGTERM or SIGINT: unregister, stop accepting, let requests in flight finish
+(up to ``DRAIN_SECONDS``), stop the service, flush spans, and remove the namespace and veth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+
+from clover import pods
+from clover.config import Config, ConfigError
+from clover.logs import setup_logging
+from sdc import netns, nginx_control, topology
+from sdc.ids.service import SnortIds
+from sdc.ids.service import add_to as add_snort
+from sdc.lb import LoadBalancer
+from sdc.nginx_control import HttpService
+from sdc.proxy import Proxy
+from sdc.runtime import Runtime
+from sdc.server import Server
+from stack.parts import prometheus_targets_dir
+
+log = logging.getLogger("sdc.pod")
+
+DRAIN_SECONDS = 5.0
+
+
+def build(runtime: Runtime) -> HttpService | SnortIds:
+    kind = runtime.spec.kind
+    if kind == topology.PROXY:
+        return Proxy(runtime)
+    if kind == topology.LB:
+        return LoadBalancer(runtime)
+    if kind == topology.SERVER:
+        return Server(runtime)
+    return SnortIds(runtime)
+
+
+def target_file(cfg: Config, name: str) -> str:
+    return str(prometheus_targets_dir(cfg) / f"sdc-{name}.json")
+
+
+def write_target(runtime: Runtime) -> None:
+    path = target_file(runtime.cfg, runtime.name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump([runtime.prometheus_target()], f)
+    os.replace(tmp, path)
+
+
+async def run(cfg: Config, name: str) -> int:
+    runtime = Runtime(cfg, name)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    service: HttpService | SnortIds | None = None
+    started_network = False
+    status = 0
+    try:
+        if runtime.netns and runtime.host_veth:
+            netns.create_pod_network(runtime.netns, runtime.host_veth, runtime.ip, topology.gateway_ip(cfg))
+            started_network = True
+        runtime.placement.open()
+        await runtime.start_stats()
+        service = build(runtime)
+        await service.listener.bind(runtime.ports["http"])
+        if isinstance(service, SnortIds):
+            ids = service
+            await runtime.start_grpc(lambda server: add_snort(server, ids), runtime.ports["grpc"])
+        else:
+            http = service
+            await runtime.start_grpc(lambda server: nginx_control.add_to(server, http), runtime.ports["grpc"])
+        await service.start()
+        pods.register(cfg, runtime.local_pod())
+        write_target(runtime)
+        runtime.ready = True
+        where = f"namespace {runtime.netns} (veth {runtime.host_veth})" if runtime.netns else "loopback"
+        log.info("%s ready on %s: http %s, grpc %s, stats 127.0.0.1:%s, %s", name, runtime.ip,
+                 runtime.ports["http"], runtime.ports["grpc"], runtime.stats_port, where)  # fmt: skip
+        await stop.wait()
+        log.info("%s stopping", name)
+    except Exception as exc:
+        log.error("%s failed: %s", name, exc, exc_info=not isinstance(exc, (OSError, netns.NetnsError)))
+        status = 1
+    finally:
+        runtime.ready = False
+        pods.unregister(cfg, name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target_file(cfg, name))
+        if service is not None:
+            await service.listener.close(DRAIN_SECONDS)
+        if runtime.grpc_server is not None:
+            await runtime.grpc_server.stop(2.0)
+        if service is not None:
+            with contextlib.suppress(Exception):
+                await service.stop()
+        await runtime.close_stats()
+        await asyncio.to_thread(runtime.telemetry.shutdown)
+        runtime.placement.close()
+        if started_network and runtime.netns and runtime.host_veth:
+            netns.delete_pod_network(runtime.netns, runtime.host_veth)
+        log.info("%s stopped", name)
+    return status
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run one pod of Clover's sample chain.")
+    parser.add_argument("pod", choices=topology.POD_NAMES)
+    args = parser.parse_args()
+    setup_logging()
+    logging.getLogger("opentelemetry").setLevel(logging.ERROR)
+    try:
+        cfg = Config.from_env()
+    except ConfigError as exc:
+        sys.exit(f"configuration: {exc}")
+    sys.exit(asyncio.run(run(cfg, args.pod)))
+
+
+if __name__ == "__main__":
+    main()

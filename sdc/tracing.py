@@ -1,0 +1,136 @@
+"""OpenTelemetry spans for the chain, tagged the way Istio's Envoy tagged them.
+
+Each pod exports over OTLP/HTTP to the configured trace backend. Context travels in both W3C
+``traceparent`` and B3 (``x-b3-*``, what Istio propagates) headers, so one trace spans
+proxy -> lb -> server and the IDS mirror. Span tags are the ones the collector maps to
+Cassandra columns (facts §1): ``node_id``, ``http.url``, ``user_agent``, ``request_size``,
+``response_size``, ``http.status_code``, ``upstream_cluster`` (strings, as Envoy sends them),
+plus ``http.method``, ``http.protocol``, ``guid:x-request-id``, ``peer.address`` and
+``component``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.propagators.b3 import B3MultiFormat
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from clover.config import Config
+from sdc import topology
+
+
+class SpanCounter(SpanProcessor):
+    """Counts the spans handed to the exporter (Envoy's ``tracing.zipkin.spans_sent``)."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
+
+
+class Telemetry:
+    """The tracer of one pod."""
+
+    def __init__(self, cfg: Config, pod: str, schedule_delay_ms: float = 500):
+        spec = topology.spec(pod)
+        self.pod = pod
+        self.service = spec.service
+        self.node_id = topology.node_id(cfg, pod)
+        resource = Resource.create(
+            {
+                "service.name": spec.service,
+                "service.instance.id": pod,
+                "service.version": spec.version or "v1",
+                "k8s.pod.name": pod,
+                "k8s.namespace.name": topology.NAMESPACE,
+                "host.ip": topology.pod_ip(cfg, pod),
+            }
+        )
+        self.provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(cfg.sdc_trace_ratio)))
+        exporter = OTLPSpanExporter(endpoint=f"{cfg.otlp_http_url}/v1/traces", timeout=5)
+        self.counter = SpanCounter()
+        self.provider.add_span_processor(self.counter)
+        self.provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_queue_size=8192, schedule_delay_millis=schedule_delay_ms)
+        )
+        self.tracer = self.provider.get_tracer("clover.sdc")
+        self.propagator = CompositePropagator([TraceContextTextMapPropagator(), B3MultiFormat()])
+
+    def extract(self, headers: Mapping[str, Any]) -> Context:
+        return self.propagator.extract(headers)
+
+    def inject(self, carrier: MutableMapping[str, str], span: Span) -> None:
+        self.propagator.inject(carrier, context=trace.set_span_in_context(span))
+
+    def start(self, name: str, kind: SpanKind, parent: Context | Span | None = None) -> Span:
+        context = trace.set_span_in_context(parent) if isinstance(parent, Span) else parent
+        span = self.tracer.start_span(name, context=context, kind=kind)
+        if span.is_recording():
+            span.set_attribute("node_id", self.node_id)
+            span.set_attribute("component", "proxy")
+        return span
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+def operation_name(fqdn: str, port: int) -> str:
+    """Envoy's route decorator as Istio 1.0 named spans, e.g. ``http-lb.default.svc.cluster.local:9180/*``."""
+    return f"{fqdn}:{port}/*"
+
+
+def http_tags(
+    span: Span,
+    *,
+    url: str,
+    method: str,
+    user_agent: str,
+    request_size: int,
+    upstream_cluster: str,
+    request_id: str,
+    peer: str,
+) -> None:
+    if not span.is_recording():
+        return
+    span.set_attributes(
+        {
+            "http.url": url,
+            "http.method": method,
+            "http.protocol": "HTTP/1.1",
+            "user_agent": user_agent or "-",
+            "request_size": str(request_size),
+            "upstream_cluster": upstream_cluster,
+            "guid:x-request-id": request_id,
+            "peer.address": peer,
+        }
+    )
+
+
+def finish(span: Span, status: int, response_size: int, error: str | None = None) -> None:
+    if span.is_recording():
+        span.set_attribute("http.status_code", str(status))
+        span.set_attribute("response_size", str(response_size))
+        if error or status >= 500:
+            span.set_status(Status(StatusCode.ERROR, error or f"HTTP {status}"))
+            span.set_attribute("error", True)
+    span.end()
+
+
+def traceresponse(span: Span) -> str | None:
+    """The W3C ``traceresponse`` header value naming this span (None when it is not sampled)."""
+    ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
