@@ -1,0 +1,1 @@
+"""Clovisor: the eBPF per-session HTTP tracer (tc programs on pods' host-side veths)."""

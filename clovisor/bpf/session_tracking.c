@@ -1,0 +1,1284 @@
+// Clovisor data plane: per-session HTTP/1.x tracing on the host side of a pod's veth.
+//
+// Two direct-action tc programs share these maps: cv_to_pod on clsact egress of the host veth
+// (packets delivered into the pod) and cv_from_pod on clsact ingress (packets leaving it).
+// A connection is tracked from the client's point of view (client -> server); the pod is the
+// server for its service ports and the client for egress-matched destinations.
+//
+// HTTP is parsed here: request and status lines, the headers Clovisor reports, and the message
+// framing (Content-Length, chunked, no-body responses, read-until-close), so that pipelined and
+// keep-alive exchanges pair exactly. Each exchange is kept in `exchanges` from its request head
+// until its response ends, then copied once to the `events` ring buffer. Only the parsed
+// fields reach user space; payload bytes are copied only for ports that have a user plugin.
+//
+// Parsing one segment may take several steps (pipelined heads, chunks, long heads): the parser
+// is a tail-called program that handles one step and calls itself while bytes remain.
+// Nothing is ever dropped: every program returns TC_ACT_OK.
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/in.h>
+
+#ifndef CONN_MAX
+#define CONN_MAX 16384
+#endif
+#ifndef EXCH_MAX
+#define EXCH_MAX 8192
+#endif
+#ifndef RING_PAGES
+#define RING_PAGES 2048
+#endif
+#ifndef PORT_MAX
+#define PORT_MAX 4096
+#endif
+
+#define HEAD_WIN 512          // bytes of a message head looked at per step
+#define WIN_MASK 511
+#define SCRATCH 1024
+#ifndef MAX_LINES
+#define MAX_LINES 16          // header lines handled per step (more: next step)
+#endif
+#define PAYLOAD_MAX 512       // bytes copied per payload event (plugin ports only)
+#define CHUNKS_PER_STEP 4
+
+#define URL_MAX 256
+#define HOST_MAX 64
+#define UA_MAX 128
+#define RID_MAX 64
+#define TP_MAX 80
+#define B3T_MAX 32
+#define B3S_MAX 16
+#define B3P_MAX 16
+#define REASON_MAX 32
+#define CTYPE_MAX 64
+#define DECO_MAX 64
+
+// Record kinds (first byte of every ring buffer record).
+#define REC_EXCHANGE 1        // a request paired with its complete response
+#define REC_INCOMPLETE 2      // a request whose connection closed before the response ended
+#define REC_TCP 3             // a TCP connection on a port whose protocol is not HTTP
+#define REC_PAYLOAD 4         // payload bytes for a user plugin
+
+// Protocols of a traced port.
+#define PROTO_HTTP 1
+#define PROTO_TCP 3
+#define PORT_PAYLOAD 1        // port_cfg.flags: copy payload for plugins
+
+// Exchange flags.
+#define XF_EGRESS 1           // the pod is the client (egress match)
+#define XF_URL_TRUNC 2
+#define XF_TP_IS_B3 4         // trace context slot holds a single `b3` header
+#define XF_HEAD_TRUNC 8       // a header line was longer than the window or split by a segment
+#define XF_CHUNKED 16         // response used chunked transfer coding
+#define XF_CLOSE_DELIMITED 32 // response ended with the connection
+#define XF_REQ_INCOMPLETE 64  // request body had not ended
+
+// Parser states of one direction of a connection.
+#define ST_IDLE 0             // expecting a message head
+#define ST_HEAD 1
+#define ST_BODY 2             // Content-Length body
+#define ST_CHUNK 3            // chunked body
+#define ST_UNTIL_CLOSE 4
+#define ST_OPAQUE 5           // after an upgrade / CONNECT: no more parsing
+#define ST_LOST 6             // lost framing: resynchronise at a message start
+
+#define CH_SIZE 0
+#define CH_DATA 1
+#define CH_TRAILER 2
+
+#define DIR_REQ 0
+#define DIR_RESP 1
+
+// Counters (index into `stats`).
+enum {
+    S_PACKETS = 0,
+    S_CONNS,
+    S_CONN_FULL,
+    S_EXCH_FULL,
+    S_RING_FULL,
+    S_LOST_SYNC,
+    S_ORPHAN_RESP,
+    S_RETRANS,
+    S_STEPS_EXHAUSTED,
+    S_HEAD_TRUNC,
+    S_CLOSED_INCOMPLETE,
+    S_EXCHANGES,
+    S_PAYLOAD_EVENTS,
+    S_GAPS,
+    S_REQUESTS,
+    S_TCP_CONNS,
+    S_NSTATS,
+};
+
+struct port_key {
+    u32 ifindex;
+    u16 port;
+    u16 pad;
+};
+
+struct egress_key {
+    u32 ifindex;
+    u32 ip;                   // network order; 0 = any
+    u16 port;
+    u16 pad;
+};
+
+struct port_cfg {
+    u8 proto;
+    u8 flags;
+    u16 pad;
+};
+
+struct conn_key {
+    u32 ifindex;
+    u32 cip;                  // network order
+    u32 sip;
+    u16 cport;                // host order
+    u16 sport;
+};
+
+struct dir_state {
+    u32 next_seq;             // next TCP sequence number expected in this direction
+    u32 remaining;            // body or chunk bytes still to come
+    u32 msg_seq;              // exchange number of the message being parsed
+    u32 msg_bytes;            // bytes of that message so far
+    u64 clen;                 // Content-Length of the current head (~0 = none)
+    u32 chunk_val;
+    u8 state;
+    u8 synced;
+    u8 first_line;            // the next line is the request/status line
+    u8 frag;                  // the next segment starts inside a line
+    u8 cr_only;               // ...and that line so far is a lone CR
+    u8 chunked;
+    u8 ch_state;
+    u8 ch_phase;              // 0: size digits, 1: extension/CR
+    u16 trailer_len;
+    u8 orphan;                // the response being parsed matched no request
+    u8 pad;
+};
+
+struct conn {
+    struct dir_state d[2];
+    u64 pkts[2];
+    u64 bytes[2];
+    u64 start_ns;
+    u64 last_ns;
+    u32 next_req;             // exchange number of the next request
+    u32 next_resp;            // exchange number the next response answers
+    u8 proto;
+    u8 flags;                 // XF_EGRESS
+    u8 fin;                   // bit0: client FIN, bit1: server FIN
+    u8 payload;               // copy payload for plugins
+    u32 pad;
+};
+
+struct exch_key {
+    struct conn_key c;
+    u32 seq;
+};
+
+// One exchange; also the ring buffer record of kinds 1-3. Strings are not NUL-terminated:
+// `lens` gives each one's length, in the order of the string fields below.
+struct exchange {
+    u8 kind;
+    u8 method;
+    u8 req_ver;               // 10 = HTTP/1.0, 11 = HTTP/1.1, 0 = unknown
+    u8 resp_ver;
+    u16 status;
+    u8 flags;
+    u8 proto;
+    u64 req_start_ns;
+    u64 req_end_ns;
+    u64 resp_start_ns;
+    u64 resp_end_ns;
+    u64 pkts[2];              // at the request's start; deltas when emitted
+    u64 bytes[2];
+    u32 ifindex;
+    u32 cip;
+    u32 sip;
+    u16 cport;
+    u16 sport;
+    u32 seq;
+    u32 req_size;
+    u32 req_head;
+    u32 resp_size;
+    u32 resp_head;
+    u16 lens[11];
+    u16 pad;
+    char url[URL_MAX];
+    char host[HOST_MAX];
+    char ua[UA_MAX];
+    char rid[RID_MAX];
+    char tp[TP_MAX];
+    char b3t[B3T_MAX];
+    char b3s[B3S_MAX];
+    char b3p[B3P_MAX];
+    char reason[REASON_MAX];
+    char ctype[CTYPE_MAX];
+    char deco[DECO_MAX];
+    char slack[UA_MAX];       // never sent: lets the verifier check copies to a variable slot
+};
+#define EXCH_WIRE (sizeof(struct exchange) - UA_MAX)
+
+enum { L_URL = 0, L_HOST, L_UA, L_RID, L_TP, L_B3T, L_B3S, L_B3P, L_REASON, L_CTYPE, L_DECO };
+
+struct payload_ev {
+    u8 kind;
+    u8 dir;
+    u16 len;
+    u32 seq;
+    struct conn_key c;
+    u8 data[PAYLOAD_MAX];
+};
+
+// Context handed from the entry programs to the parser across tail calls (per CPU: a tc
+// program and its tail calls run on one CPU without migration).
+struct pctx {
+    struct conn_key key;
+    u64 now;
+    u32 off;                  // next payload byte to parse (offset in the skb)
+    u32 end;                  // end of the payload
+    u8 dir;
+    u8 tcp_flags;             // FIN/RST handled after the payload
+    u8 pad[2];
+};
+
+struct scratch {
+    u8 buf[SCRATCH];
+    u16 nl[MAX_LINES];
+    // Loop state of the head parser, kept in memory so that the verifier does not track
+    // (and multiply) its exact values from one line to the next.
+    u32 nlines;
+    u32 n;
+    u32 ls;
+    u32 consumed;
+    u32 done;
+    u32 field;
+    u32 vs;
+    u32 cl_pos;               // Content-Length value in the window (0: none)
+    u32 cl_end;
+    u32 slot;
+    u32 max;
+    u32 mlen;
+    struct exchange rec;
+    struct payload_ev pev;
+};
+
+BPF_HASH(svc_ports, struct port_key, struct port_cfg, PORT_MAX);
+BPF_HASH(egress, struct egress_key, struct port_cfg, PORT_MAX);
+BPF_HASH(conns, struct conn_key, struct conn, CONN_MAX);
+BPF_HASH(exchanges, struct exch_key, struct exchange, EXCH_MAX);
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+BPF_PERCPU_ARRAY(stats, u64, S_NSTATS);
+BPF_PERCPU_ARRAY(ctxs, struct pctx, 1);
+BPF_PERCPU_ARRAY(scratches, struct scratch, 1);
+BPF_PROG_ARRAY(parsers, 4);
+#define PARSE_STEP 0
+#define PARSE_CHUNK 1
+#define PARSE_HEAD 2
+#define PARSE_LINES 3
+
+#define C8(a, b, c, d, e, f, g, h)                                                             \
+    ((u64)(a) | ((u64)(b) << 8) | ((u64)(c) << 16) | ((u64)(d) << 24) | ((u64)(e) << 32) |   \
+     ((u64)(f) << 40) | ((u64)(g) << 48) | ((u64)(h) << 56))
+#define MASK(n) ((n) >= 8 ? ~0ULL : ((1ULL << ((n) * 8)) - 1))
+#define LOWER 0x2020202020202020ULL
+#define BARRIER_VAR(v) asm volatile("" : "+r"(v))
+#define VOL(x) (*(volatile typeof(x) *)&(x))
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_RST 0x04
+#define TCPF_ACK 0x10
+
+static __always_inline void count(u32 idx) {
+    u64 *v = stats.lookup(&idx);
+    if (v)
+        *v += 1;
+}
+
+static __always_inline u64 load64(u8 *buf, u32 idx) {
+    return *(u64 *)&buf[idx & WIN_MASK];
+}
+
+// Method code and the length of "METHOD " from the first 8 bytes of a request.
+static __always_inline u32 match_method(u64 w, u8 *method) {
+    if ((w & MASK(4)) == C8('G', 'E', 'T', ' ', 0, 0, 0, 0)) { *method = 1; return 4; }
+    if ((w & MASK(5)) == C8('P', 'O', 'S', 'T', ' ', 0, 0, 0)) { *method = 2; return 5; }
+    if ((w & MASK(4)) == C8('P', 'U', 'T', ' ', 0, 0, 0, 0)) { *method = 3; return 4; }
+    if ((w & MASK(7)) == C8('D', 'E', 'L', 'E', 'T', 'E', ' ', 0)) { *method = 4; return 7; }
+    if ((w & MASK(5)) == C8('H', 'E', 'A', 'D', ' ', 0, 0, 0)) { *method = 5; return 5; }
+    if (w == C8('O', 'P', 'T', 'I', 'O', 'N', 'S', ' ')) { *method = 6; return 8; }
+    if ((w & MASK(6)) == C8('P', 'A', 'T', 'C', 'H', ' ', 0, 0)) { *method = 7; return 6; }
+    if (w == C8('C', 'O', 'N', 'N', 'E', 'C', 'T', ' ')) { *method = 8; return 8; }
+    if ((w & MASK(6)) == C8('T', 'R', 'A', 'C', 'E', ' ', 0, 0)) { *method = 9; return 6; }
+    return 0;
+}
+
+#define HTTP1 C8('H', 'T', 'T', 'P', '/', '1', '.', 0)
+
+static __always_inline void put_str(char *dst, u32 max, u8 *buf, u32 start, u32 len, u16 *lenp,
+                                    struct exchange *rec, u8 trunc_flag) {
+    if (len > max) {
+        len = max;
+        rec->flags |= trunc_flag;
+    }
+    u64 l = len;
+    BARRIER_VAR(l);
+    if (l > max)
+        return;
+    bpf_probe_read_kernel(dst, l, &buf[start & WIN_MASK]);
+    *lenp = l;
+}
+
+static __always_inline struct dir_state *dstate(struct conn *c, u8 dir) {
+    return dir ? &c->d[DIR_RESP] : &c->d[DIR_REQ];
+}
+
+static __always_inline void emit_incomplete(struct conn *c, struct conn_key *key, u64 now) {
+    // Requests still unanswered when the connection closes: reported once, then forgotten.
+    struct exch_key ek = {};
+    ek.c = *key;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        if (c->next_resp >= c->next_req)
+            break;
+        ek.seq = c->next_resp;
+        struct exchange *rec = exchanges.lookup(&ek);
+        if (rec) {
+            rec->kind = REC_INCOMPLETE;
+            rec->resp_end_ns = now;
+            rec->pkts[0] = c->pkts[0] - rec->pkts[0];
+            rec->pkts[1] = c->pkts[1] - rec->pkts[1];
+            rec->bytes[0] = c->bytes[0] - rec->bytes[0];
+            rec->bytes[1] = c->bytes[1] - rec->bytes[1];
+            if (events.ringbuf_output(rec, EXCH_WIRE, 0) < 0)
+                count(S_RING_FULL);
+            exchanges.delete(&ek);
+            count(S_CLOSED_INCOMPLETE);
+        }
+        c->next_resp++;
+    }
+}
+
+static __always_inline void emit_tcp(struct conn *c, struct conn_key *key, u64 now) {
+    u32 zero = 0;
+    struct scratch *s = scratches.lookup(&zero);
+    if (!s)
+        return;
+    struct exchange *rec = &s->rec;
+    __builtin_memset(rec, 0, EXCH_WIRE);
+    rec->kind = REC_TCP;
+    rec->proto = c->proto;
+    rec->flags = c->flags;
+    rec->req_start_ns = c->start_ns;
+    rec->resp_end_ns = now;
+    rec->pkts[0] = c->pkts[0];
+    rec->pkts[1] = c->pkts[1];
+    rec->bytes[0] = c->bytes[0];
+    rec->bytes[1] = c->bytes[1];
+    rec->ifindex = key->ifindex;
+    rec->cip = key->cip;
+    rec->sip = key->sip;
+    rec->cport = key->cport;
+    rec->sport = key->sport;
+    rec->req_size = c->d[DIR_REQ].msg_bytes;
+    rec->resp_size = c->d[DIR_RESP].msg_bytes;
+    if (events.ringbuf_output(rec, EXCH_WIRE, 0) < 0)
+        count(S_RING_FULL);
+    count(S_TCP_CONNS);
+}
+
+// The response of exchange `c->next_resp` has ended: emit it.
+static __always_inline void finish_response(struct conn *c, struct conn_key *key, struct dir_state *ds,
+                                            u64 now) {
+    struct exch_key ek = {};
+    ek.c = *key;
+    ek.seq = c->next_resp;
+    struct exchange *rec = exchanges.lookup(&ek);
+    if (rec && !ds->orphan) {
+        rec->kind = REC_EXCHANGE;
+        rec->resp_end_ns = now;
+        rec->resp_size = ds->msg_bytes;
+        rec->pkts[0] = c->pkts[0] - rec->pkts[0];
+        rec->pkts[1] = c->pkts[1] - rec->pkts[1];
+        rec->bytes[0] = c->bytes[0] - rec->bytes[0];
+        rec->bytes[1] = c->bytes[1] - rec->bytes[1];
+        if (c->d[DIR_REQ].msg_seq == ek.seq && c->d[DIR_REQ].state != ST_IDLE)
+            rec->flags |= XF_REQ_INCOMPLETE;
+        if (events.ringbuf_output(rec, EXCH_WIRE, 0) < 0)
+            count(S_RING_FULL);
+        else
+            count(S_EXCHANGES);
+        exchanges.delete(&ek);
+    }
+    if (!ds->orphan)
+        c->next_resp++;
+    ds->orphan = 0;
+    ds->state = ST_IDLE;
+    ds->msg_bytes = 0;
+}
+
+static __always_inline void finish_request(struct conn *c, struct conn_key *key, struct dir_state *ds,
+                                           u64 now) {
+    struct exch_key ek = {};
+    ek.c = *key;
+    ek.seq = ds->msg_seq;
+    struct exchange *rec = exchanges.lookup(&ek);
+    if (rec) {
+        rec->req_end_ns = now;
+        rec->req_size = ds->msg_bytes;
+    }
+    ds->state = ST_IDLE;
+    ds->msg_bytes = 0;
+}
+
+static __always_inline void finish_message(struct conn *c, struct conn_key *key, struct dir_state *ds,
+                                           u8 dir, u64 now) {
+    if (dir == DIR_REQ)
+        finish_request(c, key, ds, now);
+    else
+        finish_response(c, key, ds, now);
+}
+
+// FIN/RST, after the segment's payload was parsed. Returns 1 when the connection is gone.
+static __always_inline int handle_close(struct conn *c, struct conn_key *key, u8 dir, u8 tcp_flags, u64 now) {
+    if (!(tcp_flags & (TCPF_FIN | TCPF_RST)))
+        return 0;
+    if (c->proto == PROTO_HTTP) {
+        struct dir_state *resp = &c->d[DIR_RESP];
+        if (dir == DIR_RESP && resp->state == ST_UNTIL_CLOSE) {
+            c->fin |= 2;
+            finish_response(c, key, resp, now);
+        }
+    }
+    c->fin |= dir == DIR_REQ ? 1 : 2;
+    if ((tcp_flags & TCPF_RST) || c->fin == 3) {
+        if (c->proto == PROTO_HTTP)
+            emit_incomplete(c, key, now);
+        else
+            emit_tcp(c, key, now);
+        conns.delete(key);
+        return 1;
+    }
+    return 0;
+}
+
+// Head of a new message in the window at `off`. Returns 0 when the bytes are no message start.
+static __always_inline int begin_message(struct __sk_buff *skb, struct conn *c, struct conn_key *key,
+                                         struct dir_state *ds, u8 dir, u32 off, u32 end, u64 now,
+                                         struct scratch *s) {
+    u64 w = 0;
+    if (end - off < 8 || bpf_skb_load_bytes(skb, off, &w, 8) < 0)
+        return 0;
+    ds->first_line = 1;
+    ds->frag = 0;
+    ds->cr_only = 0;
+    ds->chunked = 0;
+    ds->clen = ~0ULL;
+    ds->msg_bytes = 0;
+    if (dir == DIR_REQ) {
+        u8 method = 0;
+        if (!match_method(w, &method))
+            return 0;
+        struct exchange *rec = &s->rec;
+        __builtin_memset(rec, 0, EXCH_WIRE);
+        rec->method = method;
+        rec->proto = PROTO_HTTP;
+        rec->flags = c->flags;
+        rec->req_start_ns = now;
+        rec->pkts[0] = c->pkts[0];
+        rec->pkts[1] = c->pkts[1];
+        rec->bytes[0] = c->bytes[0];
+        rec->bytes[1] = c->bytes[1];
+        rec->ifindex = key->ifindex;
+        rec->cip = key->cip;
+        rec->sip = key->sip;
+        rec->cport = key->cport;
+        rec->sport = key->sport;
+        rec->seq = c->next_req;
+        ds->msg_seq = c->next_req;
+        c->next_req++;
+        count(S_REQUESTS);
+        struct exch_key ek = {};
+        ek.c = *key;
+        ek.seq = rec->seq;
+        if (exchanges.update(&ek, rec) < 0)
+            count(S_EXCH_FULL);
+    } else {
+        if ((w & MASK(7)) != HTTP1)
+            return 0;
+        struct exch_key ek = {};
+        ek.c = *key;
+        ek.seq = c->next_resp;
+        struct exchange *rec = exchanges.lookup(&ek);
+        ds->orphan = rec ? 0 : 1;
+        if (!rec || c->next_resp >= c->next_req) {
+            ds->orphan = 1;
+            count(S_ORPHAN_RESP);
+        } else if (!rec->resp_start_ns) {
+            rec->resp_start_ns = now;
+        }
+        ds->msg_seq = c->next_resp;
+    }
+    ds->state = ST_HEAD;
+    return 1;
+}
+
+// Where header values go in struct exchange (offset of the slot, its size, index in lens).
+static __always_inline void field_slot(u32 field, u32 *off, u32 *max) {
+    switch (field) {
+    case L_HOST: *off = offsetof(struct exchange, host); *max = HOST_MAX; break;
+    case L_UA: *off = offsetof(struct exchange, ua); *max = UA_MAX; break;
+    case L_RID: *off = offsetof(struct exchange, rid); *max = RID_MAX; break;
+    case L_TP: *off = offsetof(struct exchange, tp); *max = TP_MAX; break;
+    case L_B3T: *off = offsetof(struct exchange, b3t); *max = B3T_MAX; break;
+    case L_B3S: *off = offsetof(struct exchange, b3s); *max = B3S_MAX; break;
+    case L_B3P: *off = offsetof(struct exchange, b3p); *max = B3P_MAX; break;
+    case L_CTYPE: *off = offsetof(struct exchange, ctype); *max = CTYPE_MAX; break;
+    default: *off = offsetof(struct exchange, deco); *max = DECO_MAX; break;
+    }
+}
+
+// The request or status line at the start of the window.
+static __always_inline void parse_first_line(struct dir_state *ds, u8 dir, u8 *buf, u32 le, struct exchange *rec,
+                                             struct scratch *s) {
+    if (dir == DIR_REQ) {
+        u8 method = 0;
+        VOL(s->mlen) = match_method(load64(buf, 0), &method);
+        u32 mlen = VOL(s->mlen) & 15;
+        u32 uend = le;
+        if (le >= mlen + 10 && (load64(buf, le - 8) & MASK(7)) == HTTP1) {
+            rec->req_ver = buf[(le - 1) & WIN_MASK] == '0' ? 10 : 11;
+            uend = le - 9;
+        }
+        if (uend > mlen)
+            put_str(rec->url, URL_MAX, buf, mlen, uend - mlen, &rec->lens[L_URL], rec, XF_URL_TRUNC);
+    } else if (le >= 12) {
+        rec->resp_ver = buf[7] == '0' ? 10 : 11;
+        u32 d0 = buf[9] - '0';
+        u32 d1 = buf[10] - '0';
+        u32 d2 = buf[11] - '0';
+        if (d0 < 10 && d1 < 10 && d2 < 10)
+            rec->status = d0 * 100 + d1 * 10 + d2;
+        if (le > 13)
+            put_str(rec->reason, REASON_MAX, buf, 13, le - 13, &rec->lens[L_REASON], rec, 0);
+    }
+}
+
+// Which reported header a line holds: sets s->field (0xff: none) and s->vs (value start).
+static __always_inline void match_header(struct dir_state *ds, u8 *buf, u32 ls, u32 le, struct exchange *rec,
+                                         struct scratch *s) {
+    u64 w0 = load64(buf, ls) | LOWER;
+    u64 w1 = load64(buf, ls + 8) | LOWER;
+    u32 field = 0xff;
+    u32 vs = 0;
+    if ((w0 & MASK(5)) == C8('h', 'o', 's', 't', ':', 0, 0, 0)) {
+        field = L_HOST; vs = 5;
+    } else if (w0 == C8('u', 's', 'e', 'r', '-', 'a', 'g', 'e') && (w1 & MASK(3)) == C8('n', 't', ':', 0, 0, 0, 0, 0)) {
+        field = L_UA; vs = 11;
+    } else if (w0 == C8('c', 'o', 'n', 't', 'e', 'n', 't', '-')) {
+        if ((w1 & MASK(7)) == C8('l', 'e', 'n', 'g', 't', 'h', ':', 0)) {
+            VOL(s->cl_pos) = ls + 15;  // parsed once the loop is over
+            VOL(s->cl_end) = le;
+        } else if ((w1 & MASK(5)) == C8('t', 'y', 'p', 'e', ':', 0, 0, 0)) {
+            field = L_CTYPE; vs = 13;
+        }
+    } else if (w0 == C8('t', 'r', 'a', 'n', 's', 'f', 'e', 'r') && w1 == C8('-', 'e', 'n', 'c', 'o', 'd', 'i', 'n')) {
+        if (le >= ls + 25 && ((load64(buf, le - 8) | LOWER) & ~MASK(1)) == C8(0, 'c', 'h', 'u', 'n', 'k', 'e', 'd'))
+            ds->chunked = 1;
+    } else if (w0 == C8('x', '-', 'r', 'e', 'q', 'u', 'e', 's') && (w1 & MASK(5)) == C8('t', '-', 'i', 'd', ':', 0, 0, 0)) {
+        field = L_RID; vs = 13;
+    } else if (w0 == C8('t', 'r', 'a', 'c', 'e', 'p', 'a', 'r') && (w1 & MASK(4)) == C8('e', 'n', 't', ':', 0, 0, 0, 0)) {
+        field = L_TP; vs = 12;
+        rec->flags &= ~XF_TP_IS_B3;
+    } else if ((w0 & MASK(3)) == C8('b', '3', ':', 0, 0, 0, 0, 0)) {
+        if (!rec->lens[L_TP] || (rec->flags & XF_TP_IS_B3)) {
+            field = L_TP; vs = 3;
+            rec->flags |= XF_TP_IS_B3;
+        }
+    } else if (w0 == C8('x', '-', 'b', '3', '-', 't', 'r', 'a') && (w1 & MASK(5)) == C8('c', 'e', 'i', 'd', ':', 0, 0, 0)) {
+        field = L_B3T; vs = 13;
+    } else if (w0 == C8('x', '-', 'b', '3', '-', 's', 'p', 'a') && (w1 & MASK(4)) == C8('n', 'i', 'd', ':', 0, 0, 0, 0)) {
+        field = L_B3S; vs = 12;
+    } else if (w0 == C8('x', '-', 'b', '3', '-', 'p', 'a', 'r') && w1 == C8('e', 'n', 't', 's', 'p', 'a', 'n', 'i')) {
+        field = L_B3P; vs = 18;
+    } else if (w0 == C8('x', '-', 'e', 'n', 'v', 'o', 'y', '-') && w1 == C8('d', 'e', 'c', 'o', 'r', 'a', 't', 'o')) {
+        field = L_DECO; vs = 28;
+    }
+    VOL(s->field) = field;
+    VOL(s->vs) = ls + vs;
+}
+
+// One window of a message head, copied to the scratch buffer: the positions of its line
+// ends. Loop state lives in the per-CPU scratch (VOL) so that the verifier's paths join.
+static __always_inline u32 scan_window(struct __sk_buff *skb, struct pctx *x, struct scratch *s) {
+    u32 n = x->end - x->off;
+    VOL(s->nlines) = 0;
+    VOL(s->n) = 1;
+    if (n > HEAD_WIN)
+        n = HEAD_WIN;
+    if (n < 1)
+        return 0;
+    n = ((n - 1) & WIN_MASK) + 1;
+    if (bpf_skb_load_bytes(skb, x->off, s->buf, n) < 0)
+        return 0;
+    u8 *buf = s->buf;
+
+    // Pass 1: positions of '\n' in the window, a word at a time.
+    VOL(s->nlines) = 0;
+    VOL(s->n) = n;
+    for (u32 i = 0; i < HEAD_WIN / 8; i++) {
+        u32 base = i * 8;
+        if (base >= VOL(s->n))
+            break;
+        u64 w = load64(buf, base) ^ 0x0a0a0a0a0a0a0a0aULL;
+        if (!((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL))
+            continue;
+#pragma unroll
+        for (u32 j = 0; j < 8; j++) {
+            u32 p = base + j;
+            u32 k = VOL(s->nlines);
+            if (p < VOL(s->n) && buf[p & WIN_MASK] == '\n' && k < MAX_LINES) {
+                s->nl[k & (MAX_LINES - 1)] = p;
+                VOL(s->nlines) = k + 1;
+            }
+        }
+    }
+
+    return n;
+}
+
+// The lines of the window that scan_window() found: parse those Clovisor reports, find the
+// head's end. Returns the number of bytes consumed; sets *done when the head ended.
+static __always_inline u32 parse_lines(struct conn *c, struct pctx *x, struct scratch *s, int *done) {
+    struct conn_key *key = &x->key;
+    u32 off = x->off;
+    u32 end = x->end;
+    u8 dir = x->dir & 1;
+    struct dir_state *ds = dstate(c, dir);
+    u8 *buf = s->buf;
+    u32 n = ((VOL(s->n) - 1) & WIN_MASK) + 1;
+
+    // The exchange the head belongs to.
+    struct exch_key ek = {};
+    ek.c = *key;
+    ek.seq = ds->msg_seq;
+    struct exchange *rec = exchanges.lookup(&ek);
+    if (!rec || (dir == DIR_RESP && ds->orphan))
+        rec = &s->rec;  // parse for framing only
+
+    VOL(s->ls) = 0;
+    VOL(s->consumed) = 0;
+    VOL(s->done) = 0;
+    VOL(s->cl_pos) = 0;
+    u32 first = 0;
+    if (VOL(s->nlines) > 0) {
+        u32 nlp = VOL(s->nl[0]) & WIN_MASK;
+        u32 le = nlp;
+        if (le > 0 && buf[(le - 1) & WIN_MASK] == '\r')
+            le--;
+        if (ds->frag) {
+            // The rest of a line that began in the previous segment: an empty rest after a
+            // lone CR ends the head.
+            if (ds->cr_only && nlp == 0 && !ds->first_line)
+                VOL(s->done) = 1;
+            ds->frag = 0;
+            ds->cr_only = 0;
+            first = 1;
+        } else if (ds->first_line) {
+            ds->first_line = 0;
+            parse_first_line(ds, dir, buf, le, rec, s);
+            first = 1;
+        }
+        if (first) {
+            VOL(s->ls) = nlp + 1;
+            VOL(s->consumed) = nlp + 1;
+        }
+    }
+
+    // Pass 2: header lines.
+    for (u32 i = 0; i < MAX_LINES; i++) {
+        // No break: every path leaves the loop at its one exit, where the verifier joins them.
+        if (VOL(s->done) || i + first >= VOL(s->nlines))
+            continue;
+        u32 nlp = VOL(s->nl[(i + first) & (MAX_LINES - 1)]) & WIN_MASK;
+        u32 ls = VOL(s->ls) & WIN_MASK;
+        u32 le = nlp;  // line end without CR
+        if (le > ls && buf[(le - 1) & WIN_MASK] == '\r')
+            le--;
+        VOL(s->consumed) = nlp + 1;
+        VOL(s->ls) = nlp + 1;
+        if (le <= ls) {
+            VOL(s->done) = 1;
+            continue;
+        }
+        match_header(ds, buf, ls, le, rec, s);
+        u32 field = VOL(s->field);
+        if (field > L_DECO)
+            continue;
+        u32 vs = VOL(s->vs) & WIN_MASK;
+        if (vs < le && buf[vs & WIN_MASK] == ' ')
+            vs++;
+        u32 vlen = vs < le ? le - vs : 0;
+        u32 slot = 0, max = 0;
+        field_slot(field, &slot, &max);
+        VOL(s->slot) = slot;
+        VOL(s->max) = max;
+        if (vlen > VOL(s->max))
+            vlen = VOL(s->max);
+        u64 l = vlen;
+        BARRIER_VAR(l);
+        if (l > UA_MAX)
+            continue;
+        u64 dst = VOL(s->slot);
+        BARRIER_VAR(dst);
+        if (dst > offsetof(struct exchange, deco))
+            continue;
+        BARRIER_VAR(dst);
+        bpf_probe_read_kernel((char *)rec + dst, l, &buf[vs & WIN_MASK]);
+        rec->lens[VOL(s->field) & 15] = l;  // reloaded: keeps `field` imprecise for the verifier
+    }
+
+    u32 cl = VOL(s->cl_pos);
+    if (cl) {
+        u32 cle = VOL(s->cl_end);
+        u64 v = 0;
+#pragma unroll
+        for (int k = 0; k < 16; k++) {
+            u32 p = cl + k;
+            u32 ch = buf[p & WIN_MASK];
+            if (p >= cle)
+                break;
+            if (ch == ' ' || ch == '\t')
+                continue;
+            if (ch - '0' >= 10)
+                break;
+            v = v * 10 + (ch - '0');
+        }
+        ds->clen = v;
+    }
+
+    u32 consumed = VOL(s->consumed) & 0x3ff;
+    *done = VOL(s->done);
+    if (*done)
+        return consumed;
+    if (VOL(s->nlines) >= MAX_LINES)
+        return consumed;  // more lines in this window: the next step goes on from there
+    if (consumed == n)
+        return n;         // the window ended at a line end
+    if (off + n < end && consumed > 0)
+        return consumed;  // re-read the unfinished line in the next step
+    // The window ends inside a line: in the next segment, or a line longer than the window.
+    ds->frag = 1;
+    ds->cr_only = (n - consumed == 1 && buf[(n - 1) & WIN_MASK] == '\r') ? 1 : 0;
+    if (!ds->cr_only) {
+        rec->flags |= XF_HEAD_TRUNC;
+        count(S_HEAD_TRUNC);
+        if (ds->first_line) {
+            // The request line itself is longer than the window: keep what the URL fits.
+            ds->first_line = 0;
+            if (dir == DIR_REQ) {
+                u8 method = 0;
+                u32 mlen = match_method(load64(buf, 0), &method);
+                put_str(rec->url, URL_MAX, buf, mlen, n - mlen, &rec->lens[L_URL], rec, XF_URL_TRUNC);
+            }
+        }
+    }
+    return n;
+}
+
+// Framing after a head ended.
+static __always_inline void head_done(struct conn *c, struct conn_key *key, struct dir_state *ds, u8 dir,
+                                      u64 now, struct scratch *s) {
+    struct exch_key ek = {};
+    ek.c = *key;
+    ek.seq = ds->msg_seq;
+    struct exchange *rec = exchanges.lookup(&ek);
+    if (dir == DIR_REQ) {
+        if (rec)
+            rec->req_head = ds->msg_bytes;
+        if (ds->chunked) {
+            ds->state = ST_CHUNK;
+            ds->ch_state = CH_SIZE;
+            ds->ch_phase = 0;
+            ds->chunk_val = 0;
+        } else if (ds->clen != ~0ULL && ds->clen > 0) {
+            ds->state = ST_BODY;
+            ds->remaining = ds->clen;
+        } else {
+            finish_request(c, key, ds, now);
+            if (rec && rec->method == 8)  // CONNECT: a tunnel follows
+                ds->state = ST_OPAQUE;
+        }
+        return;
+    }
+    u16 status = 0;
+    u8 method = 0;
+    if (rec && !ds->orphan) {
+        rec->resp_head = ds->msg_bytes;
+        status = rec->status;
+        method = rec->method;
+        if (ds->chunked)
+            rec->flags |= XF_CHUNKED;
+    }
+    if (status >= 100 && status < 200 && status != 101) {
+        // Informational: the final response is still to come.
+        ds->state = ST_IDLE;
+        ds->msg_bytes = 0;
+        return;
+    }
+    if (status == 101 || (method == 8 && status >= 200 && status < 300)) {
+        finish_response(c, key, ds, now);
+        ds->state = ST_OPAQUE;
+        c->d[DIR_REQ].state = ST_OPAQUE;
+        return;
+    }
+    if (method == 5 || status == 204 || status == 304) {
+        finish_response(c, key, ds, now);
+    } else if (ds->chunked) {
+        ds->state = ST_CHUNK;
+        ds->ch_state = CH_SIZE;
+        ds->ch_phase = 0;
+        ds->chunk_val = 0;
+    } else if (ds->clen != ~0ULL) {
+        if (ds->clen == 0) {
+            finish_response(c, key, ds, now);
+        } else {
+            ds->state = ST_BODY;
+            ds->remaining = ds->clen;
+        }
+    } else {
+        ds->state = ST_UNTIL_CLOSE;
+        if (rec && !ds->orphan)
+            rec->flags |= XF_CLOSE_DELIMITED;
+    }
+}
+
+static __always_inline void emit_payload(struct scratch *s, struct conn_key *key, u8 dir, u32 seq, u32 len) {
+    struct payload_ev *ev = &s->pev;
+    ev->kind = REC_PAYLOAD;
+    ev->dir = dir;
+    ev->seq = seq;
+    ev->c = *key;
+    if (len > PAYLOAD_MAX)
+        len = PAYLOAD_MAX;
+    u64 l = len;
+    BARRIER_VAR(l);
+    if (l > PAYLOAD_MAX)
+        return;
+    ev->len = l;
+    bpf_probe_read_kernel(ev->data, l, s->buf);
+    u64 size = sizeof(*ev) - PAYLOAD_MAX + l;
+    BARRIER_VAR(size);
+    if (size > sizeof(*ev))
+        return;
+    if (events.ringbuf_output(ev, size, 0) < 0)
+        count(S_RING_FULL);
+    else
+        count(S_PAYLOAD_EVENTS);
+}
+
+// Tail call to the program for the parser's next state; returns only when the per-packet
+// tail call limit was reached (then the rest of the segment cannot be parsed).
+static __always_inline void next_step(struct __sk_buff *skb, struct dir_state *ds) {
+    u8 st = ds->state;
+    if (st == ST_IDLE || st == ST_HEAD || st == ST_LOST)
+        parsers.call(skb, PARSE_HEAD);
+    else if (st == ST_CHUNK)
+        parsers.call(skb, PARSE_CHUNK);
+    else
+        parsers.call(skb, PARSE_STEP);
+    count(S_STEPS_EXHAUSTED);
+    ds->state = ST_LOST;
+}
+
+// Bodies with a known length, read-until-close and opaque streams; routes the other states.
+int cv_parse(struct __sk_buff *skb) {
+    u32 zero = 0;
+    struct pctx *x = ctxs.lookup(&zero);
+    if (!x)
+        return TC_ACT_OK;
+    struct conn *c = conns.lookup(&x->key);
+    if (!c)
+        return TC_ACT_OK;
+    u8 dir = x->dir;
+    struct dir_state *ds = dstate(c, dir);
+    u32 off = x->off;
+    u32 end = x->end;
+    u64 now = x->now;
+
+    if (off < end) {
+        switch (ds->state) {
+        case ST_BODY: {
+            u32 k = end - off;
+            if (k > ds->remaining)
+                k = ds->remaining;
+            ds->remaining -= k;
+            ds->msg_bytes += k;
+            off += k;
+            if (ds->remaining == 0)
+                finish_message(c, &x->key, ds, dir, now);
+            break;
+        }
+        case ST_UNTIL_CLOSE:
+            ds->msg_bytes += end - off;
+            off = end;
+            break;
+        case ST_OPAQUE:
+            off = end;
+            break;
+        default:
+            break;  // heads and chunks have programs of their own
+        }
+    }
+    x->off = off;
+    if (off < end) {
+        next_step(skb, ds);
+        off = end;
+    }
+    handle_close(c, &x->key, dir, x->tcp_flags, now);
+    return TC_ACT_OK;
+}
+
+// Message heads, first half: start a message if none is open, then find the window's lines.
+int cv_head(struct __sk_buff *skb) {
+    u32 zero = 0;
+    struct pctx *x = ctxs.lookup(&zero);
+    struct scratch *s = scratches.lookup(&zero);
+    if (!x || !s)
+        return TC_ACT_OK;
+    struct conn *c = conns.lookup(&x->key);
+    if (!c)
+        return TC_ACT_OK;
+    u8 dir = x->dir;
+    struct dir_state *ds = dstate(c, dir);
+    u32 off = x->off;
+    u32 end = x->end;
+    u64 now = x->now;
+
+    if (off < end && (ds->state == ST_IDLE || ds->state == ST_LOST)) {
+        if (!begin_message(skb, c, &x->key, ds, dir, off, end, now, s)) {
+            if (ds->state != ST_LOST)
+                count(S_LOST_SYNC);
+            ds->state = ST_LOST;
+            off = end;
+        }
+    }
+    if (off < end && ds->state == ST_HEAD) {
+        if (scan_window(skb, x, s) > 0) {
+            parsers.call(skb, PARSE_LINES);
+            count(S_STEPS_EXHAUSTED);
+        }
+        ds->state = ST_LOST;
+        off = end;
+    }
+    x->off = off;
+    if (off < end)
+        next_step(skb, ds);
+    handle_close(c, &x->key, dir, x->tcp_flags, now);
+    return TC_ACT_OK;
+}
+
+// Message heads, second half: the lines of the window, then the framing of what follows.
+int cv_lines(struct __sk_buff *skb) {
+    u32 zero = 0;
+    struct pctx *x = ctxs.lookup(&zero);
+    struct scratch *s = scratches.lookup(&zero);
+    if (!x || !s)
+        return TC_ACT_OK;
+    struct conn *c = conns.lookup(&x->key);
+    if (!c)
+        return TC_ACT_OK;
+    u8 dir = x->dir;
+    struct dir_state *ds = dstate(c, dir);
+    u32 off = x->off;
+    u32 end = x->end;
+    u64 now = x->now;
+
+    int done = 0;
+    u32 used = parse_lines(c, x, s, &done);
+    if (c->payload)
+        emit_payload(s, &x->key, dir, ds->msg_seq, used);
+    if (used == 0)
+        used = end - off;
+    off += used;
+    ds->msg_bytes += used;
+    if (done)
+        head_done(c, &x->key, ds, dir, now, s);
+    x->off = off;
+    if (off < end)
+        next_step(skb, ds);
+    handle_close(c, &x->key, dir, x->tcp_flags, now);
+    return TC_ACT_OK;
+}
+
+// Chunked bodies: up to CHUNKS_PER_STEP chunks per invocation.
+int cv_chunk(struct __sk_buff *skb) {
+    u32 zero = 0;
+    struct pctx *x = ctxs.lookup(&zero);
+    if (!x)
+        return TC_ACT_OK;
+    struct conn *c = conns.lookup(&x->key);
+    if (!c)
+        return TC_ACT_OK;
+    u8 dir = x->dir;
+    struct dir_state *ds = dstate(c, dir);
+    u32 off = x->off;
+    u32 end = x->end;
+    u64 now = x->now;
+
+    for (int j = 0; j < CHUNKS_PER_STEP; j++) {
+        if (off >= end || ds->state != ST_CHUNK)
+            break;
+        if (ds->ch_state == CH_DATA) {
+            u32 k = end - off;
+            if (k > ds->remaining)
+                k = ds->remaining;
+            ds->remaining -= k;
+            ds->msg_bytes += k;
+            off += k;
+            if (ds->remaining == 0)
+                ds->ch_state = CH_SIZE;
+            continue;
+        }
+        // A size line or a trailer line, a byte at a time.
+        u8 line[32] = {};
+        u32 w = end - off;
+        if (w > 32)
+            w = 32;
+        if (w >= 1)
+            w = ((w - 1) & 31) + 1;
+        if (w < 1 || bpf_skb_load_bytes(skb, off, line, w) < 0) {
+            off = end;
+            break;
+        }
+        u32 used = w;
+        int line_done = 0;
+        for (u32 k = 0; k < 32; k++) {
+            if (k >= w)
+                break;
+            u8 ch = line[k];
+            if (ch == '\n') {
+                used = k + 1;
+                line_done = 1;
+                break;
+            }
+            if (ds->ch_state == CH_SIZE && ds->ch_phase == 0) {
+                u32 v;
+                if (ch >= '0' && ch <= '9')
+                    v = ch - '0';
+                else if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f')
+                    v = (ch | 0x20) - 'a' + 10;
+                else {
+                    ds->ch_phase = 1;
+                    continue;
+                }
+                ds->chunk_val = (ds->chunk_val << 4) | v;
+            } else if (ds->ch_state == CH_TRAILER && ch != '\r') {
+                ds->trailer_len++;
+            }
+        }
+        off += used;
+        ds->msg_bytes += used;
+        if (!line_done)
+            continue;
+        if (ds->ch_state == CH_SIZE) {
+            if (ds->chunk_val == 0) {
+                ds->ch_state = CH_TRAILER;
+                ds->trailer_len = 0;
+            } else {
+                ds->ch_state = CH_DATA;
+                ds->remaining = ds->chunk_val + 2;
+            }
+            ds->chunk_val = 0;
+            ds->ch_phase = 0;
+        } else if (ds->trailer_len == 0) {
+            finish_message(c, &x->key, ds, dir, now);
+        } else {
+            ds->trailer_len = 0;
+        }
+    }
+    x->off = off;
+    if (off < end)
+        next_step(skb, ds);
+    handle_close(c, &x->key, dir, x->tcp_flags, now);
+    return TC_ACT_OK;
+}
+
+static __always_inline struct port_cfg *egress_match(u32 ifindex, u32 ip, u16 port) {
+    struct egress_key k = {};
+    k.ifindex = ifindex;
+    k.ip = ip;
+    k.port = port;
+    struct port_cfg *cfg = egress.lookup(&k);
+    if (cfg)
+        return cfg;
+    k.ip = 0;
+    return egress.lookup(&k);
+}
+
+static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
+    if (skb->protocol != htons(ETH_P_IP))
+        return TC_ACT_OK;
+    struct iphdr ip;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+        return TC_ACT_OK;
+    if (ip.protocol != IPPROTO_TCP || (ip.frag_off & htons(0x3fff)))
+        return TC_ACT_OK;
+    u32 ihl = (ip.ihl & 0xf) * 4;
+    if (ihl < 20)
+        return TC_ACT_OK;
+    struct tcphdr tcp;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN + ihl, &tcp, sizeof(tcp)) < 0)
+        return TC_ACT_OK;
+    u16 sport = ntohs(tcp.source);
+    u16 dport = ntohs(tcp.dest);
+    u32 ifindex = skb->ifindex;
+
+    struct conn_key key = {};
+    key.ifindex = ifindex;
+    u8 dir;
+    u8 xflags = 0;
+    struct port_key pk = {};
+    pk.ifindex = ifindex;
+    pk.port = to_pod ? dport : sport;
+    struct port_cfg *cfg = svc_ports.lookup(&pk);
+    if (cfg) {
+        // The pod is the server.
+        dir = to_pod ? DIR_REQ : DIR_RESP;
+    } else {
+        cfg = to_pod ? egress_match(ifindex, ip.saddr, sport) : egress_match(ifindex, ip.daddr, dport);
+        if (!cfg)
+            return TC_ACT_OK;
+        dir = to_pod ? DIR_RESP : DIR_REQ;
+        xflags = XF_EGRESS;
+    }
+    if (dir == DIR_REQ) {
+        key.cip = ip.saddr; key.sip = ip.daddr; key.cport = sport; key.sport = dport;
+    } else {
+        key.cip = ip.daddr; key.sip = ip.saddr; key.cport = dport; key.sport = sport;
+    }
+    count(S_PACKETS);
+
+    u8 tflags = ((u8 *)&tcp)[13];
+    u32 doff = tcp.doff * 4;
+    u32 tot = ntohs(ip.tot_len);
+    if (tot == 0)  // BIG TCP: the length is in the skb only
+        tot = skb->len - ETH_HLEN;
+    u32 plen = tot > ihl + doff ? tot - ihl - doff : 0;
+    u32 poff = ETH_HLEN + ihl + doff;
+    u32 seq = ntohl(tcp.seq);
+    u64 now = bpf_ktime_get_ns();
+
+    struct conn *c = conns.lookup(&key);
+    if (!c) {
+        int start = 0;
+        if (dir == DIR_REQ && (tflags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN) {
+            start = 1;
+        } else if (dir == DIR_REQ && plen >= 8) {
+            u64 w = 0;
+            u8 m = 0;
+            if (cfg->proto != PROTO_HTTP)
+                start = 1;  // picked up mid-connection
+            else if (bpf_skb_load_bytes(skb, poff, &w, 8) == 0 && match_method(w, &m))
+                start = 1;  // a request on a connection older than Clovisor
+        }
+        if (!start)
+            return TC_ACT_OK;
+        struct conn fresh = {};
+        fresh.proto = cfg->proto;
+        fresh.flags = xflags;
+        fresh.payload = cfg->flags & PORT_PAYLOAD;
+        fresh.start_ns = now;
+        if (tflags & TCPF_SYN) {
+            fresh.d[DIR_REQ].next_seq = seq + 1;
+            fresh.d[DIR_REQ].synced = 1;
+        }
+        if (conns.update(&key, &fresh) < 0) {
+            count(S_CONN_FULL);
+            return TC_ACT_OK;
+        }
+        count(S_CONNS);
+        c = conns.lookup(&key);
+        if (!c)
+            return TC_ACT_OK;
+    }
+
+    u32 segs = skb->gso_segs;
+    if (dir == DIR_REQ) {
+        c->pkts[DIR_REQ] += segs ? segs : 1;
+        c->bytes[DIR_REQ] += tot;
+    } else {
+        c->pkts[DIR_RESP] += segs ? segs : 1;
+        c->bytes[DIR_RESP] += tot;
+    }
+    c->last_ns = now;
+    struct dir_state *ds = dstate(c, dir);
+    if (tflags & TCPF_SYN) {
+        ds->next_seq = seq + 1;
+        ds->synced = 1;
+    }
+
+    if (plen > 0) {
+        if (!ds->synced) {
+            ds->next_seq = seq;
+            ds->synced = 1;
+        }
+        s32 delta = (s32)(ds->next_seq - seq);
+        u32 skip = 0;
+        if (delta > 0) {
+            // Bytes already seen: a retransmission, whole or in part.
+            count(S_RETRANS);
+            skip = (u32)delta >= plen ? plen : (u32)delta;
+        } else if (delta < 0) {
+            // Bytes Clovisor never saw: the framing cannot be trusted any more.
+            count(S_GAPS);
+            if (ds->state != ST_OPAQUE)
+                ds->state = ST_LOST;
+            ds->next_seq = seq;
+        }
+        if (skip < plen) {
+            ds->next_seq += plen - skip;
+            if (c->proto == PROTO_HTTP) {
+                u32 zero = 0;
+                struct pctx *x = ctxs.lookup(&zero);
+                if (x) {
+                    x->key = key;
+                    x->now = now;
+                    x->off = poff + skip;
+                    x->end = poff + plen;
+                    x->dir = dir;
+                    x->tcp_flags = tflags;
+                    next_step(skb, ds);
+                }
+            } else {
+                ds->msg_bytes += plen - skip;
+                if (c->payload) {
+                    u32 zero = 0;
+                    struct scratch *s = scratches.lookup(&zero);
+                    if (s) {
+                        u32 n = plen - skip;
+                        if (n > PAYLOAD_MAX)
+                            n = PAYLOAD_MAX;
+                        n = ((n - 1) & (PAYLOAD_MAX - 1)) + 1;
+                        if (bpf_skb_load_bytes(skb, poff + skip, s->buf, n) == 0)
+                            emit_payload(s, &key, dir, 0, n);
+                    }
+                }
+            }
+        }
+    }
+    handle_close(c, &key, dir, tflags, now);
+    return TC_ACT_OK;
+}
+
+int cv_to_pod(struct __sk_buff *skb) {
+    return handle(skb, 1);
+}
+
+int cv_from_pod(struct __sk_buff *skb) {
+    return handle(skb, 0);
+}
