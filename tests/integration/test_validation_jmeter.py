@@ -21,6 +21,7 @@ from typing import Any
 
 import psutil
 import pytest
+import requests
 import yaml
 from aiohttp import web
 from click.testing import CliRunner, Result
@@ -113,7 +114,17 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
 
 @pytest.fixture(scope="module")
 def vcfg(cfg: Config) -> Config:
-    return replace(cfg, validation_grpc=GRPC, jmeter_rmi_port=RMI_PORT)
+    """This module's service; and a sample chain of its own (addresses, names, ports), so that a
+    chain another suite runs on this machine is not disturbed."""
+    return replace(
+        cfg,
+        validation_grpc=GRPC,
+        jmeter_rmi_port=RMI_PORT,
+        sdc_tag=f"v{OFFSET // 10 % 1000000}"[:7],
+        # network namespaces (root) or loopback addresses, as the chain picks by itself
+        sdc_subnet=f"{10 if os.geteuid() == 0 else 127}.177.{100 + OFFSET // 1000 % 100}.0/24",
+        sdc_stats_port=15190 + OFFSET,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -322,3 +333,61 @@ def test_stopping_the_service_stops_its_test(service: Launcher, target: Target, 
     status = client.get_status(GRPC)
     assert (status.state, status.run_id) == ("stopped", started.run_id)
     assert status.samples > 0
+
+
+def test_the_original_guide_plan_unchanged_against_the_local_sample_chain(
+    vcfg: Config, service: Launcher, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """With the sample chain running, the guide's yaml as shipped (http://proxy-access-control.default:9180)
+    reaches the chain's proxy: the service resolves the name through the local pod registry."""
+    chain = local_stack(vcfg)
+    if "sdc" not in chain.groups:
+        pytest.skip("the sample chain (sdc) is not in the local stack's catalogue yet")
+    request.getfixturevalue("stack")  # the backing services the chain reports to
+    chain.up(["sdc"])
+    try:
+        created = cloverctl("create", "testplan", "-f", str(GUIDE_YAML))
+        assert (created.exit_code, created.output) == (0, "Generated test plan\n")
+        started = cloverctl("start", "testplan", "--wait", "--timeout", "240")
+        assert started.exit_code == 0, started.output
+        detail = cloverctl("get", "testresult", "detail")
+        samples = parse_jtl(detail.output.removeprefix("Retrieved all results\n"))
+    finally:
+        chain.down(["sdc"])
+    assert len(samples) == 5 * 2 * 2
+    assert collections.Counter(s.label for s in samples) == {"url1": 10, "url2": 10}
+    assert {(s.response_code, s.success) for s in samples} == {("200", True)}
+    # what the chain saw, from its spans: the proxy and the servers each served 20 requests,
+    # 10 with each user agent
+    status = client.get_status(GRPC)
+    window = (int(status.started_at * 1e6), int((status.finished_at + 1) * 1e6))
+    expected = {"chrome": 10, "safari": 10}
+    seen_by_proxy = wait_until(
+        lambda: (c := server_user_agents(vcfg, ("proxy-access-control",), window)) == expected and c,
+        60,
+        what="the proxy's spans",
+    )
+    assert seen_by_proxy == expected
+    servers = tuple(f"clover-server{i}" for i in range(1, 6))
+    seen_by_servers = wait_until(
+        lambda: (c := server_user_agents(vcfg, servers, window)) == expected and c, 60, what="the servers' spans"
+    )
+    assert seen_by_servers == expected
+
+
+def server_user_agents(cfg: Config, services: tuple[str, ...], window: tuple[int, int]) -> collections.Counter[str]:
+    """User agents of the server-side spans these services reported to Jaeger in the window (µs)."""
+    spans: dict[str, str] = {}
+    for service in services:
+        params: dict[str, str | int] = {"service": service, "start": window[0], "end": window[1], "limit": 1000}
+        answer = requests.get(f"{cfg.jaeger_url}/api/traces", params=params, timeout=10)
+        answer.raise_for_status()
+        for trace in answer.json().get("data") or []:
+            for span in trace["spans"]:
+                tags = {t["key"]: t["value"] for t in span["tags"]}
+                if (
+                    trace["processes"][span["processID"]]["serviceName"] == service
+                    and tags.get("span.kind") == "server"
+                ):
+                    spans[span["spanID"]] = tags.get("user_agent", "")
+    return collections.Counter(spans.values())
