@@ -241,6 +241,8 @@ struct pctx {
     u64 now;
     u32 off;                  // next payload byte to parse (offset in the skb)
     u32 end;                  // end of the payload
+    u32 segs;                 // this packet's segments and IP bytes (already counted)
+    u32 ipbytes;
     u8 dir;
     u8 tcp_flags;             // FIN/RST handled after the payload
     u8 pad[2];
@@ -284,7 +286,7 @@ BPF_PROG_ARRAY(parsers, 4);
 #define C8(a, b, c, d, e, f, g, h)                                                             \
     ((u64)(a) | ((u64)(b) << 8) | ((u64)(c) << 16) | ((u64)(d) << 24) | ((u64)(e) << 32) |   \
      ((u64)(f) << 40) | ((u64)(g) << 48) | ((u64)(h) << 56))
-#define MASK(n) ((n) >= 8 ? ~0ULL : ((1ULL << ((n) * 8)) - 1))
+#define BMASK(n) ((n) >= 8 ? ~0ULL : ((1ULL << ((n) * 8)) - 1))
 #define LOWER 0x2020202020202020ULL
 #define BARRIER_VAR(v) asm volatile("" : "+r"(v))
 #define VOL(x) (*(volatile typeof(x) *)&(x))
@@ -305,15 +307,15 @@ static __always_inline u64 load64(u8 *buf, u32 idx) {
 
 // Method code and the length of "METHOD " from the first 8 bytes of a request.
 static __always_inline u32 match_method(u64 w, u8 *method) {
-    if ((w & MASK(4)) == C8('G', 'E', 'T', ' ', 0, 0, 0, 0)) { *method = 1; return 4; }
-    if ((w & MASK(5)) == C8('P', 'O', 'S', 'T', ' ', 0, 0, 0)) { *method = 2; return 5; }
-    if ((w & MASK(4)) == C8('P', 'U', 'T', ' ', 0, 0, 0, 0)) { *method = 3; return 4; }
-    if ((w & MASK(7)) == C8('D', 'E', 'L', 'E', 'T', 'E', ' ', 0)) { *method = 4; return 7; }
-    if ((w & MASK(5)) == C8('H', 'E', 'A', 'D', ' ', 0, 0, 0)) { *method = 5; return 5; }
+    if ((w & BMASK(4)) == C8('G', 'E', 'T', ' ', 0, 0, 0, 0)) { *method = 1; return 4; }
+    if ((w & BMASK(5)) == C8('P', 'O', 'S', 'T', ' ', 0, 0, 0)) { *method = 2; return 5; }
+    if ((w & BMASK(4)) == C8('P', 'U', 'T', ' ', 0, 0, 0, 0)) { *method = 3; return 4; }
+    if ((w & BMASK(7)) == C8('D', 'E', 'L', 'E', 'T', 'E', ' ', 0)) { *method = 4; return 7; }
+    if ((w & BMASK(5)) == C8('H', 'E', 'A', 'D', ' ', 0, 0, 0)) { *method = 5; return 5; }
     if (w == C8('O', 'P', 'T', 'I', 'O', 'N', 'S', ' ')) { *method = 6; return 8; }
-    if ((w & MASK(6)) == C8('P', 'A', 'T', 'C', 'H', ' ', 0, 0)) { *method = 7; return 6; }
+    if ((w & BMASK(6)) == C8('P', 'A', 'T', 'C', 'H', ' ', 0, 0)) { *method = 7; return 6; }
     if (w == C8('C', 'O', 'N', 'N', 'E', 'C', 'T', ' ')) { *method = 8; return 8; }
-    if ((w & MASK(6)) == C8('T', 'R', 'A', 'C', 'E', ' ', 0, 0)) { *method = 9; return 6; }
+    if ((w & BMASK(6)) == C8('T', 'R', 'A', 'C', 'E', ' ', 0, 0)) { *method = 9; return 6; }
     return 0;
 }
 
@@ -467,9 +469,10 @@ static __always_inline int handle_close(struct conn *c, struct conn_key *key, u8
 }
 
 // Head of a new message in the window at `off`. Returns 0 when the bytes are no message start.
-static __always_inline int begin_message(struct __sk_buff *skb, struct conn *c, struct conn_key *key,
+static __always_inline int begin_message(struct __sk_buff *skb, struct conn *c, struct pctx *x,
                                          struct dir_state *ds, u8 dir, u32 off, u32 end, u64 now,
                                          struct scratch *s) {
+    struct conn_key *key = &x->key;
     u64 w = 0;
     if (end - off < 8 || bpf_skb_load_bytes(skb, off, &w, 8) < 0)
         return 0;
@@ -489,9 +492,10 @@ static __always_inline int begin_message(struct __sk_buff *skb, struct conn *c, 
         rec->proto = PROTO_HTTP;
         rec->flags = c->flags;
         rec->req_start_ns = now;
-        rec->pkts[0] = c->pkts[0];
+        // Counters before the packet that carries the request's first byte.
+        rec->pkts[0] = c->pkts[0] - x->segs;
         rec->pkts[1] = c->pkts[1];
-        rec->bytes[0] = c->bytes[0];
+        rec->bytes[0] = c->bytes[0] - x->ipbytes;
         rec->bytes[1] = c->bytes[1];
         rec->ifindex = key->ifindex;
         rec->cip = key->cip;
@@ -508,7 +512,7 @@ static __always_inline int begin_message(struct __sk_buff *skb, struct conn *c, 
         if (exchanges.update(&ek, rec) < 0)
             count(S_EXCH_FULL);
     } else {
-        if ((w & MASK(7)) != HTTP1)
+        if ((w & BMASK(7)) != HTTP1)
             return 0;
         struct exch_key ek = {};
         ek.c = *key;
@@ -550,7 +554,7 @@ static __always_inline void parse_first_line(struct dir_state *ds, u8 dir, u8 *b
         VOL(s->mlen) = match_method(load64(buf, 0), &method);
         u32 mlen = VOL(s->mlen) & 15;
         u32 uend = le;
-        if (le >= mlen + 10 && (load64(buf, le - 8) & MASK(7)) == HTTP1) {
+        if (le >= mlen + 10 && (load64(buf, le - 8) & BMASK(7)) == HTTP1) {
             rec->req_ver = buf[(le - 1) & WIN_MASK] == '0' ? 10 : 11;
             uend = le - 9;
         }
@@ -575,33 +579,33 @@ static __always_inline void match_header(struct dir_state *ds, u8 *buf, u32 ls, 
     u64 w1 = load64(buf, ls + 8) | LOWER;
     u32 field = 0xff;
     u32 vs = 0;
-    if ((w0 & MASK(5)) == C8('h', 'o', 's', 't', ':', 0, 0, 0)) {
+    if ((w0 & BMASK(5)) == C8('h', 'o', 's', 't', ':', 0, 0, 0)) {
         field = L_HOST; vs = 5;
-    } else if (w0 == C8('u', 's', 'e', 'r', '-', 'a', 'g', 'e') && (w1 & MASK(3)) == C8('n', 't', ':', 0, 0, 0, 0, 0)) {
+    } else if (w0 == C8('u', 's', 'e', 'r', '-', 'a', 'g', 'e') && (w1 & BMASK(3)) == C8('n', 't', ':', 0, 0, 0, 0, 0)) {
         field = L_UA; vs = 11;
     } else if (w0 == C8('c', 'o', 'n', 't', 'e', 'n', 't', '-')) {
-        if ((w1 & MASK(7)) == C8('l', 'e', 'n', 'g', 't', 'h', ':', 0)) {
+        if ((w1 & BMASK(7)) == C8('l', 'e', 'n', 'g', 't', 'h', ':', 0)) {
             VOL(s->cl_pos) = ls + 15;  // parsed once the loop is over
             VOL(s->cl_end) = le;
-        } else if ((w1 & MASK(5)) == C8('t', 'y', 'p', 'e', ':', 0, 0, 0)) {
+        } else if ((w1 & BMASK(5)) == C8('t', 'y', 'p', 'e', ':', 0, 0, 0)) {
             field = L_CTYPE; vs = 13;
         }
     } else if (w0 == C8('t', 'r', 'a', 'n', 's', 'f', 'e', 'r') && w1 == C8('-', 'e', 'n', 'c', 'o', 'd', 'i', 'n')) {
-        if (le >= ls + 25 && ((load64(buf, le - 8) | LOWER) & ~MASK(1)) == C8(0, 'c', 'h', 'u', 'n', 'k', 'e', 'd'))
+        if (le >= ls + 25 && ((load64(buf, le - 8) | LOWER) & ~BMASK(1)) == C8(0, 'c', 'h', 'u', 'n', 'k', 'e', 'd'))
             ds->chunked = 1;
-    } else if (w0 == C8('x', '-', 'r', 'e', 'q', 'u', 'e', 's') && (w1 & MASK(5)) == C8('t', '-', 'i', 'd', ':', 0, 0, 0)) {
+    } else if (w0 == C8('x', '-', 'r', 'e', 'q', 'u', 'e', 's') && (w1 & BMASK(5)) == C8('t', '-', 'i', 'd', ':', 0, 0, 0)) {
         field = L_RID; vs = 13;
-    } else if (w0 == C8('t', 'r', 'a', 'c', 'e', 'p', 'a', 'r') && (w1 & MASK(4)) == C8('e', 'n', 't', ':', 0, 0, 0, 0)) {
+    } else if (w0 == C8('t', 'r', 'a', 'c', 'e', 'p', 'a', 'r') && (w1 & BMASK(4)) == C8('e', 'n', 't', ':', 0, 0, 0, 0)) {
         field = L_TP; vs = 12;
         rec->flags &= ~XF_TP_IS_B3;
-    } else if ((w0 & MASK(3)) == C8('b', '3', ':', 0, 0, 0, 0, 0)) {
+    } else if ((w0 & BMASK(3)) == C8('b', '3', ':', 0, 0, 0, 0, 0)) {
         if (!rec->lens[L_TP] || (rec->flags & XF_TP_IS_B3)) {
             field = L_TP; vs = 3;
             rec->flags |= XF_TP_IS_B3;
         }
-    } else if (w0 == C8('x', '-', 'b', '3', '-', 't', 'r', 'a') && (w1 & MASK(5)) == C8('c', 'e', 'i', 'd', ':', 0, 0, 0)) {
+    } else if (w0 == C8('x', '-', 'b', '3', '-', 't', 'r', 'a') && (w1 & BMASK(5)) == C8('c', 'e', 'i', 'd', ':', 0, 0, 0)) {
         field = L_B3T; vs = 13;
-    } else if (w0 == C8('x', '-', 'b', '3', '-', 's', 'p', 'a') && (w1 & MASK(4)) == C8('n', 'i', 'd', ':', 0, 0, 0, 0)) {
+    } else if (w0 == C8('x', '-', 'b', '3', '-', 's', 'p', 'a') && (w1 & BMASK(4)) == C8('n', 'i', 'd', ':', 0, 0, 0, 0)) {
         field = L_B3S; vs = 12;
     } else if (w0 == C8('x', '-', 'b', '3', '-', 'p', 'a', 'r') && w1 == C8('e', 'n', 't', 's', 'p', 'a', 'n', 'i')) {
         field = L_B3P; vs = 18;
@@ -960,7 +964,7 @@ int cv_head(struct __sk_buff *skb) {
     u64 now = x->now;
 
     if (off < end && (ds->state == ST_IDLE || ds->state == ST_LOST)) {
-        if (!begin_message(skb, c, &x->key, ds, dir, off, end, now, s)) {
+        if (!begin_message(skb, c, x, ds, dir, off, end, now, s)) {
             if (ds->state != ST_LOST)
                 count(S_LOST_SYNC);
             ds->state = ST_LOST;
@@ -1252,6 +1256,8 @@ static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
                     x->end = poff + plen;
                     x->dir = dir;
                     x->tcp_flags = tflags;
+                    x->segs = segs ? segs : 1;
+                    x->ipbytes = tot;
                     next_step(skb, ds);
                 }
             } else {
