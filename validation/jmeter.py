@@ -56,9 +56,6 @@ RESULT_PROPERTIES: Mapping[str, str] = {
     "summariser.out": "true",
     # Master <-> server RMI without TLS (loopback, or a cluster network the operator trusts).
     "server.rmi.ssl.disable": "true",
-    # A master started together with its servers retries until they are up.
-    "client.tries": "60",
-    "client.retries_delay": "1000",
     # Samples come back from the servers in batches; the master writes them to one JTL.
     "mode": "StrippedBatch",
 }
@@ -120,7 +117,11 @@ class JMeter:
             props["jmeterengine.nongui.maxport"] = str(shutdown_port)
         argv = [*self._base(work_dir), "-n", "-t", str(jmx), "-l", str(jtl), "-j", str(log), *_properties(props)]
         if remote_hosts:
-            argv += ["-R", ",".join(remote_hosts), *(["-X"] if exit_servers else [])]
+            # Servers started with this run (exit_servers) need a few seconds to come up: retry
+            # for up to a minute; servers that should already be running get three tries.
+            tries = "60" if exit_servers else "3"
+            argv += [f"-Jclient.tries={tries}", "-Jclient.retries_delay=1000", "-R", ",".join(remote_hosts)]
+            argv += ["-X"] if exit_servers else []
         return argv
 
     def server_command(self, port: int, log: Path, work_dir: Path, bind: str = "127.0.0.1") -> list[str]:

@@ -119,9 +119,10 @@ _NOISE = re.compile(r"StatusConsoleListener|package scanning|java\.util\.prefs|u
 
 def console_problem(text: str) -> str:
     """The lines of a master's console output that say why it failed (noise left out)."""
-    lines = [line for line in text.splitlines() if line.strip() and not _NOISE.search(line)]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not _NOISE.search(line)]
     bad = [line for line in lines if re.search(r"error|exception|failed|cannot|could not", line, re.I)]
-    return " | ".join((bad or lines)[-4:])[:800]
+    unique = list(dict.fromkeys(bad or lines))
+    return " | ".join(unique[-3:])[:800]
 
 
 class Run:
