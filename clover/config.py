@@ -95,6 +95,9 @@ class Config:
     api_token: str | None = None
     cassandra_replication: int = 1
     retention_seconds: int = 7 * 24 * 3600
+    clovisor_jaeger_collector: str | None = None
+    clovisor_jaeger_agent: str | None = None
+    clovisor_metrics_port: int = 9470
     bucket_seconds: int = 10
 
     @classmethod
@@ -155,6 +158,10 @@ class Config:
         self.prometheus_port  # noqa: B018
         self.controller_port  # noqa: B018
         _host_port(self.collector_grpc, "CLOVER_COLLECTOR_GRPC")
+        if self.clovisor_jaeger_collector:
+            _host_port(self.clovisor_jaeger_collector.split("://")[-1], "CLOVER_CLOVISOR_JAEGER_COLLECTOR")
+        if self.clovisor_jaeger_agent:
+            _host_port(self.clovisor_jaeger_agent, "CLOVER_CLOVISOR_JAEGER_AGENT")
         _host_port(self.validation_grpc, "CLOVER_VALIDATION_GRPC")
 
     @property

@@ -124,9 +124,9 @@ class Datapath:
     def clear_interface(self, ifindex: int) -> None:
         """Forget every port, egress rule, connection and exchange of one veth."""
         for table in (self.svc_ports, self.egress, self.conns):
-            for key in [k for k in table.keys() if k.ifindex == ifindex]:
+            for key in [k for k in table if k.ifindex == ifindex]:
                 table.pop(key, None)
-        for key in [k for k in self.exchanges.keys() if k.c.ifindex == ifindex]:
+        for key in [k for k in self.exchanges if k.c.ifindex == ifindex]:
             self.exchanges.pop(key, None)
 
     def ports_of(self, ifindex: int) -> dict[int, tuple[int, int]]:
@@ -143,12 +143,12 @@ class Datapath:
         self, ifindex: int, ports: dict[int, tuple[str, bool]], egress: dict[tuple[str, int], tuple[str, bool]]
     ) -> None:
         """Make the maps hold exactly these service ports and egress rules for one veth."""
-        for key in [k for k in self.svc_ports.keys() if k.ifindex == ifindex and k.port not in ports]:
+        for key in [k for k in self.svc_ports if k.ifindex == ifindex and k.port not in ports]:
             self.svc_ports.pop(key, None)
         for port, (proto, payload) in ports.items():
             self.set_service_port(ifindex, port, proto, payload)
         wanted = {(_ip_u32(ip), port) for ip, port in egress}
-        for key in [k for k in self.egress.keys() if k.ifindex == ifindex and (k.ip, k.port) not in wanted]:
+        for key in [k for k in self.egress if k.ifindex == ifindex and (k.ip, k.port) not in wanted]:
             self.egress.pop(key, None)
         for (ip, port), (proto, payload) in egress.items():
             self.set_egress(ifindex, ip, port, proto, payload)
@@ -189,7 +189,7 @@ def _items(table: object) -> Iterator[tuple[object, object]]:
 
 
 def _count(table: object) -> int:
-    return sum(1 for _ in table.keys())  # type: ignore[attr-defined]
+    return sum(1 for _ in table)  # type: ignore[attr-defined]
 
 
 def _ip_u32(ip: str) -> int:

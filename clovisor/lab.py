@@ -177,9 +177,13 @@ def _respond(method: str, path: str, version: str, headers: dict[str, str], body
     if close:
         extra = b"Connection: close\r\n"
     head = (
-        f"{version} {status} {reason}\r\nServer: clovisor-lab\r\nContent-Type: text/plain\r\n"
-        f"Content-Length: {len(body)}\r\n"
-    ).encode() + extra + b"\r\n"
+        (
+            f"{version} {status} {reason}\r\nServer: clovisor-lab\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\n"
+        ).encode()
+        + extra
+        + b"\r\n"
+    )
     if method == "HEAD" or status in (204, 304):
         if status in (204, 304):
             head = f"{version} {status} {reason}\r\nServer: clovisor-lab\r\n".encode() + extra + b"\r\n"

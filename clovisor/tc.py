@@ -92,7 +92,9 @@ def _remove_own_filters(ipr: IPRoute, ifindex: int) -> int:
 
 def _others_remain(ipr: IPRoute, ifindex: int) -> bool:
     return any(
-        not name.startswith(FILTER_PREFIX) for parent in (INGRESS, EGRESS) for _, name in _filter_names(ipr, ifindex, parent)
+        not name.startswith(FILTER_PREFIX)
+        for parent in (INGRESS, EGRESS)
+        for _, name in _filter_names(ipr, ifindex, parent)
     )
 
 
@@ -100,7 +102,9 @@ def detach(ipr: IPRoute, attachment: Attachment) -> None:
     """Remove Clovisor's filters, and the clsact qdisc when Clovisor added it or nothing else uses it."""
     try:
         _remove_own_filters(ipr, attachment.ifindex)
-        if _has_clsact(ipr, attachment.ifindex) and (attachment.created_qdisc or not _others_remain(ipr, attachment.ifindex)):
+        if _has_clsact(ipr, attachment.ifindex) and (
+            attachment.created_qdisc or not _others_remain(ipr, attachment.ifindex)
+        ):
             ipr.tc("del", "clsact", attachment.ifindex)
     except NetlinkError as exc:
         if exc.code not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):

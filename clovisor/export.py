@@ -1,0 +1,190 @@
+"""Where spans go: Kafka ``clover.spans`` (always) and, when configured, a Jaeger collector
+(Thrift over HTTP) or agent (Thrift compact over UDP).
+
+Both exporters buffer in bounded memory and never block the tracer. The Kafka producer keeps
+every span it accepted until the broker acknowledges it (infinite message timeout, retries,
+idempotence), so a broker outage loses nothing while the buffer has room; a span that finds
+the buffer full is counted in ``dropped``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import requests
+
+from clover import topics
+from clovisor import thrift
+from protos import records_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportStats:
+    produced: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    errors: int = 0
+
+    @property
+    def pending(self) -> int:
+        return self.produced - self.delivered - self.errors
+
+
+class KafkaSpanExporter:
+    """Spans to Kafka, keyed by trace id, buffering up to ``buffer_spans`` while Kafka is away."""
+
+    def __init__(self, bootstrap: str, buffer_spans: int = 100_000, topic: str = topics.SPANS) -> None:
+        from confluent_kafka import Producer
+
+        self.topic = topic
+        self.stats = ExportStats()
+        self.buffer_spans = buffer_spans
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "message.timeout.ms": 0,  # keep retrying: an outage must not expire spans
+                "queue.buffering.max.messages": buffer_spans,
+                "queue.buffering.max.kbytes": 1024 * 1024,
+                "linger.ms": 20,
+                "batch.num.messages": 5000,
+                "compression.type": "lz4",
+                "reconnect.backoff.max.ms": 2000,
+                "log_level": 3,
+            },
+            logger=logging.getLogger("clovisor.kafka"),
+        )
+        self._last_error = 0.0
+
+    def _delivered(self, err: object, _msg: object) -> None:
+        if err is None:
+            self.stats.delivered += 1
+        else:
+            self.stats.errors += 1
+            now = time.monotonic()
+            if now - self._last_error > 10:
+                self._last_error = now
+                log.warning("Kafka delivery failed: %s", err)
+
+    def send(self, span: records_pb2.Span) -> bool:
+        try:
+            self._producer.produce(
+                self.topic, value=span.SerializeToString(), key=span.trace_id.encode(), on_delivery=self._delivered
+            )
+        except BufferError:
+            self.stats.dropped += 1
+            return False
+        self.stats.produced += 1
+        return True
+
+    def poll(self) -> None:
+        """Serve delivery reports (call often; cheap)."""
+        self._producer.poll(0)
+
+    def flush(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for the buffer to drain; returns spans still undelivered."""
+        return int(self._producer.flush(timeout))
+
+
+class JaegerExporter:
+    """Spans to a Jaeger collector (``host:port`` of its Thrift HTTP endpoint) or agent
+    (``host:port`` UDP), from a background thread with a bounded queue."""
+
+    def __init__(self, collector: str | None, agent: str | None, queue_spans: int = 20_000) -> None:
+        if not collector and not agent:
+            raise ValueError("a Jaeger collector or agent address is required")
+        self.collector = collector
+        self.agent = agent
+        self.stats = ExportStats()
+        self._queue: queue.Queue[tuple[str, thrift.JaegerSpan]] = queue.Queue(queue_spans)
+        self._stop = threading.Event()
+        self._session = requests.Session()
+        self._sock: socket.socket | None = None
+        self._thread = threading.Thread(target=self._run, name="clovisor-jaeger", daemon=True)
+        self._thread.start()
+
+    @property
+    def target(self) -> str:
+        return f"collector {self.collector}" if self.collector else f"agent {self.agent}"
+
+    def send(self, span: records_pb2.Span) -> None:
+        js = thrift.JaegerSpan(
+            trace_id=int(span.trace_id, 16),
+            span_id=int(span.span_id, 16),
+            parent_span_id=int(span.parent_span_id, 16) if span.parent_span_id else 0,
+            operation=span.operation_name,
+            start_us=span.start_time_us,
+            duration_us=span.duration_us,
+            tags=dict(span.tags),
+        )
+        try:
+            self._queue.put_nowait((span.service, js))
+            self.stats.produced += 1
+        except queue.Full:
+            self.stats.dropped += 1
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set() or not self._queue.empty():
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            items = [first]
+            while len(items) < 200:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            by_service: dict[str, list[thrift.JaegerSpan]] = {}
+            for service, js in items:
+                by_service.setdefault(service, []).append(js)
+            for service, spans in by_service.items():
+                while True:
+                    try:
+                        self._emit(service, spans)
+                        self.stats.delivered += len(spans)
+                        backoff = 0.5
+                        break
+                    except (OSError, requests.RequestException) as exc:
+                        if self._stop.is_set():
+                            self.stats.errors += len(spans)
+                            break
+                        log.warning("Jaeger %s unreachable (%s); retrying in %.1fs", self.target, exc, backoff)
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, 30)
+
+    def _emit(self, service: str, spans: list[thrift.JaegerSpan]) -> None:
+        process_tags = {"client-uuid": "clovisor", "hostname": socket.gethostname()}
+        if self.collector:
+            body = thrift.encode_batch_binary(service, spans, process_tags)
+            url = self.collector if "://" in self.collector else f"http://{self.collector}"
+            response = self._session.post(
+                f"{url.rstrip('/')}/api/traces",
+                data=body,
+                headers={"Content-Type": "application/x-thrift"},
+                timeout=5,
+            )
+            response.raise_for_status()
+            return
+        host, _, port = (self.agent or "").rpartition(":")
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(0, len(spans), 20):  # keep each datagram well under 64 KiB
+            self._sock.sendto(
+                thrift.encode_emit_batch_compact(service, spans[i : i + 20], process_tags), (host, int(port))
+            )
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._sock is not None:
+            self._sock.close()

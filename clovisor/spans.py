@@ -1,0 +1,166 @@
+"""From a traced exchange to the Span record every producer writes to Kafka (source CLOVISOR).
+
+Trace context comes from the request when it carries one (W3C ``traceparent``, B3 single or
+multi headers): Clovisor's span joins that trace as a child of the caller's span. Otherwise
+it starts a trace of its own. Tags keep the original Clovisor's names (``reqmethod``,
+``requrl``, ``respstatuscode``, ``reqpakcount`` ...) beside the conventional ``http.*`` ones.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from clovisor import records
+from clovisor.records import Exchange
+from protos import records_pb2
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """What the span says about the traced pod."""
+
+    name: str
+    namespace: str
+    service: str
+    node: str
+
+
+class Clock:
+    """Turns the kernel's monotonic nanoseconds into wall-clock microseconds."""
+
+    def __init__(self) -> None:
+        self.offset_ns = time.time_ns() - time.monotonic_ns()
+
+    def epoch_us(self, mono_ns: int) -> int:
+        return (mono_ns + self.offset_ns) // 1000
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _hex_id(text: str, length: int) -> str | None:
+    """A non-zero hex id padded to ``length`` digits (64-bit B3 trace ids become 128-bit)."""
+    t = text.strip().lower()
+    if not t or len(t) > length or not _HEX.issuperset(t) or int(t, 16) == 0:
+        return None
+    return t.rjust(length, "0")
+
+
+def trace_context(ex: Exchange) -> tuple[str | None, str | None]:
+    """(trace id, parent span id) from the request's headers, 32 and 16 hex digits."""
+    if ex.trace_context:
+        if ex.flags & records.XF_TP_IS_B3:
+            parts = ex.trace_context.split("-")
+            if len(parts) >= 2:
+                return _hex_id(parts[0], 32), _hex_id(parts[1], 16)
+        else:
+            parts = ex.trace_context.split("-")
+            if len(parts) >= 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
+                return _hex_id(parts[1], 32), _hex_id(parts[2], 16)
+    if ex.b3_trace_id:
+        return _hex_id(ex.b3_trace_id, 32), _hex_id(ex.b3_span_id, 16) if ex.b3_span_id else None
+    return None, None
+
+
+def operation_name(ex: Exchange) -> str:
+    if ex.kind == records.REC_TCP:
+        return f"tcp {ex.server_port}"
+    path = ex.url.split("?", 1)[0] or "/"
+    return f"{ex.method} {path}"
+
+
+def to_span(ex: Exchange, pod: PodInfo, clock: Clock, extra: dict[str, str] | None = None) -> records_pb2.Span:
+    """The Kafka record for one exchange (or one TCP connection)."""
+    trace_id, parent = trace_context(ex)
+    start_us = clock.epoch_us(ex.req_start_ns)
+    duration_us = max(0, (ex.resp_end_ns - ex.req_start_ns) // 1000)
+    direction = "outbound" if ex.egress else "inbound"
+    tags = {
+        "component": "clovisor",
+        "direction": direction,
+        "nodename": pod.node,
+        "podname": pod.name,
+        "namespace": pod.namespace,
+        "srcip": ex.client_ip,
+        "dstip": ex.server_ip,
+        "srcport": str(ex.client_port),
+        "dstport": str(ex.server_port),
+        "reqpakcount": str(ex.req_packets),
+        "reqbytecount": str(ex.req_bytes),
+        "resppakcount": str(ex.resp_packets),
+        "respbytecount": str(ex.resp_bytes),
+        "duration": f"{duration_us} usec",
+        "protocol-0": "IPv4",
+        "protocol-1": "TCP",
+        "session": ex.session_key,
+    }
+    span = records_pb2.Span(
+        trace_id=trace_id or os.urandom(16).hex(),
+        span_id=os.urandom(8).hex(),
+        parent_span_id=parent or "",
+        service=pod.service,
+        operation_name=operation_name(ex),
+        start_time_us=start_us,
+        duration_us=duration_us,
+        node_id=pod.node,
+        source=records_pb2.CLOVISOR,
+        src_ip=ex.client_ip,
+        dst_ip=ex.server_ip,
+        src_port=ex.client_port,
+        dst_port=ex.server_port,
+        request_size=ex.req_size,
+        response_size=ex.resp_size,
+    )
+    if ex.kind != records.REC_TCP:
+        span.http_method = ex.method
+        span.http_url = ex.url
+        span.user_agent = ex.user_agent
+        tags.update(
+            {
+                "protocol-2": "HTTP",
+                "reqmethod": ex.method,
+                "requrl": ex.url,
+                "reqproto": ex.req_version,
+                "useragent": ex.user_agent,
+                "host": ex.host,
+                "requestid": ex.request_id,
+                "http.method": ex.method,
+                "http.url": ex.url,
+                "http.request_size": str(ex.req_size),
+                "http.response_size": str(ex.resp_size),
+            }
+        )
+        if ex.envoy_decorator:
+            tags["envoydecorator"] = ex.envoy_decorator
+        if trace_id:
+            tags["traceid"] = trace_id
+        if ex.kind == records.REC_EXCHANGE:
+            span.http_status_code = ex.status
+            tags.update(
+                {
+                    "respstatus": ex.reason,
+                    "respstatuscode": str(ex.status),
+                    "respproto": ex.resp_version,
+                    "http.status_code": str(ex.status),
+                    "server.latency_us": str(max(0, (ex.resp_start_ns - ex.req_end_ns) // 1000))
+                    if ex.resp_start_ns and ex.req_end_ns
+                    else "",
+                }
+            )
+            if ex.content_type:
+                tags["content-type"] = ex.content_type
+            if ex.status >= 500:
+                tags["error"] = "true"
+        else:
+            tags["error"] = "true"
+            tags["clovisor.incomplete"] = "connection closed before the response ended"
+        if ex.flags & records.XF_URL_TRUNC:
+            tags["clovisor.url_truncated"] = "true"
+        if ex.flags & records.XF_CHUNKED:
+            tags["http.chunked"] = "true"
+    if extra:
+        tags.update(extra)
+    span.tags.update({k: v for k, v in tags.items() if v != ""})
+    return span
