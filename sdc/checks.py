@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from sdc.names import HostPort, ResolveError, Resolver, parse_host_port
 from sdc.netns import Placement
@@ -47,7 +48,7 @@ async def reachable(placement: Placement, ip: str, port: int) -> str | None:
     except TimeoutError:
         return f"no answer within {CONNECT_CHECK_TIMEOUT}s"
     except OSError as exc:
-        return exc.strerror or str(exc)
+        return os.strerror(exc.errno) if exc.errno else str(exc)
     finally:
         sock.close()
 

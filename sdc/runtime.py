@@ -79,6 +79,7 @@ class HttpListener:
     async def close(self, grace: float) -> None:
         for server in self._servers:
             server.close()
+        self.server.pre_shutdown()  # idle keep-alive connections close now, busy ones after their answer
         await self.server.shutdown(grace)
 
 
@@ -221,6 +222,7 @@ class Runtime:
         if self._stats_site is not None:
             self._stats_site.close()
         if self._stats_server is not None:
+            self._stats_server.pre_shutdown()
             await self._stats_server.shutdown(1.0)
 
 

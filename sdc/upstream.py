@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterable
@@ -140,7 +141,7 @@ class Pool:
         except (OSError, TimeoutError) as exc:
             sock.close()
             self.stats.counters["upstream_cx_connect_fail"] += 1
-            reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+            reason = "timed out" if isinstance(exc, TimeoutError) else os.strerror(exc.errno) if exc.errno else str(exc)
             raise ConnectFailed(f"connect to {self.ip}:{self.port} failed: {reason}") from None
         return _Conn(reader, writer, self.stats)
 

@@ -128,6 +128,7 @@ class AlertSink:
                        "process_alerts_coalesced": 0}  # fmt: skip
         self._last_reported: dict[str, float] = {}
         self._worker: asyncio.Task[None] | None = None
+        self.busy = False
 
     def start(self) -> None:
         self._worker = asyncio.create_task(self._run())
@@ -141,6 +142,7 @@ class AlertSink:
     async def _run(self) -> None:
         while True:
             alert = await self.queue.get()
+            self.busy = True
             delay = 0.5
             while True:
                 try:
@@ -156,6 +158,12 @@ class AlertSink:
             with contextlib.suppress(OSError), open(self.log_path, "a") as f:
                 f.write(fast_line(alert))
             await self._process_alert(alert, event_id)
+            self.busy = False
+
+    @property
+    def pending(self) -> int:
+        """Alerts not yet stored and reported."""
+        return self.queue.qsize() + int(self.busy)
 
     async def _store(self, alert: Alert) -> int:
         event_id = int(await self.redis.incr(keys.SNORT_EVENT_SEQ))

@@ -7,7 +7,7 @@ captured packets. Alerts go to Redis, the fast alert log and the proxy (``AlertS
 
 Messages on the socket pair are JSON. From the pod: ``{"t": "http", ...}``. To the pod:
 ``{"t": "ready", "sids": [...], "errors": [...]}`` once the rules are loaded, then
-``{"t": "stats", ...}`` every second.
+``{"t": "stats", ...}`` every quarter second.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from sdc.tracing import Telemetry
 log = logging.getLogger("sdc.ids.engine")
 
 POD = "snort-ids"
+REPORT_SECONDS = 0.25
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -146,10 +147,13 @@ class Engine:
                 except Exception:
                     log.exception("inspecting a request failed")
 
+    def stats(self) -> dict[str, Any]:
+        return {"t": "stats", **self.counts, **self.sink.counts, "pending": self.sink.pending, "rules": len(self.rules)}
+
     async def report(self) -> None:
         while True:
-            self._send({"t": "stats", **self.counts, **self.sink.counts, "rules": len(self.rules)})
-            await asyncio.sleep(1.0)
+            self._send(self.stats())
+            await asyncio.sleep(REPORT_SECONDS)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -171,7 +175,7 @@ class Engine:
         for task in tasks:
             task.cancel()
         await self.sink.close()
-        self._send({"t": "stats", **self.counts, **self.sink.counts, "rules": len(self.rules)})
+        self._send(self.stats())
         self.telemetry.shutdown()
 
 

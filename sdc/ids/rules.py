@@ -274,16 +274,18 @@ class Match:
     def _positive(self, buf: bytes, lowered: bytes, previous: int) -> Iterator[int]:
         if self.kind == "pcre":
             assert self.regex is not None
+            # A relative pcre sees the buffer from the previous match on (its ^ anchors there).
             start = previous if self.relative else 0
+            view = buf[start:] if start else buf
             if self.anchored:
-                m = self.regex.match(buf, start)
+                m = self.regex.match(view)
                 if m:
-                    yield m.end()
+                    yield start + m.end()
                 return
-            for n, m in enumerate(self.regex.finditer(buf, start)):
+            for n, m in enumerate(self.regex.finditer(view)):
                 if n >= MAX_CANDIDATES:
                     return
-                yield m.end()
+                yield start + m.end()
             return
         haystack = lowered if self.nocase else buf
         pattern = self.pattern.lower() if self.nocase else self.pattern

@@ -311,6 +311,7 @@ class SnortIds:
             packet_capture=bool(engine and engine.capture),
             interface=engine.capture if engine else "",
             dropped=(engine.dropped if engine else 0) + stats.get("alerts_dropped", 0),
+            alerts_pending=stats.get("pending", 0),
         )
 
     def status_dict(self) -> dict[str, Any]:
