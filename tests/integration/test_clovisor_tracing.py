@@ -1,0 +1,367 @@
+"""Clovisor end to end, as root: real BPF programs on the veths of pods the test makes, a real
+Redis for its settings, a real Kafka for its spans.
+
+The lab: a bridge (the node's CNI bridge) and pods in network namespaces serving the lab's
+HTTP paths. The client runs in the root namespace, so its requests reach a pod through the
+pod's host-side veth, as traffic from another node would.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clover import keys, topics
+from clover.config import Config
+
+pytestmark = [
+    pytest.mark.bpf,
+    pytest.mark.skipif(os.geteuid() != 0, reason="loading BPF programs and making namespaces needs root"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = '''
+class Parser:
+    """Adds the value of the X-Tenant request header as the field `tenant`."""
+
+    def parse(self, session_key, is_req, data):
+        if not is_req:
+            return b"", {}
+        for line in data.split(b"\\r\\n"):
+            if line.lower().startswith(b"x-tenant:"):
+                return b"", {"tenant": line.split(b":", 1)[1].strip().decode(), "plugin.session": session_key}
+        return b"", {}
+'''
+
+
+def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_listening(pod, port: int) -> None:  # type: ignore[no-untyped-def]
+    def up() -> bool:
+        try:
+            socket.create_connection((pod.ip, port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    wait_until(up, 10, f"{pod.name}:{port}")
+
+
+class SpanReader:
+    """Reads clover.spans from the start, keeping the spans of this test run."""
+
+    def __init__(self, cfg: Config) -> None:
+        from confluent_kafka import Consumer
+
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": cfg.kafka_bootstrap,
+                "group.id": f"clovisor-test-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        self.consumer.subscribe([topics.SPANS])
+        self.spans: list[object] = []
+
+    def collect(self, marker: str, count: int, timeout: float = 20.0) -> list[object]:
+        """Spans whose URL contains ``marker``; waits for ``count`` then a little longer for extras."""
+        from protos import records_pb2
+
+        deadline = time.monotonic() + timeout
+        settle: float | None = None
+        while time.monotonic() < deadline:
+            msg = self.consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                span = records_pb2.Span()
+                span.ParseFromString(msg.value())
+                self.spans.append(span)
+            found = [s for s in self.spans if marker in s.http_url or s.tags.get("marker") == marker]
+            if len(found) >= count:
+                settle = settle or time.monotonic() + 1.0
+                if time.monotonic() >= settle:
+                    return found
+        return [s for s in self.spans if marker in s.http_url]
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture(scope="module")
+def lab(cfg: Config) -> Iterator[object]:
+    from clovisor.lab import Lab
+
+    with Lab("cvt", "10.207.20.0/24") as lab:
+        web = lab.add_pod("web", ports={"http": 8080}, labels={"app": "web"}, service="web-svc")
+        api = lab.add_pod("api", ports={"http-api": 8081}, labels={"app": "api"}, service="api-svc")
+        other = lab.add_pod("other", ports={"http": 8082}, labels={"app": "other"}, namespace="elsewhere")
+        procs = [
+            subprocess.Popen(p.exec(sys.executable, "-m", "clovisor.lab", "serve", str(port)), cwd=ROOT)
+            for p, port in ((web, 8080), (api, 8081), (other, 8082))
+        ]
+        for p in (web, api, other):
+            lab.register(cfg, p)
+        try:
+            for p, port in ((web, 8080), (api, 8081), (other, 8082)):
+                wait_listening(p, port)
+            yield lab
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def redis_client(stack, cfg: Config):  # type: ignore[no-untyped-def]
+    import redis
+
+    client = redis.Redis.from_url(cfg.redis_url)
+    client.delete(
+        keys.CLOVISOR_LABELS, keys.CLOVISOR_EGRESS_MATCH, keys.CLOVISOR_EGRESS_MATCH_ORIGINAL, keys.CLOVISOR_PROTO_CFG
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def agent(lab, redis_client, cfg: Config) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    from clovisor.agent import Clovisor, Options
+    from clovisor.discovery.local import LocalSource
+
+    clovisor = Clovisor(
+        cfg,
+        [LocalSource(cfg)],
+        Options(node="test-node", exchange_timeout=2.0, settings_interval=0.2, reconcile_interval=0.2),
+    )
+    thread = threading.Thread(target=clovisor.run, daemon=True)
+    thread.start()
+    wait_until(lambda: "default/web" in clovisor.attached, 10, "web attached")
+    yield clovisor
+    clovisor.stop()
+    thread.join(10)
+    clovisor.close()
+
+
+@pytest.fixture(scope="module")
+def spans(cfg: Config, stack) -> Iterator[SpanReader]:  # type: ignore[no-untyped-def]
+    reader = SpanReader(cfg)
+    yield reader
+    reader.close()
+
+
+def request(method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: lab"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def read_response(f) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
+    status = int(f.readline().split()[1])
+    headers = {}
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        k, _, v = line.decode().partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if headers.get("transfer-encoding") == "chunked":
+        body = b""
+        while True:
+            size = int(f.readline().strip(), 16)
+            if size == 0:
+                f.readline()
+                return status, body
+            body += f.read(size)
+            f.readline()
+    if status in (204, 304):
+        return status, b""
+    return status, f.read(int(headers.get("content-length", "0")))
+
+
+def test_keep_alive_requests_give_one_span_each_with_method_url_status_agent_and_sizes(agent, lab, spans) -> None:
+    web = lab.pods["web"]
+    marker = uuid.uuid4().hex[:12]
+    latencies = []
+    with socket.create_connection((web.ip, 8080)) as sock:
+        f = sock.makefile("rb")
+        for i in range(20):
+            started = time.monotonic_ns()
+            sock.sendall(request("GET", f"/bytes/{100 + i}?m={marker}&i={i}", {"User-Agent": "clovisor-test/1"}))
+            status, body = read_response(f)
+            latencies.append((time.monotonic_ns() - started) // 1000)
+            assert status == 200 and len(body) == 100 + i
+    found = spans.collect(marker, 20)
+    assert len(found) == 20
+    by_index = {int(s.http_url.rsplit("=", 1)[1]): s for s in found}
+    assert sorted(by_index) == list(range(20))
+    for i, span in by_index.items():
+        assert span.http_method == "GET"
+        assert span.http_url == f"/bytes/{100 + i}?m={marker}&i={i}"
+        assert span.http_status_code == 200
+        assert span.user_agent == "clovisor-test/1"
+        assert span.service == "web-svc"
+        assert span.source == 3  # CLOVISOR
+        assert span.dst_ip == web.ip and span.dst_port == 8080 and span.src_ip == lab.gateway
+        request_bytes = len(request("GET", span.http_url, {"User-Agent": "clovisor-test/1"}))
+        assert span.request_size == request_bytes
+        head = "HTTP/1.1 200 OK\r\nServer: clovisor-lab\r\nContent-Type: text/plain\r\n"
+        assert span.response_size == len(head) + len(f"Content-Length: {100 + i}\r\n\r\n") + 100 + i
+        assert 0 < span.duration_us <= latencies[i]
+        assert span.tags["reqmethod"] == "GET" and span.tags["respstatuscode"] == "200"
+        assert span.tags["podname"] == "web" and span.tags["nodename"] == "test-node"
+
+
+def test_new_connection_per_request_and_error_statuses(agent, lab, spans) -> None:
+    web = lab.pods["web"]
+    marker = uuid.uuid4().hex[:12]
+    statuses = [200, 404, 500, 503, 418, 204]
+    for code in statuses:
+        with socket.create_connection((web.ip, 8080)) as sock:
+            sock.sendall(request("GET", f"/status/{code}?m={marker}", {"Connection": "close"}))
+            f = sock.makefile("rb")
+            assert read_response(f)[0] == code
+    found = spans.collect(marker, len(statuses))
+    assert sorted(s.http_status_code for s in found) == sorted(statuses)
+    reasons = {s.http_status_code: s.tags["respstatus"] for s in found}
+    assert reasons[404] == "Not Found" and reasons[503] == "Service Unavailable"
+    assert {s.http_status_code for s in found if s.tags.get("error") == "true"} == {500, 503}
+
+
+def test_pipelined_chunked_large_post_and_head_pair_in_order(agent, lab, spans) -> None:
+    web = lab.pods["web"]
+    marker = uuid.uuid4().hex[:12]
+    batch = [
+        ("GET", f"/bytes/10?m={marker}&k=a", b""),
+        ("GET", f"/chunked/1000/7?m={marker}&k=b", b""),
+        ("GET", f"/bytes/300000?m={marker}&k=c", b""),
+        ("POST", f"/echo?m={marker}&k=d", b"p" * 5000),
+        ("HEAD", f"/bytes/77?m={marker}&k=e", b""),
+        ("GET", f"/status/404?m={marker}&k=f", b""),
+    ]
+    with socket.create_connection((web.ip, 8080)) as sock:
+        sock.sendall(b"".join(request(m, p, body=b) for m, p, b in batch))  # pipelined
+        f = sock.makefile("rb")
+        for method, _, _ in batch:
+            if method == "HEAD":
+                status = int(f.readline().split()[1])
+                while f.readline() not in (b"\r\n", b""):
+                    pass
+            else:
+                status, _ = read_response(f)
+            assert status in (200, 404)
+    found = {s.http_url.rsplit("=", 1)[1]: s for s in spans.collect(marker, len(batch))}
+    assert sorted(found) == list("abcdef")
+    assert found["b"].tags["http.chunked"] == "true"
+    chunk = len(f"{1000:x}\r\n") + 1000 + 2
+    assert found["b"].response_size == len(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ) + 7 * chunk + len("0\r\n\r\n")
+    assert found["c"].response_size > 300000 and int(found["c"].tags["resppakcount"]) > 1
+    assert found["d"].http_method == "POST" and found["d"].request_size == len(request("POST", found["d"].http_url, body=b"p" * 5000))
+    assert found["e"].http_method == "HEAD" and found["e"].http_status_code == 200
+    assert found["f"].http_status_code == 404
+    assert len(spans.collect(marker, len(batch))) == len(batch)
+
+
+def test_trace_headers_join_the_callers_trace(agent, lab, spans) -> None:
+    web = lab.pods["web"]
+    marker = uuid.uuid4().hex[:12]
+    headers = [
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "X-Request-Id": "rid-1"},
+        {"X-B3-TraceId": "463ac35c9f6413ad", "X-B3-SpanId": "a2fb4a1d1a96d312", "X-B3-Sampled": "1"},
+        {"b3": "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"},
+    ]
+    with socket.create_connection((web.ip, 8080)) as sock:
+        f = sock.makefile("rb")
+        for i, h in enumerate(headers):
+            sock.sendall(request("GET", f"/?m={marker}&i={i}", h))
+            read_response(f)
+    found = {s.http_url[-1]: s for s in spans.collect(marker, 3)}
+    assert (found["0"].trace_id, found["0"].parent_span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert found["0"].tags["requestid"] == "rid-1"
+    assert (found["1"].trace_id, found["1"].parent_span_id) == ("0000000000000000463ac35c9f6413ad", "a2fb4a1d1a96d312")
+    assert (found["2"].trace_id, found["2"].parent_span_id) == ("80f198ee56343ba864fe8b2a57d3eff7", "e457b5a2e4d86bd1")
+
+
+def test_label_filters_include_and_exclude_pods(agent, lab, redis_client) -> None:
+    assert set(agent.attached) == {"default/web", "default/api"}  # no labels set: namespace default
+    redis_client.rpush(keys.CLOVISOR_LABELS, "elsewhere", "default:app:api")
+    try:
+        wait_until(lambda: set(agent.attached) == {"elsewhere/other", "default/api"}, 10, "label filters applied")
+    finally:
+        redis_client.delete(keys.CLOVISOR_LABELS)
+    wait_until(lambda: set(agent.attached) == {"default/web", "default/api"}, 10, "defaults restored")
+
+
+def test_egress_match_traces_outbound_calls_of_pods_with_the_prefix(agent, lab, redis_client, spans) -> None:
+    web, api = lab.pods["web"], lab.pods["api"]
+    marker = uuid.uuid4().hex[:12]
+    # The misspelt original key, with a pod-name prefix: only pods whose name starts with "we".
+    redis_client.rpush(keys.CLOVISOR_EGRESS_MATCH_ORIGINAL, f"{api.ip}:8081:we")
+    redis_client.rpush(keys.CLOVISOR_EGRESS_MATCH, "0:8081:nomatch")
+    try:
+        wait_until(lambda: agent.datapath.egress_of(agent.attached["default/web"].ifindex), 10, "egress rule on web")
+        assert not agent.datapath.egress_of(agent.attached["default/api"].ifindex)
+        script = (
+            "import socket,sys\n"
+            f"s=socket.create_connection(('{api.ip}',8081))\n"
+            f"s.sendall(b'GET /bytes/5?m={marker} HTTP/1.1\\r\\nHost: api\\r\\nConnection: close\\r\\n\\r\\n')\n"
+            "while s.recv(65536): pass\n"
+        )
+        subprocess.run(web.exec(sys.executable, "-c", script), check=True, timeout=20)
+        found = spans.collect(marker, 2)
+    finally:
+        redis_client.delete(keys.CLOVISOR_EGRESS_MATCH_ORIGINAL, keys.CLOVISOR_EGRESS_MATCH)
+    # One span from web's veth (outbound) and one from api's veth (inbound): the same exchange.
+    assert sorted(s.tags["direction"] for s in found) == ["inbound", "outbound"]
+    outbound = next(s for s in found if s.tags["direction"] == "outbound")
+    assert (outbound.service, outbound.src_ip, outbound.dst_ip, outbound.dst_port) == ("web-svc", web.ip, api.ip, 8081)
+    assert outbound.http_status_code == 200
+
+
+def test_plugin_loaded_through_redis_adds_its_fields(agent, lab, redis_client, spans, tmp_path) -> None:
+    plugin = tmp_path / "tenant_plugin.py"
+    plugin.write_text(PLUGIN)
+    redis_client.hset(keys.CLOVISOR_PROTO_CFG, "http", str(plugin))
+    redis_client.publish(keys.CLOVISOR_PROTO_PLUGIN_CFG_CHAN, "http")
+    try:
+        wait_until(lambda: "http" in agent.plugins.protocols, 10, "plugin loaded")
+        time.sleep(0.5)  # the ports are reconfigured to copy head bytes for the plugin
+        web = lab.pods["web"]
+        marker = uuid.uuid4().hex[:12]
+        with socket.create_connection((web.ip, 8080)) as sock:
+            sock.sendall(request("GET", f"/?m={marker}", {"X-Tenant": "acme", "Connection": "close"}))
+            read_response(sock.makefile("rb"))
+        (span,) = spans.collect(marker, 1)
+        assert span.tags["tenant"] == "acme"
+        assert span.tags["plugin.session"] == span.tags["session"]
+    finally:
+        redis_client.delete(keys.CLOVISOR_PROTO_CFG)
+
+
+def test_unanswered_requests_are_evicted_and_counted(agent, lab) -> None:
+    web = lab.pods["web"]
+    before = agent.counters.evicted_exchanges
+    with socket.create_connection((web.ip, 8080)) as sock:
+        sock.sendall(request("GET", "/sleep/4000"))  # longer than the 2 s exchange timeout
+        wait_until(lambda: agent.counters.evicted_exchanges == before + 1, 15, "eviction")
+    assert agent.status()["counters"]["evicted_exchanges"] == before + 1
