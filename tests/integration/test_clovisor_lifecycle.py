@@ -1,0 +1,125 @@
+"""Clovisor as a process: qdiscs gone after SIGTERM, stale ones cleaned at start, and a Kafka
+outage that loses no span. Root only; the test makes and removes its own pods."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clover.config import Config
+from tests.integration.test_clovisor_tracing import SpanReader, read_response, request, wait_listening, wait_until
+
+pytestmark = [
+    pytest.mark.bpf,
+    pytest.mark.skipif(os.geteuid() != 0, reason="loading BPF programs and making namespaces needs root"),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clsact_devices() -> set[str]:
+    out = subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True, check=True).stdout
+    return {line.split(" dev ")[1].split()[0] for line in out.splitlines() if line.startswith("qdisc clsact")}
+
+
+@pytest.fixture(scope="module")
+def lab(cfg: Config) -> Iterator[object]:
+    from clovisor.lab import Lab
+
+    with Lab("cvl", "10.207.21.0/24") as lab:
+        pod = lab.add_pod("life", ports={"http": 8090}, service="life-svc")
+        proc = subprocess.Popen(pod.exec(sys.executable, "-m", "clovisor.lab", "serve", "8090"), cwd=ROOT)
+        lab.register(cfg, pod)
+        try:
+            wait_listening(pod, 8090)
+            yield lab
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def start_clovisor(stack: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "clovisor"), "run", "--discovery", "local", "--metrics-port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def wait_attached(veth: str, proc: subprocess.Popen[str]) -> None:
+    def attached() -> bool:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "clovisor exited"
+        return veth in clsact_devices()
+
+    wait_until(attached, 30, f"clsact on {veth}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_clovisor_leaves_no_qdisc(stack, lab, sig) -> None:  # type: ignore[no-untyped-def]
+    veth = lab.pods["life"].host_veth
+    assert veth not in clsact_devices()
+    proc = start_clovisor(stack)
+    wait_attached(veth, proc)
+    proc.send_signal(sig)
+    assert proc.wait(30) == 0
+    assert veth not in clsact_devices()
+
+
+def test_qdiscs_left_by_a_killed_clovisor_are_removed_at_the_next_start(stack, lab) -> None:  # type: ignore[no-untyped-def]
+    veth = lab.pods["life"].host_veth
+    proc = start_clovisor(stack)
+    wait_attached(veth, proc)
+    proc.kill()  # SIGKILL: nothing can clean up
+    proc.wait(10)
+    assert veth in clsact_devices()
+    from pyroute2 import IPRoute
+
+    from clovisor import tc
+
+    with IPRoute() as ipr:
+        assert tc.clean_stale(ipr) == [veth]
+    assert veth not in clsact_devices()
+
+
+def test_a_kafka_outage_loses_no_span(stack, lab, cfg: Config) -> None:  # type: ignore[no-untyped-def]
+    from clovisor.agent import Clovisor, Options
+    from clovisor.discovery.local import LocalSource
+
+    pod = lab.pods["life"]
+    agent = Clovisor(cfg, [LocalSource(cfg)], Options(node="outage", reconcile_interval=0.2))
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    marker = uuid.uuid4().hex[:12]
+    try:
+        wait_until(lambda: "default/life" in agent.attached, 10, "life attached")
+        stack.down(["kafka"])  # type: ignore[attr-defined]
+        with socket.create_connection((pod.ip, 8090)) as sock:
+            f = sock.makefile("rb")
+            for i in range(300):
+                sock.sendall(request("GET", f"/?m={marker}&i={i}"))
+                assert read_response(f)[0] == 200
+        wait_until(lambda: agent.kafka.stats.produced - agent.kafka.stats.delivered >= 300, 10, "spans buffered")
+        assert agent.kafka.stats.dropped == 0
+        stack.up(["kafka"])  # type: ignore[attr-defined]
+        wait_until(lambda: agent.kafka.stats.pending == 0, 90, "buffer drained after Kafka returned")
+    finally:
+        agent.stop()
+        thread.join(10)
+        agent.close()
+    reader = SpanReader(cfg)
+    try:
+        found = reader.collect(marker, 300, timeout=60)
+    finally:
+        reader.close()
+    assert sorted(int(s.http_url.rsplit("=", 1)[1]) for s in found) == list(range(300))
