@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cloverctl import sdc, validation, visibility
+from cloverctl import clovisor, sdc, validation, visibility
 from cloverctl.local import local
 
 
@@ -49,6 +49,7 @@ stop.add_command(validation.stop_testplan)
 get.add_command(validation.get_testresult)
 get.add_command(validation.get_teststatus)
 sdc.register({"set": set_, "create": create, "start": start, "stop": stop, "get": get, "delete": delete})
+clovisor.register({"create": create, "delete": delete})
 
 
 def main() -> None:

@@ -49,7 +49,13 @@ def _hex_id(text: str, length: int) -> str | None:
 
 
 def trace_context(ex: Exchange) -> tuple[str | None, str | None]:
-    """(trace id, parent span id) from the request's headers, 32 and 16 hex digits."""
+    """(trace id, parent span id) from the request's headers, 32 and 16 hex digits; an invalid
+    trace id voids the whole header."""
+    trace_id, parent = _trace_context(ex)
+    return (trace_id, parent) if trace_id else (None, None)
+
+
+def _trace_context(ex: Exchange) -> tuple[str | None, str | None]:
     if ex.trace_context:
         if ex.flags & records.XF_TP_IS_B3:
             parts = ex.trace_context.split("-")

@@ -1,0 +1,202 @@
+"""Records from the ring buffer, spans built from them, Jaeger Thrift, plugins, manifests."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import click
+import pytest
+
+from clovisor import records, thrift
+from clovisor.plugins import PluginSet
+from clovisor.spans import Clock, PodInfo, to_span, trace_context
+
+
+def make_record(**strings: str) -> bytes:
+    fixed = records._FIXED
+    lens = [len(strings.get(name, "")) for name, _ in records.STRING_SLOTS]
+    head = fixed.pack(
+        records.REC_EXCHANGE, 2, 11, 11, 201, 0, records.PROTO_HTTP,
+        1_000_000, 1_200_000, 1_500_000, 2_000_000, 2, 3, 180, 400,
+        7, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 40000, 8080,
+        4, 120, 95, 250, 150, *lens, 0,
+    )  # fmt: skip
+    body = bytearray(records.EXCHANGE_SIZE - len(head))
+    for (name, _size), offset in zip(records.STRING_SLOTS, records._SLOT_OFFSETS, strict=True):
+        value = strings.get(name, "").encode()
+        body[offset - len(head) : offset - len(head) + len(value)] = value
+    return head + bytes(body)
+
+
+def test_an_exchange_record_decodes_to_its_fields() -> None:
+    raw = make_record(url="/orders?id=7", user_agent="curl/8", host="api", reason="Created")
+    ex = records.decode_exchange(memoryview(raw))
+    assert (ex.method, ex.url, ex.status, ex.reason, ex.user_agent, ex.host) == (
+        "POST",
+        "/orders?id=7",
+        201,
+        "Created",
+        "curl/8",
+        "api",
+    )
+    assert (ex.client_ip, ex.server_ip, ex.client_port, ex.server_port) == ("10.0.0.1", "10.0.0.2", 40000, 8080)
+    assert (ex.req_packets, ex.resp_packets, ex.req_bytes, ex.resp_bytes) == (2, 3, 180, 400)
+    assert (ex.req_size, ex.resp_size, ex.seq) == (120, 250, 4)
+    assert ex.session_key == "0a000001:0a000002:6:40000:8080"
+
+
+def test_a_span_carries_http_fields_sizes_and_the_original_tags() -> None:
+    ex = records.decode_exchange(memoryview(make_record(url="/orders?id=7", user_agent="curl/8", reason="Created")))
+    clock = Clock()
+    clock.offset_ns = 1_700_000_000_000_000_000
+    span = to_span(ex, PodInfo("api-7f", "default", "api", "node-1"), clock)
+    assert (span.service, span.operation_name, span.http_method, span.http_url) == (
+        "api",
+        "POST /orders",
+        "POST",
+        "/orders?id=7",
+    )
+    assert (span.http_status_code, span.request_size, span.response_size) == (201, 120, 250)
+    assert (span.start_time_us, span.duration_us) == (1_700_000_000_001_000, 1000)
+    assert span.tags["duration"] == "1000 usec" and span.tags["server.latency_us"] == "300"
+    assert (
+        span.tags["reqpakcount"] == "2" and span.tags["respbytecount"] == "400" and span.tags["respstatus"] == "Created"
+    )
+    assert len(span.trace_id) == 32 and len(span.span_id) == 16 and span.parent_span_id == ""
+
+
+@pytest.mark.parametrize(
+    ("strings", "flags", "expected"),
+    [
+        ({"trace_context": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, 0,
+         ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")),
+        ({"trace_context": "80f198ee56343ba8-e457b5a2e4d86bd1-1"}, records.XF_TP_IS_B3,
+         ("000000000000000080f198ee56343ba8", "e457b5a2e4d86bd1")),
+        ({"b3_trace_id": "463ac35c9f6413ad48485a3953bb6124", "b3_span_id": "0020000000000001"}, 0,
+         ("463ac35c9f6413ad48485a3953bb6124", "0020000000000001")),
+        ({"trace_context": "00-00000000000000000000000000000000-00f067aa0ba902b7-01"}, 0, (None, None)),
+        ({"b3_trace_id": "not-hex"}, 0, (None, None)),
+    ],
+)  # fmt: skip
+def test_trace_context_from_w3c_and_b3_headers(strings: dict[str, str], flags: int, expected: tuple[Any, Any]) -> None:
+    ex = records.decode_exchange(memoryview(make_record(**strings)))
+    ex.flags = flags
+    assert trace_context(ex) == expected
+
+
+def test_jaeger_binary_batch_layout() -> None:
+    span = thrift.JaegerSpan((1 << 64) | 2, 3, 0, "GET /", 10, 5, {"k": "v"})
+    body = thrift.encode_batch_binary("svc", [span], {})
+    # Batch.process (struct 1) -> Process.serviceName (string 1) = "svc"
+    assert body.startswith(b"\x0c\x00\x01" + b"\x0b\x00\x01" + struct.pack(">i", 3) + b"svc")
+    assert struct.pack(">bhq", thrift.I64, 1, 2) + struct.pack(">bhq", thrift.I64, 2, 1) in body
+    assert body.endswith(b"\x00\x00")  # end of Batch and of the span list's last struct... and Batch
+
+
+def test_jaeger_compact_emit_batch_header_and_zigzag() -> None:
+    out = thrift.encode_emit_batch_compact("svc", [], {}, seqid=1)
+    assert out[:3] == b"\x82\x81\x01" and out[3:13] == b"\x09emitBatch"
+    buf = bytearray()
+    thrift.compact_value(thrift.I64, -1, buf)
+    assert bytes(buf) == b"\x01"
+    buf = bytearray()
+    thrift.compact_value(thrift.I32, 300, buf)
+    assert bytes(buf) == b"\xd8\x04"
+
+
+PLUGIN = """
+class Parser:
+    def parse(self, session_key, is_req, data):
+        if b"\\n" not in data:
+            return data, None  # wait for a full line
+        line, _, rest = data.partition(b"\\n")
+        return rest, {"first": line.decode(), "dir": "req" if is_req else "resp", "key": session_key}
+"""
+
+
+def test_plugins_load_buffer_partial_data_and_reload(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "p.py"
+    path.write_text(PLUGIN)
+    plugins = PluginSet()
+    assert plugins.sync({"foo": str(path)}) == ["foo"]
+    assert plugins.feed("foo", "s1", "k1", True, b"HEL") == {}
+    assert plugins.feed("foo", "s1", "k1", True, b"LO\nrest") == {"first": "HELLO", "dir": "req", "key": "k1"}
+    path.write_text(PLUGIN.replace('"first"', '"line"'))
+    assert plugins.sync({"foo": str(path)}) == []  # unchanged configuration: no reload
+    assert plugins.sync({"foo": str(path)}, force=frozenset({"foo"})) == ["foo"]
+    assert plugins.feed("foo", "s2", "k2", False, b"A\n") == {"line": "A", "dir": "resp", "key": "k2"}
+    assert plugins.sync({}) == [] and plugins.protocols == frozenset()
+
+
+def test_a_broken_plugin_is_reported_not_fatal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "bad.py").write_text("raise RuntimeError('boom')")
+    (tmp_path / "none.py").write_text("x = 1")
+    plugins = PluginSet()
+    assert plugins.sync({"a": str(tmp_path / "bad.py"), "b": str(tmp_path / "none.py"), "c": "/nope.py"}) == []
+    assert "importing" in plugins.errors["a"] and "defines no class Parser" in plugins.errors["b"]
+    assert "/nope.py is not a file" in plugins.errors["c"]
+
+
+def test_manifests_validate_against_the_kubernetes_schema() -> None:
+    import kubernetes_validate
+
+    from cloverctl.clovisor import load_manifests
+
+    docs = load_manifests(image="registry.local/clovisor:1", env={"CLOVER_REDIS_URL": "redis://r:6379/0"})
+    assert [d["kind"] for d in docs] == [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "DaemonSet",
+    ]
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.31", strict=True)
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["get", "list", "watch"]}]
+    container = docs[-1]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.local/clovisor:1"
+    assert {"name": "CLOVER_REDIS_URL", "value": "redis://r:6379/0"} in container["env"]
+    assert container["securityContext"]["privileged"] is False
+
+
+class FakeApi:
+    """Records calls; answers 409 to creating what exists and 404 to deleting what does not."""
+
+    def __init__(self, existing: set[str]) -> None:
+        self.existing = existing
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, method: str) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        def call(*args: Any, **kwargs: Any) -> None:
+            name = args[-1]["metadata"]["name"] if args and isinstance(args[-1], dict) else args[0]
+            self.calls.append((method, tuple(a if not isinstance(a, dict) else a["kind"] for a in args)))
+            if method.startswith("create") and name in self.existing:
+                raise ApiException(status=409, reason="Conflict")
+            if method.startswith("delete") and name not in self.existing:
+                raise ApiException(status=404, reason="Not Found")
+
+        return call
+
+
+def test_apply_creates_or_updates_and_delete_tolerates_missing_objects() -> None:
+    from cloverctl.clovisor import apply, delete, load_manifests
+
+    api = FakeApi({"clovisor"})  # the namespace and the DaemonSet exist already
+    apis = {"core": api, "rbac": api, "apps": api}
+    docs = load_manifests()
+    assert apply(apis, docs) == [
+        "Namespace/clovisor configured",
+        "ServiceAccount/clovisor configured",
+        "ClusterRole/clovisor-read-pods-services created",
+        "ClusterRoleBinding/clovisor-read-pods-services created",
+        "DaemonSet/clovisor configured",
+    ]
+    assert ("replace_namespaced_daemon_set", ("clovisor", "clovisor", "DaemonSet")) in api.calls
+    assert delete(apis, docs)[0] == "DaemonSet/clovisor deleted"
+    assert "ClusterRole/clovisor-read-pods-services not found" in delete(apis, docs)
+    with pytest.raises(click.ClickException, match="kind 'Secret' is not one cloverctl can apply"):
+        apply(apis, [{"kind": "Secret", "metadata": {"name": "x"}}])
