@@ -73,6 +73,15 @@ def free_tcp_ports(first: int, count: int) -> list[int]:
     return ports
 
 
+def prune_runs(runs: Path, keep: int) -> list[str]:
+    """Delete all but the ``keep`` newest run directories (run ids sort by time); returns the ids removed."""
+    ids = sorted(d.name for d in runs.iterdir() if d.is_dir() and re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", d.name))
+    removed = ids[: max(0, len(ids) - keep)]
+    for run_id in removed:
+        shutil.rmtree(runs / run_id, ignore_errors=True)
+    return removed
+
+
 @dataclass
 class RunInfo:
     """What run.json records (and GetStatus reports)."""

@@ -51,13 +51,14 @@ from validation.results import (
     summary_csv,
     summary_json,
 )
-from validation.runner import Run, RunError, RunInfo, new_run_id
+from validation.runner import Run, RunError, RunInfo, new_run_id, prune_runs
 
 log = logging.getLogger("clover.validation")
 
 GRPC_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
 DETAIL_FILES = ("", "detail", "results", "jtl")
 R_FILES = ("log", "detail", "results", "summary")
+KEEP_RUNS = 50
 
 
 class ServiceError(Exception):
@@ -113,6 +114,7 @@ class ValidationService:
         self._lock = threading.Lock()
         self._run: Run | None = None
         self._counters: dict[str, JtlCounter] = {}
+        self._count_lock = threading.Lock()
 
     # -- plans ---------------------------------------------------------------------------------
 
@@ -184,6 +186,8 @@ class ValidationService:
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"{fail}: a test is already running (run {info.run_id}, pid {info.pid}); stop it first",
                 )
+            for old in prune_runs(self.runs, KEEP_RUNS - 1):
+                log.info("removed old run %s (keeping the last %d)", old, KEEP_RUNS)
             run_id = new_run_id()
             try:
                 run = Run(
@@ -225,8 +229,12 @@ class ValidationService:
             if info.state in ("starting", "running"):
                 info.state = "failed"
                 info.detail = "interrupted: the validation service stopped during the run"
-        counter = self._counters.setdefault(info.run_id, JtlCounter(self.runs / info.run_id / "default.jtl"))
-        samples, errors = counter.update()
+        with self._count_lock:
+            counter = self._counters.get(info.run_id)
+            if counter is None:
+                self._counters = {info.run_id: JtlCounter(self.runs / info.run_id / "default.jtl")}
+                counter = self._counters[info.run_id]
+            samples, errors = counter.update()
         return info, samples, errors
 
     def stop(self, now: bool) -> RunInfo:

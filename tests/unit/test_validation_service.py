@@ -21,6 +21,7 @@ from protos import jmeter_pb2
 from validation import client
 from validation.plan import PlanError, parse_plan
 from validation.protocol import plan_from_proto, plan_to_proto
+from validation.runner import prune_runs
 from validation.server import ValidationService, serve
 
 PLAN = {
@@ -203,3 +204,13 @@ def test_a_verb_alone_is_an_incomplete_command() -> None:
     result = CliRunner().invoke(cli, ["start"])
     assert result.exit_code == 1
     assert result.output.startswith("Incomplete command\nUsage: cli start [OPTIONS] [COMMAND] [ARGS]...")
+
+
+def test_old_runs_are_pruned_newest_kept(tmp_path: Path) -> None:
+    ids = ["20261126-100000-aaaa", "20261126-110000-bbbb", "20261126-120000-cccc", "20261126-130000-dddd"]
+    for run_id in ids:
+        (tmp_path / run_id).mkdir()
+    (tmp_path / "last").write_text(ids[-1])
+    (tmp_path / "not-a-run").mkdir()
+    assert prune_runs(tmp_path, 2) == ids[:2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*ids[2:], "last", "not-a-run"]
