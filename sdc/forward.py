@@ -83,9 +83,7 @@ class Inbound:
         self.request_id = request.headers.get("x-request-id", "")
         self.request_size = request.content_length or 0
         tel = runtime.telemetry
-        self.span = tel.start(operation_name(runtime.spec.fqdn, port), SpanKind.SERVER, tel.extract(request.headers))
-        http_tags(
-            self.span,
+        tags = http_tags(
             url=f"http://{request.host}{request.raw_path}",
             method=request.method,
             user_agent=request.headers.get("User-Agent", ""),
@@ -94,6 +92,8 @@ class Inbound:
             request_id=self.request_id,
             peer=f"{self.client_ip}:{self.client_port}",
         )
+        name = operation_name(runtime.spec.fqdn, port)
+        self.span = tel.start(name, SpanKind.SERVER, tel.extract(request.headers), tags)
         stats.request_started()
 
     def done(self, response: web.Response, error: str | None = None) -> web.Response:
@@ -203,9 +203,7 @@ async def relay(
     last: Target | None = None
     for target in candidates:
         last = target
-        span = tel.start(operation_name(target.fqdn, target.port), SpanKind.CLIENT, parent)
-        http_tags(
-            span,
+        tags = http_tags(
             url=f"http://{target.label}{out.path}",
             method=out.method,
             user_agent=out.user_agent,
@@ -214,6 +212,7 @@ async def relay(
             request_id=dict(headers).get("X-Request-Id", ""),
             peer=f"{target.ip}:{target.port}",
         )
+        span = tel.start(operation_name(target.fqdn, target.port), SpanKind.CLIENT, parent, tags)
         carrier: dict[str, str] = {}
         tel.inject(carrier, span)
         start = time.perf_counter()

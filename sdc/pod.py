@@ -27,7 +27,7 @@ from sdc.ids.service import add_to as add_snort
 from sdc.lb import LoadBalancer
 from sdc.nginx_control import HttpService
 from sdc.proxy import Proxy
-from sdc.runtime import Runtime
+from sdc.runtime import Runtime, run_loop
 from sdc.server import Server
 from stack.parts import prometheus_targets_dir
 
@@ -126,7 +126,7 @@ def main() -> None:
         cfg = Config.from_env()
     except ConfigError as exc:
         sys.exit(f"configuration: {exc}")
-    sys.exit(asyncio.run(run(cfg, args.pod)))
+    sys.exit(run_loop(run(cfg, args.pod)))
 
 
 if __name__ == "__main__":

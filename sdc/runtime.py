@@ -15,8 +15,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import grpc
 from aiohttp import web
@@ -31,6 +31,7 @@ from sdc.netns import Placement
 from sdc.tracing import Telemetry
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -142,12 +143,10 @@ class Runtime:
     def rpc_span(self, context: grpc.aio.ServicerContext, method: str) -> Any:
         """A SERVER span for an incoming call, continuing the caller's trace."""
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-        span = self.telemetry.start(method, SpanKind.SERVER, self.telemetry.extract(metadata))
-        if span.is_recording():
-            span.set_attribute("http.url", f"http://{self.name}:{self.ports['grpc']}/{method}")
-            span.set_attribute("upstream_cluster", f"inbound|{self.ports['grpc']}||{self.spec.fqdn}")
-            span.set_attribute("rpc.system", "grpc")
-        return span
+        port = self.ports["grpc"]
+        tags: dict[str, str | int | bool] = {"http.url": f"http://{self.name}:{port}/{method}", "rpc.system": "grpc",
+                                             "upstream_cluster": f"inbound|{port}||{self.spec.fqdn}"}  # fmt: skip
+        return self.telemetry.start(method, SpanKind.SERVER, self.telemetry.extract(metadata), tags)
 
     # -- stats endpoint ----------------------------------------------------------------------
 
@@ -236,3 +235,12 @@ def _is_ip(value: str) -> bool:
 
 def elapsed_ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
+
+
+def run_loop(main: Coroutine[Any, Any, _R]) -> _R:
+    """Run on uvloop (libuv) when it is installed: a pod spends most of its time in the loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)

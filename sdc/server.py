@@ -23,6 +23,7 @@ import json
 import logging
 import mimetypes
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,9 @@ MAX_RESPONSE_SIZE = 64 * 1024 * 1024
 MAX_LATENCY_MS = 30_000.0
 FILLER = b"clover sample response payload 0123456789abcdefghijklmnopqrstuvwxyz\n"
 UPLOADED = "Uploaded file(s) successfully"
+FILE_CACHE_SECONDS = 1.0
+FILE_CACHE_LIMIT = 1024 * 1024
+FILE_CACHE_ENTRIES = 256
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,16 @@ class Location:
             uri_match=self.uri_match, directive=self.directive, path=self.path,
             response_size=self.response_size, latency_ms=self.latency_ms, status=self.status,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """A small file as last read; reused for FILE_CACHE_SECONDS under the same configuration."""
+
+    data: bytes
+    content_type: str
+    checked: float
+    config: object
 
 
 @dataclass
@@ -110,6 +124,7 @@ class Server(HttpService):
         self.inbound_stats = runtime.inbound(topology.HTTP_PORT)
         self.listener = HttpListener(runtime, self.handle, self.inbound_stats)
         self._bodies: dict[int, bytes] = {}
+        self._files: dict[str, CachedFile] = {}
         self._upload_seq = 0
         self._client: aiohttp.ClientSession | None = None
         runtime.refreshers.append(self.listener.server.refresh)
@@ -166,6 +181,9 @@ class Server(HttpService):
             return web.Response(status=code, text=text + "\n" if text else "")
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405, text="405 Method Not Allowed\n", headers={"Allow": "GET, HEAD"})
+        cached = self._files.get(path)
+        if cached is not None and time.monotonic() - cached.checked < FILE_CACHE_SECONDS and cached.config is config:
+            return web.Response(body=cached.data, content_type=cached.content_type)
         root = self.host_path(config.site_root)
         target = self.host_path(config.site_root.rstrip("/") + path)
         if target.is_dir():
@@ -173,9 +191,14 @@ class Server(HttpService):
         if path == "/" or (not target.is_file() and kind == "try_files"):
             target = root / config.site_index
         if not target.is_file():
+            self._files.pop(path, None)
             return error_response(404, f"{path} was not found on this server", self.runtime.name)
         content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        data = await asyncio.to_thread(target.read_bytes)
+        if target.stat().st_size > FILE_CACHE_LIMIT:
+            return web.FileResponse(target, headers={"Content-Type": content_type})  # type: ignore[return-value]
+        data = target.read_bytes()  # small, and in the page cache: cheaper than a thread hop
+        if len(self._files) < FILE_CACHE_ENTRIES:
+            self._files[path] = CachedFile(data, content_type, time.monotonic(), config)
         return web.Response(body=data, content_type=content_type)
 
     @staticmethod

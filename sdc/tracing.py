@@ -74,13 +74,19 @@ class Telemetry:
     def inject(self, carrier: MutableMapping[str, str], span: Span) -> None:
         self.propagator.inject(carrier, context=trace.set_span_in_context(span))
 
-    def start(self, name: str, kind: SpanKind, parent: Context | Span | None = None) -> Span:
+    def start(
+        self,
+        name: str,
+        kind: SpanKind,
+        parent: Context | Span | None = None,
+        attributes: dict[str, str | int | bool] | None = None,
+    ) -> Span:
+        """A span tagged with this pod's node_id (attributes given at once: cheaper than one by one)."""
         context = trace.set_span_in_context(parent) if isinstance(parent, Span) else parent
-        span = self.tracer.start_span(name, context=context, kind=kind)
-        if span.is_recording():
-            span.set_attribute("node_id", self.node_id)
-            span.set_attribute("component", "proxy")
-        return span
+        tags: dict[str, str | int | bool] = {"node_id": self.node_id, "component": "proxy"}
+        if attributes:
+            tags.update(attributes)
+        return self.tracer.start_span(name, context=context, kind=kind, attributes=tags)
 
     def shutdown(self) -> None:
         self.provider.shutdown()
@@ -92,7 +98,6 @@ def operation_name(fqdn: str, port: int) -> str:
 
 
 def http_tags(
-    span: Span,
     *,
     url: str,
     method: str,
@@ -101,30 +106,27 @@ def http_tags(
     upstream_cluster: str,
     request_id: str,
     peer: str,
-) -> None:
-    if not span.is_recording():
-        return
-    span.set_attributes(
-        {
-            "http.url": url,
-            "http.method": method,
-            "http.protocol": "HTTP/1.1",
-            "user_agent": user_agent or "-",
-            "request_size": str(request_size),
-            "upstream_cluster": upstream_cluster,
-            "guid:x-request-id": request_id,
-            "peer.address": peer,
-        }
-    )
+) -> dict[str, str | int | bool]:
+    """The HTTP tags of a span, as Envoy sets them."""
+    return {
+        "http.url": url,
+        "http.method": method,
+        "http.protocol": "HTTP/1.1",
+        "user_agent": user_agent or "-",
+        "request_size": str(request_size),
+        "upstream_cluster": upstream_cluster,
+        "guid:x-request-id": request_id,
+        "peer.address": peer,
+    }
 
 
 def finish(span: Span, status: int, response_size: int, error: str | None = None) -> None:
     if span.is_recording():
-        span.set_attribute("http.status_code", str(status))
-        span.set_attribute("response_size", str(response_size))
+        tags: dict[str, str | bool] = {"http.status_code": str(status), "response_size": str(response_size)}
         if error or status >= 500:
             span.set_status(Status(StatusCode.ERROR, error or f"HTTP {status}"))
-            span.set_attribute("error", True)
+            tags["error"] = True
+        span.set_attributes(tags)
     span.end()
 
 

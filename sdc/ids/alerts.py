@@ -182,13 +182,11 @@ class AlertSink:
             return
         self._last_reported[source] = now
         parent = self.telemetry.extract({"traceparent": alert.traceparent}) if alert.traceparent else None
-        span = self.telemetry.start("nginx.Controller/ProcessAlerts", SpanKind.CLIENT, parent)
         url = f"http://{PROXY}:{topology.GRPC_PORT}/nginx.Controller/ProcessAlerts"
-        if span.is_recording():
-            cluster = f"outbound|{topology.GRPC_PORT}||{PROXY}.{topology.NAMESPACE}.{topology.CLUSTER_DOMAIN}"
-            span.set_attributes(
-                {"http.url": url, "rpc.system": "grpc", "event_id": str(event_id), "upstream_cluster": cluster}
-            )
+        cluster = f"outbound|{topology.GRPC_PORT}||{PROXY}.{topology.NAMESPACE}.{topology.CLUSTER_DOMAIN}"
+        tags: dict[str, str | int | bool] = {"http.url": url, "rpc.system": "grpc", "event_id": str(event_id),
+                                             "upstream_cluster": cluster}  # fmt: skip
+        span = self.telemetry.start("nginx.Controller/ProcessAlerts", SpanKind.CLIENT, parent, tags)
         carrier: dict[str, str] = {}
         self.telemetry.inject(carrier, span)
         try:

@@ -31,6 +31,7 @@ from sdc.ids.alerts import Alert, AlertSink
 from sdc.ids.packets import LINKTYPE_ETHERNET, PACKET_OUTGOING, decode, open_capture
 from sdc.ids.rules import Rule, http_subject, load_classifications, read_rules_file
 from sdc.netns import Placement
+from sdc.runtime import run_loop
 from sdc.tracing import Telemetry
 
 log = logging.getLogger("sdc.ids.engine")
@@ -199,7 +200,7 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging()
     os.makedirs(args.log_dir, exist_ok=True)
-    asyncio.run(Engine(args, Config.from_env()).run())
+    run_loop(Engine(args, Config.from_env()).run())
 
 
 if __name__ == "__main__":

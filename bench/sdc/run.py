@@ -1,0 +1,189 @@
+"""Requests/s and latency through the sample chain, beside the same load straight to one server.
+
+    .venv/bin/python bench/sdc/run.py [--seconds 4] [--connections 1,16] [--path /about.html]
+                                      [--mode auto|netns|loopback] [--trace-ratio 1.0]
+
+Starts its own Redis, Jaeger and sample chain (state in ``.clover-bench-sdc/``, subnet
+10.177.200.0/24 in namespace mode (root), else 127.177.200.0/24, ports of its own) unless ``--reuse`` finds them
+running, and stops what it started. Spans are exported to Jaeger and every request is copied
+to snort-ids, as in normal use (``--trace-ratio`` lowers the sampling).
+
+For each number of keep-alive connections, wrk (1 thread) runs ``--seconds`` against, in turn:
+
+1. ``server``: clover-server1 directly (the baseline);
+2. ``lb``: http-lb-v1 -> clover-server1..3;
+3. ``chain``: proxy-access-control -> http-lb v1/v2 -> servers, with the IDS mirror.
+
+It prints requests/s, p50 and p99 for each; the throughput ratio chain/server; the p99 each
+hop adds (lb - server, chain - lb); and the CPU the pods used per 1,000 requests. The machine
+is shared (2 cores): keep runs short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from clover.config import Config  # noqa: E402
+from sdc import client, topology  # noqa: E402
+from stack.catalogue import local_stack  # noqa: E402
+from stack.launcher import Launcher  # noqa: E402
+
+BENCH_ENV = {
+    "CLOVER_STATE_DIR": str(ROOT / ".clover-bench-sdc"),
+    "CLOVER_REDIS_URL": "redis://127.0.0.1:46379/0",
+    "CLOVER_JAEGER_URL": "http://127.0.0.1:46686",
+    "CLOVER_JAEGER_QUERY_GRPC_PORT": "46685",
+    "CLOVER_JAEGER_THRIFT_PORT": "44268",
+    "CLOVER_JAEGER_HEALTH_PORT": "43133",
+    "CLOVER_OTLP_HTTP_URL": "http://127.0.0.1:44318",
+    "CLOVER_OTLP_GRPC_PORT": "44317",
+    "CLOVER_PROMETHEUS_URL": "http://127.0.0.1:49090",
+    "CLOVER_SDC_TAG": "sdcb",
+    "CLOVER_SDC_STATS_PORT": "45090",
+}
+PARTS = ["redis", "jaeger", "sdc"]
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+@dataclasses.dataclass
+class Result:
+    name: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    cpu_s: float
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        raise ValueError(f"unexpected latency {text!r} from wrk")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def wrk(url: str, connections: int, seconds: int) -> tuple[float, float, float, int, int]:
+    """(requests/s, p50 ms, p99 ms, requests, non-2xx or socket errors) of one wrk run."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency", url],
+        capture_output=True, text=True, check=True, timeout=seconds + 30,
+    ).stdout  # fmt: skip
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(x) for x in m.groups())
+    return rps, p50, p99, total, errors
+
+
+def pod_cpu(launcher: Launcher) -> float:
+    """CPU seconds used so far by every pod process (and the IDS engine)."""
+    total = 0.0
+    for name in topology.POD_NAMES:
+        proc = launcher.process(name)
+        if proc is None:
+            continue
+        for p in [proc, *proc.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=4, help="length of each wrk run")
+    parser.add_argument("--connections", default="1,16", help="comma-separated keep-alive connection counts")
+    parser.add_argument("--path", default="/about.html", help="page requested (a static page of the site)")
+    parser.add_argument("--trace-ratio", default=None, help="span sampling ratio for the pods (default 1.0)")
+    parser.add_argument("--mode", choices=["auto", "netns", "loopback"], default="auto",
+                        help="pods in network namespaces (root) or on loopback addresses")  # fmt: skip
+    parser.add_argument("--reuse", action="store_true", help="use running parts and leave them running")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed")
+
+    env = dict(BENCH_ENV)
+    netns = args.mode == "netns" or (args.mode == "auto" and topology.netns_available())
+    env["CLOVER_SDC_MODE"] = "netns" if netns else "loopback"
+    env["CLOVER_SDC_SUBNET"] = "10.177.200.0/24" if netns else "127.177.200.0/24"
+    if args.trace_ratio is not None:
+        env["CLOVER_SDC_TRACE_RATIO"] = args.trace_ratio
+    os.environ.update(env)
+    cfg = Config.from_env()
+    launcher = local_stack(cfg)
+    started = [p.name for p in launcher.select(PARTS) if launcher.process(p.name) is None]
+    print(f"sample chain in {topology.mode(cfg)} mode, state in {cfg.state_dir}")
+    launcher.up(PARTS, progress=lambda m: None)
+    try:
+        run(cfg, launcher, args)
+    finally:
+        if not args.reuse and started:
+            launcher.down(started)
+
+
+def run(cfg: Config, launcher: Launcher, args: argparse.Namespace) -> None:
+    targets = {
+        "server": f"http://{topology.pod_ip(cfg, 'clover-server1')}:9180{args.path}",
+        "lb": f"http://{topology.pod_ip(cfg, 'http-lb-v1')}:9180{args.path}",
+        "chain": f"http://{topology.pod_ip(cfg, 'proxy-access-control')}:9180{args.path}",
+    }
+    for url in targets.values():
+        assert requests.get(url, timeout=5).status_code == 200, url
+    ids_before = client.snort_status(cfg)["requests_inspected"]
+    results: list[Result] = []
+    for connections in [int(c) for c in args.connections.split(",")]:
+        for name, url in targets.items():
+            wrk(url, connections, 1)  # warm the pools
+            cpu = pod_cpu(launcher)
+            rps, p50, p99, total, errors = wrk(url, connections, args.seconds)
+            results.append(Result(name, connections, rps, p50, p99, total, errors, pod_cpu(launcher) - cpu))
+    time.sleep(1.0)
+    ids = client.snort_status(cfg)
+    proxy_stats = requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, 'proxy-access-control')}/stats",
+                               timeout=5).json()["metrics"]  # fmt: skip
+
+    print(f"\nwrk -t1 -d{args.seconds:g}s against {args.path} (keep-alive); pods' CPU per 1,000 requests")
+    print(f"{'target':<30} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'CPU s/1k':>9}")
+    labels = {"server": "server (baseline)", "lb": "lb -> server", "chain": "proxy -> lb -> server (+IDS)"}
+    for r in results:
+        per_k = r.cpu_s / r.requests * 1000 if r.requests else 0.0
+        print(f"{labels[r.name]:<30} {r.connections:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
+              f"{r.errors:>7} {per_k:>9.2f}")  # fmt: skip
+    print()
+    for connections in sorted({r.connections for r in results}):
+        by = {r.name: r for r in results if r.connections == connections}
+        ratio = by["chain"].rps / by["server"].rps
+        print(f"{connections:>3} conns: throughput chain/server = {ratio:.2f}; p99 added by the lb hop "
+              f"{by['lb'].p99_ms - by['server'].p99_ms:+.2f} ms, by the proxy hop (with the IDS copy) "
+              f"{by['chain'].p99_ms - by['lb'].p99_ms:+.2f} ms")  # fmt: skip
+    chain_requests = sum(r.requests for r in results if r.name == "chain")
+    print(f"\nIDS: {ids['requests_inspected'] - ids_before} copies inspected for ~{chain_requests} chain requests "
+          f"(+ warm-ups); proxy dropped {proxy_stats.get('clover_sdc_proxy_mirror_dropped_total', 0):.0f} copies, "
+          f"{proxy_stats.get('clover_sdc_proxy_mirror_errors_total', 0):.0f} failed")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
