@@ -431,6 +431,8 @@ class Rule:
     icode: tuple[str, int, int] | None = None
     dsize: tuple[str, int, int] | None = None
     flags: tuple[str, int] | None = None
+    _http: bool = True
+    _packets: bool = True
 
     @property
     def http_only(self) -> bool:
@@ -441,6 +443,11 @@ class Rule:
 
     def applies_to_packets(self) -> bool:
         return not self.http_only
+
+    def freeze(self) -> None:
+        """Fix what the rule applies to, once compiled (checked for every request and packet)."""
+        self._http = self.applies_to_http()
+        self._packets = self.applies_to_packets()
 
     def _header_ok(self, s: Subject) -> bool:
         if self.proto != "ip" and self.proto != s.proto:
@@ -489,9 +496,7 @@ class Rule:
         return True
 
     def matches_subject(self, s: Subject) -> bool:
-        if s.http and not self.applies_to_http():
-            return False
-        if not s.http and not self.applies_to_packets():
+        if not (self._http if s.http else self._packets):
             return False
         if not (self._header_ok(s) and self._flow_ok(s) and self._options_ok(s)):
             return False
@@ -617,6 +622,7 @@ def compile_rule(
         raise RuleError(f"http_* buffers need a tcp rule, not {proto}")
     if (rule.itype or rule.icode) and proto not in ("icmp", "ip"):
         raise RuleError("itype/icode need an icmp rule")
+    rule.freeze()
     return rule
 
 

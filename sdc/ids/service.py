@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from typing import Any
@@ -71,10 +72,11 @@ def parse_forwarded(value: str) -> dict[str, tuple[str, int]]:
 class EngineProcess:
     """The running engine child, its channel and its latest counts."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, channel: socket.socket):
+    def __init__(self, proc: subprocess.Popen[bytes], channel: socket.socket):
         self.proc = proc
         self.channel = channel
         self.ready = asyncio.Event()
+        self.loaded = False
         self.sids: list[int] = []
         self.errors: list[str] = []
         self.capture = ""
@@ -172,8 +174,9 @@ class SnortIds:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
         ours.setblocking(False)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self._engine_args(theirs.fileno()), pass_fds=(theirs.fileno(),), stdin=asyncio.subprocess.DEVNULL
+            # Popen (fork+exec in C) rather than the event loop's spawn: safe while gRPC threads run.
+            proc = subprocess.Popen(
+                self._engine_args(theirs.fileno()), pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL
             )
         finally:
             theirs.close()
@@ -186,9 +189,10 @@ class SnortIds:
             await self._end_engine(engine)
             reader.cancel()
             raise ConfigRefused(f"the engine did not load its rules within {READY_TIMEOUT:.0f}s") from None
-        if engine.proc.returncode is not None:
+        if not engine.loaded:
+            status = await asyncio.to_thread(engine.proc.wait)
             self.engine = None
-            raise ConfigRefused(f"the engine exited with status {engine.proc.returncode}; see the pod log")
+            raise ConfigRefused(f"the engine exited with status {status} while loading; see the pod log")
         return engine
 
     async def _read_engine(self, engine: EngineProcess) -> None:
@@ -208,26 +212,27 @@ class SnortIds:
                 engine.sids = list(message.get("sids", []))
                 engine.errors = list(message.get("errors", []))
                 engine.capture = message.get("capture", "")
+                engine.loaded = True
                 engine.ready.set()
             elif message.get("t") == "stats":
                 engine.stats = {k: v for k, v in message.items() if isinstance(v, int)}
                 self.last_stats = engine.stats
         engine.ready.set()  # the engine is gone: wake up anyone waiting for it
-        await engine.proc.wait()
+        await asyncio.to_thread(engine.proc.wait)
         if self.engine is engine:
             log.warning("the engine (pid %s) exited with status %s", engine.pid, engine.proc.returncode)
             self.engine = None
 
     async def _end_engine(self, engine: EngineProcess) -> None:
-        if engine.proc.returncode is None:
+        if engine.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 engine.proc.terminate()
             try:
-                await asyncio.wait_for(engine.proc.wait(), 5)
-            except TimeoutError:
+                await asyncio.to_thread(engine.proc.wait, 5)
+            except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     engine.proc.kill()
-                await engine.proc.wait()
+                await asyncio.to_thread(engine.proc.wait)
         engine.channel.close()
 
     def clear_logs(self) -> None:

@@ -543,6 +543,17 @@ def test_prometheus_scrapes_every_name_set_visibility_yaml_tracks(chain: Config)
     assert (labels["pod"], labels["app"], labels["namespace"]) == ("clover-server1", "clover-server1", "default")
 
 
+def test_a_server_that_goes_away_is_skipped_and_its_requests_go_to_the_others(chain: Config, stack: Launcher) -> None:
+    stack.down(["clover-server3"])
+    try:
+        # Gone from the registry (like an endpoint removed from its Service) or refusing connections
+        # (then skipped for nginx's fail_timeout): either way the others answer every request.
+        hops = send(chain, 6, pod="http-lb-v1")
+        assert {s for _, s in hops} == {"clover-server1", "clover-server2"} and len(hops) == 6
+    finally:
+        stack.up(["clover-server3"])
+
+
 def test_local_down_stops_every_pod_and_removes_its_traces(chain: Config, stack: Launcher) -> None:
     processes = {name: stack.process(name) for name in topology.POD_NAMES}
     output = cloverctl("local", "down", "sdc")
