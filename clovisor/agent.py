@@ -290,6 +290,7 @@ class Clovisor:
             "kernel": kernel,
             "drops": {name: kernel[name] for name in DROP_STATS},
             "maps": self.datapath.occupancy(),
+            "ring_pending_bytes": self.datapath.ring.pending(),
             "limits": asdict(self.options.limits),
             "counters": asdict(self.counters),
             "kafka": asdict(self.kafka.stats) | {"pending": self.kafka.stats.pending},
@@ -300,7 +301,18 @@ class Clovisor:
                 "failures": self.plugins.failures,
             },
             "settings_errors": list(self.settings.errors),
+            "bpf_programs": self._program_stats(),
         }
+
+    def _program_stats(self) -> dict[str, dict[str, int]]:
+        """Run time of each BPF program (counted only while kernel.bpf_stats_enabled=1)."""
+        from clovisor.datapath import prog_run_stats
+
+        out = {}
+        for fn in self.datapath.programs:
+            stats = prog_run_stats(fn.fd)  # type: ignore[attr-defined]
+            out[stats.name] = {"run_time_ns": stats.run_time_ns, "run_cnt": stats.run_cnt}
+        return out
 
     def _write_status(self) -> None:
         path = self.options.status_file

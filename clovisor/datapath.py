@@ -98,6 +98,7 @@ class Datapath:
         if leaf != records.EXCHANGE_SIZE:
             raise RuntimeError(f"struct exchange is {leaf} bytes in BPF but {records.EXCHANGE_SIZE} in records.py")
         self.ring = RingBuffer(self.bpf["events"].map_fd, self.limits.ring_bytes)
+        release_compiler_memory()
 
     @property
     def programs(self) -> tuple[object, ...]:
@@ -179,6 +180,29 @@ class Datapath:
     def close(self) -> None:
         self.ring.close()
         self.bpf.cleanup()
+
+
+def release_compiler_memory() -> int:
+    """Give back what compiling the programs left resident: freed heap (malloc_trim) and the
+    pages of LLVM/clang code in libbcc (its executable mappings only: never written, so they
+    are simply faulted in again should BCC ever run that code). Returns the bytes of code
+    mappings released."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    released = 0
+    try:
+        libc.malloc_trim(0)
+    except AttributeError:
+        pass
+    madvise = libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "r-xp" or not any(n in fields[5] for n in ("libbcc", "libLLVM", "libclang")):
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if madvise(start, end - start, 4) == 0:  # MADV_DONTNEED
+            released += end - start
+    return released
 
 
 def _items(table: object) -> Iterator[tuple[object, object]]:

@@ -132,10 +132,6 @@ def to_span(ex: Exchange, pod: PodInfo, clock: Clock, extra: dict[str, str] | No
                 "useragent": ex.user_agent,
                 "host": ex.host,
                 "requestid": ex.request_id,
-                "http.method": ex.method,
-                "http.url": ex.url,
-                "http.request_size": str(ex.req_size),
-                "http.response_size": str(ex.resp_size),
             }
         )
         if ex.envoy_decorator:
@@ -149,7 +145,6 @@ def to_span(ex: Exchange, pod: PodInfo, clock: Clock, extra: dict[str, str] | No
                     "respstatus": ex.reason,
                     "respstatuscode": str(ex.status),
                     "respproto": ex.resp_version,
-                    "http.status_code": str(ex.status),
                     "server.latency_us": str(max(0, (ex.resp_start_ns - ex.req_end_ns) // 1000))
                     if ex.resp_start_ns and ex.req_end_ns
                     else "",

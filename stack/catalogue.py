@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from clover.config import Config
+from clovisor.part import clovisor_parts
 from collector.local import collector_part
-from jobs.local import ingest_part
+from jobs.local import analytics_part, ingest_part
 from sdc import local as sdc
 from stack.launcher import Launcher
 from stack.parts import infrastructure, zipkin_part
@@ -19,11 +20,12 @@ def local_stack(cfg: Config) -> Launcher:
     parts = infrastructure(cfg)
     groups = {INFRASTRUCTURE: list(parts)}
     parts["zipkin"] = zipkin_part(cfg)
-    visibility = [collector_part(cfg), ingest_part(cfg)]
+    visibility = [collector_part(cfg), ingest_part(cfg), analytics_part(cfg)]
     for group, extra in (
         (VISIBILITY, visibility),
         (validation.GROUP, validation.local_parts(cfg)),
         (sdc.GROUP, list(sdc.parts(cfg).values())),
+        ("clovisor", clovisor_parts(cfg)),
     ):
         parts.update({p.name: p for p in extra})
         groups[group] = [p.name for p in extra]

@@ -1,0 +1,315 @@
+"""Clovisor's overhead and capture completeness, with its baseline in the same run.
+
+nginx (1 worker, ``return 200``) serves in a pod (network namespace behind a veth on a bridge);
+wrk loads it from the root namespace through the pod's host-side veth. Rounds alternate
+detached / attached (Clovisor running as its own process, spans going to a real Kafka) and
+report, per side: throughput, p99 latency, machine CPU time per 1,000 requests, and for the
+attached side Clovisor's own CPU per 1,000 requests, its RSS, BPF time per request (from
+kernel.bpf_stats_enabled) and completeness = exchanges Clovisor captured / requests nginx served.
+
+    sudo .venv/bin/python -m bench.clovisor.run [--seconds 5] [--rounds 2] [--connections 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+SUBNET = "10.208.7.0/24"
+PORT_OFFSET = 3000  # the bench's own Redis and Kafka, beside a demo or test stack
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    server {{
+        listen 80 reuseport;
+        location /status {{ stub_status; }}
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Side:
+    requests: int
+    seconds: float
+    p99_ms: float
+    cpu_s: float  # wrk + nginx + clovisor, during the run
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_per_1000(self) -> float:
+        return 1000 * self.cpu_s / self.requests
+
+
+def machine_cpu() -> float:
+    """CPU seconds of the processes under test: wrk (a waited-for child), nginx, Clovisor.
+
+    Per process rather than machine-wide: other work on a shared machine must not count.
+    The tc programs run in the softirq of the sending process, so their time is inside."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = children.ru_utime + children.ru_stime
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("nginx", "clovisor"):
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                continue
+    return total
+
+
+def served(pod_exec: list[str]) -> int:
+    """nginx's request counter, read over the pod's loopback (not through the traced veth)."""
+    out = subprocess.run(
+        [*pod_exec, "python3", "-c", "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1/status').read().decode())"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return int(out.splitlines()[2].split()[2])
+
+
+RATE_SCRIPT = "local d = tonumber(os.getenv('WRK_DELAY_MS'))\nfunction delay() return d end\n"
+
+
+def wrk(
+    url: str, seconds: int, connections: int, delay_ms: int | None = None, script: Path | None = None
+) -> tuple[int, float, float]:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    env = dict(os.environ)
+    if delay_ms is not None and script is not None:
+        argv += ["-s", str(script)]
+        env["WRK_DELAY_MS"] = str(delay_ms)
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True, env=env).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    duration = re.search(r"requests in ([\d.]+)(m?s)", out)
+    secs = float(duration.group(1)) * (60 if duration.group(2) == "m" else 1) if duration else float(seconds)  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    value, unit = float(p99.group(1)), p99.group(2)  # type: ignore[union-attr]
+    return requests, secs, value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+@dataclass
+class Attached:
+    side: Side
+    captured: int  # spans exported
+    incomplete: int  # requests whose connection the client closed before the response ended
+    served: int  # requests nginx counted
+    clovisor_cpu_s: float
+    bpf_ns: int
+
+    @property
+    def completeness(self) -> float:
+        """Share of the requests nginx saw that Clovisor accounted for (span or counted incomplete)."""
+        return (self.captured + self.incomplete) / self.served if self.served else 0.0
+
+
+class Bench:
+    def __init__(self, state: Path, env: dict[str, str], pod: object, url: str, seconds: int) -> None:
+        import redis
+
+        from clover import keys
+
+        self.state, self.env, self.pod, self.url, self.seconds = state, env, pod, url, seconds
+        self.keys = keys
+        self.redis = redis.Redis.from_url(env["CLOVER_REDIS_URL"])
+        self.status_file = state / "clovisor" / "status.json"
+        self.script = state / "rate.lua"
+        self.script.write_text(RATE_SCRIPT)
+        self.proc = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "clovisor"), "run", "--discovery", "local", "--metrics-port", "0"],
+            env=env, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.ps = psutil.Process(self.proc.pid)
+        self.rss = 0
+
+    def status(self) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.status_file.read_text()) if self.status_file.exists() else {}
+
+    def trace(self, on: bool) -> None:
+        """Attach or detach Clovisor (a label filter that selects no pod detaches it)."""
+        if on:
+            self.redis.delete(self.keys.CLOVISOR_LABELS)
+        else:
+            self.redis.delete(self.keys.CLOVISOR_LABELS)
+            self.redis.rpush(self.keys.CLOVISOR_LABELS, "no-such-namespace")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            st = self.status()
+            if st and bool(st.get("pods")) == on and (time.time() - self.status_file.stat().st_mtime) < 1.5:
+                return
+        raise RuntimeError("clovisor did not " + ("attach" if on else "detach"))
+
+    def detached(self, connections: int, delay_ms: int | None = None) -> Side:
+        cpu0 = machine_cpu()
+        requests, secs, p99 = wrk(self.url, self.seconds, connections, delay_ms, self.script)
+        return Side(requests, secs, p99, machine_cpu() - cpu0)
+
+    def attached(self, connections: int, delay_ms: int | None = None) -> Attached:
+        time.sleep(2.2)  # a fresh status file
+        before = self.status()
+        served0 = served(self.pod.exec())  # type: ignore[attr-defined]
+        own0 = sum(self.ps.cpu_times()[:2])
+        subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
+        side = self.detached(connections, delay_ms)
+        subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=0"], check=True)
+        served1 = served(self.pod.exec()) - 1  # not the first status request
+        ended = time.time()
+        deadline = time.monotonic() + 60
+        while True:  # a status written after the ring buffer was drained
+            time.sleep(0.5)
+            after = self.status()
+            fresh = self.status_file.stat().st_mtime > ended + 0.5
+            if (fresh and after.get("ring_pending_bytes") == 0) or time.monotonic() > deadline:
+                break
+        self.rss = max(self.rss, self.ps.memory_info().rss)
+        own = sum(self.ps.cpu_times()[:2]) - own0
+        bpf = sum(p["run_time_ns"] - before["bpf_programs"][n]["run_time_ns"] for n, p in after["bpf_programs"].items())
+        if os.environ.get("CLOVISOR_BENCH_DEBUG"):
+            print(json.dumps({k: after[k] for k in ("kernel", "counters", "kafka")}, indent=1))
+        spans = after["counters"]["spans"] - before["counters"]["spans"]
+        incomplete = after["counters"]["incomplete"] - before["counters"]["incomplete"]
+        return Attached(side, spans, incomplete, served1 - served0, own, bpf)
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self.redis.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--rates", default="5000,10000,20000", help="fixed offered rates (req/s) for the sweep")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("the benchmark makes network namespaces and loads BPF programs: run it as root")
+
+    state = Path(tempfile.mkdtemp(prefix="clovisor-bench-"))
+    env = dict(os.environ)
+    env.update({
+        "CLOVER_STATE_DIR": str(state),
+        "CLOVER_REDIS_URL": f"redis://127.0.0.1:{6379 + PORT_OFFSET}/0",
+        "CLOVER_KAFKA_BOOTSTRAP": f"127.0.0.1:{9092 + PORT_OFFSET}",
+        "CLOVER_KAFKA_CONTROLLER_PORT": str(9093 + PORT_OFFSET),
+    })  # fmt: skip
+    os.environ.update(env)
+    from clover.config import Config
+    from clovisor.lab import Lab
+    from stack.catalogue import local_stack
+
+    cfg = Config.from_env()
+    launcher = local_stack(cfg)
+    print("starting the bench's Redis and Kafka ...", flush=True)
+    launcher.up(["redis", "kafka"], fresh=True)
+    lab = Lab("cvb", SUBNET)
+    nginx = None
+    bench = None
+    try:
+        pod = lab.add_pod("nginx", ports={"http": 80}, service="nginx")
+        lab.register(cfg, pod)
+        conf = state / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=state))
+        nginx = subprocess.Popen(pod.exec("nginx", "-c", str(conf)))
+        time.sleep(1)
+        url = f"http://{pod.ip}/"
+        subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True, check=True)  # warm-up
+        bench = Bench(state, env, pod, url, args.seconds)
+
+        # 1. Saturation: the highest rate each side sustains.
+        detached: list[Side] = []
+        attached: list[Attached] = []
+        for _ in range(args.rounds):
+            bench.trace(False)
+            detached.append(bench.detached(args.connections))
+            bench.trace(True)
+            attached.append(bench.attached(args.connections))
+
+        # 2. Fixed offered rates: overhead and completeness where Clovisor is meant to keep up.
+        sweep = []
+        for rate in (int(r) for r in args.rates.split(",")):
+            delay = 2 if rate <= 10000 else 1
+            conns = max(1, round(rate * (delay + 0.6) / 1000))  # wrk's timer adds ~0.6 ms
+            bench.trace(False)
+            base = bench.detached(conns, delay)
+            bench.trace(True)
+            sweep.append((rate, base, bench.attached(conns, delay)))
+
+        def med(values: list[float]) -> float:
+            return statistics.median(values)
+
+        d_rps, a_rps = med([s.rps for s in detached]), med([a.side.rps for a in attached])
+        d_p99, a_p99 = med([s.p99_ms for s in detached]), med([a.side.p99_ms for a in attached])
+        d_cpu, a_cpu = med([s.cpu_per_1000 for s in detached]), med([a.side.cpu_per_1000 for a in attached])
+        sat_captured = sum(a.captured + a.incomplete for a in attached)
+        sat_served = sum(a.served for a in attached)
+        own = 1000 * sum(a.clovisor_cpu_s for a in attached) / sum(a.side.requests for a in attached)
+        bpf_ns = sum(a.bpf_ns for a in attached + [x[2] for x in sweep])
+        bpf_req = sum(a.served for a in attached + [x[2] for x in sweep])
+        print()
+        print(f"nginx (1 worker) in a pod, wrk -t1 from the root namespace, {args.seconds}s runs, 2 cores")
+        print(f"Saturation, -c{args.connections}, {args.rounds} rounds alternating (medians)")
+        print(f"{'':36}{'detached':>12}{'attached':>12}{'ratio':>8}")
+        print(f"{'throughput (req/s)':36}{d_rps:>12,.0f}{a_rps:>12,.0f}{a_rps / d_rps:>8.3f}   target >= 0.95")
+        print(f"{'p99 latency (ms)':36}{d_p99:>12.3f}{a_p99:>12.3f}{a_p99 / d_p99:>8.3f}")
+        print(f"{'machine CPU per 1,000 req (ms)':36}{d_cpu * 1e3:>12.1f}{a_cpu * 1e3:>12.1f}{a_cpu / d_cpu:>8.3f}")
+        print(f"{'clovisor process CPU / 1,000 req (ms)':36}{'':>12}{own * 1e3:>12.1f}")
+        print(f"{'completeness (accounted / served)':36}{'':>12}{sat_captured / sat_served:>12.4f}"
+              f"   {sat_captured}/{sat_served}")  # fmt: skip
+        print()
+        print("Fixed offered rates (wrk with a per-connection delay), detached baseline then attached")
+        print(
+            f"{'offered':>8}{'served/s':>10}{'p99 ms':>16}{'CPU ms/1k req':>18}{'clovisor ms/1k':>16}{'completeness':>22}"
+        )
+        best = 0.0
+        for rate, base, att in sweep:
+            own_k = 1e6 * att.clovisor_cpu_s / att.side.requests
+            full = att.captured + att.incomplete == att.served
+            if full:
+                best = max(best, att.side.rps)
+            print(f"{rate:>8,}{att.side.rps:>10,.0f}{base.p99_ms:>8.2f}/{att.side.p99_ms:<7.2f}"
+                  f"{base.cpu_per_1000 * 1e3:>9.1f}/{att.side.cpu_per_1000 * 1e3:<8.1f}{own_k:>16.1f}"
+                  f"{att.completeness:>10.4f} {att.captured}+{att.incomplete}/{att.served}")  # fmt: skip
+        print()
+        print(f"{'highest rate with 100% completeness':36}{best:>12,.0f} req/s   target >= 5,000")
+        print(f"{'BPF time per request (ns)':36}{bpf_ns / bpf_req:>12.0f}   target < 1,000 (all runs attached)")
+        print(f"{'clovisor RSS, max (MB)':36}{bench.rss / 2**20:>12.1f}   target < 150")
+    finally:
+        if bench is not None:
+            bench.close()
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(10)
+        lab.close()
+        launcher.down()
+
+
+if __name__ == "__main__":
+    main()
