@@ -51,6 +51,8 @@ def _host_port(value: str, name: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"{name}={value!r} must look like host:port")
+    if not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={value!r} has a port outside 1..65535")
     return host, int(port)
 
 

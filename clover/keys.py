@@ -69,6 +69,57 @@ RT_MAX = "max_rt"
 RT_FIELDS = (RT_MIN, RT_AVG, RT_MAX)
 NOT_AVAILABLE = "NA"
 
+# New fields of the service hash (whole retention), also in the window hash below. Times are
+# milliseconds with two decimals, rates are fractions with four ("0.0125" = 1.25%), request
+# rates are requests per second; "NA" where there is nothing to measure.
+RT_P50, RT_P90, RT_P99, RT_P999 = "p50_rt", "p90_rt", "p99_rt", "p999_rt"
+PERCENTILES = ((RT_P50, 0.5), (RT_P90, 0.9), (RT_P99, 0.99), (RT_P999, 0.999))
+REQUEST_COUNT = "request_count"
+ERRORS_4XX = "errors_4xx"
+ERRORS_5XX = "errors_5xx"
+ERROR_RATE = "error_rate"
+ERROR_RATE_4XX = "error_rate_4xx"
+ERROR_RATE_5XX = "error_rate_5xx"
+REQUEST_RATE = "request_rate"
+STAT_FIELDS = (
+    *RT_FIELDS,
+    RT_P50,
+    RT_P90,
+    RT_P99,
+    RT_P999,
+    REQUEST_COUNT,
+    ERRORS_4XX,
+    ERRORS_5XX,
+    ERROR_RATE,
+    ERROR_RATE_4XX,
+    ERROR_RATE_5XX,
+    REQUEST_RATE,
+)
+WINDOW_SECONDS = 300
+
+
+def service_window(service: str) -> str:
+    """Hash of a service's figures over the sliding window (the same fields as its hash)."""
+    return f"{hyphen(service)}:window"
+
+
+def url_stats(service: str) -> str:
+    """Hash: URL -> JSON of the service's figures for that URL, over the whole retention."""
+    return f"{hyphen(service)}:urls"
+
+
+def url_window_stats(service: str) -> str:
+    """Hash: URL -> JSON of the service's figures for that URL, over the sliding window."""
+    return f"{hyphen(service)}:window:urls"
+
+
+# The analytics' bookkeeping: whether it runs (set by the collector's Start/StopCollector),
+# which derived keys it published last (so a clear or an untracked service removes them all),
+# and the prefix of the temporary keys of a publication in progress.
+ANALYTICS_ENABLED = "visibility_analytics_enabled"
+PUBLISHED_KEYS = "visibility_published_keys"
+PUBLISH_TMP_PREFIX = "visibility_tmp:"
+
 SPAN_URLS = "span_urls"
 SPAN_URLS_Z = "span_urls_z"
 SPAN_USER_AGENT = "span_user_agent"

@@ -20,7 +20,7 @@ import grpc
 import redis
 from cassandra.cluster import Cluster
 
-from clover import keys, schema
+from clover import keys, schema, topics
 from clover.config import Config
 from clover.logs import setup_logging
 from collector.metrics import PrometheusSource
@@ -116,6 +116,7 @@ class CollectorService(collector_pb2_grpc.ControllerServicer):  # type: ignore[m
                 target=self._collector.run, args=(self._stop,), name="collector", daemon=True
             )
             self._thread.start()
+            self.store.set(keys.ANALYTICS_ENABLED, "1")
             log.info("collector started: %s", settings)
             return collector_pb2.CollectorReply(message=f"Started collector on pid: {os.getpid()}")
 
@@ -124,6 +125,7 @@ class CollectorService(collector_pb2_grpc.ControllerServicer):  # type: ignore[m
             if not self.running():
                 return collector_pb2.CollectorReply(message="Failed to stop collector: the collector is not running")
             self.stop_worker()
+            self.store.set(keys.ANALYTICS_ENABLED, "0")
             return collector_pb2.CollectorReply(message=f"Stopped collector on pid: {os.getpid()}")
 
     def stop_worker(self) -> None:
@@ -143,6 +145,7 @@ class CollectorService(collector_pb2_grpc.ControllerServicer):  # type: ignore[m
                 schema.apply_schema(session, self.cfg)
             finally:
                 cluster.shutdown()
+            topics.ensure_topics(self.cfg.kafka_bootstrap)
             seed_default_tracking(self.store)
         except Exception as exc:  # the driver and Redis raise many types; the reply carries the reason
             log.error("InitVisibility failed: %s", exc)

@@ -7,7 +7,7 @@ descriptor set generated from ``protos/records.proto``, and writes, per micro-ba
 * ``visibility.spans`` and ``visibility.traces`` (the original's tables and columns),
 * ``visibility.spans_by_bucket`` (the same spans by time bucket, for the analytics),
 * ``visibility.bucket_changes`` (which buckets this batch touched),
-* ``visibility.metrics``.
+* ``visibility.metrics`` and ``visibility.metrics_by_bucket``.
 
 Every write is an upsert by primary key with deterministic values, so a replayed batch writes
 the same rows again and creates no duplicate. The query is checkpointed: a restart resumes
@@ -17,9 +17,7 @@ from the last committed Kafka offsets. A record that does not decode is counted 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -34,6 +32,7 @@ from clover import schema, topics
 from clover.config import CHECKOUT_DIR, Config
 from clover.logs import setup_logging
 from jobs.session import spark_session
+from jobs.status import write_report
 
 log = logging.getLogger("clover.ingest")
 
@@ -140,6 +139,16 @@ def bucket_change_rows(buckets: DataFrame) -> DataFrame:
     )
 
 
+def metric_bucket_rows(metric_rows: DataFrame, bucket_seconds: int) -> DataFrame:
+    """Rows of ``visibility.metrics_by_bucket`` from rows of ``visibility.metrics``."""
+    return metric_rows.select(
+        bucket_column(F.unix_micros(F.col("monitor_time")), bucket_seconds).alias("bucket"),
+        "m_name",
+        "series",
+        "monitor_time",
+    )
+
+
 def metric_table_rows(metrics: DataFrame) -> DataFrame:
     """Rows of ``visibility.metrics``; ``series`` is the label set as collector.metrics.series_key."""
     label_pairs = F.transform(
@@ -180,61 +189,68 @@ class BatchWriter:
         self.spans = 0
         self.metrics = 0
 
-    def decode(self, batch: DataFrame, topic: str, message: str) -> DataFrame:
-        return batch.where(F.col("topic") == topic).select(
-            from_protobuf(F.col("value"), message, self.descriptor).alias("r"),
-            F.col("timestamp").alias("kafka_timestamp"),
-        )
-
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
-        batch = batch.persist()
+        started = time.monotonic()
+        topic = F.col("topic")
+        decoded = batch.select(
+            topic,
+            F.when(topic == topics.SPANS, from_protobuf(F.col("value"), SPAN_MESSAGE, self.descriptor)).alias("span"),
+            F.when(topic == topics.METRICS, from_protobuf(F.col("value"), METRIC_MESSAGE, self.descriptor)).alias(
+                "metric"
+            ),
+            F.col("timestamp").alias("kafka_timestamp"),
+        ).persist()
         try:
-            spans_all = self.decode(batch, topics.SPANS, SPAN_MESSAGE)
-            metrics_all = self.decode(batch, topics.METRICS, METRIC_MESSAGE)
-            valid_span = F.col("r").isNotNull() & F.col("r.trace_id").isNotNull() & F.col("r.span_id").isNotNull()
-            spans = spans_all.where(valid_span).select("r.*", "kafka_timestamp").persist()
-            metrics = metrics_all.where(F.col("r").isNotNull() & F.col("r.name").isNotNull()).select("r.*")
-            counts = batch.groupBy("topic").count().collect()
-            received = {row["topic"]: row["count"] for row in counts}
-            span_count = spans.count()
-            metric_rows = metric_table_rows(metrics).persist()
-            metric_count = metric_rows.count()
-            bad = received.get(topics.SPANS, 0) - span_count + received.get(topics.METRICS, 0) - metric_count
+            valid_span = F.col("span.trace_id").isNotNull() & F.col("span.span_id").isNotNull()
+            valid_metric = F.col("metric.name").isNotNull()
+            tally = decoded.agg(
+                F.count(F.when(topic == topics.SPANS, 1)).alias("spans_in"),
+                F.count(F.when(valid_span, 1)).alias("spans"),
+                F.count(F.when(topic == topics.METRICS, 1)).alias("metrics_in"),
+                F.count(F.when(valid_metric, 1)).alias("metrics"),
+            ).first()
+            assert tally is not None
+            bad = tally["spans_in"] - tally["spans"] + tally["metrics_in"] - tally["metrics"]
             if bad:
                 self.malformed += bad
                 log.warning("batch %d: skipped %d records that did not decode", batch_id, bad)
-            if span_count:
-                buckets = bucket_table_rows(spans, self.bucket_seconds).persist()
-                # The original's spans table last: once a span is there, every other row of it is too.
-                write_table(buckets, "spans_by_bucket")
-                write_table(bucket_change_rows(buckets), "bucket_changes")
-                write_table(trace_table_rows(spans), "traces")
-                write_table(span_table_rows(spans), "spans")
-                buckets.unpersist()
-            if metric_count:
-                write_table(metric_rows, "metrics")
-            metric_rows.unpersist()
-            spans.unpersist()
+            if tally["spans"]:
+                self.write_spans(decoded.where(valid_span).select("span.*", "kafka_timestamp"))
+            if tally["metrics"]:
+                self.write_metrics(metric_table_rows(decoded.where(valid_metric).select("metric.*")))
             self.batches += 1
-            self.spans += span_count
-            self.metrics += metric_count
-            log.info("batch %d: %d spans, %d metric samples", batch_id, span_count, metric_count)
+            self.spans += tally["spans"]
+            self.metrics += tally["metrics"]
+            log.info(
+                "batch %d: %d spans, %d metric samples in %.1fs",
+                batch_id,
+                tally["spans"],
+                tally["metrics"],
+                time.monotonic() - started,
+            )
         finally:
-            batch.unpersist()
+            decoded.unpersist()
+
+    def write_spans(self, spans: DataFrame) -> None:
+        buckets = bucket_table_rows(spans, self.bucket_seconds).persist()
+        try:
+            # The original's spans table last: once a span is there, every other row of it is too.
+            write_table(buckets, "spans_by_bucket")
+            write_table(bucket_change_rows(buckets), "bucket_changes")
+            write_table(trace_table_rows(spans), "traces")
+            write_table(span_table_rows(spans), "spans")
+        finally:
+            buckets.unpersist()
+
+    def write_metrics(self, metric_rows: DataFrame) -> None:
+        buckets = metric_bucket_rows(metric_rows, self.bucket_seconds)
+        write_table(buckets, "metrics_by_bucket")
+        write_table(bucket_change_rows(buckets), "bucket_changes")
+        write_table(metric_rows, "metrics")
 
 
 def write_status(path: Path, writer: BatchWriter) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "updated": time.time(),
-        "batches": writer.batches,
-        "spans": writer.spans,
-        "metrics": writer.metrics,
-        "malformed": writer.malformed,
-    }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report))
-    os.replace(tmp, path)
+    write_report(path, batches=writer.batches, spans=writer.spans, metrics=writer.metrics, malformed=writer.malformed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.descriptor).exists():
         log.error("descriptor set %s is missing: run `make setup`", args.descriptor)
         return 2
+    topics.ensure_topics(cfg.kafka_bootstrap)
     spark = spark_session("clover-ingest", cfg)
     batch_writer = BatchWriter(cfg.bucket_seconds, Path(args.descriptor))
     stop = threading.Event()

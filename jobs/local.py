@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from clover.config import CHECKOUT_DIR, Config
 from jobs.ingest import status_file
+from jobs.status import read_report
+from jobs.visibility import status_file as analytics_status_file
 from stack.parts import Launch, Part, PartDirs
 from stack.probes import ProbeFailed
 
@@ -18,13 +19,32 @@ FRESH_SECONDS = 30.0
 
 def fresh_status(path: Path) -> None:
     """The job's status file was rewritten in the last FRESH_SECONDS."""
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise ProbeFailed(f"no status report yet in {path}") from None
+    report = read_report(path)
+    if not report:
+        raise ProbeFailed(f"no status report yet in {path}")
     age = time.time() - float(report.get("updated", 0))
     if age > FRESH_SECONDS:
         raise ProbeFailed(f"status report is {age:.0f}s old")
+
+
+def analytics_part(cfg: Config) -> Part:
+    """The visibility analytics runner: one long-lived Spark application, a run every 5 s."""
+
+    def prepare(dirs: PartDirs) -> Launch:
+        analytics_status_file(cfg).unlink(missing_ok=True)
+        return Launch([str(SPARK_SUBMIT), str(CHECKOUT_DIR / "jobs" / "visibility.py")])
+
+    return Part(
+        name="analytics",
+        ports={},
+        health="runner reports progress",
+        probe=lambda: fresh_status(analytics_status_file(cfg)),
+        prepare=prepare,
+        uses_java=True,
+        startup_timeout=120,
+        stop_timeout=60,
+        installed=(SPARK_SUBMIT,),
+    )
 
 
 def ingest_part(cfg: Config) -> Part:

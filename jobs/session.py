@@ -28,6 +28,9 @@ def spark_session(app_name: str, cfg: Config, shuffle_partitions: int = 4) -> Sp
         .config("spark.cassandra.connection.host", ",".join(cfg.cassandra_hosts))
         .config("spark.cassandra.connection.port", str(cfg.cassandra_port))
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        .config("spark.sql.extensions", "com.datastax.spark.connector.CassandraSparkExtensions")
+        .config("spark.cassandra.output.concurrent.writes", "16")
+        .config("spark.cassandra.output.batch.size.bytes", "16384")
         .config("spark.ui.showConsoleProgress", "false")
     )
     if not launched_by_spark_submit():

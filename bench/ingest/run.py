@@ -1,0 +1,201 @@
+"""Benchmark: sustained ingest rate, Kafka -> Cassandra, with zero loss.
+
+  .venv/bin/python bench/ingest/run.py [--spans 200000]
+
+Runs on a stack of its own (ports +20000, state in .clover-bench/), started if needed:
+1. baseline — the raw cassandra-driver concurrent insert rate of the rows the ingest writes
+   (spans, spans_by_bucket, traces) into the same node;
+2. ingest — the streaming job running warm: the spans are produced to Kafka (with librdkafka,
+   so the producer is not what is measured) and the clock runs from the first record produced
+   until the job reports the last one written;
+then every row is counted (zero loss) and both rates and their ratio are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFSET = 20000
+BENCH_ENV = {
+    "CLOVER_STATE_DIR": str(ROOT / ".clover-bench"),
+    "CLOVER_REDIS_URL": f"redis://127.0.0.1:{6379 + OFFSET}/0",
+    "CLOVER_KAFKA_BOOTSTRAP": f"127.0.0.1:{9092 + OFFSET}",
+    "CLOVER_KAFKA_CONTROLLER_PORT": str(9093 + OFFSET),
+    "CLOVER_CASSANDRA_PORT": str(9042 + OFFSET),
+    "CLOVER_CASSANDRA_STORAGE_PORT": str(7000 + OFFSET),
+    "CLOVER_PROMETHEUS_URL": f"http://127.0.0.1:{9090 + OFFSET}",
+    "CLOVER_JAEGER_URL": f"http://127.0.0.1:{16686 + OFFSET}",
+    "CLOVER_JAEGER_QUERY_GRPC_PORT": str(16685 + OFFSET),
+    "CLOVER_JAEGER_THRIFT_PORT": str(14268 + OFFSET),
+    "CLOVER_JAEGER_HEALTH_PORT": str(13133 + OFFSET),
+    "CLOVER_OTLP_HTTP_URL": f"http://127.0.0.1:{4318 + OFFSET}",
+    "CLOVER_OTLP_GRPC_PORT": str(4317 + OFFSET),
+    "CLOVER_COLLECTOR_GRPC": "127.0.0.1:51054",
+}
+for name, value in BENCH_ENV.items():
+    os.environ.setdefault(name, value)
+sys.path.insert(0, str(ROOT))
+
+from cassandra.cluster import Cluster  # noqa: E402
+from cassandra.concurrent import execute_concurrent_with_args  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
+
+from clover import schema, topics  # noqa: E402
+from clover.config import Config  # noqa: E402
+from jobs.ingest import status_file  # noqa: E402
+from protos import records_pb2  # noqa: E402
+from stack.catalogue import local_stack  # noqa: E402
+
+SERVICES = ["proxy-access-control", "http-lb", "clover-server1", "clover-server2", "clover-server3"]
+URLS = ["/", "/index.html", "/upload", "/test", "/clover/testurl"]
+AGENTS = ["chrome", "safari", "curl/8.0", "jmeter"]
+
+
+def make_spans(count: int, run: str, start_us: int) -> list[records_pb2.Span]:
+    spans = []
+    for i in range(count):
+        trace = i // 4
+        span = records_pb2.Span(
+            trace_id=f"{run}-{trace:08d}",
+            span_id=f"{i % 4:016x}",
+            parent_span_id="" if i % 4 == 0 else f"{0:016x}",
+            service=SERVICES[i % len(SERVICES)],
+            operation_name=f"GET {URLS[i % len(URLS)]}",
+            start_time_us=start_us + i * 50,
+            duration_us=500 + (i * 37) % 20000,
+            http_method="GET",
+            http_url=URLS[(i // 3) % len(URLS)],
+            user_agent=AGENTS[i % len(AGENTS)],
+            upstream_cluster="inbound|9180||" + SERVICES[i % len(SERVICES)],
+            node_id=SERVICES[i % len(SERVICES)],
+            source=records_pb2.JAEGER,
+            trace_processes=SERVICES[:3],
+            process_id="p1",
+        )
+        span.http_status_code = 200 if i % 50 else 503
+        span.request_size = 0
+        span.response_size = 1000 + i % 5000
+        spans.append(span)
+    return spans
+
+
+def baseline_rows(spans: list[records_pb2.Span], bucket_seconds: int) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    insert_time = datetime.now(UTC)
+    span_rows, bucket_rows, traces = [], [], {}
+    for s in spans:
+        start = datetime.fromtimestamp(s.start_time_us // 1000 / 1000, tz=UTC)
+        bucket = datetime.fromtimestamp(bucket_start_ms(s.start_time_us, bucket_seconds) / 1000, tz=UTC)
+        span_rows.append(
+            (s.trace_id, s.span_id, s.duration_us, start, s.process_id, s.operation_name, s.node_id, s.http_url,
+             s.user_agent, str(s.request_size), str(s.response_size), str(s.http_status_code), s.upstream_cluster,
+             insert_time, s.service, s.parent_span_id, s.http_method, "jaeger")
+        )  # fmt: skip
+        bucket_rows.append(
+            (bucket, schema.shard_of(s.trace_id), s.trace_id, s.span_id, s.service, s.node_id, s.operation_name,
+             s.http_method, s.http_url, s.user_agent, s.http_status_code, s.upstream_cluster, s.duration_us, start,
+             s.request_size, s.response_size, "jaeger")
+        )  # fmt: skip
+        traces[s.trace_id] = sorted(set(s.trace_processes) | {s.service})
+    return span_rows, bucket_rows, list(traces.items())
+
+
+bucket_start_ms = schema.bucket_start_ms
+
+
+def run_baseline(session: object, spans: list[records_pb2.Span], cfg: Config, concurrency: int) -> float:
+    span_rows, bucket_rows, trace_rows = baseline_rows(spans, cfg.bucket_seconds)
+    insert_span = session.prepare(  # type: ignore[attr-defined]
+        "INSERT INTO visibility.spans (traceid, spanid, duration, start_time, processid, operation_name, node_id,"
+        " http_url, user_agent, request_size, response_size, status_code, upstream_cluster, insert_time, service,"
+        " parent_spanid, http_method, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    insert_bucket = session.prepare(  # type: ignore[attr-defined]
+        "INSERT INTO visibility.spans_by_bucket (bucket, shard, traceid, spanid, service, node_id, operation_name,"
+        " http_method, http_url, user_agent, status_code, upstream_cluster, duration_us, start_time, request_size,"
+        " response_size, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    insert_trace = session.prepare("INSERT INTO visibility.traces (traceid, processes) VALUES (?, ?)")  # type: ignore[attr-defined]
+    started = time.perf_counter()
+    for statement, rows in ((insert_bucket, bucket_rows), (insert_trace, trace_rows), (insert_span, span_rows)):
+        results = execute_concurrent_with_args(session, statement, rows, concurrency=concurrency)
+        failed = [r for r in results if not r.success]
+        if failed:
+            raise SystemExit(f"baseline: {len(failed)} inserts failed: {failed[0].result_or_exc}")
+    return len(spans) / (time.perf_counter() - started)
+
+
+def ingest_report(cfg: Config) -> dict[str, float]:
+    try:
+        return json.loads(status_file(cfg).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_ingest(spans: list[records_pb2.Span], cfg: Config) -> float:
+    before = ingest_report(cfg).get("spans", 0)
+    records = [(span.trace_id.encode(), span.SerializeToString()) for span in spans]
+    # librdkafka, so that producing is not what is measured.
+    producer = Producer({"bootstrap.servers": cfg.kafka_bootstrap, "compression.type": "lz4", "linger.ms": 20})
+    started = time.perf_counter()
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topics.SPANS, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush()
+    produced = time.perf_counter()
+    print(f"  produced {len(spans):,} records to Kafka in {produced - started:.1f}s")
+    target = before + len(spans)
+    while ingest_report(cfg).get("spans", 0) < target:
+        if time.perf_counter() - started > 900:
+            raise SystemExit(f"ingest: only {ingest_report(cfg).get('spans', 0) - before:,.0f} spans after 900s")
+        time.sleep(0.2)
+    return len(spans) / (time.perf_counter() - started)
+
+
+def count_rows(session: object, table: str) -> int:
+    return int(session.execute(f"SELECT count(*) FROM visibility.{table}", timeout=300).one().count)  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spans", type=int, default=200_000)
+    parser.add_argument("--concurrency", type=int, default=48, help="baseline in-flight inserts")
+    args = parser.parse_args()
+    cfg = Config.from_env()
+    stack = local_stack(cfg)
+    print(f"stack in {cfg.state_dir}")
+    stack.up(["infra", "ingest"], progress=lambda m: print(f"  {m}"))
+    cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
+    session = cluster.connect()
+    session.default_timeout = 60
+    schema.apply_schema(session, cfg)
+    start_us = int(time.time() * 1_000_000)
+
+    schema.truncate(session, schema.tables())
+    spans = make_spans(args.spans, f"base{int(time.time())}", start_us)
+    baseline = run_baseline(session, spans, cfg, args.concurrency)
+    print(f"baseline (cassandra-driver, {args.concurrency} concurrent): {baseline:,.0f} spans/s")
+
+    schema.truncate(session, schema.tables())
+    spans = make_spans(args.spans, f"ing{int(time.time())}", start_us)
+    rate = run_ingest(spans, cfg)
+    rows = {t: count_rows(session, t) for t in ("spans", "spans_by_bucket", "traces")}
+    lost = args.spans - rows["spans"]
+    print(f"ingest (Kafka -> Spark -> Cassandra, end to end): {rate:,.0f} spans/s")
+    print(f"rows: {rows} (expected spans={args.spans:,}, traces={args.spans // 4:,}); lost: {lost}")
+    print(f"ratio ingest/baseline: {rate / baseline:.2f}")
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,463 @@
+"""Cassandra -> Redis: the analysed visibility results (the original's CloverFast and CloverSlow).
+
+Run it with ``./spark-submit.sh jobs/visibility.py`` (every 5 s until stopped) or with ``--once``.
+
+Each run is incremental. ``visibility.bucket_changes`` says which time buckets the ingest wrote
+since the last run; only those buckets' spans are read (one read), and a single aggregation
+turns them into partial aggregates per (bucket, kind, key) — counts, sums, min, max and a
+quantile sketch. A recomputed bucket replaces its old contribution in the running totals
+(subtract the old aggregate, add the new), so the whole-retention figures are exact without
+rescanning anything, and the sliding window (default 5 minutes) is the merge of its buckets'
+aggregates. Results are published to Redis atomically (jobs/publish.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from cassandra.cluster import Cluster
+from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.query import ValueSequence
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from clover import keys, schema
+from clover.config import Config
+from clover.logs import setup_logging
+from jobs.aggregates import LOG_GAMMA, ZERO_BIN, Aggregate
+from jobs.publish import Publisher, ResultSet, build_results
+from jobs.session import spark_session
+from jobs.status import write_report
+
+log = logging.getLogger("clover.visibility")
+
+# Kinds of partial aggregates: what their key is.
+SPANS = "spans"  # key "": every span
+TRACES = "traces"  # key "": traces counted for the first time in this bucket
+METRICS = "metrics"  # key "": metric samples
+SERVICE = "svc"  # a service's own server-side spans (timed)
+SERVICE_URL = "svc_url"  # the same per URL, key '["service","url"]' (timed)
+URL, AGENT, NODE = "url", "ua", "node"
+STATUS_URL, NODE_URL = "status_url", "node_url"  # keys '["code","url"]', '["node","url"]'
+OPERATION, UPSTREAM, STATUS = "op", "upstream", "status"
+TIMED = (SERVICE, SERVICE_URL)
+
+Key = tuple[str, str]  # (kind, key)
+BucketAggregates = dict[Key, Aggregate]
+
+OVERLAP = timedelta(seconds=30)
+
+
+def bucket_facts(spans: DataFrame) -> DataFrame:
+    """One row per (bucket, kind, key, sketch bin) with the partial aggregate of its spans.
+
+    A span is a service's own server-side span (timed under ``svc``/``svc_url``) when it has a
+    status code and is not an outbound call (upstream_cluster not ``outbound…``)."""
+    url, status, node, service = F.col("http_url"), F.col("status_code"), F.col("node_id"), F.col("service")
+    own_span = status.isNotNull() & (
+        F.col("upstream_cluster").isNull() | ~F.col("upstream_cluster").startswith("outbound")
+    )
+
+    def pair(a: Any, b: Any) -> Any:
+        return F.when(a.isNotNull() & b.isNotNull(), F.to_json(F.array(a.cast("string"), b)))
+
+    entries = F.array(
+        *[
+            F.struct(F.lit(kind).alias("kind"), value.alias("key"))
+            for kind, value in (
+                (SPANS, F.lit("")),
+                (URL, url),
+                (AGENT, F.col("user_agent")),
+                (NODE, node),
+                (STATUS_URL, pair(status, url)),
+                (NODE_URL, pair(node, url)),
+                (OPERATION, F.col("operation_name")),
+                (UPSTREAM, F.col("upstream_cluster")),
+                (STATUS, status.cast("string")),
+                (SERVICE, F.when(own_span, service)),
+                (SERVICE_URL, F.when(own_span, pair(service, url))),
+            )
+        ]
+    )
+    duration = F.col("duration_us")
+    sketch_bin = F.when(duration > 0, F.ceil(F.log(duration) / F.lit(LOG_GAMMA))).otherwise(F.lit(ZERO_BIN))
+    facts = spans.select(
+        F.unix_millis("bucket").alias("bucket_ms"),
+        duration,
+        status,
+        F.unix_micros("start_time").alias("start_us"),
+        sketch_bin.cast("int").alias("bin"),
+        F.explode(entries).alias("e"),
+    ).where(F.col("e.key").isNotNull())
+    timed = F.col("e.kind").isin(*TIMED)
+    return facts.groupBy(
+        "bucket_ms",
+        F.col("e.kind").alias("kind"),
+        F.col("e.key").alias("key"),
+        F.when(timed, F.col("bin")).alias("bin"),
+    ).agg(
+        F.count(F.lit(1)).alias("count"),
+        F.sum(F.when(timed, duration)).alias("sum_us"),
+        F.min(F.when(timed, duration)).alias("min_us"),
+        F.max(F.when(timed, duration)).alias("max_us"),
+        F.sum(F.when(timed & (status >= 400) & (status < 500), 1).otherwise(0)).alias("n4xx"),
+        F.sum(F.when(timed & (status >= 500), 1).otherwise(0)).alias("n5xx"),
+        F.min(F.when(timed, F.col("start_us"))).alias("first_us"),
+        F.max(F.when(timed, F.col("start_us"))).alias("last_us"),
+    )
+
+
+def fold_facts(rows: Iterable[Any]) -> dict[int, BucketAggregates]:
+    """Fold the (bucket, kind, key, bin) rows into one Aggregate per (bucket, kind, key)."""
+    buckets: dict[int, BucketAggregates] = defaultdict(dict)
+    for row in rows:
+        part = Aggregate(
+            count=row["count"],
+            sum_us=row["sum_us"] or 0,
+            min_us=row["min_us"],
+            max_us=row["max_us"],
+            n4xx=row["n4xx"],
+            n5xx=row["n5xx"],
+            first_us=row["first_us"],
+            last_us=row["last_us"],
+            bins={row["bin"]: row["count"]} if row["bin"] is not None else {},
+        )
+        buckets[row["bucket_ms"]].setdefault((row["kind"], row["key"]), Aggregate()).add(part)
+    return buckets
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def datetime_to_ms(value: datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return round(value.timestamp() * 1000)
+
+
+@dataclass
+class AnalyticsState:
+    """What the runner keeps between runs (and reloads from Cassandra after a restart)."""
+
+    epoch: str = ""
+    watermark: datetime | None = None
+    totals: dict[Key, Aggregate] = field(default_factory=dict)
+    recent: dict[int, BucketAggregates] = field(default_factory=dict)
+
+
+AGGREGATE_COLUMNS = "count, sum_us, min_us, max_us, n4xx, n5xx, first_us, last_us, bins"
+
+
+def aggregate_from_row(row: Any) -> Aggregate:
+    return Aggregate(
+        count=row.count or 0,
+        sum_us=row.sum_us or 0,
+        min_us=row.min_us,
+        max_us=row.max_us,
+        n4xx=row.n4xx or 0,
+        n5xx=row.n5xx or 0,
+        first_us=row.first_us,
+        last_us=row.last_us,
+        bins=dict(row.bins or {}),
+    )
+
+
+def aggregate_values(agg: Aggregate) -> tuple[Any, ...]:
+    return (agg.count, agg.sum_us, agg.min_us, agg.max_us, agg.n4xx, agg.n5xx, agg.first_us, agg.last_us, agg.bins)
+
+
+class VisibilityAnalytics:
+    """The incremental analytics over one Spark session, one Cassandra session and Redis."""
+
+    def __init__(self, spark: SparkSession, cfg: Config, window_s: int = 300):
+        self.spark = spark
+        self.cfg = cfg
+        self.window_s = window_s
+        self.cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
+        self.db = self.cluster.connect(schema.KEYSPACE)
+        self.store = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
+        self.publisher = Publisher(self.store)
+        self.state = AnalyticsState()
+        self._statements()
+
+    def _statements(self) -> None:
+        prepare = self.db.prepare
+        self.insert_bucket_agg = prepare(
+            f"INSERT INTO bucket_aggregates (bucket, kind, key, {AGGREGATE_COLUMNS})"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self.insert_total = prepare(
+            f"INSERT INTO aggregate_totals (kind, key, {AGGREGATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self.insert_counted = prepare("INSERT INTO counted_traces (traceid, bucket) VALUES (?, ?)")
+        self.put_state = prepare("INSERT INTO analytics_state (name, value) VALUES (?, ?)")
+
+    def close(self) -> None:
+        self.cluster.shutdown()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _read_state(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM analytics_state WHERE name = %s", (name,)).one()
+        return None if row is None else str(row.value)
+
+    def load_state(self) -> None:
+        """Reload the running totals and the window's buckets (after a start or a truncation)."""
+        epoch = self._read_state("epoch")
+        if epoch is None:
+            epoch = uuid.uuid4().hex
+            self.db.execute(self.put_state, ("epoch", epoch))
+        watermark = self._read_state("watermark")
+        totals = {(r.kind, r.key): aggregate_from_row(r) for r in self.db.execute(
+            f"SELECT kind, key, {AGGREGATE_COLUMNS} FROM aggregate_totals")}  # fmt: skip
+        self.state = AnalyticsState(
+            epoch=epoch,
+            watermark=datetime.fromisoformat(watermark) if watermark else None,
+            totals=totals,
+            recent=self._read_bucket_aggregates(self._window_buckets()),
+        )
+        log.info("state loaded: %d totals, watermark %s", len(totals), self.state.watermark)
+
+    def _window_buckets(self, now: float | None = None) -> list[int]:
+        now_ms = int((now or time.time()) * 1000)
+        width = self.cfg.bucket_seconds * 1000
+        first = (now_ms - self.window_s * 1000) // width * width
+        return list(range(first, now_ms + 1, width))
+
+    def _read_bucket_aggregates(self, buckets: list[int]) -> dict[int, BucketAggregates]:
+        found: dict[int, BucketAggregates] = {}
+        for start in range(0, len(buckets), 100):
+            chunk = [ms_to_datetime(b) for b in buckets[start : start + 100]]
+            rows = self.db.execute(
+                f"SELECT bucket, kind, key, {AGGREGATE_COLUMNS} FROM bucket_aggregates WHERE bucket IN %s",
+                (ValueSequence(chunk),),
+            )
+            for row in rows:
+                found.setdefault(datetime_to_ms(row.bucket), {})[(row.kind, row.key)] = aggregate_from_row(row)
+        return found
+
+    # -- one run -------------------------------------------------------------------------------
+
+    def changed_buckets(self, now: datetime) -> tuple[list[int], datetime | None]:
+        """Buckets written since the watermark (minus an overlap for late markers), and the
+        newest change time seen."""
+        since = (self.state.watermark - OVERLAP) if self.state.watermark else None
+        if since is None:
+            rows = self.db.execute("SELECT changed_at, bucket FROM bucket_changes")
+        else:
+            minutes, minute = [], since.replace(second=0, microsecond=0)
+            while minute <= now:
+                minutes.append(minute)
+                minute += timedelta(minutes=1)
+            rows = self.db.execute(
+                "SELECT changed_at, bucket FROM bucket_changes WHERE ingest_minute IN %s AND changed_at > %s",
+                (ValueSequence(minutes[-1440:]), since),
+            )
+        buckets, newest = set(), self.state.watermark
+        for row in rows:
+            buckets.add(datetime_to_ms(row.bucket))
+            changed = row.changed_at.replace(tzinfo=UTC)
+            newest = changed if newest is None or changed > newest else newest
+        return sorted(buckets), newest
+
+    def read_spans(self, buckets: list[int]) -> DataFrame:
+        """The spans of exactly these buckets: a partition-key read (bucket IN …, shard IN …)."""
+        spans = (
+            self.spark.read.format("org.apache.spark.sql.cassandra")
+            .options(keyspace=schema.KEYSPACE, table="spans_by_bucket")
+            .load()
+        )
+        return spans.where(F.col("bucket").isin([ms_to_datetime(b) for b in buckets])).where(
+            F.col("shard").isin(list(range(schema.SHARDS)))
+        )
+
+    def count_new_traces(self, spans: DataFrame) -> dict[int, int]:
+        """Traces not counted before, by the bucket of their earliest span in this read; they
+        are recorded in counted_traces so no later run counts them again."""
+        ids = spans.groupBy("traceid").agg(F.min("bucket").alias("first_bucket"))
+        counted = (
+            self.spark.read.format("org.apache.spark.sql.cassandra")
+            .options(keyspace=schema.KEYSPACE, table="counted_traces")
+            .load()
+            .select("traceid", F.lit(True).alias("seen"))
+        )
+        fresh = ids.join(counted, "traceid", "left").where(F.col("seen").isNull()).select("traceid", "first_bucket")
+        rows = fresh.collect()
+        results = execute_concurrent_with_args(
+            self.db, self.insert_counted, [(r.traceid, r.first_bucket) for r in rows], concurrency=64
+        )
+        failed = [r for r in results if not r.success]
+        if failed:
+            raise RuntimeError(f"recording counted traces failed: {failed[0].result_or_exc}")
+        per_bucket: dict[int, int] = defaultdict(int)
+        for row in rows:
+            per_bucket[datetime_to_ms(row.first_bucket)] += 1
+        return per_bucket
+
+    def count_metrics(self, buckets: list[int]) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for start in range(0, len(buckets), 100):
+            chunk = [ms_to_datetime(b) for b in buckets[start : start + 100]]
+            rows = self.db.execute(
+                "SELECT bucket, count(*) AS n FROM metrics_by_bucket WHERE bucket IN %s GROUP BY bucket",
+                (ValueSequence(chunk),),
+            )
+            for row in rows:
+                counts[datetime_to_ms(row.bucket)] = row.n
+        return counts
+
+    def check_epoch(self) -> None:
+        """After a truncation (cloverctl clear visibility) start over from empty state."""
+        if self._read_state("epoch") != self.state.epoch:
+            log.info("visibility tables were truncated: starting from empty state")
+            self.load_state()
+
+    def run_once(self, now: float | None = None) -> ResultSet:
+        started = time.monotonic()
+        self.check_epoch()
+        now_dt = datetime.fromtimestamp(now or time.time(), tz=UTC)
+        buckets, newest = self.changed_buckets(now_dt)
+        if buckets:
+            self._recompute(buckets)
+        if newest is not None:
+            self.state.watermark = newest
+            self.db.execute(self.put_state, ("watermark", newest.isoformat()))
+        window_buckets = self._window_buckets(now_dt.timestamp())
+        self.state.recent = {b: a for b, a in self.state.recent.items() if b >= window_buckets[0]}
+        window: dict[Key, Aggregate] = {}
+        for aggregates in self.state.recent.values():
+            for key, agg in aggregates.items():
+                window.setdefault(key, Aggregate()).add(agg)
+        results = build_results(self.store, self.db, self.state.totals, window, self.window_s)
+        self.publisher.publish(results)
+        log.info(
+            "run: %d buckets recomputed, %d keys published in %.2fs",
+            len(buckets),
+            len(results.keys()),
+            time.monotonic() - started,
+        )
+        return results
+
+    def _recompute(self, buckets: list[int]) -> None:
+        spans = self.read_spans(buckets).persist()
+        try:
+            fresh = fold_facts(bucket_facts(spans).collect())
+            new_traces = self.count_new_traces(spans)
+        finally:
+            spans.unpersist()
+        metric_counts = self.count_metrics(buckets)
+        missing = [b for b in buckets if b not in self.state.recent]
+        old = {
+            **self._read_bucket_aggregates(missing),
+            **{b: self.state.recent[b] for b in buckets if b in self.state.recent},
+        }
+        touched: set[Key] = set()
+        bucket_rows = []
+        for bucket in buckets:
+            previous = old.get(bucket, {})
+            current = fresh.get(bucket, {})
+            traces = Aggregate(count=previous.get((TRACES, ""), Aggregate()).count + new_traces.get(bucket, 0))
+            if traces.count:
+                current[(TRACES, "")] = traces
+            if metric_counts.get(bucket):
+                current[(METRICS, "")] = Aggregate(count=metric_counts[bucket])
+            for key in set(previous) | set(current):
+                total = self.state.totals.setdefault(key, Aggregate())
+                if key in previous:
+                    total.subtract(previous[key])
+                if key in current:
+                    total.add(current[key])
+                touched.add(key)
+            for (kind, key), agg in current.items():
+                bucket_rows.append((ms_to_datetime(bucket), kind, key, *aggregate_values(agg)))
+            self.state.recent[bucket] = current
+        self._execute(self.insert_bucket_agg, bucket_rows)
+        self._execute(self.insert_total, [(k[0], k[1], *aggregate_values(self.state.totals[k])) for k in touched])
+
+    def _execute(self, statement: Any, rows: list[tuple[Any, ...]]) -> None:
+        results = execute_concurrent_with_args(self.db, statement, rows, concurrency=64)
+        failed = [r for r in results if not r.success]
+        if failed:
+            raise RuntimeError(f"writing analytics state failed: {failed[0].result_or_exc}")
+
+    # -- the runner ----------------------------------------------------------------------------
+
+    def enabled(self) -> bool:
+        """Whether the collector is started (StartCollector sets the flag; StopCollector clears it)."""
+        return self.store.get(keys.ANALYTICS_ENABLED) != "0"
+
+    def run(self, interval_s: float, stop: threading.Event) -> None:
+        backoff = 1.0
+        runs, last_error, last_seconds = 0, "", 0.0
+        while not stop.is_set():
+            started = time.monotonic()
+            enabled = False
+            try:
+                enabled = self.enabled()
+                if enabled:
+                    self.run_once()
+                    runs += 1
+                    last_seconds = time.monotonic() - started
+                backoff, last_error = 1.0, ""
+            except Exception as exc:  # Cassandra, Redis or Spark may go away; the runner survives
+                last_error = str(exc)[:500]
+                write_report(status_file(self.cfg), runs=runs, enabled=enabled, last_error=last_error)
+                log.warning("run failed (%s); retrying in %.0fs", exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                try:
+                    self.load_state()
+                except Exception as reload_error:  # still down: the next attempt retries
+                    log.warning("state reload failed: %s", reload_error)
+                continue
+            write_report(status_file(self.cfg), runs=runs, enabled=enabled, last_run_seconds=last_seconds)
+            stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
+
+
+def status_file(cfg: Config) -> Path:
+    """Where the running analytics reports its progress (read by `cloverctl local status`)."""
+    return cfg.state_dir / "analytics" / "status.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Clover visibility analytics: Cassandra -> Redis")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between runs")
+    parser.add_argument("--window", type=int, default=300, help="sliding window, seconds")
+    parser.add_argument("--once", action="store_true", help="one run, then exit")
+    args = parser.parse_args(argv)
+    setup_logging()
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    cfg = Config.from_env()
+    spark = spark_session("clover-visibility", cfg)
+    analytics = VisibilityAnalytics(spark, cfg, window_s=args.window)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        analytics.load_state()
+        if args.once:
+            analytics.run_once()
+        else:
+            analytics.run(args.interval, stop)
+    finally:
+        analytics.close()
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

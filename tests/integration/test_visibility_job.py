@@ -1,0 +1,243 @@
+"""The analytics job over a data set the test seeds in Cassandra, run through spark-submit.sh.
+
+Every Redis key is compared with what plain Python computes from the same rows: counts, sets
+and min/avg/max exactly (in the original's 2-decimal format), percentiles within the sketch's
+stated 1%, and the window figures over only the window's spans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis
+
+from clover import keys, schema
+from clover.config import CHECKOUT_DIR, Config
+from jobs.aggregates import RELATIVE_ACCURACY
+from stack.launcher import Launcher
+
+pytestmark = pytest.mark.spark
+
+PREFIX, SUFFIX = "cltest_", "_rq"
+
+
+@dataclass(frozen=True)
+class SeedSpan:
+    trace: str
+    span: str
+    service: str | None
+    url: str | None
+    agent: str | None
+    node: str | None
+    status: int | None
+    duration_us: int
+    upstream: str | None
+    operation: str
+    start_us: int
+
+
+def make_spans(now_us: int, bucket_us: int) -> list[SeedSpan]:
+    old = (now_us - 1200 * 1_000_000) // bucket_us * bucket_us  # 20 minutes ago: outside the window
+    recent = (now_us - 60 * 1_000_000) // bucket_us * bucket_us
+    spans = []
+    for i in range(40):  # svc-a, old bucket
+        status = 503 if i % 10 == 0 else (404 if i % 10 == 1 else 200)
+        spans.append(SeedSpan(f"a{i}", "1", "svc-a", "/" if i % 2 else "/index.html", "chrome", "svc-a", status,
+                              1000 + 250 * i, "inbound|9180||svc-a", "GET", old + i))  # fmt: skip
+    for i in range(20):  # svc-a, recent bucket, a second span in half of the old traces
+        spans.append(SeedSpan(f"a{i}", "2", "svc-a", "/upload", "safari", "svc-a", 200 if i % 4 else 500,
+                              30_000 + 1000 * i, "inbound|9180||svc-a", "POST", recent + i))  # fmt: skip
+    for i in range(30):  # svc-b: 20 own spans and 10 outbound calls that are not its response times
+        outbound = i >= 20
+        spans.append(SeedSpan(f"b{i}", "1", "svc-b", "/api", "curl", "svc-b", 200, 500 + 10 * i,
+                              "outbound|9180||svc-c" if outbound else "inbound|9180||svc-b", "GET", recent + 100 + i))  # fmt: skip
+    for i in range(6):  # clover-server1 and clover-server10: tracking one must not pick up the other
+        spans.append(SeedSpan(f"s{i}", "1", "clover-server1" if i < 3 else "clover-server10", "/", "chrome",
+                              "clover-server1" if i < 3 else "clover-server10", 200, 2000 * (i + 1), None, "GET",
+                              recent + 200 + i))  # fmt: skip
+    # Rows with missing columns: no URL, no user-agent, no node, no status (an internal span).
+    spans.append(SeedSpan("n1", "1", "svc-c", None, None, None, 200, 700, None, "GET", recent + 300))
+    spans.append(SeedSpan("n1", "2", "svc-c", "/c", None, "svc-c", None, 900, None, "db", recent + 301))
+    return spans
+
+
+def seed(cassandra: Any, spans: list[SeedSpan], bucket_seconds: int) -> None:
+    insert = cassandra.prepare(
+        "INSERT INTO spans_by_bucket (bucket, shard, traceid, spanid, service, node_id, operation_name, http_url,"
+        " user_agent, status_code, upstream_cluster, duration_us, start_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " ?, ?, ?)"
+    )
+    buckets = set()
+    for s in spans:
+        bucket = schema.bucket_start_ms(s.start_us, bucket_seconds)
+        buckets.add(bucket)
+        cassandra.execute(insert, (
+            datetime.fromtimestamp(bucket / 1000, tz=UTC), schema.shard_of(s.trace), s.trace, s.span, s.service,
+            s.node, s.operation, s.url, s.agent, s.status, s.upstream, s.duration_us,
+            datetime.fromtimestamp(s.start_us / 1_000_000, tz=UTC),
+        ))  # fmt: skip
+    mark_changed(cassandra, buckets)
+
+
+def mark_changed(cassandra: Any, buckets: set[int]) -> None:
+    now = datetime.now(UTC)
+    for bucket in buckets:
+        cassandra.execute(
+            "INSERT INTO bucket_changes (ingest_minute, changed_at, bucket) VALUES (%s, %s, %s)",
+            (now.replace(second=0, microsecond=0), now, datetime.fromtimestamp(bucket / 1000, tz=UTC)),
+        )
+
+
+def seed_metric(cassandra: Any, name: str, count: int, now_us: int, bucket_seconds: int) -> list[str]:
+    values = []
+    buckets = set()
+    for i in range(count):
+        at_ms = now_us // 1000 - (count - i) * 5000
+        bucket = schema.bucket_start_ms(at_ms * 1000, bucket_seconds)
+        buckets.add(bucket)
+        moment = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
+        cassandra.execute(
+            "INSERT INTO metrics (m_name, monitor_time, series, m_value, m_time, service) VALUES (%s, %s, '', %s,"
+            " %s, 'svc_a')",
+            (name, moment, str(i), f"{at_ms / 1000:.3f}"),
+        )
+        cassandra.execute(
+            "INSERT INTO metrics_by_bucket (bucket, m_name, series, monitor_time) VALUES (%s, %s, '', %s)",
+            (datetime.fromtimestamp(bucket / 1000, tz=UTC), name, moment),
+        )
+        values.append(str(i))
+    mark_changed(cassandra, buckets)
+    return values
+
+
+def run_job(cfg: Config) -> None:
+    result = subprocess.run(
+        [str(CHECKOUT_DIR / "spark-submit.sh"), str(CHECKOUT_DIR / "jobs" / "visibility.py"), "--once"],
+        capture_output=True, text=True, timeout=600, env=os.environ.copy(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def own(s: SeedSpan, service: str) -> bool:
+    return s.service == service and s.status is not None and not (s.upstream or "").startswith("outbound")
+
+
+def exact_quantile(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    return float(ordered[int(q * (len(ordered) - 1))])
+
+
+def expected_service(spans: list[SeedSpan], service: str) -> dict[str, str]:
+    mine = [s for s in spans if own(s, service)]
+    if not mine:
+        return {keys.RT_MIN: "NA", keys.RT_AVG: "NA", keys.RT_MAX: "NA", keys.REQUEST_COUNT: "0"}
+    durations = [s.duration_us for s in mine]
+    n4xx = sum(1 for s in mine if 400 <= (s.status or 0) < 500)
+    n5xx = sum(1 for s in mine if (s.status or 0) >= 500)
+    return {
+        keys.RT_MIN: f"{min(durations) / 1000:.2f}",
+        keys.RT_AVG: f"{sum(durations) / len(durations) / 1000:.2f}",
+        keys.RT_MAX: f"{max(durations) / 1000:.2f}",
+        keys.REQUEST_COUNT: str(len(mine)),
+        keys.ERRORS_4XX: str(n4xx),
+        keys.ERRORS_5XX: str(n5xx),
+        keys.ERROR_RATE: f"{(n4xx + n5xx) / len(mine):.4f}",
+    }
+
+
+def assert_percentiles(figures: dict[str, str], durations: list[int]) -> None:
+    for field, q in keys.PERCENTILES:
+        exact = exact_quantile(durations, q) / 1000
+        assert abs(float(figures[field]) - exact) <= RELATIVE_ACCURACY * exact + 0.005, (field, figures[field], exact)
+
+
+def counts(spans: list[SeedSpan], value: Any) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for s in spans:
+        v = value(s)
+        if v is not None:
+            found[v] = found.get(v, 0) + 1
+    return found
+
+
+def zset(store: redis.Redis, key: str) -> dict[str, float]:
+    return dict(store.zrange(key, 0, -1, withscores=True))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def seeded(stack: Launcher, cfg: Config, cassandra: Any, store: redis.Redis) -> tuple[list[SeedSpan], list[str], int]:
+    schema.truncate(cassandra, schema.tables())
+    store.flushdb()
+    store.sadd(keys.VISIBILITY_SERVICES, "svc_a", "svc_b", "clover_server1", "svc_empty")
+    store.sadd(keys.METRIC_PREFIXES, PREFIX)
+    store.sadd(keys.METRIC_SUFFIXES, SUFFIX)
+    now_us = int(time.time() * 1_000_000)
+    spans = make_spans(now_us, cfg.bucket_seconds * 1_000_000)
+    seed(cassandra, spans, cfg.bucket_seconds)
+    metric_values = seed_metric(cassandra, f"{PREFIX}svc_a{SUFFIX}", 120, now_us, cfg.bucket_seconds)
+    return spans, metric_values, now_us
+
+
+def assert_results(store: redis.Redis, spans: list[SeedSpan], window_start_us: int) -> None:
+    assert store.get(keys.SPAN_COUNT) == str(len(spans))
+    assert store.get(keys.TRACE_COUNT) == str(len({s.trace for s in spans}))
+    for service in ("svc-a", "svc-b", "clover-server1", "svc-empty"):
+        figures = store.hgetall(keys.service_stats(service))
+        expected = expected_service(spans, service)
+        assert {k: figures[k] for k in expected} == expected, service
+        mine = [s.duration_us for s in spans if own(s, service)]
+        if mine:
+            assert_percentiles(figures, mine)
+        recent = [s for s in spans if s.start_us >= window_start_us]
+        window = store.hgetall(keys.service_window(service))
+        expected_window = expected_service(recent, service)
+        assert {k: window[k] for k in expected_window} == expected_window, service
+    assert store.hget(keys.service_stats("svc-empty"), keys.RT_P99) == "NA"
+    urls = {u: json.loads(v) for u, v in store.hgetall(keys.url_stats("svc-a")).items()}
+    assert {u: f[keys.REQUEST_COUNT] for u, f in urls.items()} == {"/": "20", "/index.html": "20", "/upload": "20"}
+    assert urls["/upload"][keys.ERRORS_5XX] == "5"
+
+    assert zset(store, keys.SPAN_URLS_Z) == counts(spans, lambda s: s.url)
+    assert store.smembers(keys.SPAN_URLS) == set(counts(spans, lambda s: s.url))
+    assert zset(store, keys.SPAN_USER_AGENT_Z) == counts(spans, lambda s: s.agent)
+    assert zset(store, keys.SPAN_NODE_ID_Z) == counts(spans, lambda s: s.node)
+    assert zset(store, keys.SPAN_STATUS_CODES_Z) == counts(
+        spans, lambda s: f"{s.status}, {s.url}" if s.status is not None and s.url is not None else None
+    )
+    assert zset(store, keys.SPAN_NODE_URL_Z) == counts(
+        spans, lambda s: f"{s.node}, {s.url}" if s.node is not None and s.url is not None else None
+    )
+    assert store.smembers(keys.SPAN_OPERATION_NAME) == {s.operation for s in spans}
+    assert store.smembers(keys.SPAN_UPSTREAM_CLUSTER) == {s.upstream for s in spans if s.upstream}
+    assert store.smembers(keys.SPAN_STATUS_CODE) == {str(s.status) for s in spans if s.status is not None}
+
+
+def test_every_key_is_exact_and_a_second_run_updates_window_and_totals(
+    cfg: Config, cassandra: Any, store: redis.Redis, seeded: tuple[list[SeedSpan], list[str], int]
+) -> None:
+    spans, metric_values, now_us = seeded
+    run_job(cfg)
+    window_start_us = now_us - 300 * 1_000_000
+    assert_results(store, spans, window_start_us)
+    assert store.get(keys.METRIC_COUNT) == "120"
+    assert store.lrange(f"metrics_{PREFIX}svc_a{SUFFIX}", 0, -1) == metric_values[-100:]
+
+    # Late spans for a bucket already computed, a new bucket, and a trace counted before.
+    bucket_us = cfg.bucket_seconds * 1_000_000
+    recent = (now_us - 60 * 1_000_000) // bucket_us * bucket_us
+    newer = (now_us - 30 * 1_000_000) // bucket_us * bucket_us
+    more = [
+        SeedSpan("late1", "1", "svc-b", "/api", "curl", "svc-b", 404, 90_000, "inbound|9180||svc-b", "GET", recent + 5),
+        SeedSpan("new1", "1", "svc-b", "/api", "edge", "svc-b", 200, 100, "inbound|9180||svc-b", "GET", newer),
+        SeedSpan("a3", "9", "svc-a", "/upload", "safari", "svc-a", 200, 31_000, "inbound|9180||svc-a", "POST", newer),
+    ]
+    seed(cassandra, more, cfg.bucket_seconds)
+    run_job(cfg)
+    assert_results(store, spans + more, window_start_us)

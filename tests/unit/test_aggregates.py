@@ -1,0 +1,65 @@
+"""Mergeable aggregates and the quantile sketch's stated error."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from jobs.aggregates import RELATIVE_ACCURACY, Aggregate, bin_of, merged, quantile
+
+
+def aggregate_of(durations: list[int]) -> Aggregate:
+    agg = Aggregate()
+    for d in durations:
+        bins: dict[int, int] = {bin_of(d): 1}
+        agg.add(Aggregate(count=1, sum_us=d, min_us=d, max_us=d, first_us=0, last_us=0, bins=bins))
+    return agg
+
+
+def exact_quantile(values: list[int], q: float) -> int:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
+
+
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.99, 0.999])
+def test_quantiles_are_within_the_stated_relative_error(q: float) -> None:
+    rng = random.Random(7)
+    values = [int(rng.lognormvariate(8, 1.5)) + 1 for _ in range(20_000)]
+    estimate = quantile(aggregate_of(values).bins, q)
+    exact = exact_quantile(values, q)
+    assert estimate is not None
+    assert abs(estimate - exact) <= RELATIVE_ACCURACY * exact
+
+
+def test_merging_parts_equals_aggregating_the_union() -> None:
+    a, b = [120, 5000, 33], [7, 90000]
+    whole = aggregate_of(a + b)
+    parts = merged([aggregate_of(a), aggregate_of(b)])
+    assert (parts.count, parts.sum_us, parts.min_us, parts.max_us, parts.bins) == (
+        5,
+        95160,
+        7,
+        90000,
+        whole.bins,
+    )
+
+
+def test_a_grown_bucket_replaces_its_old_contribution() -> None:
+    total = merged([aggregate_of([10, 20]), aggregate_of([1000])])
+    old, grown = aggregate_of([1000]), aggregate_of([1000, 3000])
+    total.subtract(old)
+    total.add(grown)
+    expected = aggregate_of([10, 20, 1000, 3000])
+    assert (total.count, total.sum_us, total.min_us, total.max_us, total.bins) == (
+        expected.count,
+        expected.sum_us,
+        10,
+        3000,
+        expected.bins,
+    )
+
+
+def test_an_empty_sketch_has_no_quantile() -> None:
+    assert quantile({}, 0.5) is None
+    assert quantile(aggregate_of([0]).bins, 0.5) == 0.0
