@@ -5,6 +5,7 @@ One instance of the programs serves every pod; the maps are keyed by the host ve
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import socket
@@ -189,10 +190,8 @@ def release_compiler_memory() -> int:
     mappings released."""
     libc = ctypes.CDLL(None, use_errno=True)
     released = 0
-    try:
+    with contextlib.suppress(AttributeError):  # not glibc
         libc.malloc_trim(0)
-    except AttributeError:
-        pass
     madvise = libc.madvise
     madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     for line in Path("/proc/self/maps").read_text().splitlines():

@@ -286,7 +286,8 @@ def main() -> None:
         print()
         print("Fixed offered rates (wrk with a per-connection delay), detached baseline then attached")
         print(
-            f"{'offered':>8}{'served/s':>10}{'p99 ms':>16}{'CPU ms/1k req':>18}{'clovisor ms/1k':>16}{'completeness':>22}"
+            f"{'offered':>8}{'served/s':>10}{'p99 ms':>16}{'CPU ms/1k req':>18}{'clovisor ms/1k':>16}"
+            "   completeness (spans+incomplete)/served"
         )
         best = 0.0
         for rate, base, att in sweep:

@@ -200,4 +200,3 @@ def test_apply_creates_or_updates_and_delete_tolerates_missing_objects() -> None
     assert "ClusterRole/clovisor-read-pods-services not found" in delete(apis, docs)
     with pytest.raises(click.ClickException, match="kind 'Secret' is not one cloverctl can apply"):
         apply(apis, [{"kind": "Secret", "metadata": {"name": "x"}}])
-
