@@ -76,6 +76,7 @@ class HttpListener:
         for server in old:
             server.close()
             self._servers.remove(server)
+        self.runtime.port_changed("http", port)
 
     async def close(self, grace: float) -> None:
         for server in self._servers:
@@ -103,7 +104,7 @@ class Runtime:
         self.name = pod
         self.mode = topology.mode(cfg)
         self.ip = topology.pod_ip(cfg, pod)
-        self.ports = topology.ports(pod)
+        self.ports = dict(topology.ports(pod))
         self.netns = topology.netns_name(cfg, pod) if self.mode == "netns" else None
         self.host_veth = topology.host_veth(cfg, pod) if self.mode == "netns" else None
         self.placement = Placement(self.ip, self.netns)
@@ -210,6 +211,12 @@ class Runtime:
             host_veth=self.host_veth,
             pid=os.getpid(),
         )
+
+    def port_changed(self, name: str, port: int) -> None:
+        """A listener moved: the registry says where the pod now answers."""
+        self.ports[name] = port
+        if self.ready:
+            pods.register(self.cfg, self.local_pod())
 
     def prometheus_target(self) -> dict[str, Any]:
         labels = {"pod": self.name, "namespace": topology.NAMESPACE, "app": self.spec.service, "sdc": "true"}

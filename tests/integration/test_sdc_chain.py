@@ -321,6 +321,29 @@ def test_an_upload_then_set_server_serves_the_file_where_server_yaml_moves_it(ch
         client.modify_server(chain, default_server("clover-server1"))
 
 
+def test_modify_proxy_moves_its_upstream_and_turns_the_copy_off_and_on(chain: Config) -> None:
+    inspected = client.snort_status(chain)["requests_inspected"]
+    try:
+        body = {"proxy_path": "http://http-lb-v1:9180", "mirror_path": "off"}
+        assert client.modify_proxy(chain, body) == "Modified nginx config"
+        assert {lb for lb, _ in send(chain, 4)} == {"http-lb-v1"}
+        assert client.snort_status(chain)["requests_inspected"] == inspected  # no copies
+    finally:
+        client.modify_proxy(chain, {"proxy_path": "http://http-lb:9180", "mirror_path": "http://snort-ids:80"})
+    assert {lb for lb, _ in send(chain, 4)} == {"http-lb-v1", "http-lb-v2"}
+    ids_settled(chain, inspected + 4)
+    moved = client.modify_server(chain, {"server_name": "clover-server5", "server_port": 9190})
+    try:
+        assert moved == "Modified nginx config"
+        assert requests.get(url(chain, "clover-server5", "/about.html").replace(":9180", ":9190"), timeout=5).ok
+        assert {p.name: p for p in pods.list_pods(chain)}["clover-server5"].ports["http"] == 9190  # registry follows
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url(chain, "clover-server5"), timeout=5)
+    finally:
+        client.modify_server(chain, {"server_name": "clover-server5", "server_port": 9180})
+    assert requests.get(url(chain, "clover-server5", "/about.html"), timeout=5).ok
+
+
 def test_the_scan_rule_fires_once_per_request_then_the_proxy_blocks_that_client_until_the_timeout(
     chain: Config, store: redis.Redis, clients: ExternalClients
 ) -> None:
