@@ -14,9 +14,9 @@ For each number of keep-alive connections, wrk (1 thread) runs ``--seconds`` aga
 2. ``lb``: http-lb-v1 -> clover-server1..3;
 3. ``chain``: proxy-access-control -> http-lb v1/v2 -> servers, with the IDS mirror.
 
-It prints requests/s, p50 and p99 for each; the throughput ratio chain/server; the p99 each
-hop adds (lb - server, chain - lb); and the CPU the pods used per 1,000 requests. The machine
-is shared (2 cores): keep runs short.
+It prints requests/s, p50/p90/p99 for each; the throughput ratio chain/server; the p50 and p99
+each hop adds (lb - server, chain - lb); and the CPU the pods used per 1,000 requests. The
+machine is shared (2 cores): keep runs short, and read p99 with the machine's load in mind.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class Result:
     connections: int
     rps: float
     p50_ms: float
+    p90_ms: float
     p99_ms: float
     requests: int
     errors: int
@@ -78,14 +79,15 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
-def wrk(url: str, connections: int, seconds: int) -> tuple[float, float, float, int, int]:
-    """(requests/s, p50 ms, p99 ms, requests, non-2xx or socket errors) of one wrk run."""
+def wrk(url: str, connections: int, seconds: int) -> tuple[float, float, float, float, int, int]:
+    """(requests/s, p50, p90, p99 in ms, requests, non-2xx or socket errors) of one wrk run."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency", url],
         capture_output=True, text=True, check=True, timeout=seconds + 30,
     ).stdout  # fmt: skip
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p90 = _ms(re.search(r"\s90%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = 0
@@ -93,7 +95,7 @@ def wrk(url: str, connections: int, seconds: int) -> tuple[float, float, float, 
         errors += int(m.group(1))
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(x) for x in m.groups())
-    return rps, p50, p99, total, errors
+    return rps, p50, p90, p99, total, errors
 
 
 def pod_cpu(launcher: Launcher) -> float:
@@ -158,27 +160,30 @@ def run(cfg: Config, launcher: Launcher, args: argparse.Namespace) -> None:
         for name, url in targets.items():
             wrk(url, connections, 1)  # warm the pools
             cpu = pod_cpu(launcher)
-            rps, p50, p99, total, errors = wrk(url, connections, args.seconds)
-            results.append(Result(name, connections, rps, p50, p99, total, errors, pod_cpu(launcher) - cpu))
+            rps, p50, p90, p99, total, errors = wrk(url, connections, args.seconds)
+            results.append(Result(name, connections, rps, p50, p90, p99, total, errors, pod_cpu(launcher) - cpu))
     time.sleep(1.0)
     ids = client.snort_status(cfg)
     proxy_stats = requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, 'proxy-access-control')}/stats",
                                timeout=5).json()["metrics"]  # fmt: skip
 
     print(f"\nwrk -t1 -d{args.seconds:g}s against {args.path} (keep-alive); pods' CPU per 1,000 requests")
-    print(f"{'target':<30} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'CPU s/1k':>9}")
+    print(f"{'target':<30} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7} "
+          f"{'CPU s/1k':>9}")  # fmt: skip
     labels = {"server": "server (baseline)", "lb": "lb -> server", "chain": "proxy -> lb -> server (+IDS)"}
     for r in results:
         per_k = r.cpu_s / r.requests * 1000 if r.requests else 0.0
-        print(f"{labels[r.name]:<30} {r.connections:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-              f"{r.errors:>7} {per_k:>9.2f}")  # fmt: skip
+        print(f"{labels[r.name]:<30} {r.connections:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p90_ms:>8.2f} "
+              f"{r.p99_ms:>8.2f} {r.errors:>7} {per_k:>9.2f}")  # fmt: skip
     print()
     for connections in sorted({r.connections for r in results}):
         by = {r.name: r for r in results if r.connections == connections}
         ratio = by["chain"].rps / by["server"].rps
-        print(f"{connections:>3} conns: throughput chain/server = {ratio:.2f}; p99 added by the lb hop "
-              f"{by['lb'].p99_ms - by['server'].p99_ms:+.2f} ms, by the proxy hop (with the IDS copy) "
-              f"{by['chain'].p99_ms - by['lb'].p99_ms:+.2f} ms")  # fmt: skip
+        lb_hop = (by["lb"].p50_ms - by["server"].p50_ms, by["lb"].p99_ms - by["server"].p99_ms)
+        proxy_hop = (by["chain"].p50_ms - by["lb"].p50_ms, by["chain"].p99_ms - by["lb"].p99_ms)
+        print(f"{connections:>3} conns: throughput chain/server = {ratio:.2f}; added by the lb hop: "
+              f"p50 {lb_hop[0]:+.2f} ms, p99 {lb_hop[1]:+.2f} ms; by the proxy hop (with the IDS copy): "
+              f"p50 {proxy_hop[0]:+.2f} ms, p99 {proxy_hop[1]:+.2f} ms")  # fmt: skip
     chain_requests = sum(r.requests for r in results if r.name == "chain")
     print(f"\nIDS: {ids['requests_inspected'] - ids_before} copies inspected for ~{chain_requests} chain requests "
           f"(+ warm-ups); proxy dropped {proxy_stats.get('clover_sdc_proxy_mirror_dropped_total', 0):.0f} copies, "
