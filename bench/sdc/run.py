@@ -3,7 +3,7 @@
     .venv/bin/python bench/sdc/run.py [--seconds 4] [--connections 1,16] [--path /about.html]
                                       [--mode auto|netns|loopback] [--trace-ratio 1.0]
 
-Starts its own Redis, Jaeger and sample chain (state in ``.clover-bench-sdc/``, subnet
+Starts its own Redis, Jaeger and sample chain (state in ``.clover/bench-sdc/``, subnet
 10.177.200.0/24 in namespace mode (root), else 127.177.200.0/24, ports of its own) unless ``--reuse`` finds them
 running, and stops what it started. Spans are exported to Jaeger and every request is copied
 to snort-ids, as in normal use (``--trace-ratio`` lowers the sampling).
@@ -43,7 +43,7 @@ from stack.catalogue import local_stack  # noqa: E402
 from stack.launcher import Launcher  # noqa: E402
 
 BENCH_ENV = {
-    "CLOVER_STATE_DIR": str(ROOT / ".clover-bench-sdc"),
+    "CLOVER_STATE_DIR": str(ROOT / ".clover" / "bench-sdc"),
     "CLOVER_REDIS_URL": "redis://127.0.0.1:46379/0",
     "CLOVER_JAEGER_URL": "http://127.0.0.1:46686",
     "CLOVER_JAEGER_QUERY_GRPC_PORT": "46685",

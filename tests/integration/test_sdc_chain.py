@@ -166,6 +166,11 @@ def test_round_robin_over_twelve_requests_is_exact(chain: Config) -> None:
     for lb in ("http-lb-v1", "http-lb-v2"):
         order = [int(s[-1]) for b, s in hops if b == lb]
         assert all(order[i + 1] == order[i] % 3 + 1 for i in range(5)), order  # 1 -> 2 -> 3 -> 1
+    # Keep-alive upstream: one connection from the proxy to each lb pod, from each lb to each server.
+    cx_total = "envoy_cluster_outbound_9180__{}_default_svc_cluster_local_upstream_cx_total"
+    assert stats(chain, PROXY)[cx_total.format("http_lb")] == 2
+    for lb in ("http-lb-v1", "http-lb-v2"):
+        assert [stats(chain, lb)[cx_total.format(f"clover_server{i}")] for i in (1, 2, 3)] == [1, 1, 1]
 
 
 def test_set_lb_moves_v2_to_servers_4_and_5_and_leaves_v1_alone(chain: Config) -> None:
