@@ -5,6 +5,7 @@ from __future__ import annotations
 from clover.config import Config
 from clovisor.part import clovisor_parts
 from collector.local import collector_part
+from controller import local as controller
 from jobs.local import analytics_part, ingest_part
 from sdc import local as sdc
 from stack.launcher import Launcher
@@ -26,6 +27,7 @@ def local_stack(cfg: Config) -> Launcher:
         (validation.GROUP, validation.local_parts(cfg)),
         (sdc.GROUP, list(sdc.parts(cfg).values())),
         ("clovisor", clovisor_parts(cfg)),
+        (controller.GROUP, controller.local_parts(cfg)),
     ):
         parts.update({p.name: p for p in extra})
         groups[group] = [p.name for p in extra]

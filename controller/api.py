@@ -1,0 +1,445 @@
+"""The REST API: the original controller's routes (facts §5a, §5b, §5d), plus a few new ones.
+
+Routes are declared once, in ``ROUTES``; the Flask views, the token check and the OpenAPI
+description (``/openapi.json``) all come from that table.
+
+Replies keep the original's shapes: relays answer the service's text (``Modified nginx
+config``), stats and config answer JSON. A client that sends ``Accept: application/json`` gets
+the texts as ``{"message": ...}``. Errors are always JSON and name the field at fault.
+Bodies may come as JSON (or yaml, with a yaml content type); on GET too, as the original's
+clients sent them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+import yaml
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from controller import schemas
+from controller.errors import ApiError, bad_request
+from controller.service import Backend
+from controller.validate import check
+
+log = logging.getLogger(__name__)
+
+TEXT, JSON, HTML = "text", "json", "html"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One REST route: what it does, what it takes, what it answers."""
+
+    path: str
+    methods: tuple[str, ...]
+    summary: str
+    view: Callable[..., Any]
+    tag: str
+    mutating: bool = False
+    body: str | None = None  # title of the request body schema
+    body_required: bool = False
+    reply: str = TEXT
+    reply_schema: str | None = None
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON Schema type, description)
+    new: bool = False
+    path_params: dict[str, str] = field(default_factory=dict)
+
+
+def backend() -> Backend:
+    found: Backend = current_app.extensions["clover_backend"]
+    return found
+
+
+def body() -> Any:
+    """The request body: JSON, or yaml with a yaml content type; None when there is none."""
+    data = request.get_data(cache=True)
+    if not data.strip():
+        return None
+    mimetype = request.mimetype or ""
+    if "yaml" in mimetype:
+        try:
+            return yaml.safe_load(data)
+        except yaml.YAMLError as exc:
+            raise bad_request(f"the body is not valid yaml: {exc}") from None
+    if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return None
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise bad_request(f"the body is not valid JSON: {exc}") from None
+
+
+def wants_json() -> bool:
+    accept = request.accept_mimetypes
+    return "application/json" in accept.values() and accept.best_match(["text/plain", "application/json"]) == (
+        "application/json"
+    )
+
+
+def text_reply(message: str, **extra: Any) -> Response:
+    if wants_json():
+        return jsonify({"message": message, **extra})
+    return Response(message, mimetype="text/plain")
+
+
+def _int_arg(name: str, default: int | None, low: int = 0) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be a whole number, not {raw!r}", name) from None
+    if value < low:
+        raise bad_request(f"{name} must be {low} or more, not {value}", name)
+    return value
+
+
+def _flag(name: str) -> bool:
+    raw = request.args.get(name, "").lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise bad_request(f"{name} must be true or false, not {raw!r}", name)
+
+
+def _test_page(what: str) -> str:
+    return f"<h1 style='color:blue'>{what}</h1>"
+
+
+# -- views ---------------------------------------------------------------------------------
+
+
+def collector_init() -> Response:
+    return text_reply(backend().init_visibility())
+
+
+def collector_truncate() -> Response:
+    return text_reply(backend().truncate())
+
+
+def collector_start() -> Response:
+    return text_reply(backend().start_collector(body()))
+
+
+def collector_stop() -> Response:
+    return text_reply(backend().stop_collector())
+
+
+def collector_status() -> Response:
+    return jsonify(backend().collector_status())
+
+
+def visibility_set() -> Response:
+    return text_reply(backend().set_visibility(body()))
+
+
+def visibility_clear() -> Response:
+    return text_reply(backend().clear())
+
+
+def visibility_stats(s_type: str) -> Response:
+    payload = body()
+    if payload is not None:
+        check(schemas.STATS_REQUEST, payload, "Invalid value in json/yaml")
+        s_type = payload.get("stat_type", s_type)
+    s_type = request.args.get("stat_type", s_type)
+    limit = _int_arg("limit", 51)
+    return jsonify(backend().stats(s_type, None if limit == 0 else limit))
+
+
+def visibility_config(c_type: str) -> Response:
+    return jsonify(backend().config(c_type))
+
+
+def visibility_urls(service: str) -> Response:
+    return jsonify(backend().url_stats(service, _flag("window")))
+
+
+def visibility_metrics() -> Response:
+    cells = []
+    for name, value in backend().metric_values():
+        cells.append(
+            '    <div class="large-3 cell">&nbsp;</div>\n'
+            f'    <div class="large-5 medium-3 cell">\n        {html.escape(name)}\n    </div>\n'
+            f'    <div class="large-3 medium-3 cell">\n        {html.escape(value or "")}\n    </div>\n'
+            '    <div class="large-1 cell">&nbsp;</div>\n'
+        )
+    return Response("".join(cells), mimetype="text/html")
+
+
+def nginx_lb() -> Response:
+    return text_reply(backend().modify_lb(body()))
+
+
+def nginx_server() -> Response:
+    return text_reply(backend().modify_server(body()))
+
+
+def nginx_proxy() -> Response:
+    return text_reply(backend().modify_proxy(body()))
+
+
+def nginx_config(name: str) -> Response:
+    return jsonify(backend().chain_config(name))
+
+
+def snort_addrule() -> Response:
+    return text_reply(backend().add_rule(body()))
+
+
+def snort_start() -> Response:
+    return text_reply(backend().start_ids())
+
+
+def snort_stop() -> Response:
+    return text_reply(backend().stop_ids())
+
+
+def snort_get_events() -> Response:
+    """One field of an alert: from the query (``?event_key=snort_event:1&field=msg``) or, as the
+    original's clients did, from a JSON body on the GET."""
+    payload = body() or {}
+    query = {k: request.args[k] for k in ("event_key", "field") if k in request.args}
+    check(schemas.SNORT_EVENT_QUERY, {**payload, **query}, "Invalid IDS event query")
+    merged = {**payload, **query}
+    value = backend().event_field(str(merged["event_key"]), str(merged["field"]))
+    if value is None:
+        raise ApiError(404, f"no field {merged['field']!r} in {merged['event_key']!r}", "event_key")
+    if wants_json():
+        return jsonify({"event_key": merged["event_key"], "field": merged["field"], "value": value.decode("latin-1")})
+    return Response(value, mimetype="application/octet-stream")
+
+
+def snort_events() -> Response:
+    return jsonify(backend().alerts(_int_arg("limit", 20) or 0))
+
+
+def snort_status() -> Response:
+    return jsonify(backend().ids_status())
+
+
+def snort_rules() -> Response:
+    return jsonify({"rules": backend().ids_rules(request.args.get("scope", "local"))})
+
+
+def jmeter_gen() -> Response:
+    return text_reply(backend().gen_test(body(), request.args.get("name")))
+
+
+def jmeter_start() -> Response:
+    started = backend().start_test(body())
+    return text_reply(started.message, pid=started.pid, run_id=started.run_id)
+
+
+def jmeter_results(r_type: str) -> Response:
+    results = backend().results(r_type, request.args.get("format", "").lower())
+    if wants_json():
+        head = results.message[: -len(results.content)] if results.content else results.message
+        return jsonify(
+            {
+                "message": head.strip(),
+                "content": results.content,
+                "run_id": results.run_id,
+                "summary": [asdict(row) for row in results.summary],
+            }
+        )
+    return Response(results.message, mimetype="text/plain")
+
+
+def jmeter_status() -> Response:
+    return jsonify(backend().test_status())
+
+
+def jmeter_stop() -> Response:
+    return text_reply(backend().stop_test(_flag("now")))
+
+
+def upload() -> Response:
+    return text_reply(backend().record_upload(request.form.to_dict()))
+
+
+def upload_get() -> Response:
+    return jsonify(backend().uploads())
+
+
+def health() -> Response:
+    ok = backend().redis_ok()
+    return Response(
+        json.dumps({"status": "ok" if ok else "degraded", "redis": "ok" if ok else "unreachable"}),
+        status=200 if ok else 503,
+        mimetype="application/json",
+    )
+
+
+def _html(text: str) -> Callable[[], Response]:
+    def view() -> Response:
+        return Response(text, mimetype="text/html")
+
+    return view
+
+
+V, VIS, SDC, VAL, MISC = "collector", "visibility", "sample chain", "validation", "misc"
+GP = ("GET", "POST")
+STAT_Q = (("limit", "integer", "how many of each *_count list (highest counts first; 0 = all; default 51)"),
+          ("stat_type", "string", "overrides the path's type"))  # fmt: skip
+
+ROUTES: tuple[Route, ...] = (
+    Route("/collector/init", ("GET",), "Create the visibility keyspace and tables (InitVisibility)",
+          collector_init, V, mutating=True),
+    Route("/collector/truncate", ("GET",), "Truncate the visibility tables (TruncateVisibility)",
+          collector_truncate, V, mutating=True),
+    Route("/collector/start", GP, "Start collecting (StartCollector); missing fields take the configured defaults",
+          collector_start, V, mutating=True, body="CollectorStart"),
+    Route("/collector/stop", ("GET",), "Stop collecting (StopCollector)", collector_stop, V, mutating=True),
+    Route("/collector/set", GP, "Set what visibility tracks (as /visibility/set)", visibility_set, V, mutating=True,
+          body="VisibilityConfig", body_required=True),
+    Route("/collector/status", ("GET",), "The collector's state and counters", collector_status, V, reply=JSON,
+          reply_schema="Object", new=True),
+    Route("/collector/test", ("GET",), "Test page", _html(_test_page("Collector API Test Response")), V, reply=HTML),
+    Route("/visibility/clear", ("GET",), "Truncate the tables and reset every derived Redis key",
+          visibility_clear, VIS, mutating=True),
+    Route("/visibility/get/stats/<s_type>", GP, "Analysed results: system, metrics, tracing or all",
+          visibility_stats, VIS, body="StatsRequest", reply=JSON, reply_schema="Stats", query=STAT_Q,
+          path_params={"s_type": "system, metrics, tracing or all"}),
+    Route("/visibility/get/urls/<service>", ("GET",), "Per-URL figures of one tracked service", visibility_urls,
+          VIS, reply=JSON, reply_schema="UrlStats", new=True,
+          query=(("window", "boolean", "the sliding window's figures instead of the whole retention"),),
+          path_params={"service": "service name (- or _)"}),
+    Route("/visibility/get/<c_type>", GP, "What visibility tracks: services, metrics or all", visibility_config,
+          VIS, reply=JSON, reply_schema="VisibilityConfigReply", path_params={"c_type": "services, metrics or all"}),
+    Route("/visibility/set", GP, "Set what visibility tracks", visibility_set, VIS, mutating=True,
+          body="VisibilityConfig", body_required=True),
+    Route("/visibility/metrics", ("GET",), "HTML rows: each tracked Prometheus name and its latest value",
+          visibility_metrics, VIS, reply=HTML),
+    Route("/nginx/lb", GP, "Change a load balancer's server list (ModifyLB)", nginx_lb, SDC, mutating=True,
+          body="LoadBalancer", body_required=True),
+    Route("/nginx/server", GP, "Change a server's site, locations and files (ModifyServer)", nginx_server, SDC,
+          mutating=True, body="Server", body_required=True),
+    Route("/nginx/proxy", GP, "Change the proxy's upstream, mirror or block time (ModifyProxy)", nginx_proxy, SDC,
+          mutating=True, body="Proxy", new=True),
+    Route("/nginx/config/<name>", ("GET",), "The running configuration of a proxy, lb or server pod",
+          nginx_config, SDC, reply=JSON, reply_schema="Object", new=True,
+          path_params={"name": "pod name, e.g. http-lb-v2"}),
+    Route("/nginx/test", ("GET",), "Test page", _html(_test_page("Nginx API Test Response")), SDC, reply=HTML),
+    Route("/snort/addrule", GP, "Add a rule to snort-ids' local rules (AddRules)", snort_addrule, SDC,
+          mutating=True, body="IdsRule", body_required=True),
+    Route("/snort/start", ("GET",), "Start the IDS engine (StartSnort)", snort_start, SDC, mutating=True),
+    Route("/snort/stop", ("GET",), "Stop the IDS engine and clear its logs (StopSnort)", snort_stop, SDC,
+          mutating=True),
+    Route("/snort/get_events", ("GET",), "One field of an IDS alert hash, raw", snort_get_events, SDC,
+          body="SnortEventQuery", reply="bytes",
+          query=(("event_key", "string", "e.g. snort_event:1"), ("field", "string", "e.g. msg"))),
+    Route("/snort/events", ("GET",), "The newest IDS alerts", snort_events, SDC, reply=JSON, reply_schema="Object",
+          new=True, query=(("limit", "integer", "how many (default 20)"),)),
+    Route("/snort/status", ("GET",), "The IDS engine's state and counts", snort_status, SDC, reply=JSON,
+          reply_schema="Object", new=True),
+    Route("/snort/rules", ("GET",), "snort-ids' rules", snort_rules, SDC, reply=JSON, reply_schema="Object",
+          new=True, query=(("scope", "string", "local (default) or all"),)),
+    Route("/snort/test", ("GET",), "Test page", _html(_test_page("Snort API Test Response")), SDC, reply=HTML),
+    Route("/jmeter/gen", GP, "Generate the JMeter plan from a test-plan body (GenTest)", jmeter_gen, VAL,
+          mutating=True, body="TestPlan", body_required=True,
+          query=(("name", "string", "plan name on the master (default test.jmx)"),)),
+    Route("/jmeter/create", GP, "Same as /jmeter/gen", jmeter_gen, VAL, mutating=True, body="TestPlan",
+          body_required=True, query=(("name", "string", "plan name on the master (default test.jmx)"),)),
+    Route("/jmeter/start", GP, "Start the plan (StartTest)", jmeter_start, VAL, mutating=True, body="TestStart"),
+    Route("/jmeter/results/<r_type>", ("GET",), "The last run's log, detail (JTL) or summary", jmeter_results,
+          VAL, query=(("format", "string", "detail: csv|json; summary: text|csv|json"),),
+          path_params={"r_type": "log, detail (or results), summary"}),
+    Route("/jmeter/status", ("GET",), "The state of the current or last run", jmeter_status, VAL, reply=JSON,
+          reply_schema="Object", new=True),
+    Route("/jmeter/stop", GP, "Stop the running test", jmeter_stop, VAL, mutating=True, new=True,
+          query=(("now", "boolean", "abort requests in flight"),)),
+    Route("/jmeter/test", ("GET",), "Test page", _html(_test_page("Jmeter API Test Response")), VAL, reply=HTML),
+    Route("/upload", GP, "Record uploaded files (form fields <field>.name/.path/.server)", upload, MISC,
+          mutating=True),
+    Route("/upload/get", GP, "The recorded uploads (name:path:server)", upload_get, MISC, reply=JSON,
+          reply_schema="Object"),
+    Route("/test", ("GET",), "Test page", _html(_test_page("clover-controller up")), MISC, reply=HTML),
+    Route("/health", ("GET",), "The controller and its Redis", health, MISC, reply=JSON, reply_schema="Object",
+          new=True),
+)  # fmt: skip
+
+
+def _authorized(token: str) -> bool:
+    given = request.headers.get("X-Clover-Token", "")
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = auth[7:].strip()
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _guard(route: Route) -> Callable[..., Any]:
+    def view(**kwargs: Any) -> Any:
+        token = current_app.config.get("CLOVER_API_TOKEN")
+        if route.mutating and token and not _authorized(token):
+            given = request.headers.get("Authorization") or request.headers.get("X-Clover-Token")
+            raise ApiError(
+                403 if given else 401,
+                "the API token is wrong"
+                if given
+                else "this route changes state and needs the API token: send Authorization: Bearer <CLOVER_API_TOKEN>",
+            )
+        return route.view(**kwargs)
+
+    view.__name__ = (
+        route.view.__name__ + "_" + route.path.strip("/").replace("/", "_").replace("<", "").replace(">", "")
+    )
+    return view
+
+
+def error_reply(exc: ApiError) -> Response:
+    reply = jsonify(exc.body())
+    reply.status_code = exc.status
+    if exc.status == 401:
+        reply.headers["WWW-Authenticate"] = "Bearer"
+    return reply
+
+
+def blueprint() -> Blueprint:
+    bp = Blueprint("api", __name__)
+    for route in ROUTES:
+        bp.add_url_rule(route.path, view_func=_guard(route), methods=list(route.methods))
+    return bp
+
+
+def install(app: Flask, backend_: Backend) -> None:
+    """Register the routes and the error handlers on ``app``."""
+    app.extensions["clover_backend"] = backend_
+    app.register_blueprint(blueprint())
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        if exc.status >= 500:
+            log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
+        return error_reply(exc)
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_error(exc: redis.RedisError) -> Response:
+        url = backend_.cfg.redis_url
+        log.warning("Redis at %s: %s", url, exc)
+        return error_reply(ApiError(503, f"Error connecting to Redis at {url}: {exc}"))
+
+    @app.errorhandler(404)
+    def _not_found(exc: Exception) -> Response:
+        return error_reply(ApiError(404, f"no route {request.path} (see /openapi.json)"))
+
+    @app.errorhandler(405)
+    def _bad_method(exc: Exception) -> Response:
+        return error_reply(ApiError(405, f"{request.method} is not allowed on {request.path}"))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        if hasattr(exc, "code") and hasattr(exc, "description"):  # another werkzeug HTTPException
+            return error_reply(ApiError(int(exc.code), str(exc.description)))
+        log.exception("%s %s failed", request.method, request.path)
+        return error_reply(ApiError(500, f"internal error: {type(exc).__name__}: {exc}"))

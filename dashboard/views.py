@@ -1,0 +1,145 @@
+"""What each part of the dashboard shows, computed from the controller's data: plain functions
+the callbacks call (and the benchmark times), returning Dash components and figure dicts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from dash import html
+
+from dashboard import figures
+
+NA = "—"
+RT_COLUMNS = (
+    ("Service", "name"),
+    ("Requests", "request_count"),
+    ("Min (ms)", "min"),
+    ("Avg (ms)", "avg"),
+    ("Max (ms)", "max"),
+    ("p50 (ms)", "p50"),
+    ("p90 (ms)", "p90"),
+    ("p99 (ms)", "p99"),
+    ("Errors", "error_rate"),
+    ("Req/s", "request_rate"),
+)
+DETAIL_LIMIT = 500  # lines shown in a details tab; the rest are counted
+
+
+def cell(value: Any) -> str:
+    return NA if value in (None, "", "NA") else str(value)
+
+
+def percent(value: Any) -> str:
+    number = figures.number(value)
+    return NA if number is None else f"{100 * number:.2f}%"
+
+
+def table(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str, empty: str = "nothing yet"
+) -> html.Table:
+    """A plain HTML table (cheap to render and to test)."""
+    body = [html.Tr([html.Td(c) for c in row]) for row in rows]
+    if not body:
+        body = [html.Tr([html.Td(empty, colSpan=len(header), className="muted")])]
+    return html.Table([html.Thead(html.Tr([html.Th(h) for h in header])), html.Tbody(body)], id=table_id,
+                      className="grid")  # fmt: skip
+
+
+def response_time_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    out = []
+    for r in rows:
+        line = []
+        for _, key in RT_COLUMNS:
+            line.append(percent(r.get(key)) if key == "error_rate" else cell(r.get(key)))
+        out.append(line)
+    return out
+
+
+def text_list(values: Sequence[str], what: str) -> html.Pre:
+    shown = list(values[:DETAIL_LIMIT])
+    more = len(values) - len(shown)
+    text = "\n".join(shown) if shown else f"no {what} yet"
+    if more > 0:
+        text += f"\n… and {more} more (GET /visibility/get/stats/tracing for all)"
+    return html.Pre(text, className="details")
+
+
+def counts(stats: Mapping[str, Any]) -> list[Any]:
+    return [
+        html.Div([html.Span(cell(stats.get(key)), className="count-value", id=f"count-{label.lower()}"),
+                  html.Span(label, className="count-label")], className="count")
+        for label, key in (("Traces", "trace_count"), ("Spans", "span_count"), ("Metrics", "metric_count"))
+    ]  # fmt: skip
+
+
+def refresh(stats: Mapping[str, Any], metric_values: Sequence[tuple[str, str | None]], top: int) -> dict[str, Any]:
+    """Every output of the visibility refresh, from ``/visibility/get/stats/all`` (whole lists)
+    and the latest metric values."""
+    rows = stats.get("response_times", [])
+    metrics = stats.get("metrics_time", [])
+    return {
+        "counts": counts(stats),
+        "rt_table": table(
+            [h for h, _ in RT_COLUMNS], response_time_rows(rows), "rt-table-grid", "no tracked service has results yet"
+        ),
+        "latency": figures.latency_bars(rows, top),
+        "errors": figures.error_bars(rows, top),
+        "per_service": figures.count_bars(stats.get("node_id_count", []), "Per Service Counts", "Services", top),
+        "per_url": figures.count_bars(stats.get("request_url_count", []), "Per URL Counts (all services)", "URLs", top),
+        "per_status": figures.count_bars(
+            stats.get("status_code_count", []), "Per URL / HTTP Status Codes", "Status Codes, URLs", top
+        ),
+        "user_agents": figures.share_pie(stats.get("user_agent_count", []), "User-Agent Percentage", top),
+        "per_service_url": figures.count_bars(
+            stats.get("node_url_count", []), "Per Service/URL Counts", "Services, URLs", top
+        ),
+        "ua_list": text_list(stats.get("user_agents", []), "user agents"),
+        "url_list": text_list(stats.get("request_urls", []), "request URLs"),
+        "status_list": text_list(stats.get("status_codes", []), "status codes"),
+        "op_list": text_list(stats.get("op_names", []), "operation names"),
+        "node_list": text_list(stats.get("node_ids", []), "node ids"),
+        "cluster_list": text_list(stats.get("upstream_clusters", []), "upstream clusters"),
+        "metrics_table": table(
+            ["Metric", "Latest value"],
+            [[n, cell(v)] for n, v in metric_values],
+            "metrics-table-grid",
+            "no tracked metric has a value yet",
+        ),
+        "metric_plots": figures.metric_plots(metrics, top),
+        "updated": "Updated " + time.strftime("%H:%M:%S"),
+    }
+
+
+def alert_rows(alerts: Sequence[Mapping[str, str]]) -> list[list[str]]:
+    rows = []
+    for a in alerts:
+        when = NA
+        if a.get("event-second", "").isdigit():
+            when = datetime.fromtimestamp(int(a["event-second"]), UTC).strftime("%Y-%m-%d %H:%M:%S")
+        signature = ":".join(a.get(k, "?") for k in ("generator-id", "signature-id", "signature-revision"))
+        rows.append([
+            a.get("event-id", NA), when, a.get("msg", NA), signature, a.get("priority", NA),
+            f"{a.get('source-ip', '?')}:{a.get('sport-itype', '?')} → {a.get('destination-ip', '?')}:"
+            f"{a.get('dport-icode', '?')}",
+            a.get("blocked", NA),
+        ])  # fmt: skip
+    return rows
+
+
+ALERT_HEADER = ("Event", "Time (UTC)", "Message", "Signature (gid:sid:rev)", "Priority", "Source → destination",
+                "Blocked")  # fmt: skip
+
+
+def summary_rows(summary: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [
+        [str(r["label"]), str(r["samples"]), str(r["errors"]), f"{float(r['error_percent']):.2f}%",
+         f"{float(r['throughput']):.2f}", f"{float(r['mean_ms']):.1f}", str(r["min_ms"]), str(r["p50_ms"]),
+         str(r["p90_ms"]), str(r["p99_ms"]), str(r["max_ms"])]
+        for r in summary
+    ]  # fmt: skip
+
+
+SUMMARY_HEADER = ("Label", "Samples", "Errors", "Error %", "Req/s", "Mean (ms)", "Min", "p50", "p90", "p99", "Max")
