@@ -293,9 +293,13 @@ class VisibilityAnalytics:
             self.spark.read.format("org.apache.spark.sql.cassandra")
             .options(keyspace=schema.KEYSPACE, table="counted_traces")
             .load()
-            .select("traceid", F.lit(True).alias("seen"))
+            .select(F.col("traceid").alias("counted_id"))
         )
-        fresh = ids.join(counted, "traceid", "left").where(F.col("seen").isNull()).select("traceid", "first_bucket")
+        # The connector turns this into a direct join (point reads of just these ids). A literal
+        # marker column would be computed above that join and be true for every row, so the
+        # joined id itself tells whether the trace was counted.
+        joined = ids.join(counted, ids["traceid"] == counted["counted_id"], "left")
+        fresh = joined.where(F.col("counted_id").isNull()).select("traceid", "first_bucket")
         rows = fresh.collect()
         results = execute_concurrent_with_args(
             self.db, self.insert_counted, [(r.traceid, r.first_bucket) for r in rows], concurrency=64
