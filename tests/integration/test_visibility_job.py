@@ -55,9 +55,9 @@ def make_spans(now_us: int, bucket_us: int) -> list[SeedSpan]:
         spans.append(SeedSpan(f"a{i}", "2", "svc-a", "/upload", "safari", "svc-a", 200 if i % 4 else 500,
                               30_000 + 1000 * i, "inbound|9180||svc-a", "POST", recent + i))  # fmt: skip
     for i in range(30):  # svc-b: 20 own spans and 10 outbound calls that are not its response times
-        outbound = i >= 20
-        spans.append(SeedSpan(f"b{i}", "1", "svc-b", "/api", "curl", "svc-b", 200, 500 + 10 * i,
-                              "outbound|9180||svc-c" if outbound else "inbound|9180||svc-b", "GET", recent + 100 + i))  # fmt: skip
+        upstream = "outbound|9180||svc-c" if i >= 20 else "inbound|9180||svc-b"
+        spans.append(SeedSpan(f"b{i}", "1", "svc-b", "/api", "curl", "svc-b", 200, 500 + 10 * i, upstream, "GET",
+                              recent + 100 + i))  # fmt: skip
     for i in range(6):  # clover-server1 and clover-server10: tracking one must not pick up the other
         spans.append(SeedSpan(f"s{i}", "1", "clover-server1" if i < 3 else "clover-server10", "/", "chrome",
                               "clover-server1" if i < 3 else "clover-server10", 200, 2000 * (i + 1), None, "GET",
