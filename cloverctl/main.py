@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import click
 
-from cloverctl import clovisor, sdc, validation, visibility
+from cloverctl import clovisor, rest, sdc, validation, visibility
 from cloverctl.local import local
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
-    """Control Clover: the local stack, visibility, the sample services and validation."""
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=rest.EXIT_CODES_HELP)
+@click.option("--controller", metavar="URL", help="The clover-controller (default: CLOVER_CONTROLLER_URL, "
+              "ControllerIP in ~/.cloverctl.yaml, else http://127.0.0.1:8000).")  # fmt: skip
+@click.option("--token", metavar="TOKEN", help="API token (default: CLOVER_API_TOKEN, Token in ~/.cloverctl.yaml).")
+@click.option("--config", "config_file", metavar="FILE", help="cloverctl settings file (default ~/.cloverctl.yaml).")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", help="text or json output.")
+@click.option("-v", "--verbose", is_flag=True, help="Say which controller address is used, and from where.")
+@click.pass_context
+def cli(
+    ctx: click.Context, controller: str | None, token: str | None, config_file: str | None, output: str, verbose: bool
+) -> None:
+    """Control Clover: the local stack, visibility, the sample services and validation.
+
+    Commands other than `local` go through the clover-controller's REST API."""
+    ctx.obj = rest.Options(controller=controller, token=token, output=output, config=config_file, verbose=verbose)
 
 
 cli.add_command(local)
@@ -33,16 +45,23 @@ def verb(name: str, summary: str) -> click.Group:
 
 
 init = verb("init", "Initialise resources (visibility).")
-create = verb("create", "Create resources (testplan, ...).")
-start = verb("start", "Start services or tests (testplan, ...).")
-stop = verb("stop", "Stop services or tests (testplan, ...).")
-get = verb("get", "Show results and state (testresult, teststatus, ...).")
-set_ = verb("set", "Change the configuration of running services (lb, server, proxy).")
+create = verb("create", "Create resources (testplan, idsrules, ...).")
+start = verb("start", "Start services or tests (visibility, ids, testplan).")
+stop = verb("stop", "Stop services or tests (visibility, ids, testplan).")
+get = verb("get", "Show results and state (visibility, testresult, teststatus, ...).")
+set_ = verb("set", "Change the configuration of running services (visibility, lb, server, proxy).")
 delete = verb("delete", "Delete resources (idsrules).")
+
+clear = verb("clear", "Clear data (visibility).")
+check = verb("check", "Assert limits on results, for CI (visibility).")
 
 init.add_command(visibility.init_visibility)
 start.add_command(visibility.start_visibility)
 stop.add_command(visibility.stop_visibility)
+clear.add_command(visibility.clear_visibility)
+get.add_command(visibility.get_visibility)
+set_.add_command(visibility.set_visibility)
+check.add_command(visibility.check_visibility)
 create.add_command(validation.create_testplan)
 start.add_command(validation.start_testplan)
 stop.add_command(validation.stop_testplan)

@@ -1,9 +1,9 @@
-"""Sample-chain commands: ``set lb|server|proxy -f``, ``create idsrules -f``, ``start|stop ids``,
-``get lb|server|proxy|ids|idsrules`` and ``delete idsrules``.
+"""Sample-chain commands. Through the controller's REST API (facts §7): ``set lb|server -f``,
+``create idsrules -f``, ``start|stop ids``. Straight to the pods over gRPC (``sdc.client``):
+``set proxy -f``, ``get lb|server|proxy|ids|idsrules`` and ``delete idsrules``.
 
-They call the pods over gRPC through ``sdc.client`` (the functions the controller will relay
-with); the yaml files are the original samples (``cloverctl/yaml/``). The output is the pod's
-reply, e.g. "Modified nginx config"; a refused change exits 1 with the pod's reason.
+The yaml files are the original samples (``cloverctl/yaml/``). The output is the pod's reply,
+e.g. "Modified nginx config"; a refused change exits 1 with the reason.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import click
 import yaml
 
 from clover.config import Config, ConfigError
+from cloverctl import rest
+from cloverctl.rest import output_option
 from sdc import client
 
 YAML_DIR = Path(__file__).resolve().parent / "yaml"
@@ -50,18 +52,20 @@ def _run(fn: Any, *args: Any) -> Any:
 file_option = click.option("-f", "--file", "file_", required=True, help="The yaml file (e.g. lbv2.yaml).")
 
 
-@click.command("lb")
+@click.command("lb", epilog=rest.EXIT_CODES_HELP)
 @file_option
+@output_option
 def set_lb(file_: str) -> None:
-    """Change a load balancer's server list (ModifyLB), e.g. -f lbv2.yaml."""
-    click.echo(_run(client.modify_lb, load_yaml(file_)))
+    """Change a load balancer's server list (POST /nginx/lb), e.g. -f lbv2.yaml."""
+    rest.text("POST", "/nginx/lb", rest.load_yaml(file_))
 
 
-@click.command("server")
+@click.command("server", epilog=rest.EXIT_CODES_HELP)
 @file_option
+@output_option
 def set_server(file_: str) -> None:
-    """Change a server's site, locations and files (ModifyServer), e.g. -f server.yaml."""
-    click.echo(_run(client.modify_server, load_yaml(file_)))
+    """Change a server's site, locations and files (POST /nginx/server), e.g. -f server.yaml."""
+    rest.text("POST", "/nginx/server", rest.load_yaml(file_))
 
 
 @click.command("proxy")
@@ -71,24 +75,27 @@ def set_proxy(file_: str) -> None:
     click.echo(_run(client.modify_proxy, load_yaml(file_)))
 
 
-@click.command("idsrules")
+@click.command("idsrules", epilog=rest.EXIT_CODES_HELP)
 @file_option
+@output_option
 def create_idsrules(file_: str) -> None:
-    """Add a rule to snort-ids' local.rules (AddRules), e.g. -f idsrule_scan.yaml; it takes
-    effect after `stop ids` and `start ids`."""
-    click.echo(_run(client.add_rule, load_yaml(file_)))
+    """Add a rule to snort-ids' local.rules (POST /snort/addrule), e.g. -f idsrule_scan.yaml;
+    it takes effect after `stop ids` and `start ids`."""
+    rest.text("POST", "/snort/addrule", rest.load_yaml(file_))
 
 
-@click.command("ids")
+@click.command("ids", epilog=rest.EXIT_CODES_HELP)
+@output_option
 def start_ids() -> None:
-    """Start the IDS engine (StartSnort)."""
-    click.echo(_run(client.start_snort))
+    """Start the IDS engine (GET /snort/start)."""
+    rest.text("GET", "/snort/start")
 
 
-@click.command("ids")
+@click.command("ids", epilog=rest.EXIT_CODES_HELP)
+@output_option
 def stop_ids() -> None:
-    """Stop the IDS engine and clear its logs (StopSnort)."""
-    click.echo(_run(client.stop_snort))
+    """Stop the IDS engine and clear its logs (GET /snort/stop)."""
+    rest.text("GET", "/snort/stop")
 
 
 @click.command("ids")

@@ -1,10 +1,14 @@
-"""JSON Schemas of the request bodies: the OpenAPI description and the request validation
-both come from here, so the two cannot disagree.
+"""JSON Schemas of the request bodies, for the OpenAPI description and the request validation.
 
 Bodies are the original's (facts §5): the sample yaml files turned into JSON. Values that the
 yaml files write as strings (``server_port: "9180"``) may also be numbers. Unknown fields are
 refused, so a misspelt field is never silently ignored. ``x-expect`` words what a value must
 be when the plain JSON Schema wording would not help (``a port number (1-65535)``).
+
+The controller's own bodies (visibility, collector, validation start) are checked against these
+schemas. The sample-chain bodies (LoadBalancer, Server, Proxy, IdsRule) and the test plan are
+checked by their owners' rules (``sdc.specs``, ``validation.plan``) so that the CLI, the
+controller and the pods refuse exactly the same things; their schemas here describe them.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ script can act on: 400 bad input (naming the field), 404 nothing there, 409 wron
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -29,6 +30,7 @@ from controller.errors import ApiError, Problem, bad_request, invalid
 from controller.validate import check
 from jobs.publish import clear_published
 from sdc import client as sdc
+from sdc import specs as sdc_specs
 from validation import client as validation
 from validation.plan import PlanError, parse_plan
 
@@ -72,17 +74,37 @@ IDS_QUERY = Relay("IDS", "Invalid IDS request", "Error querying IDS")
 CHAIN_QUERY = Relay("pod", "Invalid request", "Error reading the configuration")
 
 
-def _sdc_error(exc: sdc.SdcError, relay: Relay) -> ApiError:
+_FIELD_IN_TEXT = re.compile(
+    r"^(?:Failed to [^:]+: |Invalid value in json/yaml: )"
+    r"(?:the \w+ spec: unknown field\(s\) (?P<unknown>[\w.-]+)|(?P<field>[A-Za-z_][\w.\[\]-]*)(?::| ))"
+)
+
+
+def field_in(text: str, schema: Mapping[str, Any]) -> str | None:
+    """The request field a sample-chain refusal names (``lb_list[0].url is required``), if it
+    is one of the body's fields."""
+    m = _FIELD_IN_TEXT.match(text)
+    if not m:
+        return None
+    name = m.group("unknown") or m.group("field")
+    root = re.split(r"[.\[]", name, maxsplit=1)[0]
+    return name if root in schema.get("properties", {}) else None
+
+
+def _sdc_error(exc: sdc.SdcError, relay: Relay, schema: Mapping[str, Any] | None = None) -> ApiError:
+    """A sample-chain failure as an ApiError. Refusals keep the pod's (or sdc.specs') text, which
+    names the field ("Invalid value in json/yaml: lb_list[0].url is required", "Failed to modify
+    nginx config: files[0].src_file ... does not exist"); an unreachable pod says which address
+    was dialled."""
     text = str(exc)
     status = _GRPC_STATUS.get(exc.code, 500) if exc.code is not None else 500
     if status == 503:
-        return ApiError(503, f"Error connecting to {relay.what} via gRPC: {text}")
-    if status == 400:
-        detail = text.removeprefix("Invalid value in json/yaml: ")
-        return ApiError(400, f"{relay.invalid}: {detail}")
+        return ApiError(
+            503, text if text.startswith("Error connecting") else f"Error connecting to {relay.what} via gRPC: {text}"
+        )
     if status == 500:
         return ApiError(500, f"{relay.failed}: {text}")
-    return ApiError(status, text)
+    return ApiError(status, text, field_in(text, schema or {}))
 
 
 def _validation_error(exc: validation.ValidationError) -> ApiError:
@@ -252,32 +274,37 @@ class Backend:
                 field,
             ) from None
 
-    def modify_lb(self, body: Mapping[str, Any] | None) -> str:
-        check(schemas.LB, body, LB_RELAY.invalid)
-        assert body is not None
-        self._known(str(body["lb_name"]), "lb_name")
+    def _sdc_spec(self, parse: Any, body: Any, schema: Mapping[str, Any], relay: Relay) -> Any:
+        """Check a sample-chain body with the chain's own rules (sdc.specs) before anything is sent."""
         try:
-            return sdc.modify_lb(self.cfg, body)
+            return parse(body if body is not None else {})
+        except sdc_specs.SpecError as exc:
+            raise _sdc_error(sdc.SdcError(f"Invalid value in json/yaml: {exc}", grpc.StatusCode.INVALID_ARGUMENT),
+                             relay, schema) from None  # fmt: skip
+
+    def modify_lb(self, body: Mapping[str, Any] | None) -> str:
+        target, _ = self._sdc_spec(sdc_specs.lb_request, body, schemas.LB, LB_RELAY)
+        self._known(target, "lb_name")
+        try:
+            return sdc.modify_lb(self.cfg, body or {})
         except sdc.SdcError as exc:
-            raise _sdc_error(exc, LB_RELAY) from None
+            raise _sdc_error(exc, LB_RELAY, schemas.LB) from None
 
     def modify_server(self, body: Mapping[str, Any] | None) -> str:
-        check(schemas.SERVER, body, SERVER_RELAY.invalid)
-        assert body is not None
-        self._known(str(body["server_name"]), "server_name")
+        target, _ = self._sdc_spec(sdc_specs.server_request, body, schemas.SERVER, SERVER_RELAY)
+        self._known(target, "server_name")
         try:
-            return sdc.modify_server(self.cfg, body)
+            return sdc.modify_server(self.cfg, body or {})
         except sdc.SdcError as exc:
-            raise _sdc_error(exc, SERVER_RELAY) from None
+            raise _sdc_error(exc, SERVER_RELAY, schemas.SERVER) from None
 
     def modify_proxy(self, body: Mapping[str, Any] | None) -> str:
-        check(schemas.PROXY, body, PROXY_RELAY.invalid)
-        body = body or {}
-        self._known(str(body.get("server_name") or "proxy-access-control"), "server_name")
+        target, _ = self._sdc_spec(sdc_specs.proxy_request, body, schemas.PROXY, PROXY_RELAY)
+        self._known(target, "server_name")
         try:
-            return sdc.modify_proxy(self.cfg, body)
+            return sdc.modify_proxy(self.cfg, body or {})
         except sdc.SdcError as exc:
-            raise _sdc_error(exc, PROXY_RELAY) from None
+            raise _sdc_error(exc, PROXY_RELAY, schemas.PROXY) from None
 
     def chain_config(self, name: str) -> dict[str, Any]:
         """The running configuration of a proxy, lb or server pod."""
@@ -288,16 +315,11 @@ class Backend:
             raise _sdc_error(exc, CHAIN_QUERY) from None
 
     def add_rule(self, body: Mapping[str, Any] | None) -> str:
-        check(schemas.IDS_RULE, body, RULE_RELAY.invalid)
-        body = body or {}
-        if not _text(body.get("rule", "")):
-            missing = [k for k in ("protocol", "msg", "sid") if not _text(body.get(k, ""))]
-            if missing:
-                raise invalid(RULE_RELAY.invalid, [Problem(k, "is required (or give a whole rule)") for k in missing])
+        self._sdc_spec(sdc_specs.rule_request, body, schemas.IDS_RULE, RULE_RELAY)
         try:
-            return sdc.add_rule(self.cfg, body)
+            return sdc.add_rule(self.cfg, body or {})
         except sdc.SdcError as exc:
-            raise _sdc_error(exc, RULE_RELAY) from None
+            raise _sdc_error(exc, RULE_RELAY, schemas.IDS_RULE) from None
 
     def start_ids(self) -> str:
         try:
