@@ -1,6 +1,8 @@
 """The sample chain, run with `cloverctl local up sdc` beside the real stack, driven with real
 requests: round-robin, live server-list changes, refusals, the IDS and the proxy's block list,
-traces in Jaeger and metrics in Prometheus.
+traces in Jaeger and metrics in Prometheus. Changes go through ``sdc.client`` with the original
+sample yaml files: the functions cloverctl used before the controller and the controller relays
+through now.
 
 As root every pod has its own network namespace (10.177.1xx.0/24); without root, its own
 loopback address (127.177.1xx.0/24). Test clients that must be told apart get addresses of
@@ -25,6 +27,7 @@ import psutil
 import pytest
 import redis
 import requests
+import yaml
 from click.testing import CliRunner
 
 from clover import keys, pods
@@ -47,6 +50,7 @@ os.environ.setdefault("CLOVER_SDC_STATS_PORT", str(25090 + _OFFSET))
 os.environ.setdefault("CLOVER_SDC_BLOCK_SECONDS", "4")
 
 PROXY = "proxy-access-control"
+SAMPLES = Path(__file__).resolve().parents[2] / "cloverctl" / "yaml"
 SCAN_SID = "10000003"
 COMMUNITY_SCAN_SID = "1900001"
 _T = TypeVar("_T")
@@ -58,10 +62,9 @@ def cloverctl(*args: str) -> str:
     return result.output
 
 
-def cloverctl_fails(*args: str) -> str:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert result.exit_code == 1, f"cloverctl {' '.join(args)} should have failed: {result.output}"
-    return result.output
+def sample(name: str) -> Any:
+    """One of the original sample yaml files (cloverctl/yaml/), as the controller receives it."""
+    return yaml.safe_load((SAMPLES / name).read_text())
 
 
 def wait_for(what: str, probe: Callable[[], _T], timeout: float = 20.0, every: float = 0.05) -> _T:
@@ -110,6 +113,19 @@ def ids_settled(cfg: Config, inspected: int) -> dict[str, Any]:
         return status if status["requests_inspected"] >= inspected and status["alerts_pending"] == 0 else None
 
     return wait_for(f"the IDS to inspect {inspected} requests and store its alerts", probe)
+
+
+def ids_quiet(cfg: Config) -> int:
+    """The IDS's inspected count once no copy is in flight and the count held over two reports."""
+    seen: list[int] = []
+
+    def probe() -> bool:
+        seen.append(client.snort_status(cfg)["requests_inspected"])
+        in_flight = stats(cfg, PROXY)["clover_sdc_proxy_mirrors_in_flight"]
+        return len(seen) > 1 and seen[-1] == seen[-2] and in_flight == 0
+
+    wait_for("the IDS to catch up with the proxy's copies", probe, every=0.6)
+    return seen[-1]
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +192,7 @@ def test_round_robin_over_twelve_requests_is_exact(chain: Config) -> None:
 def test_set_lb_moves_v2_to_servers_4_and_5_and_leaves_v1_alone(chain: Config) -> None:
     v1_before = client.get_config(chain, "http-lb-v1")
     try:
-        assert cloverctl("set", "lb", "-f", "lbv2.yaml") == "Modified nginx config\n"
+        assert client.modify_lb(chain, sample("lbv2.yaml")) == "Modified nginx config"
         assert client.get_config(chain, "http-lb-v2")["lb"]["slb_list"] == [
             "clover-server4:9180",
             "clover-server5:9180",
@@ -295,8 +311,11 @@ def test_bad_grpc_input_is_refused_and_nothing_changes(chain: Config) -> None:
     assert err.details() == (
         "Failed to add to local rules: sid 1900001 is used by the community rule 'MALWARE-CNC User-Agent ASafaWeb Scan'"
     )
-    output = cloverctl_fails("create", "idsrules", "-f", "lbv2.yaml")
-    assert "Invalid value in json/yaml: the rule spec: unknown field(s) lb_group, lb_list, lb_name" in output
+    with pytest.raises(client.SdcError) as refused:
+        client.add_rule(chain, sample("lbv2.yaml"))
+    assert str(refused.value).startswith(
+        "Invalid value in json/yaml: the rule spec: unknown field(s) lb_group, lb_list, lb_name"
+    )
 
     after = {name: client.get_config(chain, name) for name in before}
     assert after == before
@@ -314,25 +333,27 @@ def test_an_upload_then_set_server_serves_the_file_where_server_yaml_moves_it(ch
     uploaded = requests.post(f"{server}upload", files={"file1": ("clover.png", content, "image/png")}, timeout=10)
     assert (uploaded.status_code, uploaded.text) == (200, "Uploaded file(s) successfully")
     try:
-        assert cloverctl("set", "server", "-f", "server.yaml") == "Modified nginx config\n"
+        assert client.modify_server(chain, sample("server.yaml")) == "Modified nginx config"
         moved = requests.get(f"{server}clover/testurl/file1.png", timeout=5)
         assert (moved.status_code, moved.headers["Content-Type"], moved.content) == (200, "image/png", content)
         assert requests.get(f"{server}clover/testurl/other", timeout=5).text == form.text  # @default2 -> index
-        assert cloverctl_fails("set", "server", "-f", "server.yaml").endswith(
-            "Error: Failed to modify nginx config: files[0].src_file '/var/www/html/upload/0000000001' does not "
-            "exist on clover-server1\n"
+        with pytest.raises(client.SdcError) as refused:
+            client.modify_server(chain, sample("server.yaml"))
+        assert str(refused.value) == (
+            "Failed to modify nginx config: files[0].src_file '/var/www/html/upload/0000000001' does not "
+            "exist on clover-server1"
         )
     finally:
         client.modify_server(chain, default_server("clover-server1"))
 
 
 def test_modify_proxy_moves_its_upstream_and_turns_the_copy_off_and_on(chain: Config) -> None:
-    inspected = client.snort_status(chain)["requests_inspected"]
+    inspected = ids_quiet(chain)
     try:
         body = {"proxy_path": "http://http-lb-v1:9180", "mirror_path": "off"}
         assert client.modify_proxy(chain, body) == "Modified nginx config"
         assert {lb for lb, _ in send(chain, 4)} == {"http-lb-v1"}
-        assert client.snort_status(chain)["requests_inspected"] == inspected  # no copies
+        assert ids_quiet(chain) == inspected  # no copies
     finally:
         client.modify_proxy(chain, {"proxy_path": "http://http-lb:9180", "mirror_path": "http://snort-ids:80"})
     assert {lb for lb, _ in send(chain, 4)} == {"http-lb-v1", "http-lb-v2"}
@@ -352,9 +373,10 @@ def test_modify_proxy_moves_its_upstream_and_turns_the_copy_off_and_on(chain: Co
 def test_the_scan_rule_fires_once_per_request_then_the_proxy_blocks_that_client_until_the_timeout(
     chain: Config, store: redis.Redis, clients: ExternalClients
 ) -> None:
-    assert cloverctl("create", "idsrules", "-f", "idsrule_scan.yaml") == "Added to local rules\n"
-    assert re.fullmatch(r"Stopped Snort on pid: \d+, Cleared Snort logs\n", cloverctl("stop", "ids"))
-    assert re.fullmatch(r"Started Snort on pid: \d+\n", cloverctl("start", "ids"))
+    assert client.add_rule(chain, sample("idsrule_scan.yaml")) == "Added to local rules"
+    ids_quiet(chain)  # earlier tests' copies are in: the restarted engine counts only this test's
+    assert re.fullmatch(r"Stopped Snort on pid: \d+, Cleared Snort logs", client.stop_snort(chain))
+    assert re.fullmatch(r"Started Snort on pid: \d+", client.start_snort(chain))
     assert [r["sid"] for r in client.list_rules(chain) if r["loaded"]] == [SCAN_SID]
     before = event_ids(store)
     scanner = clients.ips[0]
@@ -417,8 +439,8 @@ def test_the_scan_rule_fires_once_per_request_then_the_proxy_blocks_that_client_
     assert client.get_config(chain, PROXY).get("blocked", []) == []
 
     assert client.delete_rules(chain, [SCAN_SID]) == "Deleted 1 rule(s) from local rules"
-    cloverctl("stop", "ids")
-    cloverctl("start", "ids")
+    client.stop_snort(chain)
+    client.start_snort(chain)
 
 
 @pytest.mark.skipif(not NETNS, reason="packet rules need root (the snort-ids pod's own interface)")
@@ -427,10 +449,11 @@ def test_icmp_and_tcp_packet_rules_alert_for_each_packet(
 ) -> None:
     ids_ip = topology.pod_ip(chain, "snort-ids")
     pinger = clients.ips[2]
-    assert cloverctl("create", "idsrules", "-f", "idsrule_icmp.yaml") == "Added to local rules\n"
-    assert cloverctl("create", "idsrules", "-f", "idsrule_tcp.yaml") == "Added to local rules\n"
-    cloverctl("stop", "ids")
-    cloverctl("start", "ids")
+    assert client.add_rule(chain, sample("idsrule_icmp.yaml")) == "Added to local rules"
+    assert client.add_rule(chain, sample("idsrule_tcp.yaml")) == "Added to local rules"
+    ids_quiet(chain)
+    client.stop_snort(chain)
+    client.start_snort(chain)
     assert client.snort_status(chain)["interface"] == "eth0"
     try:
         before = event_ids(store)
@@ -469,8 +492,8 @@ def test_icmp_and_tcp_packet_rules_alert_for_each_packet(
         assert echo["length"] == str(len(raw))
     finally:
         client.delete_rules(chain, ["10000001", "10000002"])
-        cloverctl("stop", "ids")
-        cloverctl("start", "ids")
+        client.stop_snort(chain)
+        client.start_snort(chain)
         wait_for("the proxy to unblock", lambda: not client.get_config(chain, PROXY).get("blocked"), timeout=20)
 
 
@@ -545,9 +568,7 @@ def _prometheus(cfg: Config, query: str) -> list[dict[str, Any]]:
 
 
 def test_prometheus_scrapes_every_name_set_visibility_yaml_tracks(chain: Config) -> None:
-    import yaml
-
-    body = yaml.safe_load((Path(__file__).resolve().parents[2] / "cloverctl/yaml/set_visibility.yaml").read_text())
+    body = sample("set_visibility.yaml")
     names = [p["prefix"] + s["name"] + x["suffix"] for s in body["services"] for p in body["metric_prefixes"]
              for x in body["metric_suffixes"]]  # fmt: skip
     send(chain, 6)
