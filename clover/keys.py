@@ -39,6 +39,7 @@ DEFAULT_METRIC_SUFFIXES = (
 # fetched, so a restarted collector resumes where it stopped.
 COLLECTOR_WATERMARKS = "collector_watermarks"
 
+
 # 3b. Collector outputs (string: latest sample value)
 def metric_value(prefix: str, service: str, suffix: str) -> str:
     """The Prometheus metric name ``<prefix><svc_u><suffix>``, also the key of its latest value."""

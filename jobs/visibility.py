@@ -157,6 +157,8 @@ class AnalyticsState:
     watermark: datetime | None = None
     totals: dict[Key, Aggregate] = field(default_factory=dict)
     recent: dict[int, BucketAggregates] = field(default_factory=dict)
+    # (changed_at ms, bucket ms) of the change marks already processed within the overlap
+    seen_marks: set[tuple[int, int]] = field(default_factory=set)
 
 
 AGGREGATE_COLUMNS = "count, sum_us, min_us, max_us, n4xx, n5xx, first_us, last_us, bins"
@@ -203,7 +205,6 @@ class VisibilityAnalytics:
         self.insert_total = prepare(
             f"INSERT INTO aggregate_totals (kind, key, {AGGREGATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
-        self.insert_counted = prepare("INSERT INTO counted_traces (traceid, bucket) VALUES (?, ?)")
         self.put_state = prepare("INSERT INTO analytics_state (name, value) VALUES (?, ?)")
 
     def close(self) -> None:
@@ -269,9 +270,16 @@ class VisibilityAnalytics:
             )
         buckets, newest = set(), self.state.watermark
         for row in rows:
-            buckets.add(datetime_to_ms(row.bucket))
             changed = row.changed_at.replace(tzinfo=UTC)
+            mark = (datetime_to_ms(changed), datetime_to_ms(row.bucket))
+            if mark in self.state.seen_marks:
+                continue  # re-read only because of the overlap: that change is already counted
+            self.state.seen_marks.add(mark)
+            buckets.add(mark[1])
             newest = changed if newest is None or changed > newest else newest
+        if newest is not None:
+            horizon = datetime_to_ms(newest - 2 * OVERLAP)
+            self.state.seen_marks = {m for m in self.state.seen_marks if m[0] >= horizon}
         return sorted(buckets), newest
 
     def read_spans(self, buckets: list[int]) -> DataFrame:
@@ -291,7 +299,7 @@ class VisibilityAnalytics:
         ids = spans.groupBy("traceid").agg(F.min("bucket").alias("first_bucket"))
         counted = (
             self.spark.read.format("org.apache.spark.sql.cassandra")
-            .options(keyspace=schema.KEYSPACE, table="counted_traces")
+            .options(keyspace=schema.KEYSPACE, table="counted_traces", directJoinSetting="on")
             .load()
             .select(F.col("traceid").alias("counted_id"))
         )
@@ -299,17 +307,19 @@ class VisibilityAnalytics:
         # marker column would be computed above that join and be true for every row, so the
         # joined id itself tells whether the trace was counted.
         joined = ids.join(counted, ids["traceid"] == counted["counted_id"], "left")
-        fresh = joined.where(F.col("counted_id").isNull()).select("traceid", "first_bucket")
-        rows = fresh.collect()
-        results = execute_concurrent_with_args(
-            self.db, self.insert_counted, [(r.traceid, r.first_bucket) for r in rows], concurrency=64
+        fresh = (
+            joined.where(F.col("counted_id").isNull())
+            .select("traceid", F.col("first_bucket").alias("bucket"))
+            .persist()
         )
-        failed = [r for r in results if not r.success]
-        if failed:
-            raise RuntimeError(f"recording counted traces failed: {failed[0].result_or_exc}")
-        per_bucket: dict[int, int] = defaultdict(int)
-        for row in rows:
-            per_bucket[datetime_to_ms(row.first_bucket)] += 1
+        try:
+            per_bucket = {datetime_to_ms(row.bucket): row["count"] for row in fresh.groupBy("bucket").count().collect()}
+            if per_bucket:
+                fresh.write.format("org.apache.spark.sql.cassandra").options(
+                    keyspace=schema.KEYSPACE, table="counted_traces"
+                ).mode("append").save()
+        finally:
+            fresh.unpersist()
         return per_bucket
 
     def count_metrics(self, buckets: list[int]) -> dict[int, int]:
@@ -357,12 +367,15 @@ class VisibilityAnalytics:
         return results
 
     def _recompute(self, buckets: list[int]) -> None:
+        started = time.monotonic()
         spans = self.read_spans(buckets).persist()
         try:
             fresh = fold_facts(bucket_facts(spans).collect())
+            aggregated = time.monotonic()
             new_traces = self.count_new_traces(spans)
         finally:
             spans.unpersist()
+        counted = time.monotonic()
         metric_counts = self.count_metrics(buckets)
         missing = [b for b in buckets if b not in self.state.recent]
         old = {
@@ -391,6 +404,14 @@ class VisibilityAnalytics:
             self.state.recent[bucket] = current
         self._execute(self.insert_bucket_agg, bucket_rows)
         self._execute(self.insert_total, [(k[0], k[1], *aggregate_values(self.state.totals[k])) for k in touched])
+        log.info(
+            "recomputed %d buckets: read+aggregate %.2fs, new traces %.2fs, state %.2fs (%d aggregate rows)",
+            len(buckets),
+            aggregated - started,
+            counted - aggregated,
+            time.monotonic() - counted,
+            len(bucket_rows),
+        )
 
     def _execute(self, statement: Any, rows: list[tuple[Any, ...]]) -> None:
         results = execute_concurrent_with_args(self.db, statement, rows, concurrency=64)

@@ -1,8 +1,9 @@
 """Benchmark: sustained ingest rate, Kafka -> Cassandra, with zero loss.
 
-  .venv/bin/python bench/ingest/run.py [--spans 200000]
+  .venv/bin/python -m bench.ingest.run [--spans 200000]
 
-Runs on a stack of its own (ports +20000, state in .clover-bench/), started if needed:
+Runs on the benchmark stack (bench/stack_env.py: ports +20000, state in .clover-bench/),
+started if needed:
 1. baseline — the raw cassandra-driver concurrent insert rate of the rows the ingest writes
    (spans, spans_by_bucket, traces) into the same node;
 2. ingest — the streaming job running warm: the spans are produced to Kafka (with librdkafka,
@@ -15,43 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-OFFSET = 20000
-BENCH_ENV = {
-    "CLOVER_STATE_DIR": str(ROOT / ".clover-bench"),
-    "CLOVER_REDIS_URL": f"redis://127.0.0.1:{6379 + OFFSET}/0",
-    "CLOVER_KAFKA_BOOTSTRAP": f"127.0.0.1:{9092 + OFFSET}",
-    "CLOVER_KAFKA_CONTROLLER_PORT": str(9093 + OFFSET),
-    "CLOVER_CASSANDRA_PORT": str(9042 + OFFSET),
-    "CLOVER_CASSANDRA_STORAGE_PORT": str(7000 + OFFSET),
-    "CLOVER_PROMETHEUS_URL": f"http://127.0.0.1:{9090 + OFFSET}",
-    "CLOVER_JAEGER_URL": f"http://127.0.0.1:{16686 + OFFSET}",
-    "CLOVER_JAEGER_QUERY_GRPC_PORT": str(16685 + OFFSET),
-    "CLOVER_JAEGER_THRIFT_PORT": str(14268 + OFFSET),
-    "CLOVER_JAEGER_HEALTH_PORT": str(13133 + OFFSET),
-    "CLOVER_OTLP_HTTP_URL": f"http://127.0.0.1:{4318 + OFFSET}",
-    "CLOVER_OTLP_GRPC_PORT": str(4317 + OFFSET),
-    "CLOVER_COLLECTOR_GRPC": "127.0.0.1:51054",
-}
-for name, value in BENCH_ENV.items():
-    os.environ.setdefault(name, value)
-sys.path.insert(0, str(ROOT))
+from cassandra.cluster import Cluster
+from cassandra.concurrent import execute_concurrent_with_args
+from confluent_kafka import Producer
 
-from cassandra.cluster import Cluster  # noqa: E402
-from cassandra.concurrent import execute_concurrent_with_args  # noqa: E402
-from confluent_kafka import Producer  # noqa: E402
-
-from clover import schema, topics  # noqa: E402
-from clover.config import Config  # noqa: E402
-from jobs.ingest import status_file  # noqa: E402
-from protos import records_pb2  # noqa: E402
-from stack.catalogue import local_stack  # noqa: E402
+from bench import stack_env  # noqa: F401  (first: the benchmark stack's ports and state directory)
+from clover import schema, topics
+from clover.config import Config
+from jobs.ingest import status_file
+from protos import records_pb2
+from stack.catalogue import local_stack
 
 SERVICES = ["proxy-access-control", "http-lb", "clover-server1", "clover-server2", "clover-server3"]
 URLS = ["/", "/index.html", "/upload", "/test", "/clover/testurl"]
