@@ -86,7 +86,9 @@ def field_in(text: str, schema: Mapping[str, Any]) -> str | None:
     m = _FIELD_IN_TEXT.match(text)
     if not m:
         return None
-    name = m.group("unknown") or m.group("field")
+    if m.group("unknown"):
+        return m.group("unknown")
+    name = m.group("field")
     root = re.split(r"[.\[]", name, maxsplit=1)[0]
     return name if root in schema.get("properties", {}) else None
 

@@ -165,6 +165,13 @@ def read_stats(store: redis.Redis, s_type: str, limit: int | None = ORIGINAL_ZSE
         for service, prefix, suffix in combos:
             pipe.lrange(keys.metric_history(prefix, service, suffix), 0, keys.METRICS_HISTORY_LENGTH)
         second = iter(pipe.execute())
+    if want_tracing:
+        times = []
+        for service in tracked.services:
+            whole, window = next(second), next(second)
+            times.append({"name": keys.hyphen(service), **service_fields(whole), "window": service_fields(window)})
+        out["response_times"] = times
+        out.update(tracing)
     if want_metrics:
         out["metrics_time"] = [
             {
@@ -176,13 +183,6 @@ def read_stats(store: redis.Redis, s_type: str, limit: int | None = ORIGINAL_ZSE
             }
             for service, prefix, suffix in combos
         ]
-    if want_tracing:
-        times = []
-        for service in tracked.services:
-            whole, window = next(second), next(second)
-            times.append({"name": keys.hyphen(service), **service_fields(whole), "window": service_fields(window)})
-        out["response_times"] = times
-        out.update(tracing)
     return out
 
 

@@ -64,6 +64,7 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; ma
 table.grid { border-collapse: collapse; width: 100%; font-size: 13px; }
 table.grid th, table.grid td { border-bottom: 1px solid #e5e7eb; padding: 4px 8px; text-align: left; }
 table.grid th { background: #f9fafb; position: sticky; top: 0; }
+table.grid td:first-child { white-space: nowrap; }
 .scroll { max-height: 420px; overflow: auto; }
 pre.details { max-height: 300px; overflow: auto; background: #f9fafb; padding: 8px; font-size: 12px; margin: 0; }
 .muted { color: #6b7280; }
@@ -90,8 +91,11 @@ def _panel(title: str, *children: Any, **kwargs: Any) -> html.Div:
     return html.Div([html.H2(title), *children], className="panel", **kwargs)
 
 
+GRAPH_CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": "hover"}
+
+
 def _graph(graph_id: str) -> dcc.Graph:
-    return dcc.Graph(id=graph_id, figure=figures.empty(""), config={"displaylogo": False, "responsive": True})
+    return dcc.Graph(id=graph_id, figure=figures.empty(""), config=GRAPH_CONFIG)
 
 
 def _visibility_tab() -> dcc.Tab:
@@ -255,9 +259,7 @@ def visibility_refresh(backend: Backend, top: int) -> dict[str, Any]:
     """One full refresh of the Visibility view (what the 5 s timer runs)."""
     stats = backend.stats("all", None)
     result = views.refresh(stats, backend.metric_values(), top)
-    result["metric_plots"] = [
-        dcc.Graph(figure=f, config={"displaylogo": False, "responsive": True}) for f in result["metric_plots"]
-    ]
+    result["metric_plots"] = [dcc.Graph(figure=f, config=GRAPH_CONFIG) for f in result["metric_plots"]]
     return result
 
 

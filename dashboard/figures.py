@@ -50,8 +50,8 @@ def top_n(pairs: Iterable[Sequence[Any]], n: int, others: str = "others") -> tup
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
     layout: dict[str, Any] = {
-        "title": {"text": title, "font": {"size": 14}},
-        "margin": {"l": 50, "r": 20, "t": 40, "b": 40},
+        "title": {"text": title, "font": {"size": 12, "color": "#6b7280"}, "x": 0.01, "xanchor": "left"},
+        "margin": {"l": 50, "r": 20, "t": 30, "b": 40},
         "font": FONT,
         "paper_bgcolor": "white",
         "plot_bgcolor": "#fafafa",
@@ -75,30 +75,46 @@ def empty(title: str, note: str = "no data yet") -> dict[str, Any]:
 
 
 def count_bars(pairs: Iterable[Sequence[Any]], title: str, x_title: str, n: int, unit: str = "spans") -> dict[str, Any]:
-    """A bar per member (top ``n`` and "others"), hovering the full member and its count."""
-    labels, counts, _ = top_n(pairs, n)
+    """Horizontal bars, largest on top: the top ``n`` members and one grey "others" bar. When
+    "others" would dwarf the rest, the axis ends just past the largest member and the "others"
+    bar runs off it, its value written on it."""
+    labels, counts, rest = top_n(pairs, n)
     if not labels:
         return empty(title)
+    top_max = max(counts[: len(counts) - (1 if rest else 0)] or counts)
+    clipped = bool(rest) and counts[-1] > 1.5 * top_max
+    colors = ["#4c78a8"] * len(labels)
+    text = [""] * len(labels)
+    if rest:
+        colors[-1] = "#9ca3af"
+        text[-1] = f"{counts[-1]:,.0f} {unit} in {rest} more" + (" ▶" if clipped else "")
+    xaxis: dict[str, Any] = {"title": {"text": unit}, "rangemode": "tozero"}
+    if clipped:
+        xaxis["range"] = [0, top_max * 1.15]
     return {
         "data": [
             {
                 "type": "bar",
-                "x": labels,
-                "y": counts,
-                "marker": {"color": ["#bbbbbb" if i == n else "#4c78a8" for i in range(len(labels))]},
-                "hovertemplate": "%{x}<br>%{y:,.0f} " + unit + "<extra></extra>",
+                "orientation": "h",
+                "y": labels[::-1],
+                "x": counts[::-1],
+                "text": text[::-1],
+                "textposition": "inside",
+                "insidetextanchor": "start",
+                "marker": {"color": colors[::-1]},
+                "hovertemplate": "%{y}<br>%{x:,.0f} " + unit + "<extra></extra>",
             }
         ],
         "layout": _layout(
             title,
-            xaxis={
+            height=max(260, 60 + 22 * len(labels)),
+            xaxis=xaxis,
+            yaxis={
                 "title": {"text": x_title},
                 "tickvals": labels,
                 "ticktext": [short(label) for label in labels],
-                "tickangle": -30,
                 "automargin": True,
             },
-            yaxis={"title": {"text": unit}, "rangemode": "tozero"},
         ),
     }
 

@@ -1,0 +1,187 @@
+"""cloverctl without a controller: where the controller address and token come from, the check
+limits and their table, the human output of the stats, usage errors (exit 2) and an
+unreachable controller (exit 3)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cloverctl import check, rest
+from cloverctl.main import cli
+from cloverctl.visibility import format_config, format_stats
+
+
+def _opts(**kwargs: object) -> rest.Options:
+    return rest.Options(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_controller_address_comes_from_the_flag_then_the_environment_then_the_file(tmp_path: Path) -> None:
+    conf = tmp_path / "cloverctl.yaml"
+    conf.write_text("ControllerIP: 10.145.71.21\n")
+    env = {"CLOVER_CONTROLLER_URL": "http://127.0.0.1:18000/"}
+    assert rest.resolve(_opts(controller="10.0.0.1:9000", config=str(conf)), env) == ("http://10.0.0.1:9000",
+                                                                                      "--controller")  # fmt: skip
+    assert rest.resolve(_opts(config=str(conf)), env) == ("http://127.0.0.1:18000", "CLOVER_CONTROLLER_URL")
+    assert rest.resolve(_opts(config=str(conf)), {}) == ("http://10.145.71.21:8000", f"{conf} ControllerIP")
+    conf.write_text("ControllerIP: 10.145.71.21\nControllerPort: 32044\n")
+    assert rest.resolve(_opts(config=str(conf)), {})[0] == "http://10.145.71.21:32044"
+    conf.write_text("ControllerIP: https://clover.example/\n")
+    assert rest.resolve(_opts(config=str(conf)), {})[0] == "https://clover.example"
+
+
+def test_without_any_setting_the_local_default_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr("sys.argv", [str(tmp_path / "bin" / "cloverctl")])
+    assert rest.resolve(_opts(), {}) == ("http://127.0.0.1:8000", "the default")
+    (tmp_path / ".cloverctl.yaml").write_text("ControllerIP: 192.0.2.7\nToken: abc\n")
+    assert rest.resolve(_opts(), {}) == ("http://192.0.2.7:8000", f"{tmp_path / '.cloverctl.yaml'} ControllerIP")
+    assert rest.token(_opts(), {}) == "abc"
+    assert rest.token(_opts(), {"CLOVER_API_TOKEN": "env"}) == "env"
+    assert rest.token(_opts(token="flag"), {"CLOVER_API_TOKEN": "env"}) == "flag"
+
+
+def test_a_settings_file_that_cannot_be_used_is_a_usage_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ControllerIP: [unclosed\n")
+    with pytest.raises(rest.UsageProblem, match="cannot read"):
+        rest.resolve(_opts(config=str(bad)), {})
+    bad.write_text("- a list\n")
+    with pytest.raises(rest.UsageProblem, match="expected a mapping"):
+        rest.resolve(_opts(config=str(bad)), {})
+    with pytest.raises(rest.UsageProblem, match="no such file"):
+        rest.resolve(_opts(config=str(tmp_path / "missing.yaml")), {})
+
+
+def test_durations_rates_and_limits_are_parsed() -> None:
+    assert [check.parse_duration_ms(t) for t in ("50ms", "0.5s", "800us", "12", "1m")] == [50.0, 500.0, 0.8, 12.0,
+                                                                                          60000.0]  # fmt: skip
+    assert [check.parse_rate(t) for t in ("1%", "0.5%", "0.01", "0")] == [0.01, 0.005, 0.01, 0.0]
+    p99 = next(m for m in check.METRICS if m.option == "--max-p99")
+    assert check.parse_limit(p99, "proxy_access_control=50ms") == check.Limit("proxy-access-control", p99, 50.0)
+    assert check.parse_limit(p99, "0.2s") == check.Limit(check.EVERY, p99, 200.0)
+    for bad, message in (("x=fast", "'fast' is not a duration"), ("=5ms", "the service before '=' is empty")):
+        with pytest.raises(check.SpecError, match=message):
+            check.parse_limit(p99, bad)
+    rate = next(m for m in check.METRICS if m.option == "--max-error-rate")
+    with pytest.raises(check.SpecError, match=r"outside 0%\.\.100%"):
+        check.parse_limit(rate, "120%")
+
+
+ROWS = [
+    {"name": "proxy-access-control", "p99": "60.00", "error_rate": "0.0300", "request_count": "200",
+     "window": {"p99": "20.00", "error_rate": "0.0000", "request_count": "10"}},
+    {"name": "clover-server1", "p99": "NA", "error_rate": "NA", "request_count": "0", "window": {}},
+]  # fmt: skip
+
+
+def _limits(*specs: tuple[str, str]) -> list[check.Limit]:
+    return [check.parse_limit(next(m for m in check.METRICS if m.option == o), s) for o, s in specs]
+
+
+def test_limits_are_checked_per_service_and_a_service_without_data_fails() -> None:
+    limits = _limits(("--max-p99", "proxy-access-control=50ms"), ("--max-error-rate", "1%"),
+                     ("--min-requests", "clover-server3=1"))  # fmt: skip
+    outcomes = check.evaluate(limits, ROWS)
+    assert [(o.service, o.check, o.limit, o.actual, o.result) for o in outcomes] == [
+        ("clover-server1", "error rate", "≤ 1.00%", "NA", "NO DATA"),
+        ("clover-server3", "requests", "≥ 1", "NA", "NO DATA"),
+        ("proxy-access-control", "p99", "≤ 50.00 ms", "60.00 ms", "FAIL"),
+        ("proxy-access-control", "error rate", "≤ 1.00%", "3.00%", "FAIL"),
+    ]
+    assert len(check.failed(outcomes)) == 4
+    assert check.table(outcomes).splitlines() == [
+        "SERVICE               CHECK       LIMIT       ACTUAL    RESULT",
+        "clover-server1        error rate  ≤ 1.00%     NA        NO DATA",
+        "clover-server3        requests    ≥ 1         NA        NO DATA",
+        "proxy-access-control  p99         ≤ 50.00 ms  60.00 ms  FAIL",
+        "proxy-access-control  error rate  ≤ 1.00%     3.00%     FAIL",
+    ]
+
+
+def test_the_window_figures_and_allow_missing() -> None:
+    limits = _limits(("--max-p99", "50ms"), ("--max-error-rate", "proxy-access-control=1%"))
+    outcomes = check.evaluate(limits, ROWS, window=True, allow_missing=True)
+    assert [(o.service, o.check, o.actual, o.result) for o in outcomes] == [
+        ("clover-server1", "p99", "NA", "skipped"),
+        ("proxy-access-control", "p99", "20.00 ms", "ok"),
+        ("proxy-access-control", "error rate", "0.00%", "ok"),
+    ]
+    assert check.failed(outcomes) == []
+
+
+def test_stats_and_config_for_people() -> None:
+    stats = {
+        "trace_count": "3", "span_count": "12", "metric_count": None,
+        "response_times": [{"name": "a", "request_count": "4", "min": "1.00", "avg": "2.00", "max": "3.00",
+                            "p50": "2.00", "p90": "3.00", "p99": "3.00", "p999": "3.00", "error_rate": "0.2500",
+                            "request_rate": "0.40"}],
+        "request_url_count": [["/x", 1.0], ["/y", 3.0]],
+        "request_urls": ["/x", "/y"],
+    }  # fmt: skip
+    text = format_stats(stats)
+    assert text.splitlines()[:9] == [
+        "System counts:",
+        "         COUNT",
+        "traces   3",
+        "spans    12",
+        "metrics  -",
+        "",
+        "Response times in ms (whole retention):",
+        "SERVICE  REQUESTS  MIN   AVG   MAX   P50   P90   P99   P99.9  ERRORS  REQ/S",
+        "a        4         1.00  2.00  3.00  2.00  3.00  3.00  3.00   25.00%  0.40",
+    ]
+    assert "Per URL counts (highest 2):\nCOUNT  VALUE\n3      /y\n1      /x" in text
+    assert "  request URLs (2): /x, /y" in text
+    assert format_config({"visibility_services": ["a", "b"], "custom_metrics": []}) == (
+        "Tracked services: a, b\nCustom metrics: -"
+    )
+
+
+def test_usage_problems_exit_2_and_an_unreachable_controller_exits_3(tmp_path: Path) -> None:
+    runner = CliRunner()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"CLOVER_CONTROLLER_URL": f"http://127.0.0.1:{port}", "HOME": str(tmp_path)}
+    result = runner.invoke(cli, ["init", "visibility"], env=env)
+    assert result.exit_code == 3
+    assert result.output == (
+        f"Error: cannot reach the clover-controller at http://127.0.0.1:{port} (address from CLOVER_CONTROLLER_URL):"
+        " connection refused or host unreachable. Set --controller, CLOVER_CONTROLLER_URL or ControllerIP in "
+        "~/.cloverctl.yaml.\n"
+    )
+    result = runner.invoke(cli, ["set", "visibility", "-f", str(tmp_path / "none.yaml")], env=env)
+    assert result.exit_code == 2 and "none.yaml: no such file" in result.output
+    result = runner.invoke(cli, ["check", "visibility"], env=env)
+    assert (result.exit_code, result.output) == (
+        2, "Error: give at least one limit, e.g. --max-p99 proxy-access-control=50ms\n")  # fmt: skip
+    result = runner.invoke(cli, ["check", "visibility", "--max-p99", "x=soon"], env=env)
+    assert (result.exit_code, result.output) == (
+        2, "Error: --max-p99 'x=soon': 'soon' is not a duration (like 50ms, 0.5s, 800us)\n")  # fmt: skip
+    result = runner.invoke(cli, ["get", "visibility", "-s", "all", "-c", "all"], env=env)
+    assert (result.exit_code, result.output) == (2, "Error: give -s/--stat or -c/--conf, not both\n")
+    assert runner.invoke(cli, ["get", "visibility", "-s", "nothing"], env=env).exit_code == 2
+
+
+def test_help_works_for_every_command() -> None:
+    runner = CliRunner()
+
+    def walk(path: list[str]) -> int:
+        result = runner.invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage: " in result.output
+        count = 1
+        command = cli
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        for name in getattr(command, "commands", {}):
+            count += walk([*path, name])
+        return count
+
+    assert walk([]) > 40
+    incomplete = runner.invoke(cli, ["clear"])
+    assert incomplete.exit_code == 1 and incomplete.output.startswith("Incomplete command\n")
