@@ -276,7 +276,9 @@ def test_pipelined_chunked_large_post_and_head_pair_in_order(agent, lab, spans) 
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
     ) + 7 * chunk + len("0\r\n\r\n")
     assert found["c"].response_size > 300000 and int(found["c"].tags["resppakcount"]) > 1
-    assert found["d"].http_method == "POST" and found["d"].request_size == len(request("POST", found["d"].http_url, body=b"p" * 5000))
+    assert found["d"].http_method == "POST" and found["d"].request_size == len(
+        request("POST", found["d"].http_url, body=b"p" * 5000)
+    )
     assert found["e"].http_method == "HEAD" and found["e"].http_status_code == 200
     assert found["f"].http_status_code == 404
     assert len(spans.collect(marker, len(batch))) == len(batch)
