@@ -89,6 +89,9 @@ def field_in(text: str, schema: Mapping[str, Any]) -> str | None:
     if m.group("unknown"):
         return m.group("unknown")
     name = m.group("field")
+    proto_list = re.fullmatch(r"slb_list\[(\d+)\]", name)  # the LB pod names its gRPC field
+    if proto_list and "lb_list" in schema.get("properties", {}):
+        return f"lb_list[{proto_list.group(1)}].url"
     root = re.split(r"[.\[]", name, maxsplit=1)[0]
     return name if root in schema.get("properties", {}) else None
 

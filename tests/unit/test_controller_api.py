@@ -314,6 +314,7 @@ def test_the_documented_sample_chain_examples_pass_the_chains_own_checks() -> No
         ("Failed to modify nginx config: files[0].src_file '/x' does not exist on clover-server1", "files[0].src_file"),
         ("Failed to add to local rules: sid 1900001 is used by the community rule 'x'", "sid"),
         ("Failed to add to local rules: pcre '\"/(/\"' does not compile", None),
+        ("Failed to modify nginx config: slb_list[1] 'x:1' does not resolve", "lb_list[1].url"),
     ],
 )
 def test_the_field_a_sample_chain_refusal_names_is_found(text: str, field: str | None) -> None:
