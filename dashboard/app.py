@@ -91,7 +91,7 @@ def _panel(title: str, *children: Any, **kwargs: Any) -> html.Div:
     return html.Div([html.H2(title), *children], className="panel", **kwargs)
 
 
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": "hover"}
+GRAPH_CONFIG = {"displaylogo": False, "displayModeBar": "hover"}
 
 
 def _graph(graph_id: str) -> dcc.Graph:
