@@ -61,10 +61,11 @@ body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; ma
 .count { display: flex; flex-direction: column; align-items: center; min-width: 90px; }
 .count-value { font-size: 28px; font-weight: 600; color: #1f3a5f; }
 .count-label { font-size: 12px; color: #6b7280; text-transform: uppercase; letter-spacing: .05em; }
-table.grid { border-collapse: collapse; width: 100%; font-size: 13px; }
-table.grid th, table.grid td { border-bottom: 1px solid #e5e7eb; padding: 4px 8px; text-align: left; }
-table.grid th { background: #f9fafb; position: sticky; top: 0; }
-table.grid td:first-child { white-space: nowrap; }
+.grid table { border-collapse: collapse; width: 100%; font-size: 13px; }
+.grid th, .grid td { border-bottom: 1px solid #e5e7eb; padding: 4px 8px; text-align: left; }
+.grid th { background: #f9fafb; position: sticky; top: 0; }
+.grid td:first-child { white-space: nowrap; }
+.grid p { margin: 0; }
 .scroll { max-height: 420px; overflow: auto; }
 pre.details { max-height: 300px; overflow: auto; background: #f9fafb; padding: 8px; font-size: 12px; margin: 0; }
 .muted { color: #6b7280; }
