@@ -22,9 +22,11 @@ import signal
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cassandra.cluster import Cluster
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -130,13 +132,25 @@ def trace_table_rows(spans: DataFrame) -> DataFrame:
     return spans.groupBy(F.col("trace_id").alias("traceid")).agg(processes.alias("processes"))
 
 
-def bucket_change_rows(buckets: DataFrame) -> DataFrame:
-    now = F.current_timestamp()
-    return (
-        buckets.select("bucket")
-        .distinct()
-        .select(F.date_trunc("minute", now).alias("ingest_minute"), now.alias("changed_at"), "bucket")
-    )
+class ChangeMarks:
+    """Writes ``visibility.bucket_changes``: which buckets a batch touched, and when."""
+
+    def __init__(self, cfg: Config):
+        self.cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
+        self.session = self.cluster.connect(schema.KEYSPACE)
+        self.insert = self.session.prepare(
+            "INSERT INTO bucket_changes (ingest_minute, changed_at, bucket) VALUES (?, ?, ?)"
+        )
+
+    def mark(self, bucket_ms: set[int]) -> None:
+        now = datetime.now(UTC)
+        minute = now.replace(second=0, microsecond=0)
+        rows = [(minute, now, datetime.fromtimestamp(b / 1000, tz=UTC)) for b in sorted(bucket_ms)]
+        for row in rows:
+            self.session.execute(self.insert, row)
+
+    def close(self) -> None:
+        self.cluster.shutdown()
 
 
 def metric_bucket_rows(metric_rows: DataFrame, bucket_seconds: int) -> DataFrame:
@@ -181,9 +195,10 @@ def status_file(cfg: Config) -> Path:
 class BatchWriter:
     """The foreachBatch function: decode both topics of one micro-batch and upsert the rows."""
 
-    def __init__(self, bucket_seconds: int, descriptor: Path):
+    def __init__(self, bucket_seconds: int, descriptor: Path, marks: ChangeMarks):
         self.bucket_seconds = bucket_seconds
         self.descriptor = descriptor
+        self.marks = marks
         self.malformed = 0
         self.batches = 0
         self.spans = 0
@@ -203,11 +218,16 @@ class BatchWriter:
         try:
             valid_span = F.col("span.trace_id").isNotNull() & F.col("span.span_id").isNotNull()
             valid_metric = F.col("metric.name").isNotNull()
+            width_us = self.bucket_seconds * 1_000_000
+            span_bucket = F.floor(F.col("span.start_time_us") / width_us) * (width_us // 1000)
+            metric_bucket = F.floor(F.col("metric.timestamp_ms") * 1000 / width_us) * (width_us // 1000)
             tally = decoded.agg(
                 F.count(F.when(topic == topics.SPANS, 1)).alias("spans_in"),
                 F.count(F.when(valid_span, 1)).alias("spans"),
                 F.count(F.when(topic == topics.METRICS, 1)).alias("metrics_in"),
                 F.count(F.when(valid_metric, 1)).alias("metrics"),
+                F.collect_set(F.when(valid_span, span_bucket)).alias("span_buckets"),
+                F.collect_set(F.when(valid_metric, metric_bucket)).alias("metric_buckets"),
             ).first()
             assert tally is not None
             bad = tally["spans_in"] - tally["spans"] + tally["metrics_in"] - tally["metrics"]
@@ -218,6 +238,8 @@ class BatchWriter:
                 self.write_spans(decoded.where(valid_span).select("span.*", "kafka_timestamp"))
             if tally["metrics"]:
                 self.write_metrics(metric_table_rows(decoded.where(valid_metric).select("metric.*")))
+            # Last: the analytics recomputes a bucket once it sees its mark, so the rows come first.
+            self.marks.mark(set(tally["span_buckets"]) | set(tally["metric_buckets"]))
             self.batches += 1
             self.spans += tally["spans"]
             self.metrics += tally["metrics"]
@@ -232,20 +254,13 @@ class BatchWriter:
             decoded.unpersist()
 
     def write_spans(self, spans: DataFrame) -> None:
-        buckets = bucket_table_rows(spans, self.bucket_seconds).persist()
-        try:
-            # The original's spans table last: once a span is there, every other row of it is too.
-            write_table(buckets, "spans_by_bucket")
-            write_table(bucket_change_rows(buckets), "bucket_changes")
-            write_table(trace_table_rows(spans), "traces")
-            write_table(span_table_rows(spans), "spans")
-        finally:
-            buckets.unpersist()
+        # The original's spans table last: once a span is there, every other row of it is too.
+        write_table(bucket_table_rows(spans, self.bucket_seconds), "spans_by_bucket")
+        write_table(trace_table_rows(spans), "traces")
+        write_table(span_table_rows(spans), "spans")
 
     def write_metrics(self, metric_rows: DataFrame) -> None:
-        buckets = metric_bucket_rows(metric_rows, self.bucket_seconds)
-        write_table(buckets, "metrics_by_bucket")
-        write_table(bucket_change_rows(buckets), "bucket_changes")
+        write_table(metric_bucket_rows(metric_rows, self.bucket_seconds), "metrics_by_bucket")
         write_table(metric_rows, "metrics")
 
 
@@ -269,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     topics.ensure_topics(cfg.kafka_bootstrap)
     spark = spark_session("clover-ingest", cfg)
-    batch_writer = BatchWriter(cfg.bucket_seconds, Path(args.descriptor))
+    marks = ChangeMarks(cfg)
+    batch_writer = BatchWriter(cfg.bucket_seconds, Path(args.descriptor), marks)
     stop = threading.Event()
 
     def request_stop(*_: object) -> None:
@@ -302,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("query failed (%s); restarting in %.0fs", str(exception).splitlines()[0][:300], backoff)
         stop.wait(backoff)
         backoff = min(backoff * 2, 30.0)
+    marks.close()
     spark.stop()
     return 1 if failed and args.once else 0
 

@@ -30,6 +30,8 @@ def spark_session(app_name: str, cfg: Config, shuffle_partitions: int = 4) -> Sp
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.sql.extensions", "com.datastax.spark.connector.CassandraSparkExtensions")
         .config("spark.cassandra.output.concurrent.writes", "16")
+        # A read of many (bucket, shard) partitions becomes a parallel direct join, not one IN query.
+        .config("spark.cassandra.sql.inClauseToJoinConversionThreshold", "8")
         .config("spark.cassandra.output.batch.size.bytes", "16384")
         .config("spark.ui.showConsoleProgress", "false")
     )

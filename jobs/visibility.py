@@ -59,10 +59,12 @@ Key = tuple[str, str]  # (kind, key)
 BucketAggregates = dict[Key, Aggregate]
 
 OVERLAP = timedelta(seconds=30)
+SPAN_COLUMNS = ("bucket", "traceid", "service", "node_id", "operation_name", "http_url", "user_agent", "status_code",
+                "upstream_cluster", "duration_us", "start_time")  # fmt: skip
 
 
 def bucket_facts(spans: DataFrame) -> DataFrame:
-    """One row per (bucket, kind, key, sketch bin) with the partial aggregate of its spans.
+    """One row per (bucket, kind, key) with the partial aggregate of its spans.
 
     A span is a service's own server-side span (timed under ``svc``/``svc_url``) when it has a
     status code and is not an outbound call (upstream_cluster not ``outbound…``)."""
@@ -103,12 +105,8 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
         F.explode(entries).alias("e"),
     ).where(F.col("e.key").isNotNull())
     timed = F.col("e.kind").isin(*TIMED)
-    return facts.groupBy(
-        "bucket_ms",
-        F.col("e.kind").alias("kind"),
-        F.col("e.key").alias("key"),
-        F.when(timed, F.col("bin")).alias("bin"),
-    ).agg(
+    bin_key = F.when(timed, F.col("bin")).alias("bin")
+    per_bin = facts.groupBy("bucket_ms", F.col("e.kind").alias("kind"), F.col("e.key").alias("key"), bin_key).agg(
         F.count(F.lit(1)).alias("count"),
         F.sum(F.when(timed, duration)).alias("sum_us"),
         F.min(F.when(timed, duration)).alias("min_us"),
@@ -118,13 +116,25 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
         F.min(F.when(timed, F.col("start_us"))).alias("first_us"),
         F.max(F.when(timed, F.col("start_us"))).alias("last_us"),
     )
+    # One row per (bucket, kind, key): the sketch becomes a map of bin -> count.
+    return per_bin.groupBy("bucket_ms", "kind", "key").agg(
+        F.sum("count").alias("count"),
+        F.sum("sum_us").alias("sum_us"),
+        F.min("min_us").alias("min_us"),
+        F.max("max_us").alias("max_us"),
+        F.sum("n4xx").alias("n4xx"),
+        F.sum("n5xx").alias("n5xx"),
+        F.min("first_us").alias("first_us"),
+        F.max("last_us").alias("last_us"),
+        F.map_from_entries(F.collect_list(F.when(F.col("bin").isNotNull(), F.struct("bin", "count")))).alias("bins"),
+    )
 
 
 def fold_facts(rows: Iterable[Any]) -> dict[int, BucketAggregates]:
-    """Fold the (bucket, kind, key, bin) rows into one Aggregate per (bucket, kind, key)."""
+    """The (bucket, kind, key) rows as one Aggregate per key, grouped by bucket."""
     buckets: dict[int, BucketAggregates] = defaultdict(dict)
     for row in rows:
-        part = Aggregate(
+        buckets[row["bucket_ms"]][(row["kind"], row["key"])] = Aggregate(
             count=row["count"],
             sum_us=row["sum_us"] or 0,
             min_us=row["min_us"],
@@ -133,9 +143,8 @@ def fold_facts(rows: Iterable[Any]) -> dict[int, BucketAggregates]:
             n5xx=row["n5xx"],
             first_us=row["first_us"],
             last_us=row["last_us"],
-            bins={row["bin"]: row["count"]} if row["bin"] is not None else {},
+            bins=dict(row["bins"] or {}),
         )
-        buckets[row["bucket_ms"]].setdefault((row["kind"], row["key"]), Aggregate()).add(part)
     return buckets
 
 
@@ -159,6 +168,8 @@ class AnalyticsState:
     recent: dict[int, BucketAggregates] = field(default_factory=dict)
     # (changed_at ms, bucket ms) of the change marks already processed within the overlap
     seen_marks: set[tuple[int, int]] = field(default_factory=set)
+    # No trace was ever counted: every trace of a run is new (the first, full run skips the lookup).
+    nothing_counted: bool = False
 
 
 AGGREGATE_COLUMNS = "count, sum_us, min_us, max_us, n4xx, n5xx, first_us, last_us, bins"
@@ -230,6 +241,7 @@ class VisibilityAnalytics:
             watermark=datetime.fromisoformat(watermark) if watermark else None,
             totals=totals,
             recent=self._read_bucket_aggregates(self._window_buckets()),
+            nothing_counted=self.db.execute("SELECT traceid FROM counted_traces LIMIT 1").one() is None,
         )
         log.info("state loaded: %d totals, watermark %s", len(totals), self.state.watermark)
 
@@ -289,14 +301,17 @@ class VisibilityAnalytics:
             .options(keyspace=schema.KEYSPACE, table="spans_by_bucket")
             .load()
         )
-        return spans.where(F.col("bucket").isin([ms_to_datetime(b) for b in buckets])).where(
+        wanted = spans.where(F.col("bucket").isin([ms_to_datetime(b) for b in buckets])).where(
             F.col("shard").isin(list(range(schema.SHARDS)))
         )
+        return wanted.select(*SPAN_COLUMNS)
 
     def count_new_traces(self, spans: DataFrame) -> dict[int, int]:
         """Traces not counted before, by the bucket of their earliest span in this read; they
         are recorded in counted_traces so no later run counts them again."""
         ids = spans.groupBy("traceid").agg(F.min("bucket").alias("first_bucket"))
+        if self.state.nothing_counted:
+            return self._record_new_traces(ids.select("traceid", F.col("first_bucket").alias("bucket")))
         counted = (
             self.spark.read.format("org.apache.spark.sql.cassandra")
             .options(keyspace=schema.KEYSPACE, table="counted_traces", directJoinSetting="on")
@@ -307,11 +322,13 @@ class VisibilityAnalytics:
         # marker column would be computed above that join and be true for every row, so the
         # joined id itself tells whether the trace was counted.
         joined = ids.join(counted, ids["traceid"] == counted["counted_id"], "left")
-        fresh = (
-            joined.where(F.col("counted_id").isNull())
-            .select("traceid", F.col("first_bucket").alias("bucket"))
-            .persist()
+        return self._record_new_traces(
+            joined.where(F.col("counted_id").isNull()).select("traceid", F.col("first_bucket").alias("bucket"))
         )
+
+    def _record_new_traces(self, fresh: DataFrame) -> dict[int, int]:
+        """Write the new trace ids to counted_traces; their number by bucket."""
+        fresh = fresh.persist()
         try:
             per_bucket = {datetime_to_ms(row.bucket): row["count"] for row in fresh.groupBy("bucket").count().collect()}
             if per_bucket:
@@ -320,6 +337,7 @@ class VisibilityAnalytics:
                 ).mode("append").save()
         finally:
             fresh.unpersist()
+        self.state.nothing_counted = False
         return per_bucket
 
     def count_metrics(self, buckets: list[int]) -> dict[int, int]:
@@ -425,22 +443,36 @@ class VisibilityAnalytics:
         """Whether the collector is started (StartCollector sets the flag; StopCollector clears it)."""
         return self.store.get(keys.ANALYTICS_ENABLED) != "0"
 
-    def run(self, interval_s: float, stop: threading.Event) -> None:
+    def pending_changes(self) -> bool:
+        """Whether the ingest marked a bucket after the newest change already processed."""
+        if self.state.watermark is None:
+            return True
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        minutes = [now - timedelta(minutes=1), now]
+        row = self.db.execute(
+            "SELECT changed_at FROM bucket_changes WHERE ingest_minute IN %s AND changed_at > %s LIMIT 1",
+            (ValueSequence(minutes), self.state.watermark),
+        ).one()
+        return row is not None
+
+    def run(self, interval_s: float, stop: threading.Event, poll_s: float = 1.0) -> None:
+        """Run at least every ``interval_s`` (the window slides), and as soon as the ingest marks
+        a change (checked every ``poll_s``)."""
         backoff = 1.0
-        runs, last_error, last_seconds = 0, "", 0.0
+        runs, last_seconds, last_run = 0, 0.0, 0.0
         while not stop.is_set():
-            started = time.monotonic()
             enabled = False
             try:
                 enabled = self.enabled()
-                if enabled:
+                due = time.monotonic() - last_run >= interval_s
+                if enabled and (due or self.pending_changes()):
+                    started = time.monotonic()
                     self.run_once()
-                    runs += 1
+                    runs, last_run = runs + 1, started
                     last_seconds = time.monotonic() - started
-                backoff, last_error = 1.0, ""
+                backoff = 1.0
             except Exception as exc:  # Cassandra, Redis or Spark may go away; the runner survives
-                last_error = str(exc)[:500]
-                write_report(status_file(self.cfg), runs=runs, enabled=enabled, last_error=last_error)
+                write_report(status_file(self.cfg), runs=runs, enabled=enabled, last_error=str(exc)[:500])
                 log.warning("run failed (%s); retrying in %.0fs", exc, backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -450,7 +482,7 @@ class VisibilityAnalytics:
                     log.warning("state reload failed: %s", reload_error)
                 continue
             write_report(status_file(self.cfg), runs=runs, enabled=enabled, last_run_seconds=last_seconds)
-            stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
+            stop.wait(poll_s)
 
 
 def status_file(cfg: Config) -> Path:

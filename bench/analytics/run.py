@@ -14,6 +14,7 @@ spans_by_bucket by Spark (10,000 per 10-s bucket) and one warm Spark session:
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import time
 import uuid
@@ -28,6 +29,7 @@ from pyspark.sql import functions as F
 from bench import stack_env  # noqa: F401  (sets the benchmark stack's ports before main() reads them)
 from clover import keys, schema, topics
 from clover.config import Config
+from clover.logs import setup_logging
 from jobs.ingest import shard_column
 from jobs.session import spark_session
 from jobs.visibility import VisibilityAnalytics
@@ -137,7 +139,10 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--large", type=int, default=2_000_000)
     parser.add_argument("--probes", type=int, default=20)
+    parser.add_argument("--parts", default="abc", help="which measurements to make (a, b, c)")
     args = parser.parse_args()
+    setup_logging()
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     cfg = Config.from_env()
     stack = local_stack(cfg)
     stack.down(["analytics"])
@@ -151,16 +156,17 @@ def main() -> None:
     width = cfg.bucket_seconds * 1000
     now_ms = int(time.time() * 1000) // width * width
 
-    fresh_state(session, store)
-    store_spans(spark, args.full, now_ms - (args.full // PER_BUCKET) * width, width)
     analytics = VisibilityAnalytics(spark, cfg)
-    analytics.load_state()
-    full = timed_run(analytics)
-    print(f"(a) full run over {args.full:,} stored spans: {full:.1f}s (target < 60 s)")
-    print(f"    span_count={store.get(keys.SPAN_COUNT)} trace_count={store.get(keys.TRACE_COUNT)}")
+    if "a" in args.parts:
+        fresh_state(session, store)
+        store_spans(spark, args.full, now_ms - (args.full // PER_BUCKET) * width, width)
+        analytics.load_state()
+        full = timed_run(analytics)
+        print(f"(a) full run over {args.full:,} stored spans: {full:.1f}s (target < 60 s)")
+        print(f"    span_count={store.get(keys.SPAN_COUNT)} trace_count={store.get(keys.TRACE_COUNT)}")
 
     incremental = {}
-    for stored in (args.small, args.large):
+    for stored in (args.small, args.large) if "b" in args.parts else ():
         fresh_state(session, store)
         store_spans(spark, stored, now_ms - (stored // PER_BUCKET + 1) * width, width)
         analytics.load_state()
@@ -169,10 +175,14 @@ def main() -> None:
         incremental[stored] = timed_run(analytics)
         assert store.get(keys.SPAN_COUNT) == str(stored + 10_000), store.get(keys.SPAN_COUNT)
         print(f"(b) +10,000 spans on top of {stored:,}: {incremental[stored]:.2f}s")
-    ratio = incremental[args.large] / incremental[args.small]
-    print(f"    ratio {args.large:,} / {args.small:,}: {ratio:.2f} (target < 1.5)")
+    if incremental:
+        ratio = incremental[args.large] / incremental[args.small]
+        print(f"    ratio {args.large:,} / {args.small:,}: {ratio:.2f} (target < 1.5)")
     analytics.close()
     spark.stop()
+    if "c" not in args.parts:
+        cluster.shutdown()
+        return
 
     fresh_state(session, store)
     stack.up(["ingest", "analytics"], progress=lambda m: print(f"  {m}"))
