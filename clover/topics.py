@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 SPANS = "clover.spans"
 METRICS = "clover.metrics"
 ALL = (SPANS, METRICS)
@@ -19,10 +21,8 @@ def ensure_topics(bootstrap: str, timeout_s: float = 30.0) -> list[str]:
     try:
         missing = [t for t in ALL if t not in set(admin.list_topics())]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(t, PARTITIONS[t], 1) for t in missing])
-            except TopicAlreadyExistsError:
-                pass
         return missing
     finally:
         admin.close()
