@@ -68,6 +68,12 @@ def seed(store: redis.Redis) -> None:
     store.sadd(keys.SPAN_URLS, "/", "/a")
 
 
+def get_status_running(parts: Launcher) -> bool:
+    from collector.client import collector_status
+
+    return bool(collector_status(parts.cfg.collector_grpc).running)
+
+
 def test_visibility_init_start_stop_and_clear(parts: Launcher, cfg: Config, tmp_path: Path) -> None:
     pid = parts.process("collector").pid  # type: ignore[union-attr]
     assert run_ok("init", "visibility") == "Added visibility schemas in cassandra\n"
@@ -90,8 +96,8 @@ def test_visibility_init_start_stop_and_clear(parts: Launcher, cfg: Config, tmp_
     finally:
         cloverctl("stop", "visibility")
     bad = cloverctl("start", "visibility", "-f", write(tmp_path, "bad.yaml", {"t_port": "http"}))
-    assert (bad.exit_code, bad.output) == (
-        1, "Error: Invalid value in json/yaml: t_port: must be a port number (1-65535), not 'http'\n")  # fmt: skip
+    assert (bad.exit_code, bad.output) == (1, "Error: t_port 'http' is not a port number\n")  # refused before sending
+    assert get_status_running(parts) is False
     assert run_ok("clear", "visibility") == "Truncated visibility tables\n"
 
 
