@@ -10,7 +10,6 @@ from contextlib import contextmanager
 
 import redis
 
-from clover import keys
 from sdc import topology
 from stack.launcher import Launcher
 
@@ -27,14 +26,6 @@ os.environ.setdefault("CLOVER_SDC_BLOCK_SECONDS", "4")
 os.environ.setdefault("CLOVER_VALIDATION_GRPC", f"127.0.0.1:{50257 + OFFSET}")
 
 CHAIN = ["controller", "collector", "validation", "sdc"]
-VISIBILITY_KEYS = (
-    keys.VISIBILITY_SERVICES,
-    keys.METRIC_PREFIXES,
-    keys.METRIC_SUFFIXES,
-    keys.CUSTOM_METRICS,
-    keys.TRACING_SERVICES,
-    keys.PUBLISHED_KEYS,
-)
 
 
 @contextmanager

@@ -320,3 +320,39 @@ def test_the_documented_sample_chain_examples_pass_the_chains_own_checks() -> No
 def test_the_field_a_sample_chain_refusal_names_is_found(text: str, field: str | None) -> None:
     schema = {"properties": {**LB["properties"], **SERVER["properties"], **IDS_RULE["properties"]}}
     assert field_in(text, schema) == field
+
+
+def _dash_call(client: FlaskClient, output_part: str, inputs: dict[str, Any], state: dict[str, Any]) -> Any:
+    deps = client.get("/dashboard/_dash-dependencies").json
+    callback = next(c for c in deps if output_part in c["output"])
+
+    def items(specs: list[dict[str, Any]], values: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{**s, "value": values.get(f"{s['id']}.{s['property']}")} for s in specs]
+
+    specs = [
+        dict(zip(("id", "property"), o.split("."), strict=True)) for o in callback["output"].strip(".").split("...")
+    ]
+    outputs: Any = specs if callback["output"].startswith("..") else specs[0]
+    body = {"output": callback["output"], "outputs": outputs, "inputs": items(callback["inputs"], inputs),
+            "state": items(callback["state"], state), "changedPropIds": list(inputs)}  # fmt: skip
+    return client.post("/dashboard/_dash-update-component", json=body).json
+
+
+def test_with_a_token_configured_the_dashboard_controls_need_it_too(cfg: Config) -> None:
+    client = create_app(replace(cfg, api_token="s3cret")).test_client()
+    clicked = {"clear.submit_n_clicks": 1}
+    refused = _dash_call(client, "clear-result.children", clicked, {"token.data": None})
+    assert refused["response"]["clear-result"]["children"]["props"]["children"] == (
+        "Enter the API token (top right) to change anything."
+    )
+    wrong = _dash_call(client, "clear-result.children", clicked, {"token.data": "guess"})
+    assert wrong["response"]["clear-result"]["children"]["props"]["children"].startswith("Enter the API token")
+    # With the token the clear goes through to the (unreachable) collector.
+    through = _dash_call(client, "clear-result.children", clicked, {"token.data": "s3cret"})
+    assert through["response"]["clear-result"]["children"]["props"]["children"] == (
+        f"Error connecting to the collector at {cfg.collector_grpc} via gRPC: UNAVAILABLE"
+    )
+    lb = _dash_call(client, "lb-result.children", {"http-lb-v2-apply.n_clicks": 1},
+                    {"http-lb-v1-servers.value": [], "http-lb-v2-servers.value": ["clover-server4:9180"],
+                     "token.data": None})  # fmt: skip
+    assert lb["response"]["lb-result"]["children"]["props"]["children"].startswith("Enter the API token")
