@@ -217,6 +217,7 @@ def layout(token_required: bool) -> html.Div:
             html.Div([html.H1("Clover Dashboards"), *login], className="topbar"),
             dcc.Store(id="token", storage_type="session"),
             dcc.Store(id="clear-done"),
+            dcc.Store(id="val-seen"),
             dcc.Interval(id="tick", interval=REFRESH_MS),
             html.Div(
                 dcc.Tabs(id="tabs", value="visibility", children=[_visibility_tab(), _chain_tab(), _validation_tab()]),
@@ -484,22 +485,29 @@ def create_dashboard(server: Flask, backend: Backend, path: str = "/dashboard/")
         Output("val-status", "children"),
         Output("val-summary", "children"),
         Output("val-latency", "figure"),
+        Output("val-seen", "data"),
         Input("tabs", "value"),
         Input("val-refresh", "n_clicks"),
         Input("tick", "n_intervals"),
+        State("val-seen", "data"),
     )
-    def validation_view(tab: str, *_: Any) -> tuple[Any, Any, Any]:
+    def validation_view(tab: str, _: Any, __: Any, seen: Any) -> tuple[Any, Any, Any, Any]:
         if tab != "validation":
-            return no_update, no_update, no_update
+            return no_update, no_update, no_update, no_update
         try:
             status = backend.test_status()
         except ApiError as exc:
-            return _failure(exc), no_update, figures.empty("Load test latency (ms)", "validation service unreachable")
+            unreachable = figures.empty("Load test latency (ms)", "validation service unreachable")
+            return _failure(exc), no_update, unreachable, None
+        mark = f"{status['run_id']}:{status['state']}:{status['samples']}"
+        if ctx.triggered_id == "tick" and mark == seen:
+            return no_update, no_update, no_update, no_update  # nothing new: do not re-read the results
         if status["state"] == "idle":
             return (
                 "No load test has been run yet.",
                 views.table(views.SUMMARY_HEADER, [], "summary-grid"),
-                (figures.empty("Load test latency (ms)", "no load test results yet")),
+                figures.empty("Load test latency (ms)", "no load test results yet"),
+                mark,
             )
         line = (f"Run {status['run_id']} ({status['test_plan']}): {status['state']}, {status['samples']} samples, "
                 f"{status['errors']} errors" + (f" — {status['detail']}" if status.get("detail") else ""))  # fmt: skip
@@ -507,11 +515,12 @@ def create_dashboard(server: Flask, backend: Backend, path: str = "/dashboard/")
             summary = [asdict(r) for r in backend.results("summary").summary]
             samples = json.loads(backend.results("detail", "json").content or "[]")
         except (ApiError, ValueError) as exc:
-            return line, html.Div(str(exc), className="error"), no_update
+            return line, html.Div(str(exc), className="error"), no_update, None
         return (
             line,
             views.table(views.SUMMARY_HEADER, views.summary_rows(summary), "summary-grid"),
             figures.latency_timeline(samples),
+            mark,
         )
 
     return app

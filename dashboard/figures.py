@@ -16,6 +16,7 @@ from typing import Any
 
 LABEL_CHARS = 40
 WEBGL_POINTS = 200  # a series longer than this is drawn with WebGL
+MAX_POINTS = 20_000  # a longer load-test series is thinned to every n-th sample
 COLORS = {"p50": "#4c78a8", "p90": "#f58518", "p99": "#e45756", "4xx": "#eeca3b", "5xx": "#e45756"}
 FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12}
 
@@ -261,8 +262,12 @@ def latency_timeline(samples: Sequence[Mapping[str, Any]], title: str = "Load te
     if not by_label:
         return empty(title, "no load test results yet")
     data = []
+    thinned = False
     for label, rows in sorted(by_label.items()):
         rows.sort(key=lambda r: int(r.get("timestamp", 0)))
+        if len(rows) > MAX_POINTS:
+            rows = rows[:: math.ceil(len(rows) / MAX_POINTS)]
+            thinned = True
         data.append(
             {
                 "type": "scattergl" if len(rows) > WEBGL_POINTS else "scatter",
@@ -276,5 +281,9 @@ def latency_timeline(samples: Sequence[Mapping[str, Any]], title: str = "Load te
         )
     return {
         "data": data,
-        "layout": _layout(title, xaxis={"title": {"text": "time (UTC)"}}, yaxis={"title": {"text": "ms"}}),
+        "layout": _layout(
+            title + (f" (every n-th sample, at most {MAX_POINTS:,} per label)" if thinned else ""),
+            xaxis={"title": {"text": "time (UTC)"}},
+            yaxis={"title": {"text": "ms"}},
+        ),
     }

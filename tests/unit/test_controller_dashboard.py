@@ -122,3 +122,10 @@ def test_a_details_list_is_cut_with_a_count_of_the_rest() -> None:
     pre = views.text_list([f"/u{i}" for i in range(views.DETAIL_LIMIT + 3)], "request URLs")
     assert pre.children.endswith("/u499\n… and 3 more (GET /visibility/get/stats/tracing for all)")
     assert views.text_list([], "user agents").children == "no user agents yet"
+
+
+def test_a_very_long_load_test_series_is_thinned() -> None:
+    samples = [{"label": "u", "timestamp": 1_700_000_000_000 + i, "elapsed": 1} for i in range(45_000)]
+    fig = figures.latency_timeline(samples)
+    assert len(fig["data"][0]["y"]) == 15_000  # every 3rd sample
+    assert fig["layout"]["title"]["text"] == "Load test latency (ms) (every n-th sample, at most 20,000 per label)"
