@@ -11,9 +11,7 @@ setup:
 	@bash stack/setup.sh
 
 demo: setup
-	@$(CLOVERCTL) local up
-	@echo
-	@$(CLOVERCTL) local status
+	@$(CLOVERCTL) local demo
 
 lint: setup
 	@echo "== ruff (lint, format check) =="

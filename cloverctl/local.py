@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import replace
@@ -11,6 +12,7 @@ import click
 
 from clover.config import Config, ConfigError
 from stack.catalogue import local_stack
+from stack.demo import main_loop
 from stack.launcher import Launcher, PartStatus, StackError
 
 
@@ -129,3 +131,16 @@ def logs(part: str | None, lines: int, follow_: bool, state_dir: str | None) -> 
                         time.sleep(0.3)
             except KeyboardInterrupt:
                 pass
+
+
+@local.command()
+@click.option("--rate", default=20.0, show_default=True, type=click.FloatRange(min=0.1), help="Load, requests/s.")
+@state_option
+def demo(rate: float, state_dir: str | None) -> None:
+    """Run everything (stack, sample chain, pipeline, controller, load) until Ctrl-C."""
+    os.environ["CLOVER_LOAD_RATE"] = str(rate)
+    stack = launcher(state_dir)
+    try:
+        main_loop(stack.cfg, say)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None

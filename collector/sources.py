@@ -46,16 +46,20 @@ def _get_json(session: requests.Session, url: str, params: dict[str, Any], timeo
         raise BackendError(f"GET {url} did not answer JSON") from None
 
 
-class JaegerSource:
-    """Jaeger query API: ``/api/services`` and ``/api/traces`` with microsecond bounds."""
-
-    name = "jaeger"
+class HttpSource:
+    """What both backends' sources share: the base URL, the query limit, one HTTP session."""
 
     def __init__(self, base_url: str, limit: int = 1000, timeout: float = 10.0):
         self.base_url = base_url.rstrip("/")
         self.limit = limit
         self.timeout = timeout
         self.session = requests.Session()
+
+
+class JaegerSource(HttpSource):
+    """Jaeger query API: ``/api/services`` and ``/api/traces`` with microsecond bounds."""
+
+    name = "jaeger"
 
     def services(self) -> list[str]:
         body = _get_json(self.session, f"{self.base_url}/api/services", {}, self.timeout)
@@ -79,16 +83,10 @@ class JaegerSource:
             yield from jaeger_trace_spans(trace)
 
 
-class ZipkinSource:
+class ZipkinSource(HttpSource):
     """Zipkin v2 API: ``/api/v2/services`` and ``/api/v2/traces`` (endTs and lookback in ms)."""
 
     name = "zipkin"
-
-    def __init__(self, base_url: str, limit: int = 1000, timeout: float = 10.0):
-        self.base_url = base_url.rstrip("/")
-        self.limit = limit
-        self.timeout = timeout
-        self.session = requests.Session()
 
     def services(self) -> list[str]:
         return sorted(_get_json(self.session, f"{self.base_url}/api/v2/services", {}, self.timeout) or [])

@@ -27,39 +27,31 @@ def fresh_status(path: Path) -> None:
         raise ProbeFailed(f"status report is {age:.0f}s old")
 
 
-def analytics_part(cfg: Config) -> Part:
-    """The visibility analytics runner: one long-lived Spark application, a run every 5 s."""
+def spark_job_part(name: str, script: str, status: Path, health: str) -> Part:
+    """A job under jobs/ run through spark-submit.sh, healthy while its status file is fresh."""
 
     def prepare(dirs: PartDirs) -> Launch:
-        analytics_status_file(cfg).unlink(missing_ok=True)
-        return Launch([str(SPARK_SUBMIT), str(CHECKOUT_DIR / "jobs" / "visibility.py")])
+        status.unlink(missing_ok=True)
+        return Launch([str(SPARK_SUBMIT), str(CHECKOUT_DIR / "jobs" / script)])
 
     return Part(
-        name="analytics",
+        name=name,
         ports={},
-        health="runner reports progress",
-        probe=lambda: fresh_status(analytics_status_file(cfg)),
+        health=health,
+        probe=lambda: fresh_status(status),
         prepare=prepare,
         uses_java=True,
         startup_timeout=120,
         stop_timeout=60,
         installed=(SPARK_SUBMIT,),
     )
+
+
+def analytics_part(cfg: Config) -> Part:
+    """The visibility analytics runner: one long-lived Spark application."""
+    return spark_job_part("analytics", "visibility.py", analytics_status_file(cfg), "runner reports progress")
 
 
 def ingest_part(cfg: Config) -> Part:
-    def prepare(dirs: PartDirs) -> Launch:
-        status_file(cfg).unlink(missing_ok=True)
-        return Launch([str(SPARK_SUBMIT), str(CHECKOUT_DIR / "jobs" / "ingest.py")])
-
-    return Part(
-        name="ingest",
-        ports={},
-        health="streaming query reports progress",
-        probe=lambda: fresh_status(status_file(cfg)),
-        prepare=prepare,
-        uses_java=True,
-        startup_timeout=120,
-        stop_timeout=60,
-        installed=(SPARK_SUBMIT,),
-    )
+    """The streaming ingest: one long-lived Spark application."""
+    return spark_job_part("ingest", "ingest.py", status_file(cfg), "streaming query reports progress")

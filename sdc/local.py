@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -68,3 +69,31 @@ def part(cfg: Config, name: str) -> Part:
 def parts(cfg: Config) -> dict[str, Part]:
     """Every pod of the chain, in start order (servers, load balancers, IDS, proxy)."""
     return {name: part(cfg, name) for name in topology.POD_NAMES}
+
+
+LOAD_GROUP = "load"
+
+
+def load_part(cfg: Config) -> Part:
+    """The demo's steady load on the proxy (``python -m sdc.load``); CLOVER_LOAD_RATE req/s."""
+    rate = os.environ.get("CLOVER_LOAD_RATE", "20")
+
+    def prepare(dirs: PartDirs) -> Launch:
+        return Launch([sys.executable, "-m", "sdc.load", "--rate", rate], env=pod_env(cfg))
+
+    def probe() -> None:
+        url = f"http://{topology.pod_ip(cfg, 'proxy-access-control')}:{topology.HTTP_PORT}/"
+        try:
+            requests.get(url, timeout=3)
+        except requests.RequestException as exc:
+            raise ProbeFailed(f"the proxy it loads does not answer: {type(exc).__name__}") from None
+
+    return Part(
+        name="load",
+        ports={},
+        health=f"sending {rate} req/s to the proxy",
+        probe=probe,
+        prepare=prepare,
+        startup_timeout=20,
+        stop_timeout=15,
+    )

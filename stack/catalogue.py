@@ -26,6 +26,7 @@ def local_stack(cfg: Config) -> Launcher:
         (VISIBILITY, visibility),
         (validation.GROUP, validation.local_parts(cfg)),
         (sdc.GROUP, list(sdc.parts(cfg).values())),
+        (sdc.LOAD_GROUP, [sdc.load_part(cfg)]),
         ("clovisor", clovisor_parts(cfg)),
         (controller.GROUP, controller.local_parts(cfg)),
     ):

@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
+from cassandra.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,6 +48,7 @@ TEST_ENV = {
 for _name, _value in TEST_ENV.items():
     os.environ.setdefault(_name, _value)
 
+from clover import schema  # noqa: E402
 from clover.config import Config  # noqa: E402  (reads the environment set above)
 from stack.catalogue import local_stack  # noqa: E402
 from stack.launcher import Launcher  # noqa: E402
@@ -74,3 +78,27 @@ def stack(cfg: Config) -> Iterator[Launcher]:
     yield launcher
     if not keep:
         launcher.down()
+
+
+@pytest.fixture(scope="session")
+def cassandra(stack: Launcher, cfg: Config) -> Iterator[Any]:
+    """A driver session on the visibility keyspace (schema applied)."""
+    cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
+    session = cluster.connect()
+    schema.apply_schema(session, cfg)
+    session.set_keyspace(schema.KEYSPACE)
+    yield session
+    cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def store(stack: Launcher, cfg: Config) -> redis.Redis:
+    return redis.Redis.from_url(cfg.redis_url, decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def ingest(stack: Launcher, cassandra: Any) -> Iterator[Launcher]:
+    """The streaming ingest job, running for the whole session."""
+    stack.up(["ingest"])
+    yield stack
+    stack.down(["ingest"])

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from stack.launcher import port_is_free
 from validation.jmeter import JMeter
 
 STATES = ("starting", "running", "finished", "failed", "stopped")
@@ -50,16 +51,6 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def tcp_port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_tcp_ports(first: int, count: int) -> list[int]:
     """``count`` free loopback ports from ``first`` upwards."""
     ports: list[int] = []
@@ -67,7 +58,7 @@ def free_tcp_ports(first: int, count: int) -> list[int]:
     while len(ports) < count:
         if port > 65535:
             raise RunError(f"no {count} free TCP ports from {first} for local JMeter servers")
-        if tcp_port_free(port):
+        if port_is_free(port):
             ports.append(port)
         port += 1
     return ports

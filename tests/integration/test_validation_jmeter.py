@@ -29,11 +29,10 @@ from click.testing import CliRunner, Result
 from clover.config import CHECKOUT_DIR, Config
 from cloverctl.main import cli
 from stack.catalogue import local_stack
-from stack.launcher import Launcher
+from stack.launcher import Launcher, port_is_free
 from tests.waiting import wait_until
 from validation import client
 from validation.results import Sample, final_summary, parse_jtl, parse_summariser
-from validation.runner import tcp_port_free
 
 OFFSET = int(os.environ.get("CLOVER_TEST_PORT_OFFSET", "0"))
 GRPC = f"127.0.0.1:{50157 + OFFSET}"
@@ -231,7 +230,7 @@ def test_two_slaves_produce_twice_the_samples(service: Launcher, target: Target,
         ("/about", "safari"): 12,
     }
     # the local JMeter servers exit with the run
-    wait_until(lambda: tcp_port_free(RMI_PORT) and tcp_port_free(RMI_PORT + 1), 30, what="JMeter servers to exit")
+    wait_until(lambda: port_is_free(RMI_PORT) and port_is_free(RMI_PORT + 1), 30, what="JMeter servers to exit")
 
 
 def test_a_duration_bounded_run_stops_on_time(service: Launcher, target: Target, tmp_path: Path) -> None:

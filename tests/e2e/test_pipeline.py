@@ -1,0 +1,111 @@
+"""The whole pipeline: requests through the sample chain come out as figures in Redis.
+
+sample chain -> Jaeger (OpenTelemetry) -> collector -> Kafka -> ingest -> Cassandra ->
+analytics -> Redis, every part the real one, started the way `cloverctl local up` starts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+import yaml
+
+from clover import keys
+from clover.config import Config
+from collector import client as collector
+from jobs.publish import clear_published
+from sdc import topology
+from stack.launcher import Launcher
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.spark
+
+SET_VISIBILITY = Path(__file__).resolve().parents[2] / "cloverctl" / "yaml" / "set_visibility.yaml"
+PROXY = "proxy-access-control"
+
+
+@pytest.fixture(scope="module")
+def pipeline(stack: Launcher, cfg: Config, cassandra: Any) -> Iterator[Config]:
+    stack.up(["sdc", "visibility"], progress=lambda m: print(f"[pipeline] {m}"))
+    yield cfg
+    collector.stop_collector(cfg.collector_grpc)
+    stack.down(["analytics", "collector", "sdc"])
+
+
+def track_the_original_sample(store: redis.Redis) -> None:
+    """What `cloverctl set visibility -f set_visibility.yaml` tracks (the original guide's file)."""
+    sample = yaml.safe_load(SET_VISIBILITY.read_text())
+    with store.pipeline(transaction=True) as tx:
+        tx.delete(keys.VISIBILITY_SERVICES, keys.METRIC_PREFIXES, keys.METRIC_SUFFIXES)
+        tx.sadd(keys.VISIBILITY_SERVICES, *[s["name"] for s in sample["services"]])
+        tx.sadd(keys.METRIC_PREFIXES, *[p["prefix"] for p in sample["metric_prefixes"]])
+        tx.sadd(keys.METRIC_SUFFIXES, *[s["suffix"] for s in sample["metric_suffixes"]])
+        tx.execute()
+
+
+def proxy_url(cfg: Config, path: str) -> str:
+    return f"http://{topology.pod_ip(cfg, PROXY)}:{topology.HTTP_PORT}{path}"
+
+
+def test_requests_through_the_chain_become_exact_figures_in_redis(
+    pipeline: Config, store: redis.Redis, cassandra: Any
+) -> None:
+    cfg = pipeline
+    assert collector.truncate_visibility(cfg.collector_grpc) == "Truncated visibility tables"
+    clear_published(store)
+    store.delete(keys.COLLECTOR_WATERMARKS)
+    track_the_original_sample(store)
+    assert collector.start_collector(cfg.collector_grpc, sinterval=2).startswith("Started collector on pid:")
+
+    for _ in range(20):
+        response = requests.get(proxy_url(cfg, "/"), headers={"User-Agent": "e2e-browser"}, timeout=10)
+        assert response.status_code == 200
+    for _ in range(4):
+        response = requests.get(proxy_url(cfg, "/no/such/page"), headers={"User-Agent": "e2e-bot"}, timeout=10)
+        assert response.status_code == 404
+
+    def proxy_figures() -> dict[str, str] | None:
+        figures = store.hgetall(keys.service_stats(PROXY))
+        return figures if figures.get(keys.REQUEST_COUNT) == "24" else None
+
+    figures = wait_until(proxy_figures, 180, 1.0, "the proxy's 24 requests in Redis")
+    assert (figures[keys.ERRORS_4XX], figures[keys.ERRORS_5XX]) == ("4", "0")
+    assert figures[keys.ERROR_RATE] == figures[keys.ERROR_RATE_4XX] == "0.1667"
+    rt = [float(figures[f]) for f in (keys.RT_MIN, keys.RT_P50, keys.RT_P99, keys.RT_MAX)]
+    assert rt == sorted(rt) and rt[0] > 0
+    window = store.hgetall(keys.service_window(PROXY))
+    assert (window[keys.REQUEST_COUNT], window[keys.ERRORS_4XX]) == ("24", "4")
+    urls = store.hgetall(keys.url_stats(PROXY))
+    assert sorted(urls) == ["/", "/no/such/page"]
+
+    def stored_agents() -> dict[str, float]:
+        rows = cassandra.execute("SELECT user_agent FROM spans")
+        counts: dict[str, float] = {}
+        for row in rows:
+            if row.user_agent:
+                counts[row.user_agent] = counts.get(row.user_agent, 0) + 1
+        return counts
+
+    # The analytics publishes what the ingest stored: the same counts, span for span.
+    agents = wait_until(
+        lambda: (s := stored_agents()) == dict(store.zrange(keys.SPAN_USER_AGENT_Z, 0, -1, withscores=True)) and s,
+        60,
+        1.0,
+        "Redis user-agent counts to match Cassandra's",
+    )
+    assert set(agents) == {"e2e-browser", "e2e-bot"}
+    assert agents["e2e-browser"] / 20 == agents["e2e-bot"] / 4  # the same spans per request, whatever the URL
+    span_total = cassandra.execute("SELECT count(*) FROM spans").one().count
+    trace_total = cassandra.execute("SELECT count(*) FROM traces").one().count
+    assert (store.get(keys.SPAN_COUNT), store.get(keys.TRACE_COUNT)) == (str(span_total), str(trace_total))
+
+    # The original sample's metric names are collected from the chain's Prometheus metrics.
+    name = keys.metric_value("envoy_cluster_inbound_9180__", "proxy_access_control",
+                             "_default_svc_cluster_local_upstream_rq_2xx")  # fmt: skip
+    history = wait_until(lambda: store.lrange(keys.METRICS_HISTORY_PREFIX + name, 0, -1), 90, 1.0, "a metric history")
+    assert float(history[-1]) >= 20
