@@ -20,54 +20,13 @@ def init_visibility() -> None:
     rest.text("GET", "/collector/init")
 
 
-START_FIELDS = ("sample_interval", "t_host", "t_port", "m_host", "m_port", "t_backend")
-
-
-def _port(value: Any, field: str) -> int:
-    try:
-        port = int(value)
-    except (TypeError, ValueError):
-        raise click.ClickException(f"{field} {value!r} is not a port number") from None
-    if not 0 < port < 65536:
-        raise click.ClickException(f"{field} {port} is outside 1..65535")
-    return port
-
-
-def collector_settings(path: str | None) -> dict[str, Any]:
-    """The StartCollector fields a start_visibility.yaml (facts §7) gives, checked here so that a
-    bad file is refused before anything is sent. A field it leaves out takes the controller's
-    default (a host without its port: the port of the configured endpoint)."""
-    if path is None:
-        return {}
-    body = rest.load_yaml(path) or {}
-    if not isinstance(body, dict):
-        raise click.ClickException(f"{path}: expected a mapping of settings")
-    unknown = sorted(set(body) - set(START_FIELDS))
-    if unknown:
-        raise click.ClickException(f"{path}: unknown field {unknown[0]!r}")
-    settings: dict[str, Any] = {}
-    if "sample_interval" in body:
-        try:
-            settings["sinterval"] = float(body["sample_interval"])
-        except (TypeError, ValueError):
-            raise click.ClickException(f"sample_interval {body['sample_interval']!r} is not a number") from None
-    for host, port in (("t_host", "t_port"), ("m_host", "m_port")):
-        if host in body:
-            settings[host] = str(body[host])
-        if port in body:
-            settings[port] = _port(body[port], port)
-    if "t_backend" in body:
-        settings["t_backend"] = str(body["t_backend"])
-    return settings
-
-
 @click.command("visibility", epilog=rest.EXIT_CODES_HELP)
 @click.option("-f", "--file", "file_", help="start_visibility.yaml: sample_interval, t_host/t_port, m_host/m_port.")
 @output_option
 def start_visibility(file_: str | None) -> None:
     """Start collecting traces and metrics (POST /collector/start). Fields missing from the file
-    (or every field, without -f) take the controller's configured defaults."""
-    collector_settings(file_)
+    (or every field, without -f) take the controller's configured defaults; the controller
+    refuses a bad field by name."""
     rest.text("POST", "/collector/start", rest.load_yaml(file_) if file_ else None)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cassandra.cluster import Cluster
+from kafka import KafkaAdminClient
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -268,6 +270,26 @@ def write_status(path: Path, writer: BatchWriter) -> None:
     write_report(path, batches=writer.batches, spans=writer.spans, metrics=writer.metrics, malformed=writer.malformed)
 
 
+def discard_stale_checkpoint(checkpoint: str, bootstrap: str) -> None:
+    """Forget a local checkpoint whose Kafka was reset (``up --fresh``): its offsets would point
+    past the end of the new topics and the query would skip new records as lost. The Kafka
+    cluster id is kept beside the checkpoint to tell."""
+    path = Path(checkpoint.removeprefix("file://"))
+    if "://" in checkpoint and not checkpoint.startswith("file://"):
+        return  # a remote checkpoint (cluster mode) is the deployment's to manage
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    try:
+        cluster_id = str(admin.describe_cluster()["cluster_id"])
+    finally:
+        admin.close()
+    marker = path.parent / f"{path.name}.kafka-cluster-id"
+    if marker.exists() and marker.read_text() != cluster_id and path.exists():
+        log.warning("Kafka cluster changed (%s -> %s): starting from a new checkpoint", marker.read_text(), cluster_id)
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(cluster_id)
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = Config.from_env()
     parser = argparse.ArgumentParser(description="Clover ingest: Kafka -> Cassandra (Structured Streaming)")
@@ -283,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("descriptor set %s is missing: run `make setup`", args.descriptor)
         return 2
     topics.ensure_topics(cfg.kafka_bootstrap)
+    discard_stale_checkpoint(args.checkpoint, cfg.kafka_bootstrap)
     spark = spark_session("clover-ingest", cfg)
     marks = ChangeMarks(cfg)
     batch_writer = BatchWriter(cfg.bucket_seconds, Path(args.descriptor), marks)

@@ -96,7 +96,10 @@ def test_visibility_init_start_stop_and_clear(parts: Launcher, cfg: Config, tmp_
     finally:
         cloverctl("stop", "visibility")
     bad = cloverctl("start", "visibility", "-f", write(tmp_path, "bad.yaml", {"t_port": "http"}))
-    assert (bad.exit_code, bad.output) == (1, "Error: t_port 'http' is not a port number\n")  # refused before sending
+    assert (bad.exit_code, bad.output) == (
+        1,
+        "Error: Invalid value in json/yaml: t_port: must be a port number (1-65535), not 'http'\n",
+    )
     assert get_status_running(parts) is False
     assert run_ok("clear", "visibility") == "Truncated visibility tables\n"
 

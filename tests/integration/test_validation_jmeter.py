@@ -37,6 +37,7 @@ from validation.results import Sample, final_summary, parse_jtl, parse_summarise
 OFFSET = int(os.environ.get("CLOVER_TEST_PORT_OFFSET", "0"))
 GRPC = f"127.0.0.1:{50157 + OFFSET}"
 RMI_PORT = 21099 + OFFSET
+CONTROLLER_URL = f"http://127.0.0.1:{18157 + OFFSET}"
 GUIDE_YAML = CHECKOUT_DIR / "cloverctl" / "yaml" / "jmeter_testplan.yaml"
 
 
@@ -118,6 +119,7 @@ def vcfg(cfg: Config) -> Config:
     return replace(
         cfg,
         validation_grpc=GRPC,
+        controller_url=CONTROLLER_URL,
         jmeter_rmi_port=RMI_PORT,
         sdc_tag=f"v{OFFSET // 10 % 1000000}"[:7],
         # network namespaces (root) or loopback addresses, as the chain picks by itself
@@ -128,15 +130,16 @@ def vcfg(cfg: Config) -> Config:
 
 @pytest.fixture(scope="module")
 def service(vcfg: Config) -> Iterator[Launcher]:
-    """The validation service, started fresh for this module and stopped after it."""
+    """The validation service and the controller cloverctl talks to, started fresh for this
+    module and stopped after it."""
     launcher = local_stack(vcfg)
-    launcher.up(["validation"], fresh=True)
+    launcher.up(["validation", "controller"], fresh=True)
     yield launcher
-    launcher.down(["validation"])
+    launcher.down(["controller", "validation"])
 
 
 def cloverctl(*args: str) -> Result:
-    result = CliRunner().invoke(cli, list(args), env={"CLOVER_VALIDATION_GRPC": GRPC})
+    result = CliRunner().invoke(cli, list(args), env={"CLOVER_CONTROLLER_URL": CONTROLLER_URL})
     return result
 
 

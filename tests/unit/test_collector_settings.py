@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import click
 import pytest
 
 from clover.config import Config
-from cloverctl.visibility import collector_settings
 from collector.metrics import tracked_metrics
 from collector.server import InvalidRequest, settings_from
 from protos import collector_pb2
@@ -68,23 +64,3 @@ def test_tracked_metric_names_are_prefix_service_suffix_then_custom() -> None:
          "proxy_access_control"),
         ("envoy_tracing_zipkin_spans_sent", ""),
     ]  # fmt: skip
-
-
-def test_start_visibility_yaml_of_the_original(tmp_path: Path) -> None:
-    path = tmp_path / "start_visibility.yaml"
-    path.write_text(
-        'sample_interval: "2"\nt_host: tracing.istio-system\nt_port: "80"\nm_port: "9090"\n'
-        "m_host: prometheus.istio-system\n"
-    )
-    assert collector_settings(str(path)) == {
-        "sinterval": 2.0,
-        "t_host": "tracing.istio-system",
-        "t_port": 80,
-        "m_host": "prometheus.istio-system",
-        "m_port": 9090,
-    }
-    path.write_text('sample_interval: "10"\nt_port: "80"\nt_host: jaeger-query.istio-system\n')
-    assert collector_settings(str(path)) == {"sinterval": 10.0, "t_host": "jaeger-query.istio-system", "t_port": 80}
-    path.write_text("t_host: x\nt_port: eighty\n")
-    with pytest.raises(click.ClickException, match="t_port 'eighty' is not a port number"):
-        collector_settings(str(path))

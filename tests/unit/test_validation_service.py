@@ -195,9 +195,9 @@ def test_a_bad_plan_is_refused_by_the_cli_before_anything_is_sent(tmp_path: Path
 
 
 def test_the_cli_says_when_the_service_is_unreachable(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["get", "testresult"], env={"CLOVER_VALIDATION_GRPC": "127.0.0.1:9"})
-    assert result.exit_code == 1
-    assert result.output.startswith("Error: Error connecting to the validation service at 127.0.0.1:9 via gRPC: ")
+    result = CliRunner().invoke(cli, ["get", "testresult"], env={"CLOVER_CONTROLLER_URL": "http://127.0.0.1:9"})
+    assert result.exit_code == 3
+    assert result.output.startswith("Error: cannot reach the clover-controller at http://127.0.0.1:9 ")
 
 
 def test_a_verb_alone_is_an_incomplete_command() -> None:
