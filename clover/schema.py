@@ -50,8 +50,11 @@ def truncate(session: Any, names: Iterable[str]) -> list[str]:
     for name in chosen:
         if name not in known:
             raise UnknownTable(f"unknown visibility table {name!r}; tables are: {', '.join(known)}")
+    rows = session.execute("SELECT table_name FROM system_schema.tables WHERE keyspace_name = %s", (KEYSPACE,))
+    existing = {row.table_name for row in rows}
     for name in chosen:
-        session.execute(f"TRUNCATE {KEYSPACE}.{name}", timeout=120)
+        if name in existing:  # a table never created holds nothing to truncate
+            session.execute(f"TRUNCATE {KEYSPACE}.{name}", timeout=120)
     return chosen
 
 

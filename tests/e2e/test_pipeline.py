@@ -22,6 +22,8 @@ from jobs.publish import clear_published
 from sdc import topology
 from stack.launcher import Launcher
 from tests.waiting import wait_until
+from validation import client as validation
+from validation.plan import parse_plan
 
 pytestmark = pytest.mark.spark
 
@@ -31,10 +33,10 @@ PROXY = "proxy-access-control"
 
 @pytest.fixture(scope="module")
 def pipeline(stack: Launcher, cfg: Config, cassandra: Any) -> Iterator[Config]:
-    stack.up(["sdc", "visibility"], progress=lambda m: print(f"[pipeline] {m}"))
+    stack.up(["sdc", "visibility", "validation"], progress=lambda m: print(f"[pipeline] {m}"))
     yield cfg
     collector.stop_collector(cfg.collector_grpc)
-    stack.down(["analytics", "collector", "sdc"])
+    stack.down(["validation", "analytics", "collector", "sdc"])
 
 
 def track_the_original_sample(store: redis.Redis) -> None:
@@ -81,7 +83,7 @@ def test_requests_through_the_chain_become_exact_figures_in_redis(
     window = store.hgetall(keys.service_window(PROXY))
     assert (window[keys.REQUEST_COUNT], window[keys.ERRORS_4XX]) == ("24", "4")
     urls = store.hgetall(keys.url_stats(PROXY))
-    assert sorted(urls) == ["/", "/no/such/page"]
+    assert sorted(urls) == [proxy_url(cfg, "/"), proxy_url(cfg, "/no/such/page")]  # the http.url tags
 
     def stored_agents() -> dict[str, float]:
         rows = cassandra.execute("SELECT user_agent FROM spans")
@@ -109,3 +111,36 @@ def test_requests_through_the_chain_become_exact_figures_in_redis(
                              "_default_svc_cluster_local_upstream_rq_2xx")  # fmt: skip
     history = wait_until(lambda: store.lrange(keys.METRICS_HISTORY_PREFIX + name, 0, -1), 90, 1.0, "a metric history")
     assert float(history[-1]) >= 20
+
+    # A JMeter plan (the validation service) through the chain: its user-agents in the counts.
+    per_request = agents["e2e-browser"] / 20
+    plan = parse_plan(
+        {
+            "load_spec": {"num_threads": 2, "loops": 3, "ramp_time": 0},
+            "url_list": [
+                {"name": "url1", "url": f"http://{PROXY}.default:9180/", "method": "GET", "user-agent": "jm-chrome"},
+                {
+                    "name": "url2",
+                    "url": f"http://{PROXY}.default:9180/test",
+                    "method": "GET",
+                    "user-agent": "jm-safari",
+                },
+            ],
+        }
+    )
+    assert validation.gen_test(cfg.validation_grpc, plan) == "Generated test plan"
+    run = validation.start_test(cfg.validation_grpc)
+    finished = validation.wait_for_run(cfg.validation_grpc, run.run_id, timeout=180)
+    assert (finished.samples, finished.errors) == (12, 0)
+    wait_until(lambda: store.hget(keys.service_stats(PROXY), keys.REQUEST_COUNT) == "36", 180, 1.0, "36 requests")
+    user_agents = wait_until(
+        lambda: (
+            (z := dict(store.zrange(keys.SPAN_USER_AGENT_Z, 0, -1, withscores=True))).get("jm-safari")
+            == 6 * per_request
+            and z
+        ),
+        60,
+        1.0,
+        "the JMeter user-agents counted",
+    )
+    assert user_agents["jm-chrome"] == user_agents["jm-safari"] == 6 * per_request
