@@ -7,12 +7,17 @@ import re
 import string
 import zlib
 from collections.abc import Iterable
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from clover.config import Config
 
-SCHEMA_FILE = Path(__file__).with_name("schema.cql")
+
+def schema_text() -> str:
+    """The CQL source; read as a package resource, so it works from the zip shipped to Spark too."""
+    return resources.files("clover").joinpath("schema.cql").read_text()
+
+
 KEYSPACE = "visibility"
 # The original's tables, in the order its TruncateVisibility used by default.
 ORIGINAL_TABLES = ("traces", "metrics", "spans")
@@ -25,7 +30,7 @@ class UnknownTable(ValueError):
 
 def statements(cfg: Config) -> list[str]:
     """The CQL statements of the schema, with replication and retention filled in."""
-    text = string.Template(SCHEMA_FILE.read_text()).substitute(
+    text = string.Template(schema_text()).substitute(
         replication=cfg.cassandra_replication, ttl_seconds=cfg.retention_seconds
     )
     without_comments = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
@@ -34,13 +39,24 @@ def statements(cfg: Config) -> list[str]:
 
 def tables() -> tuple[str, ...]:
     """Every table the schema defines, in file order."""
-    return tuple(re.findall(r"CREATE TABLE IF NOT EXISTS visibility\.(\w+)", SCHEMA_FILE.read_text()))
+    return tuple(re.findall(r"CREATE TABLE IF NOT EXISTS visibility\.(\w+)", schema_text()))
 
 
 def apply_schema(session: Any, cfg: Config) -> None:
     """Create the keyspace and every table (idempotent)."""
     for statement in statements(cfg):
         session.execute(statement, timeout=60)
+
+
+def ensure_schema(cfg: Config) -> None:
+    """Connect and apply the schema: a job may start before `cloverctl init visibility`."""
+    from cassandra.cluster import Cluster
+
+    cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
+    try:
+        apply_schema(cluster.connect(), cfg)
+    finally:
+        cluster.shutdown()
 
 
 def truncate(session: Any, names: Iterable[str]) -> list[str]:

@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 from clover import schema, topics
 from clover.config import CHECKOUT_DIR, Config
 from clover.logs import setup_logging
+from jobs.retry import Stopped, with_backoff
 from jobs.session import spark_session
 from jobs.status import write_report
 
@@ -304,11 +305,6 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.descriptor).exists():
         log.error("descriptor set %s is missing: run `make setup`", args.descriptor)
         return 2
-    topics.ensure_topics(cfg.kafka_bootstrap)
-    discard_stale_checkpoint(args.checkpoint, cfg.kafka_bootstrap)
-    spark = spark_session("clover-ingest", cfg)
-    marks = ChangeMarks(cfg)
-    batch_writer = BatchWriter(cfg.bucket_seconds, Path(args.descriptor), marks)
     stop = threading.Event()
 
     def request_stop(*_: object) -> None:
@@ -316,6 +312,15 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    try:
+        with_backoff(lambda: topics.ensure_topics(cfg.kafka_bootstrap), "creating the Kafka topics", stop)
+        with_backoff(lambda: schema.ensure_schema(cfg), "creating the visibility schema", stop)
+        with_backoff(lambda: discard_stale_checkpoint(args.checkpoint, cfg.kafka_bootstrap), "reading Kafka", stop)
+        marks = with_backoff(lambda: ChangeMarks(cfg), "connecting to Cassandra", stop)
+    except Stopped:
+        return 0
+    spark = spark_session("clover-ingest", cfg)
+    batch_writer = BatchWriter(cfg.bucket_seconds, Path(args.descriptor), marks)
     log.info(
         "ingest running: %s -> Cassandra %s, checkpoint %s", ",".join(topics.ALL), cfg.cassandra_hosts, args.checkpoint
     )

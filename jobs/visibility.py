@@ -39,6 +39,7 @@ from clover.config import Config
 from clover.logs import setup_logging
 from jobs.aggregates import LOG_GAMMA, ZERO_BIN, Aggregate
 from jobs.publish import Publisher, ResultSet, build_results
+from jobs.retry import Stopped, with_backoff
 from jobs.session import spark_session
 from jobs.status import write_report
 
@@ -499,13 +500,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     logging.getLogger("py4j").setLevel(logging.WARNING)
     cfg = Config.from_env()
-    spark = spark_session("clover-visibility", cfg)
-    analytics = VisibilityAnalytics(spark, cfg, window_s=args.window)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    spark = spark_session("clover-visibility", cfg)
     try:
-        analytics.load_state()
+        with_backoff(lambda: schema.ensure_schema(cfg), "creating the visibility schema", stop)
+        analytics = with_backoff(lambda: VisibilityAnalytics(spark, cfg, window_s=args.window), "connecting", stop)
+        with_backoff(analytics.load_state, "loading the analytics state", stop)
+    except Stopped:
+        spark.stop()
+        return 0
+    try:
         if args.once:
             analytics.run_once()
         else:

@@ -35,13 +35,13 @@ class Visit:
     user_agent: str
 
 
-# One round of the mix: mostly page views, an upload form post, a scan the IDS flags, misses.
+# One round of the mix: mostly page views, a file upload (204), one miss (404) in ten.
 MIX = (
     Visit("GET", "/", "chrome"),
     Visit("GET", "/index.html", "safari"),
     Visit("GET", "/test", "chrome"),
     Visit("GET", "/", "firefox"),
-    Visit("GET", "/clover/testurl", "curl/8.0"),
+    Visit("GET", "/index.html", "curl/8.0"),
     Visit("GET", "/index.html", "chrome"),
     Visit("POST", "/upload_test", "python-requests/2.32"),
     Visit("GET", "/missing/page", "safari"),
@@ -63,7 +63,10 @@ async def drive(base_url: str, rate: float, stop: asyncio.Event) -> Counter[str]
     in_flight: set[asyncio.Task[None]] = set()
 
     async def one(session: aiohttp.ClientSession, visit: Visit) -> None:
-        data = b"name=demo&file=hello" if visit.method == "POST" else None
+        data = None
+        if visit.method == "POST":
+            data = aiohttp.FormData()
+            data.add_field("file1", b"hello clover", filename="hello.txt", content_type="text/plain")
         try:
             async with session.request(
                 visit.method, base_url + visit.path, headers={"User-Agent": visit.user_agent}, data=data

@@ -57,7 +57,8 @@ def run_demo(cfg: Config, progress: Progress, stop: threading.Event) -> Launcher
     """Start everything, print where to look, and wait for ``stop``; then stop everything."""
     stack = local_stack(cfg)
     try:
-        stack.up(demo_groups(), progress=progress)
+        for group in demo_groups():  # in order: each group's services are ready before the next starts
+            stack.up([group], progress=progress)
         start_visibility(cfg, progress)
         progress("")
         progress(f"Dashboard:   {cfg.controller_url}{DASHBOARD_PATH}")
