@@ -44,6 +44,8 @@ pyzip=$STATE/build/clover-jobs.zip
 export CLOVER_HOME=${CLOVER_HOME:-$ROOT}
 export PYSPARK_PYTHON=${PYSPARK_PYTHON:-$VENV/bin/python}
 export PYSPARK_DRIVER_PYTHON=${PYSPARK_DRIVER_PYTHON:-$VENV/bin/python}
-exec "$VENV/bin/spark-submit" "${master[@]}" --jars "$jars" --py-files "$pyzip" \
+local_memory=()
+[ ${#master[@]} -gt 0 ] && local_memory=(--driver-memory "${CLOVER_SPARK_DRIVER_MEMORY:-2g}")
+exec "$VENV/bin/spark-submit" "${master[@]}" "${local_memory[@]}" --jars "$jars" --py-files "$pyzip" \
   --conf spark.ui.showConsoleProgress=false \
   --driver-java-options "-Dlog4j2.configurationFile=file:$ROOT/stack/conf/spark-log4j2.properties" "$@"

@@ -41,6 +41,7 @@ def spark_session(app_name: str, cfg: Config, shuffle_partitions: int = 4) -> Sp
             raise RuntimeError(f"no connector jars in {cfg.stack_cache / 'spark' / 'lib'}; run `make setup`")
         builder = (
             builder.master("local[*]")
+            .config("spark.driver.memory", "2g")
             .config("spark.jars", ",".join(str(j) for j in jars))
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.driver.host", "127.0.0.1")

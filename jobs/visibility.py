@@ -60,6 +60,9 @@ Key = tuple[str, str]  # (kind, key)
 BucketAggregates = dict[Key, Aggregate]
 
 OVERLAP = timedelta(seconds=30)
+# Buckets aggregated in one Spark step: a large backlog (a first run over days of data) is
+# taken in steps of this size, so the memory a step needs stays bounded.
+MAX_BUCKETS_PER_STEP = 50
 SPAN_COLUMNS = ("bucket", "traceid", "service", "node_id", "operation_name", "http_url", "user_agent", "status_code",
                 "upstream_cluster", "duration_us", "start_time")  # fmt: skip
 
@@ -364,8 +367,8 @@ class VisibilityAnalytics:
         self.check_epoch()
         now_dt = datetime.fromtimestamp(now or time.time(), tz=UTC)
         buckets, newest = self.changed_buckets(now_dt)
-        if buckets:
-            self._recompute(buckets)
+        for start in range(0, len(buckets), MAX_BUCKETS_PER_STEP):  # a backlog in bounded steps
+            self._recompute(buckets[start : start + MAX_BUCKETS_PER_STEP])
         if newest is not None:
             self.state.watermark = newest
             self.db.execute(self.put_state, ("watermark", newest.isoformat()))
