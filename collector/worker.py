@@ -26,6 +26,9 @@ from protos import records_pb2
 
 log = logging.getLogger(__name__)
 
+# How far before its watermark a cycle looks again, for spans the backend received late.
+OVERLAP_SECONDS = 30.0
+
 
 @dataclass
 class Counters:
@@ -49,7 +52,7 @@ class Collector:
         prometheus: PrometheusSource,
         publisher: KafkaPublisher,
         interval_s: float = 5.0,
-        overlap_s: float = 30.0,
+        overlap_s: float = OVERLAP_SECONDS,
         first_lookback_s: float = 300.0,
         clock: Callable[[], float] = time.time,
     ):
@@ -140,7 +143,7 @@ class Collector:
         for span in fresh:
             self._seen_spans[(span.trace_id, span.span_id)] = span.start_time_us
         self.counters.spans_published += len(fresh)
-        self.store.hset(keys.COLLECTOR_WATERMARKS, service, str(now_us))
+        self.store.hset(keys.COLLECTOR_WATERMARKS, service, str(max(now_us, watermark)))  # never backwards
 
     def _collect_metric(self, metric: TrackedMetric) -> None:
         samples = self.prometheus.samples(metric)

@@ -63,6 +63,8 @@ OVERLAP = timedelta(seconds=30)
 # Buckets aggregated in one Spark step: a large backlog (a first run over days of data) is
 # taken in steps of this size, so the memory a step needs stays bounded.
 MAX_BUCKETS_PER_STEP = 50
+# Expired buckets taken out of the totals in one run at most (the rest in the next runs).
+MAX_EXPIRED_BUCKETS = 2000
 SPAN_COLUMNS = ("bucket", "traceid", "service", "node_id", "operation_name", "http_url", "user_agent", "status_code",
                 "upstream_cluster", "duration_us", "start_time")  # fmt: skip
 
@@ -174,6 +176,9 @@ class AnalyticsState:
     seen_marks: set[tuple[int, int]] = field(default_factory=set)
     # No trace was ever counted: every trace of a run is new (the first, full run skips the lookup).
     nothing_counted: bool = False
+    # Earliest bucket ever aggregated, and the start of the retention already applied to the totals.
+    first_bucket: int | None = None
+    expired_before: int = 0
 
 
 AGGREGATE_COLUMNS = "count, sum_us, min_us, max_us, n4xx, n5xx, first_us, last_us, bins"
@@ -246,6 +251,8 @@ class VisibilityAnalytics:
             totals=totals,
             recent=self._read_bucket_aggregates(self._window_buckets()),
             nothing_counted=self.db.execute("SELECT traceid FROM counted_traces LIMIT 1").one() is None,
+            first_bucket=int(first) if (first := self._read_state("first_bucket")) else None,
+            expired_before=int(self._read_state("expired_before") or 0),
         )
         log.info("state loaded: %d totals, watermark %s", len(totals), self.state.watermark)
 
@@ -367,11 +374,13 @@ class VisibilityAnalytics:
         self.check_epoch()
         now_dt = datetime.fromtimestamp(now or time.time(), tz=UTC)
         buckets, newest = self.changed_buckets(now_dt)
-        for start in range(0, len(buckets), MAX_BUCKETS_PER_STEP):  # a backlog in bounded steps
-            self._recompute(buckets[start : start + MAX_BUCKETS_PER_STEP])
+        retained = [b for b in buckets if b >= self.state.expired_before]  # older ones left the retention
+        for start in range(0, len(retained), MAX_BUCKETS_PER_STEP):  # a backlog in bounded steps
+            self._recompute(retained[start : start + MAX_BUCKETS_PER_STEP])
         if newest is not None:
             self.state.watermark = newest
             self.db.execute(self.put_state, ("watermark", newest.isoformat()))
+        self._expire(now_dt)
         window_buckets = self._window_buckets(now_dt.timestamp())
         self.state.recent = {b: a for b, a in self.state.recent.items() if b >= window_buckets[0]}
         window: dict[Key, Aggregate] = {}
@@ -379,6 +388,9 @@ class VisibilityAnalytics:
             for key, agg in aggregates.items():
                 window.setdefault(key, Aggregate()).add(agg)
         results = build_results(self.store, self.db, self.state.totals, window, self.window_s)
+        if self._read_state("epoch") != self.state.epoch:
+            log.info("visibility was cleared during this run: nothing published")
+            return results
         self.publisher.publish(results)
         log.info(
             "run: %d buckets recomputed, %d keys published in %.2fs",
@@ -387,6 +399,39 @@ class VisibilityAnalytics:
             time.monotonic() - started,
         )
         return results
+
+    def _expire(self, now: datetime) -> None:
+        """Take the buckets that left the retention out of the running totals.
+
+        Counts, sums and sketches are exact after this. The first-seen time of what remains is
+        moved up to the cutoff (request rates stay right); min and max keep values that may
+        have come from expired spans, and a key with nothing left is dropped."""
+        width = self.cfg.bucket_seconds * 1000
+        cutoff = (datetime_to_ms(now) - self.cfg.retention_seconds * 1000) // width * width
+        start = max(self.state.expired_before, self.state.first_bucket or cutoff)
+        if start >= cutoff:
+            return
+        end = min(cutoff, start + MAX_EXPIRED_BUCKETS * width)
+        expired = list(range(start, end, width))
+        touched: set[Key] = set()
+        for aggregates in self._read_bucket_aggregates(expired).values():
+            for key, agg in aggregates.items():
+                if key in self.state.totals:
+                    self.state.totals[key].subtract(agg)
+                    touched.add(key)
+        gone = [k for k in touched if self.state.totals[k].count <= 0]
+        for key in touched - set(gone):
+            total = self.state.totals[key]
+            if total.first_us is not None:
+                total.first_us = max(total.first_us, end * 1000)
+        for key in gone:
+            del self.state.totals[key]
+            self.db.execute("DELETE FROM aggregate_totals WHERE kind = %s AND key = %s", key)
+        self._execute(self.insert_total, [(k[0], k[1], *aggregate_values(self.state.totals[k])) for k in touched
+                                          if k in self.state.totals])  # fmt: skip
+        self.state.expired_before = end
+        self.db.execute(self.put_state, ("expired_before", str(end)))
+        log.info("expired %d buckets before %s (%d keys changed)", len(expired), ms_to_datetime(end), len(touched))
 
     def _recompute(self, buckets: list[int]) -> None:
         started = time.monotonic()
@@ -404,6 +449,9 @@ class VisibilityAnalytics:
             **self._read_bucket_aggregates(missing),
             **{b: self.state.recent[b] for b in buckets if b in self.state.recent},
         }
+        if buckets and (self.state.first_bucket is None or buckets[0] < self.state.first_bucket):
+            self.state.first_bucket = buckets[0]
+            self.db.execute(self.put_state, ("first_bucket", str(buckets[0])))
         touched: set[Key] = set()
         bucket_rows = []
         for bucket in buckets:

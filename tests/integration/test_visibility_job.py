@@ -117,10 +117,10 @@ def seed_metric(cassandra: Any, name: str, count: int, now_us: int, bucket_secon
     return values
 
 
-def run_job(cfg: Config) -> None:
+def run_job(cfg: Config, **env: str) -> None:
     result = subprocess.run(
         [str(CHECKOUT_DIR / "spark-submit.sh"), str(CHECKOUT_DIR / "jobs" / "visibility.py"), "--once"],
-        capture_output=True, text=True, timeout=600, env=os.environ.copy(),
+        capture_output=True, text=True, timeout=600, env={**os.environ, **env},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -242,3 +242,20 @@ def test_every_key_is_exact_and_a_second_run_updates_window_and_totals(
     seed(cassandra, more, cfg.bucket_seconds)
     run_job(cfg)
     assert_results(store, spans + more, window_start_us)
+
+    # A retention of 10 minutes: the buckets of 20 minutes ago leave the totals. A trace counts
+    # where its first span is, so it leaves with that span's bucket.
+    run_job(cfg, CLOVER_RETENTION_SECONDS="600")
+    kept = [s for s in spans + more if s.start_us >= now_us - 600 * 1_000_000]
+    first_span = {}
+    for span in sorted(spans + more, key=lambda x: x.start_us):
+        first_span.setdefault(span.trace, span.start_us)
+    assert store.get(keys.SPAN_COUNT) == str(len(kept))
+    assert store.get(keys.TRACE_COUNT) == str(sum(1 for t in first_span.values() if t >= now_us - 600 * 1_000_000))
+    assert zset(store, keys.SPAN_URLS_Z) == counts(kept, lambda s: s.url)
+    assert zset(store, keys.SPAN_USER_AGENT_Z) == counts(kept, lambda s: s.agent)
+    figures = store.hgetall(keys.service_stats("svc-a"))
+    expected = expected_service(kept, "svc-a")
+    for field in (keys.REQUEST_COUNT, keys.ERRORS_4XX, keys.ERRORS_5XX, keys.ERROR_RATE):
+        assert figures[field] == expected[field], field
+    assert_percentiles(figures, [s.duration_us for s in kept if own(s, "svc-a")])
