@@ -1,6 +1,6 @@
-"""Sample-chain commands. Through the controller's REST API (facts §7): ``set lb|server -f``,
-``create idsrules -f``, ``start|stop ids``. Straight to the pods over gRPC (``sdc.client``):
-``set proxy -f``, ``get lb|server|proxy|ids|idsrules`` and ``delete idsrules``.
+"""Sample-chain commands, all through the controller's REST API: the original's (facts §7)
+``set lb|server -f``, ``create idsrules -f`` and ``start|stop ids``, and the new ``set proxy -f``,
+``get lb|server|proxy|ids|idsrules`` and ``delete idsrules``.
 
 The yaml files are the original samples (``cloverctl/yaml/``). The output is the pod's reply,
 e.g. "Modified nginx config"; a refused change exits 1 with the reason.
@@ -8,46 +8,13 @@ e.g. "Modified nginx config"; a refused change exits 1 with the reason.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
-from clover.config import Config, ConfigError
 from cloverctl import rest
 from cloverctl.rest import output_option
-from sdc import client
-
-YAML_DIR = Path(__file__).resolve().parent / "yaml"
-
-
-def _cfg() -> Config:
-    try:
-        return Config.from_env()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def load_yaml(path: str) -> Any:
-    """A yaml file, looked up as given, else in cloverctl's yaml directory (like the original)."""
-    file = Path(path)
-    if not file.exists() and not file.is_absolute() and (YAML_DIR / path).exists():
-        file = YAML_DIR / path
-    try:
-        return yaml.safe_load(file.read_text())
-    except FileNotFoundError:
-        raise click.ClickException(f"{path}: no such file (nor in {YAML_DIR})") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise click.ClickException(f"cannot read {path}: {exc}") from None
-
-
-def _run(fn: Any, *args: Any) -> Any:
-    try:
-        return fn(_cfg(), *args)
-    except client.SdcError as exc:
-        raise click.ClickException(str(exc)) from None
-
 
 file_option = click.option("-f", "--file", "file_", required=True, help="The yaml file (e.g. lbv2.yaml).")
 
@@ -68,11 +35,12 @@ def set_server(file_: str) -> None:
     rest.text("POST", "/nginx/server", rest.load_yaml(file_))
 
 
-@click.command("proxy")
+@click.command("proxy", epilog=rest.EXIT_CODES_HELP)
 @file_option
+@output_option
 def set_proxy(file_: str) -> None:
-    """Change the proxy's upstream, mirror or block time (ModifyProxy)."""
-    click.echo(_run(client.modify_proxy, load_yaml(file_)))
+    """Change the proxy's upstream, mirror or block time (POST /nginx/proxy)."""
+    rest.text("POST", "/nginx/proxy", rest.load_yaml(file_))
 
 
 @click.command("idsrules", epilog=rest.EXIT_CODES_HELP)
@@ -98,18 +66,32 @@ def stop_ids() -> None:
     rest.text("GET", "/snort/stop")
 
 
-@click.command("ids")
+def _show(value: Any) -> None:
+    """A mapping for people (yaml) or, with -o json, for scripts."""
+    if rest.json_output():
+        rest.echo_json(value)
+    else:
+        click.echo(yaml.safe_dump(value, sort_keys=False).rstrip())
+
+
+@click.command("ids", epilog=rest.EXIT_CODES_HELP)
+@output_option
 def get_ids() -> None:
-    """Show the IDS engine's state and counts."""
-    click.echo(yaml.safe_dump(_run(client.snort_status), sort_keys=False).rstrip())
+    """Show the IDS engine's state and counts (GET /snort/status)."""
+    _show(rest.data("GET", "/snort/status"))
 
 
-@click.command("idsrules")
+@click.command("idsrules", epilog=rest.EXIT_CODES_HELP)
 @click.option("--all", "all_", is_flag=True, help="Include the community rules.")
 @click.option("--sid", "sids", multiple=True, help="Only these signature ids.")
+@output_option
 def get_idsrules(all_: bool, sids: tuple[str, ...]) -> None:
-    """List snort-ids' local rules (and with --all the community rules)."""
-    rules = _run(client.list_rules, list(sids), "all" if all_ else "local")
+    """List snort-ids' local rules, and with --all the community rules (GET /snort/rules)."""
+    params = {"scope": "all" if all_ else "local", "sid": list(sids)}
+    rules = rest.data("GET", "/snort/rules", params=params)["rules"]
+    if rest.json_output():
+        rest.echo_json(rules)
+        return
     if not rules:
         click.echo("No rules.")
     for rule in rules:
@@ -117,36 +99,40 @@ def get_idsrules(all_: bool, sids: tuple[str, ...]) -> None:
         click.echo(f"{rule['sid']:>9} {rule['file']:<16} {state:<11} {rule['text']}")
 
 
-@click.command("idsrules")
+@click.command("idsrules", epilog=rest.EXIT_CODES_HELP)
 @click.option("--sid", "sids", multiple=True, required=True, help="Signature id to delete (repeatable).")
+@output_option
 def delete_idsrules(sids: tuple[str, ...]) -> None:
-    """Delete rules from snort-ids' local.rules (effective after the next start)."""
-    click.echo(_run(client.delete_rules, list(sids)))
+    """Delete rules from snort-ids' local.rules, effective after the next start (POST /snort/delrule)."""
+    rest.text("POST", "/snort/delrule", {"sids": list(sids)})
 
 
-def _show(name: str) -> None:
-    click.echo(yaml.safe_dump(_run(client.get_config, name), sort_keys=False).rstrip())
+def _pod_config(name: str) -> None:
+    _show(rest.data("GET", f"/nginx/config/{name}"))
 
 
-@click.command("lb")
+@click.command("lb", epilog=rest.EXIT_CODES_HELP)
 @click.argument("name", default="http-lb-v1")
+@output_option
 def get_lb(name: str) -> None:
-    """Show a load balancer's running configuration (default http-lb-v1)."""
-    _show(name)
+    """Show a load balancer's running configuration, default http-lb-v1 (GET /nginx/config/NAME)."""
+    _pod_config(name)
 
 
-@click.command("server")
+@click.command("server", epilog=rest.EXIT_CODES_HELP)
 @click.argument("name", default="clover-server1")
+@output_option
 def get_server(name: str) -> None:
-    """Show a server's running configuration (default clover-server1)."""
-    _show(name)
+    """Show a server's running configuration, default clover-server1 (GET /nginx/config/NAME)."""
+    _pod_config(name)
 
 
-@click.command("proxy")
+@click.command("proxy", epilog=rest.EXIT_CODES_HELP)
 @click.argument("name", default="proxy-access-control")
+@output_option
 def get_proxy(name: str) -> None:
-    """Show the proxy's configuration and the clients it blocks."""
-    _show(name)
+    """Show the proxy's configuration and the clients it blocks (GET /nginx/config/NAME)."""
+    _pod_config(name)
 
 
 def register(verbs: dict[str, click.Group]) -> None:

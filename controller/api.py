@@ -229,7 +229,11 @@ def snort_status() -> Response:
 
 
 def snort_rules() -> Response:
-    return jsonify({"rules": backend().ids_rules(request.args.get("scope", "local"))})
+    return jsonify({"rules": backend().ids_rules(request.args.get("scope", "local"), request.args.getlist("sid"))})
+
+
+def snort_delrule() -> Response:
+    return text_reply(backend().delete_rules(body()))
 
 
 def jmeter_gen() -> Response:
@@ -344,7 +348,10 @@ ROUTES: tuple[Route, ...] = (
     Route("/snort/status", ("GET",), "The IDS engine's state and counts", snort_status, SDC, reply=JSON,
           reply_schema="Object", new=True),
     Route("/snort/rules", ("GET",), "snort-ids' rules", snort_rules, SDC, reply=JSON, reply_schema="Object",
-          new=True, query=(("scope", "string", "local (default) or all"),)),
+          new=True,
+          query=(("scope", "string", "local (default) or all"), ("sid", "string", "only this sid (repeatable)"))),
+    Route("/snort/delrule", ("POST",), "Delete rules from snort-ids' local rules (DeleteRules)", snort_delrule, SDC,
+          mutating=True, new=True, body="IdsRuleDelete", body_required=True),
     Route("/snort/test", ("GET",), "Test page", _html(_test_page("Snort API Test Response")), SDC, reply=HTML),
     Route("/jmeter/gen", GP, "Generate the JMeter plan from a test-plan body (GenTest)", jmeter_gen, VAL,
           mutating=True, body="TestPlan", body_required=True,

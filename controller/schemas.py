@@ -202,6 +202,16 @@ IDS_RULE: dict[str, Any] = {
                 "content": '"asafaweb.com"'},
 }  # fmt: skip
 
+IDS_RULE_DELETE: dict[str, Any] = {
+    "title": "IdsRuleDelete",
+    "description": "The signature ids of local rules to delete (DeleteRules).",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["sids"],
+    "properties": {"sids": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^[0-9]+$"}}},
+    "example": {"sids": ["10000003"]},
+}
+
 SNORT_EVENT_QUERY: dict[str, Any] = {
     "title": "SnortEventQuery",
     "type": "object",
@@ -235,7 +245,8 @@ JMETER_START: dict[str, Any] = {
 
 BODIES: dict[str, dict[str, Any]] = {
     s["title"]: s
-    for s in (VISIBILITY_SET, COLLECTOR_START, STATS_REQUEST, LB, SERVER, PROXY, IDS_RULE, SNORT_EVENT_QUERY,
+    for s in (VISIBILITY_SET, COLLECTOR_START, STATS_REQUEST, LB, SERVER, PROXY, IDS_RULE, IDS_RULE_DELETE,
+              SNORT_EVENT_QUERY,
               TEST_PLAN, JMETER_START)
 }  # fmt: skip
 

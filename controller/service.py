@@ -70,6 +70,7 @@ PROXY_RELAY = Relay("proxy", "Invalid value in proxy json/yaml", "Error modifyin
 RULE_RELAY = Relay("IDS", "Invalid value in IDS rule json/yaml", "Error adding IDS rule")
 IDS_START = Relay("IDS", "Invalid IDS request", "Error starting IDS")
 IDS_STOP = Relay("IDS", "Invalid IDS request", "Error stopping IDS")
+RULE_DELETE = Relay("IDS", "Invalid IDS rule deletion", "Error deleting IDS rules")
 IDS_QUERY = Relay("IDS", "Invalid IDS request", "Error querying IDS")
 CHAIN_QUERY = Relay("pod", "Invalid request", "Error reading the configuration")
 
@@ -326,6 +327,13 @@ class Backend:
         except sdc.SdcError as exc:
             raise _sdc_error(exc, RULE_RELAY, schemas.IDS_RULE) from None
 
+    def delete_rules(self, body: Mapping[str, Any] | None) -> str:
+        check(schemas.IDS_RULE_DELETE, body, RULE_DELETE.invalid)
+        try:
+            return sdc.delete_rules(self.cfg, list((body or {})["sids"]))
+        except sdc.SdcError as exc:
+            raise _sdc_error(exc, RULE_DELETE, schemas.IDS_RULE_DELETE) from None
+
     def start_ids(self) -> str:
         try:
             return sdc.start_snort(self.cfg)
@@ -344,11 +352,11 @@ class Backend:
         except sdc.SdcError as exc:
             raise _sdc_error(exc, IDS_QUERY) from None
 
-    def ids_rules(self, scope: str = "local") -> list[dict[str, Any]]:
+    def ids_rules(self, scope: str = "local", sids: list[str] | None = None) -> list[dict[str, Any]]:
         if scope not in ("local", "all"):
             raise bad_request(f"scope {scope!r} must be local or all", "scope")
         try:
-            return sdc.list_rules(self.cfg, scope=scope)
+            return sdc.list_rules(self.cfg, sids, scope=scope)
         except sdc.SdcError as exc:
             raise _sdc_error(exc, IDS_QUERY) from None
 

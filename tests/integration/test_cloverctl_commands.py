@@ -182,6 +182,29 @@ def test_sample_chain_commands(parts: Launcher, tmp_path: Path) -> None:
     assert run_ok("create", "idsrules", "-f", "idsrule_scan.yaml") == "Added to local rules\n"
     assert re.fullmatch(r"Stopped Snort on pid: \d+, Cleared Snort logs\n", run_ok("stop", "ids"))
     assert re.fullmatch(r"Started Snort on pid: \d+\n", run_ok("start", "ids"))
+    assert run_ok("get", "ids").startswith("running: true\n")
+    assert re.fullmatch(
+        r" 10000003 local\.rules +loaded +alert tcp any any -> \$HOME_NET any "
+        r"\(msg:\"MALWARE-CNC User-Agent ASafaWeb Scan\";.*\n",
+        run_ok("get", "idsrules", "--sid", "10000003"),
+    )
+    assert run_ok("delete", "idsrules", "--sid", "10000003") == "Deleted 1 rule(s) from local rules\n"
+    assert run_ok("-o", "json", "get", "idsrules", "--sid", "10000003") == "[]\n"
+    gone = cloverctl("delete", "idsrules", "--sid", "10000003")
+    assert (gone.exit_code, gone.output) == (
+        1,
+        "Error: Failed to delete local rules: sids 10000003 are not in local.rules\n",
+    )
+    assert run_ok("create", "idsrules", "-f", "idsrule_scan.yaml") == "Added to local rules\n"
+    proxy = json.loads(run_ok("-o", "json", "get", "proxy"))["proxy"]
+    try:
+        assert (
+            run_ok("set", "proxy", "-f", write(tmp_path, "proxy.yaml", {"block_seconds": 7}))
+            == "Modified nginx config\n"
+        )
+        assert json.loads(run_ok("-o", "json", "get", "proxy"))["proxy"]["block_seconds"] == 7
+    finally:
+        run_ok("set", "proxy", "-f", write(tmp_path, "proxy.yaml", {"block_seconds": proxy["block_seconds"]}))
     bad = cloverctl("create", "idsrules", "-f", "lbv2.yaml")
     assert bad.exit_code == 1
     assert bad.output.startswith("Error: Invalid value in json/yaml: the rule spec: unknown field(s) lb_group, ")

@@ -188,6 +188,19 @@ def test_stat_and_config_types_and_query_arguments_are_checked(client: FlaskClie
     assert (status, payload["field"]) == (400, "window")
 
 
+def test_a_rule_deletion_names_what_is_wrong_before_the_ids_is_dialled(client: FlaskClient) -> None:
+    cases = [
+        (None, "sids: is required", "sids"),
+        ({"sids": []}, "sids: must have at least 1 item(s)", "sids"),
+        ({"sids": "10000003"}, "sids: must be a list, not a string", "sids"),
+        ({"sids": ["10000003", "scan"]}, "sids[1]: 'scan' does not match '^[0-9]+$'", "sids[1]"),
+        ({"sids": ["1"], "sid": "2"}, "sid: unknown field (expected one of sids)", "sid"),
+    ]
+    for body, problem, field in cases:
+        status, payload = error(client.post("/snort/delrule", json=body))
+        assert (status, payload["error"], payload["field"]) == (400, f"Invalid IDS rule deletion: {problem}", field)
+
+
 def test_sample_chain_bodies_are_refused_with_the_chains_own_rules_before_any_pod_is_dialled(
     client: FlaskClient,
 ) -> None:
