@@ -8,6 +8,7 @@ Jaeger binary are in the stack cache that ``make setup`` fills.
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import string
 import subprocess
@@ -110,7 +111,9 @@ def kafka_cluster_id(dirs: PartDirs) -> str:
     """The KRaft cluster id, made once per state directory."""
     id_file = dirs.root / "cluster-id"
     if not id_file.exists():
-        id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        draft = id_file.with_suffix(f".{os.getpid()}")
+        draft.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        draft.replace(id_file)  # a concurrent reader never sees a half-written id
     return id_file.read_text().strip()
 
 
