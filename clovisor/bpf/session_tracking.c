@@ -157,7 +157,7 @@ struct dir_state {
     u8 ch_phase;              // 0: size digits, 1: extension/CR
     u16 trailer_len;
     u8 orphan;                // the response being parsed matched no request
-    u8 pad;
+    u8 fresh;                 // a head begun in this packet: its exchange is not looked up yet
 };
 
 struct conn {
@@ -393,13 +393,12 @@ static __always_inline void emit_tcp(struct conn *c, struct conn_key *key, u64 n
     count(S_TCP_CONNS);
 }
 
-// The response of exchange `c->next_resp` has ended: emit it.
-static __always_inline void finish_response(struct conn *c, struct conn_key *key, struct dir_state *ds,
-                                            u64 now) {
+// The response of exchange `c->next_resp` has ended: emit it. `rec` is its record (NULL: none).
+static __always_inline void finish_response_rec(struct conn *c, struct conn_key *key, struct dir_state *ds,
+                                                u64 now, struct exchange *rec) {
     struct exch_key ek = {};
     ek.c = *key;
     ek.seq = c->next_resp;
-    struct exchange *rec = exchanges.lookup(&ek);
     if (rec && !ds->orphan) {
         rec->kind = REC_EXCHANGE;
         rec->resp_end_ns = now;
@@ -423,12 +422,15 @@ static __always_inline void finish_response(struct conn *c, struct conn_key *key
     ds->msg_bytes = 0;
 }
 
-static __always_inline void finish_request(struct conn *c, struct conn_key *key, struct dir_state *ds,
-                                           u64 now) {
+static __always_inline void finish_response(struct conn *c, struct conn_key *key, struct dir_state *ds,
+                                            u64 now) {
     struct exch_key ek = {};
     ek.c = *key;
-    ek.seq = ds->msg_seq;
-    struct exchange *rec = exchanges.lookup(&ek);
+    ek.seq = c->next_resp;
+    finish_response_rec(c, key, ds, now, exchanges.lookup(&ek));
+}
+
+static __always_inline void finish_request_rec(struct dir_state *ds, u64 now, struct exchange *rec) {
     if (rec) {
         rec->req_end_ns = now;
         rec->req_size = ds->msg_bytes;
@@ -439,10 +441,14 @@ static __always_inline void finish_request(struct conn *c, struct conn_key *key,
 
 static __always_inline void finish_message(struct conn *c, struct conn_key *key, struct dir_state *ds,
                                            u8 dir, u64 now) {
+    struct exch_key ek = {};
+    ek.c = *key;
+    ek.seq = dir == DIR_REQ ? ds->msg_seq : c->next_resp;
+    struct exchange *rec = exchanges.lookup(&ek);
     if (dir == DIR_REQ)
-        finish_request(c, key, ds, now);
+        finish_request_rec(ds, now, rec);
     else
-        finish_response(c, key, ds, now);
+        finish_response_rec(c, key, ds, now, rec);
 }
 
 // FIN/RST, after the segment's payload was parsed. Returns 1 when the connection is gone.
@@ -506,29 +512,30 @@ static __always_inline int begin_message(struct __sk_buff *skb, struct conn *c, 
         ds->msg_seq = c->next_req;
         c->next_req++;
         count(S_REQUESTS);
-        struct exch_key ek = {};
-        ek.c = *key;
-        ek.seq = rec->seq;
-        if (exchanges.update(&ek, rec) < 0)
-            count(S_EXCH_FULL);
+        // Stays in the scratch record until cv_lines has parsed the head's first window.
     } else {
         if ((w & BMASK(7)) != HTTP1)
             return 0;
-        struct exch_key ek = {};
-        ek.c = *key;
-        ek.seq = c->next_resp;
-        struct exchange *rec = exchanges.lookup(&ek);
-        ds->orphan = rec ? 0 : 1;
-        if (!rec || c->next_resp >= c->next_req) {
-            ds->orphan = 1;
-            count(S_ORPHAN_RESP);
-        } else if (!rec->resp_start_ns) {
-            rec->resp_start_ns = now;
-        }
+        ds->orphan = 0;
         ds->msg_seq = c->next_resp;
     }
+    ds->fresh = 1;
     ds->state = ST_HEAD;
     return 1;
+}
+
+// A request head begun in this packet goes from the scratch record into `exchanges`.
+static __always_inline void store_fresh(struct conn_key *key, struct dir_state *ds, u8 dir, struct scratch *s) {
+    if (!ds->fresh)
+        return;
+    ds->fresh = 0;
+    if (dir != DIR_REQ)
+        return;
+    struct exch_key ek = {};
+    ek.c = *key;
+    ek.seq = s->rec.seq;
+    if (exchanges.update(&ek, &s->rec) < 0)
+        count(S_EXCH_FULL);
 }
 
 // Where header values go in struct exchange (offset of the slot, its size, index in lens).
@@ -657,22 +664,14 @@ static __always_inline u32 scan_window(struct __sk_buff *skb, struct pctx *x, st
 
 // The lines of the window that scan_window() found: parse those Clovisor reports, find the
 // head's end. Returns the number of bytes consumed; sets *done when the head ended.
-static __always_inline u32 parse_lines(struct conn *c, struct pctx *x, struct scratch *s, int *done) {
-    struct conn_key *key = &x->key;
+static __always_inline u32 parse_lines(struct conn *c, struct pctx *x, struct scratch *s, struct exchange *rec,
+                                       int *done) {
     u32 off = x->off;
     u32 end = x->end;
     u8 dir = x->dir & 1;
     struct dir_state *ds = dstate(c, dir);
     u8 *buf = s->buf;
     u32 n = ((VOL(s->n) - 1) & WIN_MASK) + 1;
-
-    // The exchange the head belongs to.
-    struct exch_key ek = {};
-    ek.c = *key;
-    ek.seq = ds->msg_seq;
-    struct exchange *rec = exchanges.lookup(&ek);
-    if (!rec || (dir == DIR_RESP && ds->orphan))
-        rec = &s->rec;  // parse for framing only
 
     VOL(s->ls) = 0;
     VOL(s->consumed) = 0;
@@ -796,11 +795,7 @@ static __always_inline u32 parse_lines(struct conn *c, struct pctx *x, struct sc
 
 // Framing after a head ended.
 static __always_inline void head_done(struct conn *c, struct conn_key *key, struct dir_state *ds, u8 dir,
-                                      u64 now, struct scratch *s) {
-    struct exch_key ek = {};
-    ek.c = *key;
-    ek.seq = ds->msg_seq;
-    struct exchange *rec = exchanges.lookup(&ek);
+                                      u64 now, struct exchange *rec) {
     if (dir == DIR_REQ) {
         if (rec)
             rec->req_head = ds->msg_bytes;
@@ -813,7 +808,7 @@ static __always_inline void head_done(struct conn *c, struct conn_key *key, stru
             ds->state = ST_BODY;
             ds->remaining = ds->clen;
         } else {
-            finish_request(c, key, ds, now);
+            finish_request_rec(ds, now, rec);
             if (rec && rec->method == 8)  // CONNECT: a tunnel follows
                 ds->state = ST_OPAQUE;
         }
@@ -835,13 +830,13 @@ static __always_inline void head_done(struct conn *c, struct conn_key *key, stru
         return;
     }
     if (status == 101 || (method == 8 && status >= 200 && status < 300)) {
-        finish_response(c, key, ds, now);
+        finish_response_rec(c, key, ds, now, rec);
         ds->state = ST_OPAQUE;
         c->d[DIR_REQ].state = ST_OPAQUE;
         return;
     }
     if (method == 5 || status == 204 || status == 304) {
-        finish_response(c, key, ds, now);
+        finish_response_rec(c, key, ds, now, rec);
     } else if (ds->chunked) {
         ds->state = ST_CHUNK;
         ds->ch_state = CH_SIZE;
@@ -849,7 +844,7 @@ static __always_inline void head_done(struct conn *c, struct conn_key *key, stru
         ds->chunk_val = 0;
     } else if (ds->clen != ~0ULL) {
         if (ds->clen == 0) {
-            finish_response(c, key, ds, now);
+            finish_response_rec(c, key, ds, now, rec);
         } else {
             ds->state = ST_BODY;
             ds->remaining = ds->clen;
@@ -976,6 +971,7 @@ int cv_head(struct __sk_buff *skb) {
             parsers.call(skb, PARSE_LINES);
             count(S_STEPS_EXHAUSTED);
         }
+        store_fresh(&x->key, ds, dir, s);
         ds->state = ST_LOST;
         off = end;
     }
@@ -1002,16 +998,55 @@ int cv_lines(struct __sk_buff *skb) {
     u32 end = x->end;
     u64 now = x->now;
 
+    // The exchange the head belongs to (NULL: none; a new request's is still in the scratch).
+    struct exchange *rec;
+    if (ds->fresh && dir == DIR_REQ) {
+        rec = &s->rec;
+    } else {
+        struct exch_key ek = {};
+        ek.c = x->key;
+        ek.seq = ds->msg_seq;
+        rec = exchanges.lookup(&ek);
+    }
+    if (ds->fresh && dir == DIR_RESP) {
+        ds->fresh = 0;
+        if (!rec || c->next_resp >= c->next_req) {
+            ds->orphan = 1;
+            count(S_ORPHAN_RESP);
+        } else if (!rec->resp_start_ns) {
+            rec->resp_start_ns = now;
+        }
+    }
+    if (dir == DIR_RESP && ds->orphan)
+        rec = 0;
+
     int done = 0;
-    u32 used = parse_lines(c, x, s, &done);
+    u32 used = parse_lines(c, x, s, rec ? rec : &s->rec, &done);
     if (c->payload)
         emit_payload(s, &x->key, dir, ds->msg_seq, used);
     if (used == 0)
         used = end - off;
     off += used;
     ds->msg_bytes += used;
-    if (done)
-        head_done(c, &x->key, ds, dir, now, s);
+    if (done) {
+        head_done(c, &x->key, ds, dir, now, rec);
+        if (ds->state == ST_BODY && off < end) {
+            // A body that follows in the same segment (often all of it): no step of its own.
+            u32 k = end - off;
+            if (k > ds->remaining)
+                k = ds->remaining;
+            ds->remaining -= k;
+            ds->msg_bytes += k;
+            off += k;
+            if (ds->remaining == 0) {
+                if (dir == DIR_REQ)
+                    finish_request_rec(ds, now, rec);
+                else
+                    finish_response_rec(c, &x->key, ds, now, rec);
+            }
+        }
+    }
+    store_fresh(&x->key, ds, dir, s);
     x->off = off;
     if (off < end)
         next_step(skb, ds);
