@@ -95,6 +95,49 @@ class Aggregate:
                 self.bins.pop(index, None)
 
 
+@dataclass
+class SlidingExtremes:
+    """The exact min and max over buckets that are recomputed (a bucket's data only grows) and
+    that leave from the oldest end.
+
+    ``lows`` keeps each bucket whose min is below the min of every later bucket (values rise
+    with the bucket), so the oldest entry is the min of all, and after the oldest buckets leave
+    the oldest remaining entry is the min of what remains. ``highs`` does the same for the max.
+    With durations in no particular order a few entries per key remain (about the logarithm of
+    the number of buckets)."""
+
+    lows: dict[int, int] = field(default_factory=dict)
+    highs: dict[int, int] = field(default_factory=dict)
+
+    def update(self, bucket: int, low: int | None, high: int | None) -> None:
+        """A bucket's current min and max (its data only grew since an earlier update)."""
+        if low is not None:
+            _keep_extreme(self.lows, bucket, low, lambda a, b: a <= b)
+        if high is not None:
+            _keep_extreme(self.highs, bucket, high, lambda a, b: a >= b)
+
+    def expire(self, before: int) -> None:
+        """Forget the buckets older than ``before``."""
+        for entries in (self.lows, self.highs):
+            for bucket in [b for b in entries if b < before]:
+                del entries[bucket]
+
+    def low(self) -> int | None:
+        return self.lows[min(self.lows)] if self.lows else None
+
+    def high(self) -> int | None:
+        return self.highs[min(self.highs)] if self.highs else None
+
+
+def _keep_extreme(entries: dict[int, int], bucket: int, value: int, beats: Callable[[int, int], bool]) -> None:
+    """Add ``value`` of ``bucket`` to a monotonic set of extremes (``beats(a, b)``: a is at least
+    as extreme as b)."""
+    for older in [b for b, v in entries.items() if b == bucket or (b < bucket and beats(value, v))]:
+        del entries[older]
+    if not any(b > bucket and beats(v, value) for b, v in entries.items()):
+        entries[bucket] = value
+
+
 def merged(parts: Iterable[Aggregate]) -> Aggregate:
     total = Aggregate()
     for part in parts:

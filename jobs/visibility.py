@@ -37,7 +37,7 @@ from pyspark.sql import functions as F
 from clover import keys, schema
 from clover.config import Config
 from clover.logs import setup_logging
-from jobs.aggregates import LOG_GAMMA, ZERO_BIN, Aggregate
+from jobs.aggregates import LOG_GAMMA, ZERO_BIN, Aggregate, SlidingExtremes
 from jobs.publish import Publisher, ResultSet, build_results
 from jobs.retry import Stopped, with_backoff
 from jobs.session import spark_session
@@ -171,6 +171,8 @@ class AnalyticsState:
     epoch: str = ""
     watermark: datetime | None = None
     totals: dict[Key, Aggregate] = field(default_factory=dict)
+    # What the totals' min and max become when their buckets leave the retention.
+    extremes: dict[Key, SlidingExtremes] = field(default_factory=dict)
     recent: dict[int, BucketAggregates] = field(default_factory=dict)
     # (changed_at ms, bucket ms) of the change marks already processed within the overlap
     seen_marks: set[tuple[int, int]] = field(default_factory=set)
@@ -202,6 +204,14 @@ def aggregate_values(agg: Aggregate) -> tuple[Any, ...]:
     return (agg.count, agg.sum_us, agg.min_us, agg.max_us, agg.n4xx, agg.n5xx, agg.first_us, agg.last_us, agg.bins)
 
 
+def extremes_from_row(row: Any) -> SlidingExtremes:
+    if row.low_buckets is None and row.high_buckets is None:  # a total written before extremes were kept
+        return SlidingExtremes(
+            lows={} if row.min_us is None else {0: row.min_us}, highs={} if row.max_us is None else {0: row.max_us}
+        )
+    return SlidingExtremes(lows=dict(row.low_buckets or {}), highs=dict(row.high_buckets or {}))
+
+
 class VisibilityAnalytics:
     """The incremental analytics over one Spark session, one Cassandra session and Redis."""
 
@@ -223,7 +233,8 @@ class VisibilityAnalytics:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self.insert_total = prepare(
-            f"INSERT INTO aggregate_totals (kind, key, {AGGREGATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            f"INSERT INTO aggregate_totals (kind, key, {AGGREGATE_COLUMNS}, low_buckets, high_buckets)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         )
         self.put_state = prepare("INSERT INTO analytics_state (name, value) VALUES (?, ?)")
 
@@ -243,12 +254,15 @@ class VisibilityAnalytics:
             epoch = uuid.uuid4().hex
             self.db.execute(self.put_state, ("epoch", epoch))
         watermark = self._read_state("watermark")
-        totals = {(r.kind, r.key): aggregate_from_row(r) for r in self.db.execute(
-            f"SELECT kind, key, {AGGREGATE_COLUMNS} FROM aggregate_totals")}  # fmt: skip
+        rows = list(
+            self.db.execute(f"SELECT kind, key, {AGGREGATE_COLUMNS}, low_buckets, high_buckets FROM aggregate_totals")
+        )
+        totals = {(r.kind, r.key): aggregate_from_row(r) for r in rows}
         self.state = AnalyticsState(
             epoch=epoch,
             watermark=datetime.fromisoformat(watermark) if watermark else None,
             totals=totals,
+            extremes={(r.kind, r.key): extremes_from_row(r) for r in rows},
             recent=self._read_bucket_aggregates(self._window_buckets()),
             nothing_counted=self.db.execute("SELECT traceid FROM counted_traces LIMIT 1").one() is None,
             first_bucket=int(first) if (first := self._read_state("first_bucket")) else None,
@@ -403,9 +417,9 @@ class VisibilityAnalytics:
     def _expire(self, now: datetime) -> None:
         """Take the buckets that left the retention out of the running totals.
 
-        Counts, sums and sketches are exact after this. The first-seen time of what remains is
-        moved up to the cutoff (request rates stay right); min and max keep values that may
-        have come from expired spans, and a key with nothing left is dropped."""
+        Counts, sums, sketches, min and max are exact after this. The first-seen time of what
+        remains is moved up to the cutoff (request rates stay right), and a key with nothing
+        left is dropped."""
         width = self.cfg.bucket_seconds * 1000
         cutoff = (datetime_to_ms(now) - self.cfg.retention_seconds * 1000) // width * width
         start = max(self.state.expired_before, self.state.first_bucket or cutoff)
@@ -424,11 +438,13 @@ class VisibilityAnalytics:
             total = self.state.totals[key]
             if total.first_us is not None:
                 total.first_us = max(total.first_us, end * 1000)
+            self.state.extremes.setdefault(key, SlidingExtremes()).expire(end)
+            self._apply_extremes(key)
         for key in gone:
             del self.state.totals[key]
+            self.state.extremes.pop(key, None)
             self.db.execute("DELETE FROM aggregate_totals WHERE kind = %s AND key = %s", key)
-        self._execute(self.insert_total, [(k[0], k[1], *aggregate_values(self.state.totals[k])) for k in touched
-                                          if k in self.state.totals])  # fmt: skip
+        self._write_totals(touched - set(gone))
         self.state.expired_before = end
         self.db.execute(self.put_state, ("expired_before", str(end)))
         log.info("expired %d buckets before %s (%d keys changed)", len(expired), ms_to_datetime(end), len(touched))
@@ -468,12 +484,17 @@ class VisibilityAnalytics:
                     total.subtract(previous[key])
                 if key in current:
                     total.add(current[key])
+                    self.state.extremes.setdefault(key, SlidingExtremes()).update(
+                        bucket, current[key].min_us, current[key].max_us
+                    )
                 touched.add(key)
             for (kind, key), agg in current.items():
                 bucket_rows.append((ms_to_datetime(bucket), kind, key, *aggregate_values(agg)))
             self.state.recent[bucket] = current
         self._execute(self.insert_bucket_agg, bucket_rows)
-        self._execute(self.insert_total, [(k[0], k[1], *aggregate_values(self.state.totals[k])) for k in touched])
+        for key in touched:
+            self._apply_extremes(key)
+        self._write_totals(touched)
         log.info(
             "recomputed %d buckets: read+aggregate %.2fs, new traces %.2fs, state %.2fs (%d aggregate rows)",
             len(buckets),
@@ -482,6 +503,19 @@ class VisibilityAnalytics:
             time.monotonic() - counted,
             len(bucket_rows),
         )
+
+    def _apply_extremes(self, key: Key) -> None:
+        """The total's min and max from the buckets still retained."""
+        extremes, total = self.state.extremes.get(key), self.state.totals[key]
+        if extremes is not None and (extremes.lows or extremes.highs):
+            total.min_us, total.max_us = extremes.low(), extremes.high()
+
+    def _write_totals(self, touched: Iterable[Key]) -> None:
+        rows = []
+        for key in touched:
+            extremes = self.state.extremes.get(key, SlidingExtremes())
+            rows.append((*key, *aggregate_values(self.state.totals[key]), extremes.lows, extremes.highs))
+        self._execute(self.insert_total, rows)
 
     def _execute(self, statement: Any, rows: list[tuple[Any, ...]]) -> None:
         results = execute_concurrent_with_args(self.db, statement, rows, concurrency=64)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from jobs.aggregates import RELATIVE_ACCURACY, Aggregate, bin_of, merged, quantile
+from jobs.aggregates import RELATIVE_ACCURACY, Aggregate, SlidingExtremes, bin_of, merged, quantile
 
 
 def aggregate_of(durations: list[int]) -> Aggregate:
@@ -63,3 +63,31 @@ def test_a_grown_bucket_replaces_its_old_contribution() -> None:
 def test_an_empty_sketch_has_no_quantile() -> None:
     assert quantile({}, 0.5) is None
     assert quantile(aggregate_of([0]).bins, 0.5) == 0.0
+
+
+def test_sliding_extremes_are_the_exact_min_and_max_of_the_buckets_still_retained() -> None:
+    rng = random.Random(11)
+    data: dict[int, list[int]] = {}
+    extremes = SlidingExtremes()
+    expired_before = 0
+    for step in range(3000):
+        if step % 50 == 49:  # the oldest buckets leave
+            expired_before += 7
+            extremes.expire(expired_before)
+            data = {b: v for b, v in data.items() if b >= expired_before}
+        else:  # new spans, mostly in new buckets, some late ones in a bucket seen before
+            bucket = expired_before + rng.randrange(40)
+            data.setdefault(bucket, []).extend(rng.randrange(1, 10**6) for _ in range(rng.randrange(1, 4)))
+            extremes.update(bucket, min(data[bucket]), max(data[bucket]))
+        retained = [v for values in data.values() for v in values]
+        assert (extremes.low(), extremes.high()) == ((min(retained), max(retained)) if retained else (None, None))
+    assert len(extremes.lows) + len(extremes.highs) < 40
+
+
+def test_sliding_extremes_of_rising_values_keep_every_bucket_for_the_min_and_one_for_the_max() -> None:
+    extremes = SlidingExtremes()
+    for bucket in range(5):
+        extremes.update(bucket * 10, 100 + bucket, 200 + bucket)
+    assert (extremes.lows, extremes.highs) == ({0: 100, 10: 101, 20: 102, 30: 103, 40: 104}, {40: 204})
+    extremes.expire(30)
+    assert (extremes.low(), extremes.high()) == (103, 204)
