@@ -8,8 +8,9 @@ keeps the namespace it was created in.
 
 Routing: the pod has ``<ip>/32`` on its ``eth0`` and a default route via the gateway address,
 which the host puts on every host-side veth; the host routes ``<ip>/32`` to the pod's veth and
-forwards between pods. Traffic between pods therefore crosses both pods' host-side veths,
-which is where Clovisor attaches.
+forwards between pods (forwarding is on for the host-side veths only, not machine-wide).
+Traffic between pods therefore crosses both pods' host-side veths, which is where Clovisor
+attaches.
 """
 
 from __future__ import annotations
@@ -63,12 +64,10 @@ def link_exists(ifname: str) -> bool:
     return Path("/sys/class/net", ifname).exists()
 
 
-def enable_forwarding() -> None:
-    """Pods reach each other through the host: IPv4 forwarding must be on."""
-    path = Path("/proc/sys/net/ipv4/ip_forward")
-    if path.read_text().strip() != "1":
-        path.write_text("1\n")
-        log.info("enabled net.ipv4.ip_forward so that pods can reach each other through the host")
+def enable_forwarding(host_veth: str) -> None:
+    """Let the host forward what a pod sends to other pods. IPv4 forwards a packet when its
+    input device has forwarding on, so only the pods' host-side veths get it, not the machine."""
+    Path("/proc/sys/net/ipv4/conf", host_veth, "forwarding").write_text("1\n")
 
 
 def delete_pod_network(netns: str, host_veth: str) -> None:
@@ -84,12 +83,12 @@ def create_pod_network(netns: str, host_veth: str, pod_ip: str, gateway: str, ex
 
     A namespace or veth left behind by a killed pod of the same name is removed first."""
     delete_pod_network(netns, host_veth)
-    enable_forwarding()
     try:
         ip("netns", "add", netns)
         ip("link", "add", host_veth, "type", "veth", "peer", "name", POD_IFNAME, "netns", netns)
         ip("addr", "add", f"{gateway}/32", "dev", host_veth)
         ip("link", "set", host_veth, "up")
+        enable_forwarding(host_veth)
         ip("-n", netns, "link", "set", "lo", "up")
         for address in (pod_ip, *extra_ips):
             ip("-n", netns, "addr", "add", f"{address}/32", "dev", POD_IFNAME)
