@@ -30,7 +30,9 @@ def _probe(cfg: Config, name: str) -> None:
 def pod_env(cfg: Config) -> dict[str, str]:
     """The settings a pod reads, from the launcher's configuration (which may not be the
     environment's: ``--state-dir``, or a test's own chain)."""
+    token = {"CLOVER_API_TOKEN": cfg.api_token} if cfg.api_token else {}
     return {
+        **token,
         "CLOVER_STATE_DIR": str(cfg.state_dir),
         "CLOVER_REDIS_URL": cfg.redis_url,
         "CLOVER_OTLP_HTTP_URL": cfg.otlp_http_url,

@@ -275,11 +275,14 @@ class Server(HttpService):
         if self._client is None:
             self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
         try:
-            async with self._client.post(url, data=form) as answer:
+            token = self.runtime.cfg.api_token
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async with self._client.post(url, data=form, headers=headers) as answer:
                 text = await answer.text()
                 if answer.status < 300:
                     return web.Response(status=answer.status, text=text)
                 log.warning("the controller answered %s to %s: %s", answer.status, url, text[:200])
+                return web.Response(text=UPLOADED, headers={"X-Clover-Controller": f"answered {answer.status}"})
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.info("upload stored; the controller at %s is not reachable (%s)", url, exc)
         return web.Response(text=UPLOADED, headers={"X-Clover-Controller": "unreachable"})

@@ -421,6 +421,38 @@ def test_uploads_are_recorded_and_listed(base: str, store: redis.Redis) -> None:
     assert refused(reply) == (400, "Unable to write file metadata: file2.path: is required", "file2.path")
 
 
+def assert_uploads_reach_a_guarded_controller(guarded: Config, store: redis.Redis) -> None:
+    """A server of the chain started with the same token passes its uploads on with it."""
+    from dataclasses import replace
+
+    from sdc import local as sdc_local
+    from sdc import topology
+    from stack.launcher import Launcher as _Launcher
+
+    offset = guarded.controller_port - 8000
+    server_cfg = replace(
+        guarded,
+        sdc_mode="loopback",
+        sdc_subnet=f"127.179.{100 + offset // 1000 % 100}.0/24",
+        sdc_stats_port=25290 + offset,
+        state_dir=guarded.state_dir / "sdc",
+    )
+    server = _Launcher(server_cfg, {"clover-server1": sdc_local.part(server_cfg, "clover-server1")}, groups={},
+                       default=["clover-server1"])  # fmt: skip
+    store.delete(keys.UPLOAD_METADATA)
+    server.up(["clover-server1"])
+    try:
+        upload = f"http://{topology.pod_ip(server_cfg, 'clover-server1')}:9180/upload"
+        answer = requests.post(upload, files={"file1": ("guarded.txt", b"abc", "text/plain")}, timeout=10)
+        assert (answer.status_code, answer.text) == (200, "Uploaded file(s) successfully")
+        assert "X-Clover-Controller" not in answer.headers
+        [recorded] = get(guarded.controller_url, "/upload/get").json()
+        assert recorded.startswith("guarded.txt:") and recorded.endswith(":clover-server1")
+    finally:
+        server.down()
+        store.delete(keys.UPLOAD_METADATA)
+
+
 def test_a_controller_with_a_token_refuses_changes_without_it_and_stops_cleanly_on_sigterm(
     stack: Launcher, cfg: Config, store: redis.Redis
 ) -> None:
@@ -446,6 +478,7 @@ def test_a_controller_with_a_token_refuses_changes_without_it_and_stops_cleanly_
             "Updated visibility config"
         )
         assert get(url, "/visibility/get/services").json() == {"visibility_services": ["proxy_access_control"]}
+        assert_uploads_reach_a_guarded_controller(guarded, store)
         proc = launcher.process("controller")
         assert proc is not None
     finally:
