@@ -28,19 +28,20 @@ XF_REQ_INCOMPLETE = 64
 
 METHODS = ("", "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE")
 
-# struct exchange: fixed part, then the string slots.
+# struct exchange: fixed part, then the string slots (a record from the ring buffer ends after
+# its last non-empty string).
 _FIXED = struct.Struct("<BBBBHBB4Q4QI4s4sHHIIIII11HH")
 STRING_SLOTS = (
-    ("url", 256),
     ("host", 64),
+    ("reason", 32),
+    ("content_type", 64),
+    ("url", 256),
     ("user_agent", 128),
     ("request_id", 64),
     ("trace_context", 80),
     ("b3_trace_id", 32),
     ("b3_span_id", 16),
     ("b3_parent_span_id", 16),
-    ("reason", 32),
-    ("content_type", 64),
     ("envoy_decorator", 64),
 )
 _SLOT_OFFSETS: tuple[int, ...] = tuple(

@@ -181,7 +181,9 @@ struct exch_key {
 };
 
 // One exchange; also the ring buffer record of kinds 1-3. Strings are not NUL-terminated:
-// `lens` gives each one's length, in the order of the string fields below.
+// `lens` gives each one's length, in the order of the string fields below; bytes past a
+// string's length are undefined. A record ends after its last non-empty string (wire_size),
+// so the strings most often present come first.
 struct exchange {
     u8 kind;
     u8 method;
@@ -208,22 +210,44 @@ struct exchange {
     u32 resp_head;
     u16 lens[11];
     u16 pad;
-    char url[URL_MAX];
     char host[HOST_MAX];
+    char reason[REASON_MAX];
+    char ctype[CTYPE_MAX];
+    char url[URL_MAX];
     char ua[UA_MAX];
     char rid[RID_MAX];
     char tp[TP_MAX];
     char b3t[B3T_MAX];
     char b3s[B3S_MAX];
     char b3p[B3P_MAX];
-    char reason[REASON_MAX];
-    char ctype[CTYPE_MAX];
     char deco[DECO_MAX];
     char slack[UA_MAX];       // never sent: lets the verifier check copies to a variable slot
 };
 #define EXCH_WIRE (sizeof(struct exchange) - UA_MAX)
 
-enum { L_URL = 0, L_HOST, L_UA, L_RID, L_TP, L_B3T, L_B3S, L_B3P, L_REASON, L_CTYPE, L_DECO };
+enum { L_HOST = 0, L_REASON, L_CTYPE, L_URL, L_UA, L_RID, L_TP, L_B3T, L_B3S, L_B3P, L_DECO };
+#define EXCH_FIXED offsetof(struct exchange, host)
+
+#define STR_END(l, f)                                                                           \
+    if (rec->lens[l])                                                                           \
+        size = offsetof(struct exchange, f) + rec->lens[l];
+
+// Bytes of a record up to the end of its last non-empty string.
+static __always_inline u32 wire_size(struct exchange *rec) {
+    u32 size = EXCH_FIXED;
+    STR_END(L_HOST, host)
+    STR_END(L_REASON, reason)
+    STR_END(L_CTYPE, ctype)
+    STR_END(L_URL, url)
+    STR_END(L_UA, ua)
+    STR_END(L_RID, rid)
+    STR_END(L_TP, tp)
+    STR_END(L_B3T, b3t)
+    STR_END(L_B3S, b3s)
+    STR_END(L_B3P, b3p)
+    STR_END(L_DECO, deco)
+    return size < EXCH_WIRE ? size : EXCH_WIRE;
+}
 
 struct payload_ev {
     u8 kind;
@@ -356,7 +380,7 @@ static __always_inline void emit_incomplete(struct conn *c, struct conn_key *key
             rec->pkts[1] = c->pkts[1] - rec->pkts[1];
             rec->bytes[0] = c->bytes[0] - rec->bytes[0];
             rec->bytes[1] = c->bytes[1] - rec->bytes[1];
-            if (events.ringbuf_output(rec, EXCH_WIRE, 0) < 0)
+            if (events.ringbuf_output(rec, wire_size(rec), 0) < 0)
                 count(S_RING_FULL);
             exchanges.delete(&ek);
             count(S_CLOSED_INCOMPLETE);
@@ -371,7 +395,7 @@ static __always_inline void emit_tcp(struct conn *c, struct conn_key *key, u64 n
     if (!s)
         return;
     struct exchange *rec = &s->rec;
-    __builtin_memset(rec, 0, EXCH_WIRE);
+    __builtin_memset(rec, 0, EXCH_FIXED);
     rec->kind = REC_TCP;
     rec->proto = c->proto;
     rec->flags = c->flags;
@@ -388,7 +412,7 @@ static __always_inline void emit_tcp(struct conn *c, struct conn_key *key, u64 n
     rec->sport = key->sport;
     rec->req_size = c->d[DIR_REQ].msg_bytes;
     rec->resp_size = c->d[DIR_RESP].msg_bytes;
-    if (events.ringbuf_output(rec, EXCH_WIRE, 0) < 0)
+    if (events.ringbuf_output(rec, EXCH_FIXED, 0) < 0)
         count(S_RING_FULL);
     count(S_TCP_CONNS);
 }
@@ -409,7 +433,7 @@ static __always_inline void finish_response_rec(struct conn *c, struct conn_key 
         rec->bytes[1] = c->bytes[1] - rec->bytes[1];
         if (c->d[DIR_REQ].msg_seq == ek.seq && c->d[DIR_REQ].state != ST_IDLE)
             rec->flags |= XF_REQ_INCOMPLETE;
-        if (events.ringbuf_output(rec, EXCH_WIRE, 0) < 0)
+        if (events.ringbuf_output(rec, wire_size(rec), 0) < 0)
             count(S_RING_FULL);
         else
             count(S_EXCHANGES);
@@ -493,7 +517,7 @@ static __always_inline int begin_message(struct __sk_buff *skb, struct conn *c, 
         if (!match_method(w, &method))
             return 0;
         struct exchange *rec = &s->rec;
-        __builtin_memset(rec, 0, EXCH_WIRE);
+        __builtin_memset(rec, 0, EXCH_FIXED);
         rec->method = method;
         rec->proto = PROTO_HTTP;
         rec->flags = c->flags;
@@ -943,15 +967,7 @@ int cv_parse(struct __sk_buff *skb) {
 }
 
 // Message heads, first half: start a message if none is open, then find the window's lines.
-int cv_head(struct __sk_buff *skb) {
-    u32 zero = 0;
-    struct pctx *x = ctxs.lookup(&zero);
-    struct scratch *s = scratches.lookup(&zero);
-    if (!x || !s)
-        return TC_ACT_OK;
-    struct conn *c = conns.lookup(&x->key);
-    if (!c)
-        return TC_ACT_OK;
+static __always_inline void head_step(struct __sk_buff *skb, struct conn *c, struct pctx *x, struct scratch *s) {
     u8 dir = x->dir;
     struct dir_state *ds = dstate(c, dir);
     u32 off = x->off;
@@ -978,7 +994,19 @@ int cv_head(struct __sk_buff *skb) {
     x->off = off;
     if (off < end)
         next_step(skb, ds);
-    handle_close(c, &x->key, dir, x->tcp_flags, now);
+}
+
+int cv_head(struct __sk_buff *skb) {
+    u32 zero = 0;
+    struct pctx *x = ctxs.lookup(&zero);
+    struct scratch *s = scratches.lookup(&zero);
+    if (!x || !s)
+        return TC_ACT_OK;
+    struct conn *c = conns.lookup(&x->key);
+    if (!c)
+        return TC_ACT_OK;
+    head_step(skb, c, x, s);
+    handle_close(c, &x->key, x->dir, x->tcp_flags, x->now);
     return TC_ACT_OK;
 }
 
@@ -1293,7 +1321,12 @@ static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
                     x->tcp_flags = tflags;
                     x->segs = segs ? segs : 1;
                     x->ipbytes = tot;
-                    next_step(skb, ds);
+                    struct scratch *s = scratches.lookup(&zero);
+                    u8 st = ds->state;
+                    if (s && (st == ST_IDLE || st == ST_HEAD || st == ST_LOST))
+                        head_step(skb, c, x, s);  // the usual case, without a tail call
+                    else
+                        next_step(skb, ds);
                 }
             } else {
                 ds->msg_bytes += plen - skip;
