@@ -91,6 +91,8 @@ class Config:
     jmeter_home: Path | None = None
     jmeter_slaves: tuple[str, ...] = ()
     jmeter_rmi_port: int = 1099
+    # The address JMeter names in its RMI stubs: loopback locally, the pod IP in a cluster.
+    jmeter_rmi_host: str = LOOPBACK
     state_dir: Path = field(default_factory=lambda: CHECKOUT_DIR / ".clover")
     stack_cache: Path = field(default_factory=lambda: CHECKOUT_DIR / "stack" / "cache")
     java_home: str | None = None
@@ -139,6 +141,7 @@ class Config:
             jmeter_home=Path(env["CLOVER_JMETER_HOME"]).resolve() if env.get("CLOVER_JMETER_HOME") else None,
             jmeter_slaves=_host_ports(env, "CLOVER_JMETER_SLAVES"),
             jmeter_rmi_port=_port(env, "CLOVER_JMETER_RMI_PORT", d.jmeter_rmi_port),
+            jmeter_rmi_host=env.get("CLOVER_JMETER_RMI_HOST") or d.jmeter_rmi_host,
             state_dir=Path(env["CLOVER_STATE_DIR"]).resolve() if env.get("CLOVER_STATE_DIR") else d.state_dir,
             stack_cache=Path(env["CLOVER_STACK_CACHE"]).resolve() if env.get("CLOVER_STACK_CACHE") else d.stack_cache,
             java_home=env.get("CLOVER_JAVA_HOME") or env.get("JAVA_HOME") or None,

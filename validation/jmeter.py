@@ -107,15 +107,18 @@ class JMeter:
         remote_hosts: Sequence[str] = (),
         shutdown_port: int | None = None,
         exit_servers: bool = False,
+        rmi_host: str = "127.0.0.1",
     ) -> list[str]:
         """A non-GUI run of ``jmx``: samples to ``jtl``, the log (with the summariser lines) to
         ``log``. With ``remote_hosts`` the servers send the traffic and the master aggregates;
-        ``exit_servers`` tells them to exit when the test ends."""
+        ``exit_servers`` tells them to exit when the test ends; ``rmi_host`` is the address
+        they send the samples back to."""
         props = {**RESULT_PROPERTIES, **self.extra_properties}
         if shutdown_port is not None:
             props["jmeterengine.nongui.port"] = str(shutdown_port)
             props["jmeterengine.nongui.maxport"] = str(shutdown_port)
-        argv = [*self._base(work_dir), "-n", "-t", str(jmx), "-l", str(jtl), "-j", str(log), *_properties(props)]
+        base = self._base(work_dir, rmi_host)
+        argv = [*base, "-n", "-t", str(jmx), "-l", str(jtl), "-j", str(log), *_properties(props)]
         if remote_hosts:
             # Servers started with this run (exit_servers) need a few seconds to come up: retry
             # for up to a minute; servers that should already be running get three tries.

@@ -137,10 +137,12 @@ class Run:
         remote_hosts: Sequence[str] = (),
         local_slaves: int = 0,
         rmi_port: int = 1099,
+        rmi_host: str = "127.0.0.1",
     ):
         if remote_hosts and local_slaves:
             raise RunError("give either remote JMeter servers or a number of local ones, not both")
         self.jmeter = jmeter
+        self.rmi_host = rmi_host
         root = root.resolve()
         self.root = root
         self.info = RunInfo(run_id=root.name, test_plan=test_plan)
@@ -205,6 +207,7 @@ class Run:
             remote_hosts=hosts,
             shutdown_port=self.info.shutdown_port,
             exit_servers=bool(local_slaves),
+            rmi_host=self.rmi_host,
         )
         master = self._spawn(argv, self.root, self.console)
         self.master = master

@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -89,15 +90,54 @@ def pod_resolver(cfg: Config) -> Callable[[str], str]:
     return resolve
 
 
-def _slave_host(raw: str) -> str:
-    host, sep, port = raw.strip().rpartition(":")
+JMETER_RMI_PORT = 1099  # where JMeter looks for a server given without a port
+
+
+def _split_slave(raw: str, source: str) -> tuple[str, str]:
+    """(host, port or "") of a ``host[:port]`` entry of slave_ips or CLOVER_JMETER_SLAVES."""
+    host, sep, port = raw.rpartition(":")
     if not sep:
-        host, port = raw.strip(), ""
+        host, port = raw, ""
     if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
         raise ServiceError(
-            grpc.StatusCode.INVALID_ARGUMENT, f"{protocol.START_FAILED}: slave_ips: {raw!r} is not host[:port]"
+            grpc.StatusCode.INVALID_ARGUMENT, f"{protocol.START_FAILED}: {source}: {raw!r} is not host[:port]"
         )
-    return f"{host}:{port}" if port else host
+    return host, port
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_slaves(entries: Sequence[str], source: str) -> list[str]:
+    """The JMeter servers ``entries`` name. An IP literal stays as given; a DNS name becomes every
+    address it resolves to now (a headless Service: every ready slave pod), IPv4 before IPv6,
+    in address order, with the entry's port or 1099. Each server is listed once."""
+    hosts: list[str] = []
+    for raw in (e.strip() for e in entries if e.strip()):
+        if _is_ip(raw):
+            hosts.append(raw)
+            continue
+        host, port = _split_slave(raw, source)
+        if _is_ip(host):
+            hosts.append(f"{host}:{port}" if port else host)
+            continue
+        try:
+            infos = socket.getaddrinfo(host, int(port or JMETER_RMI_PORT), type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{protocol.START_FAILED}: {source}: JMeter server {host!r} does not resolve ({exc})",
+            ) from None
+        addresses = sorted({ipaddress.ip_address(str(info[4][0])) for info in infos}, key=lambda a: (a.version, a))
+        for address in addresses:
+            shown = str(address) if address.version == 4 else f"[{address}]"
+            hosts.append(f"{shown}:{port or JMETER_RMI_PORT}")
+    return list(dict.fromkeys(hosts))
 
 
 class ValidationService:
@@ -141,7 +181,7 @@ class ValidationService:
             raise ServiceError(
                 grpc.StatusCode.INVALID_ARGUMENT, f"{fail}: num_slaves must be 0 or more, not {num_slaves}"
             )
-        given = [_slave_host(s) for s in slave_ips if s.strip()]
+        given = resolve_slaves(slave_ips, "slave_ips")
         if given:
             if num_slaves > len(given):
                 raise ServiceError(
@@ -151,13 +191,13 @@ class ValidationService:
             return (given[:num_slaves] if num_slaves else given), 0
         if num_slaves == 0:
             return [], 0
-        configured = [_slave_host(s) for s in self.cfg.jmeter_slaves]
+        configured = resolve_slaves(self.cfg.jmeter_slaves, "CLOVER_JMETER_SLAVES")
         if configured:
             if num_slaves > len(configured):
                 raise ServiceError(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    f"{fail}: {num_slaves} slaves requested but only {len(configured)} are configured"
-                    " (CLOVER_JMETER_SLAVES)",
+                    f"{fail}: {num_slaves} slaves requested but only {len(configured)} found"
+                    f" (CLOVER_JMETER_SLAVES={','.join(self.cfg.jmeter_slaves)})",
                 )
             return configured[:num_slaves], 0
         return [], num_slaves
@@ -192,7 +232,7 @@ class ValidationService:
             try:
                 run = Run(
                     jmeter, jmx, self.runs / run_id, name, remote_hosts=remote, local_slaves=local,
-                    rmi_port=self.cfg.jmeter_rmi_port,
+                    rmi_port=self.cfg.jmeter_rmi_port, rmi_host=self.cfg.jmeter_rmi_host,
                 )  # fmt: skip
             except (RunError, OSError) as exc:
                 raise ServiceError(grpc.StatusCode.INTERNAL, f"{fail}: {exc}") from None

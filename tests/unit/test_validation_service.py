@@ -150,7 +150,7 @@ def test_nothing_to_start_or_retrieve_before_a_plan_and_a_run(service: tuple[str
             2,
             [],
             grpc.StatusCode.FAILED_PRECONDITION,
-            "Failed to start test: 2 slaves requested but only 1 are configured (CLOVER_JMETER_SLAVES)",
+            "Failed to start test: 2 slaves requested but only 1 found (CLOVER_JMETER_SLAVES=10.0.0.1:1099)",
         ),
     ],
 )
