@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cloverctl import clovisor, rest, sdc, validation, visibility
+from cloverctl import clovisor, rest, sdc, validation, validation_system, visibility
 from cloverctl.local import local
 
 
@@ -69,6 +69,7 @@ get.add_command(validation.get_testresult)
 get.add_command(validation.get_teststatus)
 sdc.register({"set": set_, "create": create, "start": start, "stop": stop, "get": get, "delete": delete})
 clovisor.register({"create": create, "delete": delete})
+validation_system.register({"create": create, "delete": delete})
 
 
 def main() -> None:
