@@ -16,7 +16,6 @@ from collections.abc import Iterator
 _BUSY = 1 << 31
 _DISCARD = 1 << 30
 _HDR = 8
-_POS = struct.Struct("<Q")
 _LEN = struct.Struct("<I")
 
 
@@ -33,6 +32,10 @@ class RingBuffer:
         self._producer = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         self._view = memoryview(self._producer)
         self._data = self._view[page:]
+        # The positions are read and written as whole 8-byte words (struct's "<Q" goes byte by
+        # byte: the kernel could see a torn consumer position and take the ring for full).
+        self._cons_pos = memoryview(self._consumer)[:8].cast("Q")
+        self._prod_pos = self._view[:8].cast("Q")
         self._epoll = select.epoll()
         self._epoll.register(map_fd, select.EPOLLIN)
 
@@ -42,13 +45,13 @@ class RingBuffer:
 
     def pending(self) -> int:
         """Bytes written by the kernel and not yet consumed."""
-        return _POS.unpack_from(self._producer, 0)[0] - _POS.unpack_from(self._consumer, 0)[0]
+        return self._prod_pos[0] - self._cons_pos[0]
 
     def drain(self, limit: int = 1 << 30) -> Iterator[memoryview]:
         """Yield committed records (views valid only until the next record is taken), at most
         ``limit`` of them. The consumer position advances as the iteration goes on."""
-        cons = _POS.unpack_from(self._consumer, 0)[0]
-        prod = _POS.unpack_from(self._producer, 0)[0]
+        cons = self._cons_pos[0]
+        prod = self._prod_pos[0]
         data = self._data
         mask = self._mask
         taken = 0
@@ -65,12 +68,14 @@ class RingBuffer:
                     yield data[off + _HDR : off + _HDR + length]
                 cons = nxt
                 if taken & 255 == 0:
-                    _POS.pack_into(self._consumer, 0, cons)
+                    self._cons_pos[0] = cons
         finally:
-            _POS.pack_into(self._consumer, 0, cons)
+            self._cons_pos[0] = cons
 
     def close(self) -> None:
         self._epoll.close()
+        self._cons_pos.release()
+        self._prod_pos.release()
         self._data.release()
         self._view.release()
         self._producer.close()
