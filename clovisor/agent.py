@@ -249,7 +249,7 @@ class Clovisor:
         if entry is None:
             self.counters.unknown_interface += 1
             return
-        extra = self._pending_fields.pop((ex.conn_key, ex.seq), None)
+        extra = self._pending_fields.pop((ex.conn_key, ex.seq), None) if self._pending_fields else None
         if extra:
             self.counters.plugin_fields += len(extra)
         if kind == records.REC_INCOMPLETE:

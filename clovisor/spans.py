@@ -123,33 +123,24 @@ def to_span(ex: Exchange, pod: PodInfo, clock: Clock, extra: dict[str, str] | No
         span.http_method = ex.method
         span.http_url = ex.url
         span.user_agent = ex.user_agent
-        tags.update(
-            {
-                "protocol-2": "HTTP",
-                "reqmethod": ex.method,
-                "requrl": ex.url,
-                "reqproto": ex.req_version,
-                "useragent": ex.user_agent,
-                "host": ex.host,
-                "requestid": ex.request_id,
-            }
-        )
+        tags["protocol-2"] = "HTTP"
+        tags["reqmethod"] = ex.method
+        tags["requrl"] = ex.url
+        tags["reqproto"] = ex.req_version
+        tags["useragent"] = ex.user_agent
+        tags["host"] = ex.host
+        tags["requestid"] = ex.request_id
         if ex.envoy_decorator:
             tags["envoydecorator"] = ex.envoy_decorator
         if trace_id:
             tags["traceid"] = trace_id
         if ex.kind == records.REC_EXCHANGE:
             span.http_status_code = ex.status
-            tags.update(
-                {
-                    "respstatus": ex.reason,
-                    "respstatuscode": str(ex.status),
-                    "respproto": ex.resp_version,
-                    "server.latency_us": str(max(0, (ex.resp_start_ns - ex.req_end_ns) // 1000))
-                    if ex.resp_start_ns and ex.req_end_ns
-                    else "",
-                }
-            )
+            tags["respstatus"] = ex.reason
+            tags["respstatuscode"] = str(ex.status)
+            tags["respproto"] = ex.resp_version
+            if ex.resp_start_ns and ex.req_end_ns:
+                tags["server.latency_us"] = str(max(0, (ex.resp_start_ns - ex.req_end_ns) // 1000))
             if ex.content_type:
                 tags["content-type"] = ex.content_type
             if ex.status >= 500:
@@ -163,5 +154,8 @@ def to_span(ex: Exchange, pod: PodInfo, clock: Clock, extra: dict[str, str] | No
             tags["http.chunked"] = "true"
     if extra:
         tags.update(extra)
-    span.tags.update({k: v for k, v in tags.items() if v != ""})
+    span_tags = span.tags
+    for key, value in tags.items():
+        if value != "":
+            span_tags[key] = value
     return span
