@@ -1187,6 +1187,15 @@ static __always_inline struct port_cfg *egress_match(u32 ifindex, u32 ip, u16 po
     return egress.lookup(&k);
 }
 
+// The connection's key from the client's point of view.
+static __always_inline void set_key(struct conn_key *key, struct iphdr *ip, u16 sport, u16 dport, u8 dir) {
+    if (dir == DIR_REQ) {
+        key->cip = ip->saddr; key->sip = ip->daddr; key->cport = sport; key->sport = dport;
+    } else {
+        key->cip = ip->daddr; key->sip = ip->saddr; key->cport = dport; key->sport = sport;
+    }
+}
+
 static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
     if (skb->protocol != htons(ETH_P_IP))
         return TC_ACT_OK;
@@ -1205,28 +1214,29 @@ static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
     u16 dport = ntohs(tcp.dest);
     u32 ifindex = skb->ifindex;
 
+    // Most packets belong to a connection already tracked, with the pod as its server: that
+    // lookup comes first, the configuration only for the others.
     struct conn_key key = {};
     key.ifindex = ifindex;
-    u8 dir;
+    u8 dir = to_pod ? DIR_REQ : DIR_RESP;
+    set_key(&key, &ip, sport, dport, dir);
+    struct conn *c = conns.lookup(&key);
+    struct port_cfg *cfg = 0;
     u8 xflags = 0;
-    struct port_key pk = {};
-    pk.ifindex = ifindex;
-    pk.port = to_pod ? dport : sport;
-    struct port_cfg *cfg = svc_ports.lookup(&pk);
-    if (cfg) {
-        // The pod is the server.
-        dir = to_pod ? DIR_REQ : DIR_RESP;
-    } else {
-        cfg = to_pod ? egress_match(ifindex, ip.saddr, sport) : egress_match(ifindex, ip.daddr, dport);
-        if (!cfg)
-            return TC_ACT_OK;
-        dir = to_pod ? DIR_RESP : DIR_REQ;
-        xflags = XF_EGRESS;
-    }
-    if (dir == DIR_REQ) {
-        key.cip = ip.saddr; key.sip = ip.daddr; key.cport = sport; key.sport = dport;
-    } else {
-        key.cip = ip.daddr; key.sip = ip.saddr; key.cport = dport; key.sport = sport;
+    if (!c) {
+        struct port_key pk = {};
+        pk.ifindex = ifindex;
+        pk.port = to_pod ? dport : sport;
+        cfg = svc_ports.lookup(&pk);
+        if (!cfg) {
+            cfg = to_pod ? egress_match(ifindex, ip.saddr, sport) : egress_match(ifindex, ip.daddr, dport);
+            if (!cfg)
+                return TC_ACT_OK;
+            dir = to_pod ? DIR_RESP : DIR_REQ;
+            xflags = XF_EGRESS;
+            set_key(&key, &ip, sport, dport, dir);
+            c = conns.lookup(&key);
+        }
     }
     count(S_PACKETS);
 
@@ -1240,8 +1250,9 @@ static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
     u32 seq = ntohl(tcp.seq);
     u64 now = bpf_ktime_get_ns();
 
-    struct conn *c = conns.lookup(&key);
     if (!c) {
+        if (!cfg)
+            return TC_ACT_OK;
         int start = 0;
         if (dir == DIR_REQ && (tflags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN) {
             start = 1;
