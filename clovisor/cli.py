@@ -13,12 +13,16 @@ import click
 
 from clover.config import Config
 
-CPU_PRIORITIES = {"normal": (os.SCHED_OTHER, 0), "batch": (os.SCHED_BATCH, 19), "idle": (os.SCHED_IDLE, 19)}
+CPU_PRIORITIES = {"normal": None, "batch": (os.SCHED_BATCH, 19), "idle": (os.SCHED_IDLE, 19)}
 
 
 def set_cpu_priority(name: str) -> None:
-    """Scheduling policy and nice value of the calling thread (and of the threads it starts)."""
-    policy, nice = CPU_PRIORITIES[name]
+    """Scheduling policy and nice value of the calling thread (and of the threads it starts);
+    'normal' leaves them as the process was started."""
+    setting = CPU_PRIORITIES[name]
+    if setting is None:
+        return
+    policy, nice = setting
     os.sched_setscheduler(0, policy, os.sched_param(0))
     os.setpriority(os.PRIO_PROCESS, 0, nice)
 
@@ -69,11 +73,12 @@ def main() -> None:
 @click.option(
     "--cpu-priority",
     type=click.Choice(list(CPU_PRIORITIES)),
-    default="batch",
+    default="normal",
     show_default=True,
-    help="Scheduling of the agent's threads: 'batch' (nice 19, no wake-up preemption) yields the CPU "
-    "to the traced workloads; 'idle' runs only on otherwise idle CPUs; 'normal' competes equally. "
-    "Records the agent cannot keep up with are counted as ring_buffer_full drops.",
+    help="Scheduling of the agent's threads: 'idle' runs them only on otherwise idle CPUs (a busy node "
+    "can starve it entirely); 'batch' is nice 19 (but a running batch task keeps its time slice when "
+    "a workload wakes up, which lengthened the workload's tail latency in bench/clovisor); 'normal' "
+    "competes equally. Records the agent cannot keep up with are counted as ring_buffer_full drops.",
 )
 @click.option("-v", "--verbose", is_flag=True)
 def run(discovery: str | None, node: str | None, netns_pattern: str | None, exchange_timeout: float,
