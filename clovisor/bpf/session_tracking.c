@@ -363,6 +363,20 @@ static __always_inline struct dir_state *dstate(struct conn *c, u8 dir) {
     return dir ? &c->d[DIR_RESP] : &c->d[DIR_REQ];
 }
 
+// A tail-called step's context and the connection it works on (NULL when either is gone).
+static __always_inline struct conn *step_conn(struct pctx **x) {
+    u32 zero = 0;
+    *x = ctxs.lookup(&zero);
+    if (!*x)
+        return NULL;
+    return conns.lookup(&(*x)->key);
+}
+
+static __always_inline struct scratch *step_scratch(void) {
+    u32 zero = 0;
+    return scratches.lookup(&zero);
+}
+
 static __always_inline void emit_incomplete(struct conn *c, struct conn_key *key, u64 now) {
     // Requests still unanswered when the connection closes: reported once, then forgotten.
     struct exch_key ek = {};
@@ -920,11 +934,8 @@ static __always_inline void next_step(struct __sk_buff *skb, struct dir_state *d
 
 // Bodies with a known length, read-until-close and opaque streams; routes the other states.
 int cv_parse(struct __sk_buff *skb) {
-    u32 zero = 0;
-    struct pctx *x = ctxs.lookup(&zero);
-    if (!x)
-        return TC_ACT_OK;
-    struct conn *c = conns.lookup(&x->key);
+    struct pctx *x;
+    struct conn *c = step_conn(&x);
     if (!c)
         return TC_ACT_OK;
     u8 dir = x->dir;
@@ -997,13 +1008,10 @@ static __always_inline void head_step(struct __sk_buff *skb, struct conn *c, str
 }
 
 int cv_head(struct __sk_buff *skb) {
-    u32 zero = 0;
-    struct pctx *x = ctxs.lookup(&zero);
-    struct scratch *s = scratches.lookup(&zero);
-    if (!x || !s)
-        return TC_ACT_OK;
-    struct conn *c = conns.lookup(&x->key);
-    if (!c)
+    struct pctx *x;
+    struct conn *c = step_conn(&x);
+    struct scratch *s = step_scratch();
+    if (!c || !s)
         return TC_ACT_OK;
     head_step(skb, c, x, s);
     handle_close(c, &x->key, x->dir, x->tcp_flags, x->now);
@@ -1012,13 +1020,10 @@ int cv_head(struct __sk_buff *skb) {
 
 // Message heads, second half: the lines of the window, then the framing of what follows.
 int cv_lines(struct __sk_buff *skb) {
-    u32 zero = 0;
-    struct pctx *x = ctxs.lookup(&zero);
-    struct scratch *s = scratches.lookup(&zero);
-    if (!x || !s)
-        return TC_ACT_OK;
-    struct conn *c = conns.lookup(&x->key);
-    if (!c)
+    struct pctx *x;
+    struct conn *c = step_conn(&x);
+    struct scratch *s = step_scratch();
+    if (!c || !s)
         return TC_ACT_OK;
     u8 dir = x->dir;
     struct dir_state *ds = dstate(c, dir);
@@ -1084,11 +1089,8 @@ int cv_lines(struct __sk_buff *skb) {
 
 // Chunked bodies: up to CHUNKS_PER_STEP chunks per invocation.
 int cv_chunk(struct __sk_buff *skb) {
-    u32 zero = 0;
-    struct pctx *x = ctxs.lookup(&zero);
-    if (!x)
-        return TC_ACT_OK;
-    struct conn *c = conns.lookup(&x->key);
+    struct pctx *x;
+    struct conn *c = step_conn(&x);
     if (!c)
         return TC_ACT_OK;
     u8 dir = x->dir;
