@@ -4,7 +4,9 @@ which exit code to leave.
 The address comes from ``--controller``, else ``CLOVER_CONTROLLER_URL``, else ``ControllerIP``
 in ``~/.cloverctl.yaml`` (or ``--config FILE``, or a ``.cloverctl.yaml`` beside the cloverctl
 executable, as in the original), else the local default ``http://127.0.0.1:8000``.
-``ControllerIP`` may be an address (port 8000, or ``ControllerPort``), ``host:port`` or a URL.
+``ControllerIP`` may be an address, ``host:port`` or a URL. For a bare address without
+``ControllerPort``, a kubeconfig's Service clover-controller decides, as in the original (its
+load balancer, else the address with its NodePort); otherwise the port is 8000.
 The API token (for a controller started with ``CLOVER_API_TOKEN``) comes from ``--token``,
 ``CLOVER_API_TOKEN`` or ``Token`` in the same file.
 
@@ -31,6 +33,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 DEFAULT_PORT = 8000
+CONTROLLER_SERVICE = "clover-controller"
 CONFIG_NAME = ".cloverctl.yaml"
 YAML_DIR = Path(__file__).resolve().parent / "yaml"
 TIMEOUT = 330.0  # a truncate of large tables takes a while; the controller's own limit is 300 s
@@ -166,8 +169,53 @@ def resolve(opts: Options, env: dict[str, str] | None = None) -> tuple[str, str]
         return controller_url(env["CLOVER_CONTROLLER_URL"]), "CLOVER_CONTROLLER_URL"
     settings, path = read_settings(opts.config)
     if settings.get("ControllerIP"):
-        return controller_url(settings["ControllerIP"], settings.get("ControllerPort")), f"{path} ControllerIP"
+        host, port = str(settings["ControllerIP"]).strip(), settings.get("ControllerPort")
+        if port is None and "://" not in host and ":" not in host:
+            found = controller_from_service(host, env)
+            if found:
+                return found, f"{path} ControllerIP and the Service {CONTROLLER_SERVICE}"
+        return controller_url(host, port), f"{path} ControllerIP"
     return Config().controller_url, "the default"
+
+
+def kubeconfig(env: dict[str, str]) -> Path:
+    return Path((env.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")).split(os.pathsep)[0])
+
+
+def kube_core(env: dict[str, str]) -> Any:
+    """A Kubernetes core API client from the kubeconfig."""
+    from kubernetes import client, config
+
+    config.load_kube_config(config_file=str(kubeconfig(env)))
+    return client.CoreV1Api()
+
+
+def controller_from_service(host: str, env: dict[str, str], core: Any | None = None) -> str | None:
+    """As the original: with a kubeconfig, the Service clover-controller gives the address —
+    its load balancer's, else ``host`` with the Service's NodePort. None without either."""
+    if core is None and not kubeconfig(env).exists():
+        return None
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        core = core or kube_core(env)
+        services = core.list_service_for_all_namespaces(
+            field_selector=f"metadata.name={CONTROLLER_SERVICE}", _request_timeout=3
+        ).items
+    except (ApiException, ConfigException, HTTPError, OSError):
+        return None
+    for service in services:
+        balancer = service.status.load_balancer if service.status else None
+        for ingress in (balancer.ingress if balancer else None) or []:
+            if ingress.ip or ingress.hostname:
+                return f"http://{ingress.ip or ingress.hostname}"
+    for service in services:
+        for port in service.spec.ports or []:
+            if port.node_port:
+                return controller_url(host, port.node_port)
+    return None
 
 
 def token(opts: Options, env: dict[str, str] | None = None) -> str | None:

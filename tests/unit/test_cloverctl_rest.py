@@ -185,3 +185,62 @@ def test_help_works_for_every_command() -> None:
     assert walk([]) > 40
     incomplete = runner.invoke(cli, ["clear"])
     assert incomplete.exit_code == 1 and incomplete.output.startswith("Incomplete command\n")
+
+
+def _service(node_port: int | None = None, ingress: list[dict[str, str]] | None = None) -> object:
+    from types import SimpleNamespace as NS
+
+    balancer = NS(ingress=[NS(ip=i.get("ip"), hostname=i.get("hostname")) for i in ingress or []])
+    return NS(spec=NS(ports=[NS(node_port=node_port)]), status=NS(load_balancer=balancer))
+
+
+class FakeCore:
+    def __init__(self, *services: object) -> None:
+        self.services = list(services)
+        self.selectors: list[str] = []
+
+    def list_service_for_all_namespaces(self, field_selector: str, _request_timeout: float) -> object:
+        from types import SimpleNamespace
+
+        self.selectors.append(field_selector)
+        return SimpleNamespace(items=self.services)
+
+
+def test_a_bare_controller_ip_takes_the_port_of_the_clover_controller_service_as_in_the_original() -> None:
+    core = FakeCore(_service(node_port=32044))
+    assert rest.controller_from_service("10.145.71.21", {}, core) == "http://10.145.71.21:32044"
+    assert core.selectors == ["metadata.name=clover-controller"]
+    balanced = FakeCore(_service(node_port=32044, ingress=[{"hostname": "clover.example"}]))
+    assert rest.controller_from_service("10.145.71.21", {}, balanced) == "http://clover.example"
+    assert rest.controller_from_service("10.145.71.21", {}, FakeCore()) is None
+    assert rest.controller_from_service("10.145.71.21", {}, FakeCore(_service())) is None
+
+
+def test_an_unreachable_cluster_leaves_the_default_port(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: k, cluster: {{server: 'http://127.0.0.1:{closed}'}}}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\nusers: [{name: u, user: {}}]\n"
+    )
+    conf = tmp_path / "cloverctl.yaml"
+    conf.write_text("ControllerIP: 10.145.71.21\n")
+    env = {"KUBECONFIG": str(kubeconfig)}
+    assert rest.resolve(_opts(config=str(conf)), env) == ("http://10.145.71.21:8000", f"{conf} ControllerIP")
+    assert rest.resolve(_opts(config=str(conf)), {"KUBECONFIG": str(tmp_path / "none")})[0] == (
+        "http://10.145.71.21:8000"
+    )
+
+
+def test_the_service_address_is_used_and_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "cloverctl.yaml"
+    conf.write_text("ControllerIP: 10.145.71.21\n")
+    monkeypatch.setattr(rest, "kube_core", lambda env: FakeCore(_service(node_port=32044)))
+    monkeypatch.setattr(rest, "kubeconfig", lambda env: conf)  # any file that exists
+    assert rest.resolve(_opts(config=str(conf)), {}) == (
+        "http://10.145.71.21:32044", f"{conf} ControllerIP and the Service clover-controller")  # fmt: skip
+    conf.write_text("ControllerIP: 10.145.71.21\nControllerPort: 9000\n")
+    assert rest.resolve(_opts(config=str(conf)), {})[0] == "http://10.145.71.21:9000"
