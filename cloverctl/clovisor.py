@@ -9,9 +9,6 @@ from typing import Any
 import click
 
 from cloverctl import system
-from cloverctl.system import apply, delete
-
-__all__ = ["SYSTEM", "apply", "delete", "load_manifests", "register"]
 
 SYSTEM = system.System("clovisor", ("namespace.yaml", "rbac.yaml", "daemonset.yaml"))
 

@@ -184,10 +184,9 @@ def kubeconfig(env: dict[str, str]) -> Path:
 
 def kube_core(env: dict[str, str]) -> Any:
     """A Kubernetes core API client from the kubeconfig."""
-    from kubernetes import client, config
+    from cloverctl.system import cluster_apis
 
-    config.load_kube_config(config_file=str(kubeconfig(env)))
-    return client.CoreV1Api()
+    return cluster_apis(str(kubeconfig(env)), None)["core"]
 
 
 def controller_from_service(host: str, env: dict[str, str], core: Any | None = None) -> str | None:
@@ -196,7 +195,6 @@ def controller_from_service(host: str, env: dict[str, str], core: Any | None = N
     if core is None and not kubeconfig(env).exists():
         return None
     from kubernetes.client.exceptions import ApiException
-    from kubernetes.config import ConfigException
     from urllib3.exceptions import HTTPError
 
     try:
@@ -204,7 +202,7 @@ def controller_from_service(host: str, env: dict[str, str], core: Any | None = N
         services = core.list_service_for_all_namespaces(
             field_selector=f"metadata.name={CONTROLLER_SERVICE}", _request_timeout=3
         ).items
-    except (ApiException, ConfigException, HTTPError, OSError):
+    except (ApiException, click.ClickException, HTTPError, OSError):
         return None
     for service in services:
         balancer = service.status.load_balancer if service.status else None

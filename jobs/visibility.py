@@ -438,8 +438,8 @@ class VisibilityAnalytics:
             total = self.state.totals[key]
             if total.first_us is not None:
                 total.first_us = max(total.first_us, end * 1000)
-            self.state.extremes.setdefault(key, SlidingExtremes()).expire(end)
-            self._apply_extremes(key)
+            if key in self.state.extremes:
+                self.state.extremes[key].expire(end)
         for key in gone:
             del self.state.totals[key]
             self.state.extremes.pop(key, None)
@@ -492,8 +492,6 @@ class VisibilityAnalytics:
                 bucket_rows.append((ms_to_datetime(bucket), kind, key, *aggregate_values(agg)))
             self.state.recent[bucket] = current
         self._execute(self.insert_bucket_agg, bucket_rows)
-        for key in touched:
-            self._apply_extremes(key)
         self._write_totals(touched)
         log.info(
             "recomputed %d buckets: read+aggregate %.2fs, new traces %.2fs, state %.2fs (%d aggregate rows)",
@@ -504,17 +502,14 @@ class VisibilityAnalytics:
             len(bucket_rows),
         )
 
-    def _apply_extremes(self, key: Key) -> None:
-        """The total's min and max from the buckets still retained."""
-        extremes, total = self.state.extremes.get(key), self.state.totals[key]
-        if extremes is not None and (extremes.lows or extremes.highs):
-            total.min_us, total.max_us = extremes.low(), extremes.high()
-
     def _write_totals(self, touched: Iterable[Key]) -> None:
+        """Store the totals of ``touched``, their min and max taken from the buckets still retained."""
         rows = []
         for key in touched:
-            extremes = self.state.extremes.get(key, SlidingExtremes())
-            rows.append((*key, *aggregate_values(self.state.totals[key]), extremes.lows, extremes.highs))
+            total, extremes = self.state.totals[key], self.state.extremes.get(key, SlidingExtremes())
+            if extremes.lows or extremes.highs:
+                total.min_us, total.max_us = extremes.low(), extremes.high()
+            rows.append((*key, *aggregate_values(total), extremes.lows, extremes.highs))
         self._execute(self.insert_total, rows)
 
     def _execute(self, statement: Any, rows: list[tuple[Any, ...]]) -> None:

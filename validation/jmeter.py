@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clover.config import LOOPBACK
 from stack.java import find_java
 
 LAUNCHER = "ApacheJMeter.jar"
@@ -88,7 +89,7 @@ class JMeter:
             raise JMeterMissing(f"Apache JMeter is not installed in {home}; run `make setup`")
         return cls(home, find_java(java_home))
 
-    def _base(self, work_dir: Path, rmi_host: str = "127.0.0.1") -> list[str]:
+    def _base(self, work_dir: Path, rmi_host: str = LOOPBACK) -> list[str]:
         return [
             str(self.java),
             *self.jvm_options,
@@ -107,7 +108,7 @@ class JMeter:
         remote_hosts: Sequence[str] = (),
         shutdown_port: int | None = None,
         exit_servers: bool = False,
-        rmi_host: str = "127.0.0.1",
+        rmi_host: str = LOOPBACK,
     ) -> list[str]:
         """A non-GUI run of ``jmx``: samples to ``jtl``, the log (with the summariser lines) to
         ``log``. With ``remote_hosts`` the servers send the traffic and the master aggregates;
@@ -127,7 +128,7 @@ class JMeter:
             argv += ["-X"] if exit_servers else []
         return argv
 
-    def server_command(self, port: int, log: Path, work_dir: Path, bind: str = "127.0.0.1") -> list[str]:
+    def server_command(self, port: int, log: Path, work_dir: Path, bind: str = LOOPBACK) -> list[str]:
         """A JMeter server (a slave) with its RMI registry and engine on ``port``."""
         base = self._base(work_dir, rmi_host=bind)
         props = {

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from clover.config import LOOPBACK
 from stack.launcher import port_is_free
 from validation.jmeter import JMeter
 
@@ -137,7 +138,7 @@ class Run:
         remote_hosts: Sequence[str] = (),
         local_slaves: int = 0,
         rmi_port: int = 1099,
-        rmi_host: str = "127.0.0.1",
+        rmi_host: str = LOOPBACK,
     ):
         if remote_hosts and local_slaves:
             raise RunError("give either remote JMeter servers or a number of local ones, not both")

@@ -477,16 +477,31 @@ static __always_inline void finish_request_rec(struct dir_state *ds, u64 now, st
     ds->msg_bytes = 0;
 }
 
+static __always_inline void finish_message_rec(struct conn *c, struct conn_key *key, struct dir_state *ds,
+                                               u8 dir, u64 now, struct exchange *rec) {
+    if (dir == DIR_REQ)
+        finish_request_rec(ds, now, rec);
+    else
+        finish_response_rec(c, key, ds, now, rec);
+}
+
 static __always_inline void finish_message(struct conn *c, struct conn_key *key, struct dir_state *ds,
                                            u8 dir, u64 now) {
     struct exch_key ek = {};
     ek.c = *key;
     ek.seq = dir == DIR_REQ ? ds->msg_seq : c->next_resp;
-    struct exchange *rec = exchanges.lookup(&ek);
-    if (dir == DIR_REQ)
-        finish_request_rec(ds, now, rec);
-    else
-        finish_response_rec(c, key, ds, now, rec);
+    finish_message_rec(c, key, ds, dir, now, exchanges.lookup(&ek));
+}
+
+// The bytes of a known-length body in [*off, end). Returns 1 when the body has ended.
+static __always_inline int take_body(struct dir_state *ds, u32 *off, u32 end) {
+    u32 k = end - *off;
+    if (k > ds->remaining)
+        k = ds->remaining;
+    ds->remaining -= k;
+    ds->msg_bytes += k;
+    *off += k;
+    return ds->remaining == 0;
 }
 
 // FIN/RST, after the segment's payload was parsed. Returns 1 when the connection is gone.
@@ -946,17 +961,10 @@ int cv_parse(struct __sk_buff *skb) {
 
     if (off < end) {
         switch (ds->state) {
-        case ST_BODY: {
-            u32 k = end - off;
-            if (k > ds->remaining)
-                k = ds->remaining;
-            ds->remaining -= k;
-            ds->msg_bytes += k;
-            off += k;
-            if (ds->remaining == 0)
+        case ST_BODY:
+            if (take_body(ds, &off, end))
                 finish_message(c, &x->key, ds, dir, now);
             break;
-        }
         case ST_UNTIL_CLOSE:
             ds->msg_bytes += end - off;
             off = end;
@@ -1063,21 +1071,9 @@ int cv_lines(struct __sk_buff *skb) {
     ds->msg_bytes += used;
     if (done) {
         head_done(c, &x->key, ds, dir, now, rec);
-        if (ds->state == ST_BODY && off < end) {
-            // A body that follows in the same segment (often all of it): no step of its own.
-            u32 k = end - off;
-            if (k > ds->remaining)
-                k = ds->remaining;
-            ds->remaining -= k;
-            ds->msg_bytes += k;
-            off += k;
-            if (ds->remaining == 0) {
-                if (dir == DIR_REQ)
-                    finish_request_rec(ds, now, rec);
-                else
-                    finish_response_rec(c, &x->key, ds, now, rec);
-            }
-        }
+        // A body that follows in the same segment (often all of it): no step of its own.
+        if (ds->state == ST_BODY && off < end && take_body(ds, &off, end))
+            finish_message_rec(c, &x->key, ds, dir, now, rec);
     }
     store_fresh(&x->key, ds, dir, s);
     x->off = off;
@@ -1334,7 +1330,7 @@ static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
                     x->tcp_flags = tflags;
                     x->segs = segs ? segs : 1;
                     x->ipbytes = tot;
-                    struct scratch *s = scratches.lookup(&zero);
+                    struct scratch *s = step_scratch();
                     u8 st = ds->state;
                     if (s && (st == ST_IDLE || st == ST_HEAD || st == ST_LOST))
                         head_step(skb, c, x, s);  // the usual case, without a tail call

@@ -183,7 +183,8 @@ class FakeApi:
 
 
 def test_apply_creates_or_updates_and_delete_tolerates_missing_objects() -> None:
-    from cloverctl.clovisor import apply, delete, load_manifests
+    from cloverctl.clovisor import load_manifests
+    from cloverctl.system import apply, delete
 
     api = FakeApi({"clovisor"})  # the namespace and the DaemonSet exist already
     apis = {"core": api, "rbac": api, "apps": api}
