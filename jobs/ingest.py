@@ -185,9 +185,10 @@ def metric_table_rows(metrics: DataFrame) -> DataFrame:
 
 
 def write_table(frame: DataFrame, table: str) -> None:
-    frame.write.format("org.apache.spark.sql.cassandra").options(keyspace=schema.KEYSPACE, table=table).mode(
-        "append"
-    ).save()
+    """Upsert ``frame`` into ``table``. A field a record does not have is left unset: written
+    as null, it would cost a tombstone per row (records are immutable, so none is replaced)."""
+    options = {"keyspace": schema.KEYSPACE, "table": table, "spark.cassandra.output.ignoreNulls": "true"}
+    frame.write.format("org.apache.spark.sql.cassandra").options(**options).mode("append").save()
 
 
 def status_file(cfg: Config) -> Path:
