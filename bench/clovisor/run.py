@@ -8,6 +8,7 @@ attached side Clovisor's own CPU per 1,000 requests, its RSS, BPF time per reque
 kernel.bpf_stats_enabled) and completeness = exchanges Clovisor captured / requests nginx served.
 
     sudo .venv/bin/python -m bench.clovisor.run [--seconds 5] [--rounds 2] [--connections 20]
+        [--cpu-priority normal|batch|idle]
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class Attached:
 
 
 class Bench:
-    def __init__(self, state: Path, env: dict[str, str], pod: object, url: str, seconds: int) -> None:
+    def __init__(self, state: Path, env: dict[str, str], pod: object, url: str, seconds: int, priority: str) -> None:
         import redis
 
         from clover import keys
@@ -141,7 +142,8 @@ class Bench:
         self.script = state / "rate.lua"
         self.script.write_text(RATE_SCRIPT)
         self.proc = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "clovisor"), "run", "--discovery", "local", "--metrics-port", "0"],
+            [str(ROOT / ".venv" / "bin" / "clovisor"), "run", "--discovery", "local", "--metrics-port", "0",
+             "--cpu-priority", priority],
             env=env, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.ps = psutil.Process(self.proc.pid)
@@ -208,6 +210,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--rates", default="5000,10000,20000", help="fixed offered rates (req/s) for the sweep")
+    parser.add_argument("--cpu-priority", choices=("normal", "batch", "idle"), default="normal",
+                        help="the agent's scheduling (clovisor run --cpu-priority)")  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("the benchmark makes network namespaces and loads BPF programs: run it as root")
@@ -241,7 +245,7 @@ def main() -> None:
         time.sleep(1)
         url = f"http://{pod.ip}/"
         subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True, check=True)  # warm-up
-        bench = Bench(state, env, pod, url, args.seconds)
+        bench = Bench(state, env, pod, url, args.seconds, args.cpu_priority)
 
         # 1. Saturation: the highest rate each side sustains.
         detached: list[Side] = []
@@ -275,7 +279,8 @@ def main() -> None:
         bpf_req = sum(a.served for a in attached + [x[2] for x in sweep])
         print()
         print(f"nginx (1 worker) in a pod, wrk -t1 from the root namespace, {args.seconds}s runs, 2 cores")
-        print(f"Saturation, -c{args.connections}, {args.rounds} rounds alternating (medians)")
+        print(f"Saturation, -c{args.connections}, {args.rounds} rounds alternating (medians), "
+              f"agent --cpu-priority {args.cpu_priority}")  # fmt: skip
         print(f"{'':36}{'detached':>12}{'attached':>12}{'ratio':>8}")
         print(f"{'throughput (req/s)':36}{d_rps:>12,.0f}{a_rps:>12,.0f}{a_rps / d_rps:>8.3f}   target >= 0.95")
         print(f"{'p99 latency (ms)':36}{d_p99:>12.3f}{a_p99:>12.3f}{a_p99 / d_p99:>8.3f}")
