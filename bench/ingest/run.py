@@ -149,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--concurrency", type=int, default=48, help="baseline in-flight inserts")
-    parser.add_argument("--warmup", type=int, default=200_000, help="spans through the ingest before measuring")
+    parser.add_argument("--warmup", type=int, default=400_000, help="spans through the ingest before measuring")
     args = parser.parse_args()
     cfg = Config.from_env()
     stack = local_stack(cfg)
