@@ -8,7 +8,7 @@ attached side Clovisor's own CPU per 1,000 requests, its RSS, BPF time per reque
 kernel.bpf_stats_enabled) and completeness = exchanges Clovisor captured / requests nginx served.
 
     sudo .venv/bin/python -m bench.clovisor.run [--seconds 5] [--rounds 2] [--connections 20]
-        [--cpu-priority normal|batch|idle]
+        [--cpu-priority normal|batch|idle]  (clovisor run --cpu-priority)
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from clovisor.cli import CPU_PRIORITIES
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBNET = "10.208.7.0/24"
@@ -210,7 +212,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--rates", default="5000,10000,20000", help="fixed offered rates (req/s) for the sweep")
-    parser.add_argument("--cpu-priority", choices=("normal", "batch", "idle"), default="normal",
+    parser.add_argument("--cpu-priority", choices=list(CPU_PRIORITIES), default="normal",
                         help="the agent's scheduling (clovisor run --cpu-priority)")  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:

@@ -372,6 +372,7 @@ static __always_inline struct conn *step_conn(struct pctx **x) {
     return conns.lookup(&(*x)->key);
 }
 
+// The per-CPU scratch space (head window, record being built, payload event).
 static __always_inline struct scratch *step_scratch(void) {
     u32 zero = 0;
     return scratches.lookup(&zero);
@@ -404,8 +405,7 @@ static __always_inline void emit_incomplete(struct conn *c, struct conn_key *key
 }
 
 static __always_inline void emit_tcp(struct conn *c, struct conn_key *key, u64 now) {
-    u32 zero = 0;
-    struct scratch *s = scratches.lookup(&zero);
+    struct scratch *s = step_scratch();
     if (!s)
         return;
     struct exchange *rec = &s->rec;
@@ -1340,8 +1340,7 @@ static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
             } else {
                 ds->msg_bytes += plen - skip;
                 if (c->payload) {
-                    u32 zero = 0;
-                    struct scratch *s = scratches.lookup(&zero);
+                    struct scratch *s = step_scratch();
                     if (s) {
                         u32 n = plen - skip;
                         if (n > PAYLOAD_MAX)
