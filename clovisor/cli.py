@@ -55,6 +55,14 @@ def main() -> None:
 @click.option("--idle-connection-timeout", type=click.FloatRange(1), default=300.0, show_default=True)
 @click.option("--max-connections", type=click.IntRange(16), default=16384, show_default=True)
 @click.option("--max-exchanges", type=click.IntRange(16), default=8192, show_default=True)
+@click.option(
+    "--max-spans-per-second",
+    type=click.IntRange(0),
+    default=10_000,
+    show_default=True,
+    help="Spans emitted per second at most (0: no limit); the kernel counts the others as over_budget, "
+    "so the agent's CPU stays bounded when the node is overloaded.",
+)
 @click.option("--ring-mib", type=click.Choice(["1", "2", "4", "8", "16", "32", "64"]), default="8", show_default=True)
 @click.option(
     "--kafka-buffer",
@@ -82,8 +90,8 @@ def main() -> None:
 )
 @click.option("-v", "--verbose", is_flag=True)
 def run(discovery: str | None, node: str | None, netns_pattern: str | None, exchange_timeout: float,
-        idle_connection_timeout: float, max_connections: int, max_exchanges: int, ring_mib: str,
-        kafka_buffer: int, export_incomplete: bool, metrics_port: int | None, cpu_priority: str,
+        idle_connection_timeout: float, max_connections: int, max_exchanges: int, max_spans_per_second: int,
+        ring_mib: str, kafka_buffer: int, export_incomplete: bool, metrics_port: int | None, cpu_priority: str,
         verbose: bool) -> None:  # fmt: skip
     """Trace the pods of this node until SIGTERM or SIGINT, then remove every qdisc it added."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
@@ -101,7 +109,7 @@ def run(discovery: str | None, node: str | None, netns_pattern: str | None, exch
     options = Options(
         exchange_timeout=exchange_timeout,
         idle_connection_timeout=idle_connection_timeout,
-        limits=Limits(max_connections, max_exchanges, int(ring_mib) << 20),
+        limits=Limits(max_connections, max_exchanges, int(ring_mib) << 20, spans_per_second=max_spans_per_second),
         kafka_buffer_spans=kafka_buffer,
         export_incomplete=export_incomplete,
         status_file=status_path(cfg),

@@ -41,9 +41,17 @@ STAT_NAMES = (
     "sequence_gaps",
     "requests",
     "tcp_connections",
+    "over_budget",
 )
 # Counters that mean something was lost (exposed as drops).
-DROP_STATS = ("connection_map_full", "exchange_map_full", "ring_buffer_full", "lost_sync", "parse_steps_exhausted")
+DROP_STATS = (
+    "connection_map_full",
+    "exchange_map_full",
+    "ring_buffer_full",
+    "lost_sync",
+    "parse_steps_exhausted",
+    "over_budget",
+)
 
 PAGE = 4096
 
@@ -56,6 +64,7 @@ class Limits:
     exchanges: int = 8192
     ring_bytes: int = 8 << 20
     ports: int = 4096
+    spans_per_second: int = 10_000  # records emitted per second at most; 0: no limit
 
     def validate(self) -> None:
         if self.ring_bytes < PAGE or self.ring_bytes & (self.ring_bytes - 1):
@@ -63,6 +72,8 @@ class Limits:
         for name in ("connections", "exchanges", "ports"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.spans_per_second < 0:
+            raise ValueError(f"spans_per_second={self.spans_per_second} must be 0 (no limit) or positive")
 
 
 class Datapath:
@@ -95,6 +106,8 @@ class Datapath:
         self.conns = self.bpf["conns"]
         self.exchanges = self.bpf["exchanges"]
         self.stats_table = self.bpf["stats"]
+        self.budgets = self.bpf["budgets"]
+        self.set_span_budget(self.limits.spans_per_second)
         leaf = ctypes.sizeof(self.exchanges.Leaf) - records.EXCHANGE_SLACK
         if leaf != records.EXCHANGE_SIZE:
             raise RuntimeError(f"struct exchange is {leaf} bytes in BPF but {records.EXCHANGE_SIZE} in records.py")
@@ -154,6 +167,12 @@ class Datapath:
             self.egress.pop(key, None)
         for (ip, port), (proto, payload) in egress.items():
             self.set_egress(ifindex, ip, port, proto, payload)
+
+    def set_span_budget(self, per_second: int) -> None:
+        """Emit at most ``per_second`` records a second from now on (0: no limit)."""
+        if per_second < 0:
+            raise ValueError(f"span budget {per_second} must be 0 (no limit) or positive")
+        self.budgets[ctypes.c_int(0)] = self.budgets.Leaf(per_second, 0, 0)
 
     # -- counters and eviction ---------------------------------------------------------
     def stats(self) -> dict[str, int]:

@@ -8,7 +8,7 @@ attached side Clovisor's own CPU per 1,000 requests, its RSS, BPF time per reque
 kernel.bpf_stats_enabled) and completeness = exchanges Clovisor captured / requests nginx served.
 
     sudo .venv/bin/python -m bench.clovisor.run [--seconds 5] [--rounds 2] [--connections 20]
-        [--cpu-priority normal|batch|idle]  (clovisor run --cpu-priority)
+        [--cpu-priority normal|batch|idle] [--max-spans-per-second N]  (clovisor run options)
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 
 from clovisor.cli import CPU_PRIORITIES
+from clovisor.datapath import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBNET = "10.208.7.0/24"
@@ -122,6 +123,7 @@ class Attached:
     captured: int  # spans exported
     incomplete: int  # requests whose connection the client closed before the response ended
     served: int  # requests nginx counted
+    over_budget: int  # exchanges beyond --max-spans-per-second, counted in the kernel, not emitted
     clovisor_cpu_s: float
     bpf_ns: int
 
@@ -132,7 +134,9 @@ class Attached:
 
 
 class Bench:
-    def __init__(self, state: Path, env: dict[str, str], pod: object, url: str, seconds: int, priority: str) -> None:
+    def __init__(
+        self, state: Path, env: dict[str, str], pod: object, url: str, seconds: int, priority: str, budget: int
+    ) -> None:
         import redis
 
         from clover import keys
@@ -145,7 +149,7 @@ class Bench:
         self.script.write_text(RATE_SCRIPT)
         self.proc = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "clovisor"), "run", "--discovery", "local", "--metrics-port", "0",
-             "--cpu-priority", priority],
+             "--cpu-priority", priority, "--max-spans-per-second", str(budget)],
             env=env, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.ps = psutil.Process(self.proc.pid)
@@ -198,7 +202,8 @@ class Bench:
             print(json.dumps({k: after[k] for k in ("kernel", "counters", "kafka")}, indent=1))
         spans = after["counters"]["spans"] - before["counters"]["spans"]
         incomplete = after["counters"]["incomplete"] - before["counters"]["incomplete"]
-        return Attached(side, spans, incomplete, served1 - served0, own, bpf)
+        over = after["kernel"]["over_budget"] - before["kernel"]["over_budget"]
+        return Attached(side, spans, incomplete, served1 - served0, over, own, bpf)
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -214,6 +219,8 @@ def main() -> None:
     parser.add_argument("--rates", default="5000,10000,20000", help="fixed offered rates (req/s) for the sweep")
     parser.add_argument("--cpu-priority", choices=list(CPU_PRIORITIES), default="normal",
                         help="the agent's scheduling (clovisor run --cpu-priority)")  # fmt: skip
+    parser.add_argument("--max-spans-per-second", type=int, default=Limits().spans_per_second,
+                        help="the agent's span budget (clovisor run --max-spans-per-second; 0: no limit)")  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("the benchmark makes network namespaces and loads BPF programs: run it as root")
@@ -247,7 +254,7 @@ def main() -> None:
         time.sleep(1)
         url = f"http://{pod.ip}/"
         subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True, check=True)  # warm-up
-        bench = Bench(state, env, pod, url, args.seconds, args.cpu_priority)
+        bench = Bench(state, env, pod, url, args.seconds, args.cpu_priority, args.max_spans_per_second)
 
         # 1. Saturation: the highest rate each side sustains.
         detached: list[Side] = []
@@ -281,15 +288,16 @@ def main() -> None:
         bpf_req = sum(a.served for a in attached + [x[2] for x in sweep])
         print()
         print(f"nginx (1 worker) in a pod, wrk -t1 from the root namespace, {args.seconds}s runs, 2 cores")
-        print(f"Saturation, -c{args.connections}, {args.rounds} rounds alternating (medians), "
-              f"agent --cpu-priority {args.cpu_priority}")  # fmt: skip
+        print(f"Saturation, -c{args.connections}, {args.rounds} rounds alternating (medians), agent "
+              f"--cpu-priority {args.cpu_priority} --max-spans-per-second {args.max_spans_per_second}")  # fmt: skip
         print(f"{'':36}{'detached':>12}{'attached':>12}{'ratio':>8}")
         print(f"{'throughput (req/s)':36}{d_rps:>12,.0f}{a_rps:>12,.0f}{a_rps / d_rps:>8.3f}   target >= 0.95")
         print(f"{'p99 latency (ms)':36}{d_p99:>12.3f}{a_p99:>12.3f}{a_p99 / d_p99:>8.3f}")
         print(f"{'machine CPU per 1,000 req (ms)':36}{d_cpu * 1e3:>12.1f}{a_cpu * 1e3:>12.1f}{a_cpu / d_cpu:>8.3f}")
         print(f"{'clovisor process CPU / 1,000 req (ms)':36}{'':>12}{own * 1e3:>12.1f}")
+        sat_over = sum(a.over_budget for a in attached)
         print(f"{'completeness (accounted / served)':36}{'':>12}{sat_captured / sat_served:>12.4f}"
-              f"   {sat_captured}/{sat_served}")  # fmt: skip
+              f"   {sat_captured}/{sat_served}, {sat_over} over budget")  # fmt: skip
         print()
         print("Fixed offered rates (wrk with a per-connection delay), detached baseline then attached")
         print(
@@ -304,7 +312,8 @@ def main() -> None:
                 best = max(best, att.side.rps)
             print(f"{rate:>8,}{att.side.rps:>10,.0f}{base.p99_ms:>8.2f}/{att.side.p99_ms:<7.2f}"
                   f"{base.cpu_per_1000 * 1e3:>9.1f}/{att.side.cpu_per_1000 * 1e3:<8.1f}{own_k:>16.1f}"
-                  f"{att.completeness:>10.4f} {att.captured}+{att.incomplete}/{att.served}")  # fmt: skip
+                  f"{att.completeness:>10.4f} {att.captured}+{att.incomplete}/{att.served}"
+                  f"{f', {att.over_budget} over budget' if att.over_budget else ''}")  # fmt: skip
         print()
         print(f"{'highest rate with 100% completeness':36}{best:>12,.0f} req/s   target >= 5,000")
         print(f"{'BPF time per request (ns)':36}{bpf_ns / bpf_req:>12.0f}   target < 1,000 (all runs attached)")

@@ -110,6 +110,7 @@ enum {
     S_GAPS,
     S_REQUESTS,
     S_TCP_CONNS,
+    S_OVER_BUDGET,
     S_NSTATS,
 };
 
@@ -302,6 +303,16 @@ BPF_PERCPU_ARRAY(stats, u64, S_NSTATS);
 BPF_PERCPU_ARRAY(ctxs, struct pctx, 1);
 BPF_PERCPU_ARRAY(scratches, struct scratch, 1);
 BPF_PROG_ARRAY(parsers, 4);
+
+// At most `per_second` records are emitted per second (0: no limit), so that the agent's work
+// stays bounded on an overloaded node; the others are counted, not emitted.
+struct budget {
+    u64 per_second;
+    u64 second;
+    u64 used;
+};
+BPF_ARRAY(budgets, struct budget, 1);
+
 #define PARSE_STEP 0
 #define PARSE_CHUNK 1
 #define PARSE_HEAD 2
@@ -323,6 +334,29 @@ static __always_inline void count(u32 idx) {
     u64 *v = stats.lookup(&idx);
     if (v)
         *v += 1;
+}
+
+// Emits one record to the ring if the second's budget allows; 1 when it was emitted.
+static __always_inline int emit_record(struct exchange *rec, u32 size, u64 now) {
+    u32 zero = 0;
+    struct budget *b = budgets.lookup(&zero);
+    if (b && b->per_second) {
+        u64 second = now / 1000000000ULL;
+        if (VOL(b->second) != second) {
+            VOL(b->second) = second;
+            VOL(b->used) = 0;
+        }
+        lock_xadd(&b->used, 1);
+        if (VOL(b->used) > b->per_second) {
+            count(S_OVER_BUDGET);
+            return 0;
+        }
+    }
+    if (events.ringbuf_output(rec, size, 0) < 0) {
+        count(S_RING_FULL);
+        return 0;
+    }
+    return 1;
 }
 
 static __always_inline u64 load64(u8 *buf, u32 idx) {
@@ -395,8 +429,7 @@ static __always_inline void emit_incomplete(struct conn *c, struct conn_key *key
             rec->pkts[1] = c->pkts[1] - rec->pkts[1];
             rec->bytes[0] = c->bytes[0] - rec->bytes[0];
             rec->bytes[1] = c->bytes[1] - rec->bytes[1];
-            if (events.ringbuf_output(rec, wire_size(rec), 0) < 0)
-                count(S_RING_FULL);
+            emit_record(rec, wire_size(rec), now);
             exchanges.delete(&ek);
             count(S_CLOSED_INCOMPLETE);
         }
@@ -426,8 +459,7 @@ static __always_inline void emit_tcp(struct conn *c, struct conn_key *key, u64 n
     rec->sport = key->sport;
     rec->req_size = c->d[DIR_REQ].msg_bytes;
     rec->resp_size = c->d[DIR_RESP].msg_bytes;
-    if (events.ringbuf_output(rec, EXCH_FIXED, 0) < 0)
-        count(S_RING_FULL);
+    emit_record(rec, EXCH_FIXED, now);
     count(S_TCP_CONNS);
 }
 
@@ -447,9 +479,7 @@ static __always_inline void finish_response_rec(struct conn *c, struct conn_key 
         rec->bytes[1] = c->bytes[1] - rec->bytes[1];
         if (c->d[DIR_REQ].msg_seq == ek.seq && c->d[DIR_REQ].state != ST_IDLE)
             rec->flags |= XF_REQ_INCOMPLETE;
-        if (events.ringbuf_output(rec, wire_size(rec), 0) < 0)
-            count(S_RING_FULL);
-        else
+        if (emit_record(rec, wire_size(rec), now))
             count(S_EXCHANGES);
         exchanges.delete(&ek);
     }

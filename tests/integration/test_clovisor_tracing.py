@@ -367,3 +367,34 @@ def test_unanswered_requests_are_evicted_and_counted(agent, lab) -> None:
         sock.sendall(request("GET", "/sleep/4000"))  # longer than the 2 s exchange timeout
         wait_until(lambda: agent.counters.evicted_exchanges == before + 1, 15, "eviction")
     assert agent.status()["counters"]["evicted_exchanges"] == before + 1
+
+
+def test_spans_beyond_the_budget_of_a_second_are_counted_not_emitted(agent, lab, spans) -> None:
+    from clovisor.datapath import Limits
+
+    web = lab.pods["web"]
+    agent.datapath.set_span_budget(5)
+    try:
+        for _ in range(3):
+            # The kernel's budget second is CLOCK_MONOTONIC's (time.monotonic): start just after
+            # one begins, so that the whole burst falls in it.
+            while time.monotonic() % 1.0 > 0.1:
+                time.sleep(0.005)
+            second = int(time.monotonic())
+            before = agent.datapath.stats()["over_budget"]
+            marker = uuid.uuid4().hex[:12]
+            with socket.create_connection((web.ip, 8080)) as sock:
+                f = sock.makefile("rb")
+                for i in range(20):
+                    sock.sendall(request("GET", f"/bytes/10?m={marker}&i={i}"))
+                    assert read_response(f)[0] == 200
+            if int(time.monotonic()) == second:
+                break
+        else:
+            pytest.fail("no burst of 20 requests fitted in one second")
+    finally:
+        agent.datapath.set_span_budget(Limits().spans_per_second)
+    found = spans.collect(marker, 5)
+    assert sorted(int(s.http_url.rsplit("=", 1)[1]) for s in found) == [0, 1, 2, 3, 4]
+    assert agent.datapath.stats()["over_budget"] - before == 15
+    assert agent.status()["drops"]["over_budget"] >= 15

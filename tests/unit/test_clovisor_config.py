@@ -122,3 +122,16 @@ def test_kubernetes_targets_use_this_nodes_selected_pods_and_service_port_names(
         pods, services, settings.build(["default:app:web", "other"], {}), "n1", frozenset(), veths.get
     )
     assert [t.name for t in only_web] == ["web-1"]  # x-1 has no service in "other": nothing to trace
+
+
+def test_a_negative_span_budget_is_refused_naming_it() -> None:
+    from click.testing import CliRunner
+
+    from clovisor.cli import main
+    from clovisor.datapath import Limits
+
+    with pytest.raises(ValueError, match="spans_per_second=-1"):
+        Limits(spans_per_second=-1).validate()
+    Limits(spans_per_second=0).validate()  # 0: no limit
+    result = CliRunner().invoke(main, ["run", "--max-spans-per-second", "-1"])
+    assert result.exit_code == 2 and "--max-spans-per-second" in result.output
