@@ -173,7 +173,7 @@ def cassandra_part(cfg: Config) -> Part:
         jamm = sorted(lib.glob("jamm-*.jar"))
         agent = [f"-javaagent:{jamm[0]}"] if jamm else []
         return Launch(
-            [java, "-Xms1g", "-Xmx1g", "-Xss512k", *jvm_options_file("cassandra-jvm17.options"), *agent,
+            [java, "-Xms2g", "-Xmx2g", "-Xss512k", *jvm_options_file("cassandra-jvm17.options"), *agent,
              f"-Dcassandra.config=file://{conf}", "-Dcassandra-foreground=yes",
              f"-Dcassandra.storagedir={dirs.data}", f"-Dcassandra.logdir={dirs.root}",
              f"-Dlogback.configurationFile={CONF_DIR / 'cassandra-logback.xml'}",
