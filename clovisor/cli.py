@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from clover.config import Config
+from clovisor.datapath import Limits
 
 CPU_PRIORITIES = {"normal": None, "batch": (os.SCHED_BATCH, 19), "idle": (os.SCHED_IDLE, 19)}
 
@@ -58,7 +59,7 @@ def main() -> None:
 @click.option(
     "--max-spans-per-second",
     type=click.IntRange(0),
-    default=10_000,
+    default=Limits.spans_per_second,
     show_default=True,
     help="Spans emitted per second at most (0: no limit); the kernel counts the others as over_budget, "
     "so the agent's CPU stays bounded when the node is overloaded.",
@@ -100,7 +101,6 @@ def run(discovery: str | None, node: str | None, netns_pattern: str | None, exch
         raise click.ClickException("Clovisor loads BPF programs and changes qdiscs: run it as root")
     set_cpu_priority(cpu_priority)  # before any thread starts: they inherit it
     from clovisor.agent import Clovisor, Options
-    from clovisor.datapath import Limits
     from clovisor.discovery.local import LocalSource
 
     cfg = Config.from_env()

@@ -11,7 +11,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clovisor import records
@@ -170,8 +170,9 @@ class Datapath:
 
     def set_span_budget(self, per_second: int) -> None:
         """Emit at most ``per_second`` records a second from now on (0: no limit)."""
-        if per_second < 0:
-            raise ValueError(f"span budget {per_second} must be 0 (no limit) or positive")
+        limits = replace(self.limits, spans_per_second=per_second)
+        limits.validate()
+        self.limits = limits
         self.budgets[ctypes.c_int(0)] = self.budgets.Leaf(per_second, 0, 0)
 
     # -- counters and eviction ---------------------------------------------------------

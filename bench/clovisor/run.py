@@ -219,7 +219,7 @@ def main() -> None:
     parser.add_argument("--rates", default="5000,10000,20000", help="fixed offered rates (req/s) for the sweep")
     parser.add_argument("--cpu-priority", choices=list(CPU_PRIORITIES), default="normal",
                         help="the agent's scheduling (clovisor run --cpu-priority)")  # fmt: skip
-    parser.add_argument("--max-spans-per-second", type=int, default=Limits().spans_per_second,
+    parser.add_argument("--max-spans-per-second", type=int, default=Limits.spans_per_second,
                         help="the agent's span budget (clovisor run --max-spans-per-second; 0: no limit)")  # fmt: skip
     args = parser.parse_args()
     if os.geteuid() != 0:
