@@ -188,15 +188,24 @@ class Datapath:
 
     def evict(self, exchange_timeout_ns: int, idle_conn_timeout_ns: int, now_ns: int | None = None) -> tuple[int, int]:
         """Delete exchanges whose request started more than ``exchange_timeout_ns`` ago and
-        connections idle for ``idle_conn_timeout_ns``. Returns (exchanges, connections) evicted."""
+        connections idle for ``idle_conn_timeout_ns``. Returns (exchanges, connections) evicted.
+
+        A connection's inline exchange cannot be deleted on its own (the kernel writes the
+        connection without a lock): a stale one goes with its connection, which the kernel
+        tracks again from the connection's next request."""
         now = time.monotonic_ns() if now_ns is None else now_ns
         stale = [k for k, v in _items(self.exchanges) if now - v.req_start_ns > exchange_timeout_ns]
         for key in stale:
             self.exchanges.pop(key, None)
-        idle = [k for k, v in _items(self.conns) if now - v.last_ns > idle_conn_timeout_ns]
-        for key in idle:
+        stale_inline, idle = [], []
+        for key, conn in _items(self.conns):
+            if conn.x_used and now - conn.x.req_start_ns > exchange_timeout_ns:
+                stale_inline.append(key)
+            elif now - conn.last_ns > idle_conn_timeout_ns:
+                idle.append(key)
+        for key in stale_inline + idle:
             self.conns.pop(key, None)
-        return len(stale), len(idle)
+        return len(stale) + len(stale_inline), len(idle)
 
     def close(self) -> None:
         self.ring.close()
