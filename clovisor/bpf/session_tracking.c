@@ -75,6 +75,7 @@
 #define XF_CHUNKED 16         // response used chunked transfer coding
 #define XF_CLOSE_DELIMITED 32 // response ended with the connection
 #define XF_REQ_INCOMPLETE 64  // request body had not ended
+#define XF_UNSAMPLED 128      // began when the second's budget was spent: framed, never emitted
 
 // Parser states of one direction of a connection.
 #define ST_IDLE 0             // expecting a message head
@@ -354,8 +355,19 @@ static __always_inline void count(u32 idx) {
         *v += 1;
 }
 
+// Whether the budget of the second `now` is in is spent already.
+static __always_inline int budget_spent(u64 now) {
+    u32 zero = 0;
+    struct budget *b = budgets.lookup(&zero);
+    return b && b->per_second && VOL(b->second) == now / 1000000000ULL && VOL(b->used) >= b->per_second;
+}
+
 // Emits one record to the ring if the second's budget allows; 1 when it was emitted.
 static __always_inline int emit_record(struct exchange *rec, u32 size, u64 now) {
+    if (rec->flags & XF_UNSAMPLED) {
+        count(S_OVER_BUDGET);
+        return 0;
+    }
     u32 zero = 0;
     struct budget *b = budgets.lookup(&zero);
     if (b && b->per_second) {
@@ -403,6 +415,8 @@ static __always_inline u32 match_method(u64 w, u8 *method) {
 
 static __always_inline void put_str(char *dst, u32 max, u8 *buf, u32 start, u32 len, u16 *lenp,
                                     struct exchange *rec, u8 trunc_flag) {
+    if (rec->flags & XF_UNSAMPLED)
+        return;
     if (len > max) {
         len = max;
         rec->flags |= trunc_flag;
@@ -614,6 +628,9 @@ static __always_inline int begin_message(struct __sk_buff *skb, struct conn *c, 
         rec->method = method;
         rec->proto = PROTO_HTTP;
         rec->flags = c->flags;
+        // Once the second's budget is spent, the exchange is only framed: no values copied.
+        if (budget_spent(now))
+            rec->flags |= XF_UNSAMPLED;
         rec->req_start_ns = now;
         // Counters before the packet that carries the request's first byte.
         rec->pkts[0] = c->pkts[0] - x->segs;
@@ -854,7 +871,8 @@ static __always_inline u32 parse_lines(struct conn *c, struct pctx *x, struct sc
         VOL(s->value_start[field & 15]) = VOL(s->vs);
         VOL(s->line_end[field & 15]) = le;
     }
-    copy_fields(s, rec);
+    if (!(rec->flags & XF_UNSAMPLED))
+        copy_fields(s, rec);
 
     u32 cl = VOL(s->cl_pos);
     if (cl) {
@@ -1272,11 +1290,24 @@ static __always_inline void set_key(struct conn_key *key, struct iphdr *ip, u16 
     }
 }
 
+// `len` (a constant) bytes at `off` (< 128) of the packet: read in place when they are in its
+// linear part (the usual case, and cheaper than the helper), else copied by the helper.
+static __always_inline int load_header(struct __sk_buff *skb, u32 off, void *to, u32 len) {
+    void *data = (void *)(long)skb->data;
+    void *data_end = (void *)(long)skb->data_end;
+    off &= 127;
+    if (data + off + len <= data_end) {
+        __builtin_memcpy(to, data + off, len);
+        return 0;
+    }
+    return bpf_skb_load_bytes(skb, off, to, len);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
     if (skb->protocol != htons(ETH_P_IP))
         return TC_ACT_OK;
     struct iphdr ip;
-    if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+    if (load_header(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
         return TC_ACT_OK;
     if (ip.protocol != IPPROTO_TCP || (ip.frag_off & htons(0x3fff)))
         return TC_ACT_OK;
@@ -1284,7 +1315,7 @@ static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
     if (ihl < 20)
         return TC_ACT_OK;
     struct tcphdr tcp;
-    if (bpf_skb_load_bytes(skb, ETH_HLEN + ihl, &tcp, sizeof(tcp)) < 0)
+    if (load_header(skb, ETH_HLEN + ihl, &tcp, sizeof(tcp)) < 0)
         return TC_ACT_OK;
     u16 sport = ntohs(tcp.source);
     u16 dport = ntohs(tcp.dest);
