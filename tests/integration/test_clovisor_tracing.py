@@ -284,6 +284,26 @@ def test_pipelined_chunked_large_post_and_head_pair_in_order(agent, lab, spans) 
     assert len(spans.collect(marker, len(batch))) == len(batch)
 
 
+def test_a_request_whose_record_is_gone_still_gets_its_response(agent, lab, spans) -> None:
+    """A record evicted (or never stored: map full) must not shift the pairing of the responses after it."""
+    web = lab.pods["web"]
+    marker = uuid.uuid4().hex[:12]
+    paths = [f"/sleep/1000?m={marker}&k=a", f"/status/404?m={marker}&k=b", f"/status/503?m={marker}&k=c"]
+    orphans = agent.datapath.stats()["orphan_responses"]
+    with socket.create_connection((web.ip, 8080)) as sock:
+        port = sock.getsockname()[1]
+        sock.sendall(b"".join(request("GET", p) for p in paths))  # a: inline in its connection; b, c: the map
+        mine = lambda: sorted((k for k in agent.datapath.exchanges if k.c.cport == port), key=lambda k: k.seq)  # noqa: E731
+        wait_until(lambda: len(mine()) == 2, 5, "b and c stored")
+        agent.datapath.exchanges.pop(mine()[0])  # b's record
+        f = sock.makefile("rb")
+        assert [read_response(f)[0] for _ in paths] == [200, 404, 503]
+    found = {s.http_url.rsplit("=", 1)[1]: s for s in spans.collect(marker, 2)}
+    assert sorted(found) == ["a", "c"]
+    assert found["c"].http_status_code == 503
+    assert agent.datapath.stats()["orphan_responses"] == orphans
+
+
 def test_trace_headers_join_the_callers_trace(agent, lab, spans) -> None:
     web = lab.pods["web"]
     marker = uuid.uuid4().hex[:12]
