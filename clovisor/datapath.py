@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
+import os
 import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from clovisor import records
 from clovisor.ringbuf import RingBuffer
@@ -233,11 +236,33 @@ def release_compiler_memory() -> int:
     return released
 
 
+BATCH = 256  # map entries read per syscall
+
+
 def _items(table: object) -> Iterator[tuple[object, object]]:
-    try:
-        yield from table.items_lookup_batch()  # type: ignore[attr-defined]
-    except Exception:  # older kernels or BCC: one syscall per key
-        yield from table.items()  # type: ignore[attr-defined]
+    """Copies of a hash map's entries, read a batch at a time into fixed buffers (BCC's own
+    batch read sizes its buffers for the whole map: 20 MB for the connections)."""
+    from bcc.libbcc import lib
+
+    t: Any = table
+    keys, values = (t.Key * BATCH)(), (t.Leaf * BATCH)()
+    token, count = ctypes.c_uint32(0), ctypes.c_uint32(0)
+    first = True
+    while True:
+        count.value = BATCH
+        res = lib.bpf_lookup_batch(t.map_fd, None if first else ctypes.byref(token), ctypes.byref(token),
+                                   keys, values, ctypes.byref(count))  # fmt: skip
+        err = ctypes.get_errno()
+        if res != 0 and err != errno.ENOENT:
+            if first:  # no batch operations on this kernel: one syscall per key
+                yield from t.items()
+                return
+            raise OSError(err, f"reading map {t._name!r}: {os.strerror(err)}")
+        for i in range(count.value):
+            yield t.Key.from_buffer_copy(keys[i]), t.Leaf.from_buffer_copy(values[i])
+        if res != 0:  # ENOENT: that was the last batch
+            return
+        first = False
 
 
 def _count(table: object) -> int:

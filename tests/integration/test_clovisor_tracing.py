@@ -418,3 +418,19 @@ def test_spans_beyond_the_budget_of_a_second_are_counted_not_emitted(agent, lab,
     assert sorted(int(s.http_url.rsplit("=", 1)[1]) for s in found) == [0, 1, 2, 3, 4]
     assert agent.datapath.stats()["over_budget"] - before == 15
     assert agent.status()["drops"]["over_budget"] >= 15
+
+
+def test_maps_are_read_in_batches_with_every_entry_once(agent) -> None:
+    from clovisor.datapath import BATCH, _items
+
+    datapath = agent.datapath
+    ifindex = 0x7FFF0000  # no such interface: the rules match nothing
+    ports = range(1000, 1000 + 2 * BATCH + 17)
+    try:
+        for port in ports:
+            datapath.set_egress(ifindex, "10.9.8.7", port, "http", False)
+        read = [(k.port, v.proto) for k, v in _items(datapath.egress) if k.ifindex == ifindex]
+        assert sorted(read) == [(port, 1) for port in ports]
+    finally:
+        datapath.clear_interface(ifindex)
+    assert not [k for k in datapath.egress if k.ifindex == ifindex]
