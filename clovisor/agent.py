@@ -28,8 +28,9 @@ from clovisor.datapath import DROP_STATS, Datapath, Limits
 from clovisor.discovery import Source
 from clovisor.export import JaegerExporter, KafkaSpanExporter
 from clovisor.plugins import PluginSet
-from clovisor.spans import Clock, PodInfo, to_span
+from clovisor.spans import Clock, PodInfo, SpanEncoder
 from clovisor.targets import PodTarget
+from protos import records_pb2
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class Clovisor:
         self.counters = Counters()
         self.settings = settings_mod.Settings()
         self.plugins = PluginSet()
-        self.clock = Clock()
+        self.encoder = SpanEncoder(Clock())
         self.attached: dict[str, Attached] = {}
         self.by_ifindex: dict[int, Attached] = {}
         self._pending_fields: dict[tuple[object, int], dict[str, str]] = {}
@@ -259,10 +260,10 @@ class Clovisor:
         elif kind == records.REC_TCP:
             self.counters.tcp_connections += 1
             self.plugins.forget(ex.conn_key)
-        span = to_span(ex, entry.info, self.clock, extra)
-        self.kafka.send(span)
+        key, value = self.encoder.encode(ex, entry.info, extra)
+        self.kafka.send_raw(key, value)
         if self.jaeger is not None:
-            self.jaeger.send(span)
+            self.jaeger.send(records_pb2.Span.FromString(value))
         self.counters.spans += 1
 
     def drain(self) -> int:

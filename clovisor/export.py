@@ -95,9 +95,6 @@ class KafkaSpanExporter:
         self._stats.produced += 1
         return True
 
-    def send(self, span: records_pb2.Span) -> bool:
-        return self.send_raw(span.trace_id.encode(), span.SerializeToString())
-
     def poll(self) -> None:
         """Serve librdkafka's callbacks (call often; cheap)."""
         self._producer.poll(0)

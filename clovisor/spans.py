@@ -77,15 +77,11 @@ def operation_name(ex: Exchange) -> str:
     return f"{ex.method} {path}"
 
 
-def to_span(ex: Exchange, pod: PodInfo, clock: Clock, extra: dict[str, str] | None = None) -> records_pb2.Span:
-    """The Kafka record for one exchange (or one TCP connection)."""
-    trace_id, parent = trace_context(ex)
-    start_us = clock.epoch_us(ex.req_start_ns)
-    duration_us = max(0, (ex.resp_end_ns - ex.req_start_ns) // 1000)
-    direction = "outbound" if ex.egress else "inbound"
+def _connection_part(ex: Exchange, pod: PodInfo) -> records_pb2.Span:
+    """The fields and tags every span of one connection shares."""
     tags = {
         "component": "clovisor",
-        "direction": direction,
+        "direction": "outbound" if ex.egress else "inbound",
         "nodename": pod.node,
         "podname": pod.name,
         "namespace": pod.namespace,
@@ -93,29 +89,43 @@ def to_span(ex: Exchange, pod: PodInfo, clock: Clock, extra: dict[str, str] | No
         "dstip": ex.server_ip,
         "srcport": str(ex.client_port),
         "dstport": str(ex.server_port),
-        "reqpakcount": str(ex.req_packets),
-        "reqbytecount": str(ex.req_bytes),
-        "resppakcount": str(ex.resp_packets),
-        "respbytecount": str(ex.resp_bytes),
-        "duration": f"{duration_us} usec",
         "protocol-0": "IPv4",
         "protocol-1": "TCP",
         "session": ex.session_key,
     }
+    if ex.kind != records.REC_TCP:
+        tags["protocol-2"] = "HTTP"
     span = records_pb2.Span(
-        trace_id=trace_id or os.urandom(16).hex(),
-        span_id=os.urandom(8).hex(),
-        parent_span_id=parent or "",
         service=pod.service,
-        operation_name=operation_name(ex),
-        start_time_us=start_us,
-        duration_us=duration_us,
         node_id=pod.node,
         source=records_pb2.CLOVISOR,
         src_ip=ex.client_ip,
         dst_ip=ex.server_ip,
         src_port=ex.client_port,
         dst_port=ex.server_port,
+    )
+    _set_tags(span, tags)
+    return span
+
+
+def _exchange_part(ex: Exchange, clock: Clock, extra: dict[str, str] | None) -> records_pb2.Span:
+    """The fields and tags of one exchange (or one TCP connection); ``extra`` tags win."""
+    trace_id, parent = trace_context(ex)
+    duration_us = max(0, (ex.resp_end_ns - ex.req_start_ns) // 1000)
+    tags = {
+        "reqpakcount": str(ex.req_packets),
+        "reqbytecount": str(ex.req_bytes),
+        "resppakcount": str(ex.resp_packets),
+        "respbytecount": str(ex.resp_bytes),
+        "duration": f"{duration_us} usec",
+    }
+    span = records_pb2.Span(
+        trace_id=trace_id or os.urandom(16).hex(),
+        span_id=os.urandom(8).hex(),
+        parent_span_id=parent or "",
+        operation_name=operation_name(ex),
+        start_time_us=clock.epoch_us(ex.req_start_ns),
+        duration_us=duration_us,
         request_size=ex.req_size,
         response_size=ex.resp_size,
     )
@@ -123,7 +133,6 @@ def to_span(ex: Exchange, pod: PodInfo, clock: Clock, extra: dict[str, str] | No
         span.http_method = ex.method
         span.http_url = ex.url
         span.user_agent = ex.user_agent
-        tags["protocol-2"] = "HTTP"
         tags["reqmethod"] = ex.method
         tags["requrl"] = ex.url
         tags["reqproto"] = ex.req_version
@@ -154,8 +163,40 @@ def to_span(ex: Exchange, pod: PodInfo, clock: Clock, extra: dict[str, str] | No
             tags["http.chunked"] = "true"
     if extra:
         tags.update(extra)
+    _set_tags(span, tags)
+    return span
+
+
+def _set_tags(span: records_pb2.Span, tags: dict[str, str]) -> None:
     span_tags = span.tags
     for key, value in tags.items():
         if value != "":
             span_tags[key] = value
+
+
+def to_span(ex: Exchange, pod: PodInfo, clock: Clock, extra: dict[str, str] | None = None) -> records_pb2.Span:
+    """The Kafka record for one exchange (or one TCP connection)."""
+    span = _connection_part(ex, pod)
+    span.MergeFrom(_exchange_part(ex, clock, extra))
     return span
+
+
+class SpanEncoder:
+    """Serialized spans (the Kafka key and value), as ``to_span`` would give them. The part that
+    every span of a connection shares is serialized once per connection: a serialized message
+    followed by another one parses as their merge, so only the exchange's part is built per span."""
+
+    def __init__(self, clock: Clock, connections: int = 4096) -> None:
+        self.clock = clock
+        self.connections = connections
+        self._shared: dict[tuple[object, ...], bytes] = {}
+
+    def encode(self, ex: Exchange, pod: PodInfo, extra: dict[str, str] | None = None) -> tuple[bytes, bytes]:
+        key = (ex.conn_key, ex.egress, ex.kind == records.REC_TCP, pod)
+        shared = self._shared.get(key)
+        if shared is None:
+            if len(self._shared) >= self.connections:
+                self._shared.clear()
+            shared = self._shared[key] = _connection_part(ex, pod).SerializeToString()
+        span = _exchange_part(ex, self.clock, extra)
+        return span.trace_id.encode(), shared + span.SerializeToString()

@@ -10,7 +10,10 @@ import pytest
 
 from clovisor import records, thrift
 from clovisor.plugins import PluginSet
-from clovisor.spans import Clock, PodInfo, to_span, trace_context
+from clovisor.spans import Clock, PodInfo, SpanEncoder, to_span, trace_context
+from protos import records_pb2
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def make_record(**strings: str) -> bytes:
@@ -64,6 +67,26 @@ def test_a_span_carries_http_fields_sizes_and_the_original_tags() -> None:
         span.tags["reqpakcount"] == "2" and span.tags["respbytecount"] == "400" and span.tags["respstatus"] == "Created"
     )
     assert len(span.trace_id) == 32 and len(span.span_id) == 16 and span.parent_span_id == ""
+
+
+@pytest.mark.parametrize("kind", [records.REC_EXCHANGE, records.REC_INCOMPLETE, records.REC_TCP])
+def test_the_encoder_gives_the_bytes_of_to_span_with_a_connections_part_cached(kind: int) -> None:
+    raw = bytearray(make_record(url="/a?b=c", user_agent="curl/8", host="api", trace_context=TRACEPARENT))
+    raw[0] = kind
+    ex = records.decode_exchange(memoryview(bytes(raw)))
+    pod, clock = PodInfo("api-7f", "default", "api", "node-1"), Clock()
+    encoder = SpanEncoder(clock, connections=1)
+    extra = {"tenant": "acme", "podname": "renamed-by-a-plugin"}
+    for _ in range(2):  # the second time from the cache
+        key, value = encoder.encode(ex, pod, extra)
+        span, expected = records_pb2.Span.FromString(value), to_span(ex, pod, clock, extra)
+        assert span.span_id != expected.span_id  # random: compared apart
+        span.span_id = expected.span_id
+        assert span == expected and key == expected.trace_id.encode() == TRACEPARENT.split("-")[1].encode()
+        assert span.tags["podname"] == "renamed-by-a-plugin" and span.tags["namespace"] == "default"
+    other = records.decode_exchange(memoryview(make_record(url="/x")))
+    encoder.encode(other, PodInfo("web-1", "default", "web", "node-1"))  # evicts the first connection (limit 1)
+    assert records_pb2.Span.FromString(encoder.encode(ex, pod)[1]).tags["podname"] == "api-7f"
 
 
 @pytest.mark.parametrize(
