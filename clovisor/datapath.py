@@ -111,7 +111,7 @@ class Datapath:
         self.stats_table = self.bpf["stats"]
         self.budgets = self.bpf["budgets"]
         self.set_span_budget(self.limits.spans_per_second)
-        leaf = ctypes.sizeof(self.exchanges.Leaf) - records.EXCHANGE_SLACK
+        leaf = ctypes.sizeof(self.exchanges.Leaf)
         if leaf != records.EXCHANGE_SIZE:
             raise RuntimeError(f"struct exchange is {leaf} bytes in BPF but {records.EXCHANGE_SIZE} in records.py")
         self.ring = RingBuffer(self.bpf["events"].map_fd, self.limits.ring_bytes)

@@ -48,7 +48,6 @@ _SLOT_OFFSETS: tuple[int, ...] = tuple(
     _FIXED.size + sum(size for _, size in STRING_SLOTS[:i]) for i in range(len(STRING_SLOTS))
 )
 EXCHANGE_SIZE = (_SLOT_OFFSETS[-1] + STRING_SLOTS[-1][1] + 7) & ~7
-EXCHANGE_SLACK = 128  # bytes after the record in the BPF map value, never sent
 
 _PAYLOAD_HDR = struct.Struct("<BBHII4s4sHH")
 PAYLOAD_HEADER_SIZE = _PAYLOAD_HDR.size

@@ -208,9 +208,8 @@ struct exchange {
     char b3s[B3S_MAX];
     char b3p[B3P_MAX];
     char deco[DECO_MAX];
-    char slack[UA_MAX];       // never sent: lets the verifier check copies to a variable slot
 };
-#define EXCH_WIRE (sizeof(struct exchange) - UA_MAX)
+#define EXCH_WIRE sizeof(struct exchange)
 
 enum { L_HOST = 0, L_REASON, L_CTYPE, L_URL, L_UA, L_RID, L_TP, L_B3T, L_B3S, L_B3P, L_DECO };
 #define F_B3 11               // a single `b3` header: goes to the trace context slot (L_TP)
@@ -308,7 +307,6 @@ struct scratch {
     u16 value_start[16];      // per header field (L_* or F_B3): where its value starts
     u16 line_end[16];         // ...and its line ends (0: not in this window)
     u32 mlen;
-    u32 in_map;               // cv_lines: s->rec is a copy of a record in `exchanges`
     struct exchange rec;
     struct payload_ev pev;
     struct conn conn;         // a new connection's value, before it goes into `conns`
@@ -355,11 +353,17 @@ static __always_inline void count(u32 idx) {
         *v += 1;
 }
 
-// Whether the budget of the second `now` is in is spent already.
-static __always_inline int budget_spent(u64 now) {
+// The span budget, NULL when there is no limit.
+static __always_inline struct budget *span_budget(void) {
     u32 zero = 0;
     struct budget *b = budgets.lookup(&zero);
-    return b && b->per_second && VOL(b->second) == now / 1000000000ULL && VOL(b->used) >= b->per_second;
+    return b && b->per_second ? b : 0;
+}
+
+// Whether the budget of the second `now` is in is spent already.
+static __always_inline int budget_spent(u64 now) {
+    struct budget *b = span_budget();
+    return b && VOL(b->second) == now / 1000000000ULL && VOL(b->used) >= b->per_second;
 }
 
 // Emits one record to the ring if the second's budget allows; 1 when it was emitted.
@@ -368,9 +372,8 @@ static __always_inline int emit_record(struct exchange *rec, u32 size, u64 now) 
         count(S_OVER_BUDGET);
         return 0;
     }
-    u32 zero = 0;
-    struct budget *b = budgets.lookup(&zero);
-    if (b && b->per_second) {
+    struct budget *b = span_budget();
+    if (b) {
         u64 second = now / 1000000000ULL;
         if (VOL(b->second) != second) {
             VOL(b->second) = second;
@@ -1117,7 +1120,7 @@ int cv_lines(struct __sk_buff *skb) {
     // parsed in a copy in the scratch and stored back, so that the head parser writes to one
     // kind of record besides the inline one: the verifier's paths would triple otherwise.
     struct exchange *rec = 0;
-    VOL(s->in_map) = 0;
+    int in_map = 0;
     if (c->x_used && c->x_seq == ds->msg_seq) {
         rec = &c->x;
     } else {
@@ -1127,7 +1130,7 @@ int cv_lines(struct __sk_buff *skb) {
         struct exchange *stored = exchanges.lookup(&ek);
         if (stored && bpf_probe_read_kernel(&s->rec, sizeof(s->rec), stored) == 0) {
             rec = &s->rec;
-            VOL(s->in_map) = 1;
+            in_map = 1;
         }
     }
     if (ds->fresh && dir == DIR_RESP) {
@@ -1164,9 +1167,9 @@ int cv_lines(struct __sk_buff *skb) {
             c->d[DIR_REQ].state = ST_OPAQUE;
         }
         if (ended != HEAD_BODY && dir == DIR_RESP)
-            VOL(s->in_map) = 0;  // emitted and deleted
+            in_map = 0;  // emitted and deleted
     }
-    if (VOL(s->in_map)) {
+    if (in_map) {
         struct exch_key ek = {};
         ek.c = x->key;
         ek.seq = s->rec.seq;
