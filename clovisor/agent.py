@@ -79,6 +79,8 @@ class Clovisor:
         self.settings = settings_mod.Settings()
         self.plugins = PluginSet()
         self.encoder = SpanEncoder(Clock())
+        if not self.encoder.compiled:
+            log.warning("clovisor/spanwire.c is not built (pip install -e . builds it): spans are encoded in Python")
         self.attached: dict[str, Attached] = {}
         self.by_ifindex: dict[int, Attached] = {}
         self._pending_fields: dict[tuple[object, int], dict[str, str]] = {}
@@ -245,22 +247,24 @@ class Clovisor:
                 if len(self._pending_fields) > 100_000:  # exchanges never completed
                     self._pending_fields.pop(next(iter(self._pending_fields)))
             return
-        ex = records.decode_exchange(rec)
-        entry = self.by_ifindex.get(ex.ifindex)
+        entry = self.by_ifindex.get(records.ifindex_of(rec))
         if entry is None:
             self.counters.unknown_interface += 1
             return
-        extra = self._pending_fields.pop((ex.conn_key, ex.seq), None) if self._pending_fields else None
-        if extra:
-            self.counters.plugin_fields += len(extra)
+        extra = None
+        if self._pending_fields or kind == records.REC_TCP:
+            conn_key, seq = records.identity_of(rec)
+            extra = self._pending_fields.pop((conn_key, seq), None)
+            if extra:
+                self.counters.plugin_fields += len(extra)
+            if kind == records.REC_TCP:
+                self.counters.tcp_connections += 1
+                self.plugins.forget(conn_key)
         if kind == records.REC_INCOMPLETE:
             self.counters.incomplete += 1
             if not self.options.export_incomplete:
                 return
-        elif kind == records.REC_TCP:
-            self.counters.tcp_connections += 1
-            self.plugins.forget(ex.conn_key)
-        key, value = self.encoder.encode(ex, entry.info, extra)
+        key, value = self.encoder.encode(rec, entry.info, extra)
         self.kafka.send_raw(key, value)
         if self.jaeger is not None:
             self.jaeger.send(records_pb2.Span.FromString(value))
@@ -294,6 +298,7 @@ class Clovisor:
             "ring_pending_bytes": self.datapath.ring.pending(),
             "limits": asdict(self.options.limits),
             "counters": asdict(self.counters),
+            "span_encoder": "c" if self.encoder.compiled else "python",
             "kafka": asdict(self.kafka.stats) | {"pending": self.kafka.stats.pending},
             "jaeger": (asdict(self.jaeger.stats) | {"target": self.jaeger.target}) if self.jaeger else None,
             "plugins": {

@@ -48,6 +48,14 @@ _SLOT_OFFSETS: tuple[int, ...] = tuple(
     _FIXED.size + sum(size for _, size in STRING_SLOTS[:i]) for i in range(len(STRING_SLOTS))
 )
 EXCHANGE_SIZE = (_SLOT_OFFSETS[-1] + STRING_SLOTS[-1][1] + 7) & ~7
+LAYOUT = (_FIXED.size, tuple(size for _, size in STRING_SLOTS))
+FLAGS_OFFSET = 6
+
+# Where a record says which connection and exchange it belongs to.
+_IDENTITY_OFFSET = struct.calcsize("<BBBBHBB4Q4Q")
+_IDENTITY = struct.Struct("<I4s4sHHI")  # ifindex, client ip, server ip, client port, server port, seq
+CONNECTION_BYTES = slice(_IDENTITY_OFFSET, _IDENTITY_OFFSET + 16)
+_IFINDEX = struct.Struct("<I")
 
 _PAYLOAD_HDR = struct.Struct("<BBHII4s4sHH")
 PAYLOAD_HEADER_SIZE = _PAYLOAD_HDR.size
@@ -116,6 +124,17 @@ def session_key(client_ip: str, server_ip: str, client_port: int, server_port: i
 
 _VERSIONS = {0: "", 10: "HTTP/1.0", 11: "HTTP/1.1"}
 _ntoa = socket.inet_ntoa
+
+
+def ifindex_of(buf: memoryview) -> int:
+    """The interface an exchange record was traced on."""
+    return int(_IFINDEX.unpack_from(buf, _IDENTITY_OFFSET)[0])
+
+
+def identity_of(buf: memoryview) -> tuple[tuple[int, str, str, int, int], int]:
+    """(``Exchange.conn_key``, ``Exchange.seq``) of an exchange record, without decoding the rest."""
+    ifindex, cip, sip, cport, sport, seq = _IDENTITY.unpack_from(buf, _IDENTITY_OFFSET)
+    return (ifindex, _ntoa(cip), _ntoa(sip), cport, sport), seq
 
 
 def decode_exchange(buf: memoryview) -> Exchange:

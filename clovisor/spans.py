@@ -16,6 +16,17 @@ from clovisor import records
 from clovisor.records import Exchange
 from protos import records_pb2
 
+try:
+    from clovisor import _spanwire
+except ImportError:  # the C extension is not built (pip install builds it): spans are encoded in Python
+    _spanwire = None
+
+if _spanwire is not None and (_spanwire.FIXED_SIZE, _spanwire.SLOT_SIZES) != records.LAYOUT:
+    raise RuntimeError(
+        f"clovisor/spanwire.c reads records as {_spanwire.FIXED_SIZE} bytes + slots "
+        f"{_spanwire.SLOT_SIZES}; records.py says {records.LAYOUT}: rebuild it (pip install -e .)"
+    )
+
 
 @dataclass(frozen=True)
 class PodInfo:
@@ -182,21 +193,34 @@ def to_span(ex: Exchange, pod: PodInfo, clock: Clock, extra: dict[str, str] | No
 
 
 class SpanEncoder:
-    """Serialized spans (the Kafka key and value), as ``to_span`` would give them. The part that
-    every span of a connection shares is serialized once per connection: a serialized message
-    followed by another one parses as their merge, so only the exchange's part is built per span."""
+    """Serialized spans (the Kafka key and value) of exchange records, as ``to_span`` defines them.
 
-    def __init__(self, clock: Clock, connections: int = 4096) -> None:
+    The part every span of a connection shares is serialized once per connection: a serialized
+    message followed by another one parses as their merge. The exchange's part comes from
+    ``clovisor/spanwire.c`` when it is built (``compiled``), else from ``_exchange_part``."""
+
+    def __init__(self, clock: Clock, connections: int = 4096, compiled: bool = True) -> None:
         self.clock = clock
         self.connections = connections
         self._shared: dict[tuple[object, ...], bytes] = {}
+        self._encode_exchange = _spanwire.encode_exchange if compiled and _spanwire is not None else None
 
-    def encode(self, ex: Exchange, pod: PodInfo, extra: dict[str, str] | None = None) -> tuple[bytes, bytes]:
-        key = (ex.conn_key, ex.egress, ex.kind == records.REC_TCP, pod)
+    @property
+    def compiled(self) -> bool:
+        return self._encode_exchange is not None
+
+    def encode(self, rec: memoryview, pod: PodInfo, extra: dict[str, str] | None = None) -> tuple[bytes, bytes]:
+        """``rec``: an exchange record (kind 1-3) from the ring buffer."""
+        if self._encode_exchange is not None:
+            trace_id, part = self._encode_exchange(rec, self.clock.offset_ns, extra)
+        else:
+            span = _exchange_part(records.decode_exchange(rec), self.clock, extra)
+            trace_id, part = span.trace_id.encode(), span.SerializeToString()
+        kind, flags = rec[0], rec[records.FLAGS_OFFSET]
+        key = (rec[records.CONNECTION_BYTES].tobytes(), flags & records.XF_EGRESS, kind == records.REC_TCP, pod)
         shared = self._shared.get(key)
         if shared is None:
             if len(self._shared) >= self.connections:
                 self._shared.clear()
-            shared = self._shared[key] = _connection_part(ex, pod).SerializeToString()
-        span = _exchange_part(ex, self.clock, extra)
-        return span.trace_id.encode(), shared + span.SerializeToString()
+            shared = self._shared[key] = _connection_part(records.decode_exchange(rec), pod).SerializeToString()
+        return trace_id, shared + part

@@ -73,8 +73,9 @@ else
 fi
 
 step "Python virtualenv and dependencies"
-want=$(hash_of "$ROOT/requirements.txt" "$ROOT/pyproject.toml")
-if [ -x "$VENV/bin/python" ] && stamp_ok "$VENV/.clover-requirements" "$want"; then
+want=$(hash_of "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/clovisor/spanwire.c")
+if [ -x "$VENV/bin/python" ] && stamp_ok "$VENV/.clover-requirements" "$want" &&
+  compgen -G "$ROOT/clovisor/_spanwire.*.so" >/dev/null; then
   done_step "up to date"
 else
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

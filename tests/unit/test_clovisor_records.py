@@ -73,20 +73,20 @@ def test_a_span_carries_http_fields_sizes_and_the_original_tags() -> None:
 def test_the_encoder_gives_the_bytes_of_to_span_with_a_connections_part_cached(kind: int) -> None:
     raw = bytearray(make_record(url="/a?b=c", user_agent="curl/8", host="api", trace_context=TRACEPARENT))
     raw[0] = kind
-    ex = records.decode_exchange(memoryview(bytes(raw)))
+    rec = memoryview(bytes(raw))
+    ex = records.decode_exchange(rec)
     pod, clock = PodInfo("api-7f", "default", "api", "node-1"), Clock()
     encoder = SpanEncoder(clock, connections=1)
     extra = {"tenant": "acme", "podname": "renamed-by-a-plugin"}
     for _ in range(2):  # the second time from the cache
-        key, value = encoder.encode(ex, pod, extra)
+        key, value = encoder.encode(rec, pod, extra)
         span, expected = records_pb2.Span.FromString(value), to_span(ex, pod, clock, extra)
         assert span.span_id != expected.span_id  # random: compared apart
         span.span_id = expected.span_id
         assert span == expected and key == expected.trace_id.encode() == TRACEPARENT.split("-")[1].encode()
         assert span.tags["podname"] == "renamed-by-a-plugin" and span.tags["namespace"] == "default"
-    other = records.decode_exchange(memoryview(make_record(url="/x")))
-    encoder.encode(other, PodInfo("web-1", "default", "web", "node-1"))  # evicts the first connection (limit 1)
-    assert records_pb2.Span.FromString(encoder.encode(ex, pod)[1]).tags["podname"] == "api-7f"
+    encoder.encode(memoryview(make_record(url="/x")), PodInfo("web-1", "default", "web", "node-1"))  # evicts it
+    assert records_pb2.Span.FromString(encoder.encode(rec, pod)[1]).tags["podname"] == "api-7f"
 
 
 @pytest.mark.parametrize(

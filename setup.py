@@ -1,0 +1,5 @@
+"""The package's C extension; everything else about the package is in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("clovisor._spanwire", ["clovisor/spanwire.c"], extra_compile_args=["-Wextra"])])

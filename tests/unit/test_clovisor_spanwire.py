@@ -1,0 +1,136 @@
+"""The compiled span encoder (clovisor/spanwire.c) against the definition in clovisor/spans.py."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from clovisor import records
+from clovisor.spans import Clock, PodInfo, SpanEncoder
+from protos import records_pb2
+
+pytestmark = pytest.mark.unit
+
+POD = PodInfo("api-7f", "default", "api", "node-1")
+
+TRACE_HEADERS: list[tuple[int, dict[str, bytes]]] = [
+    (0, {}),
+    (0, {"trace_context": b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}),
+    (0, {"trace_context": b" 00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01\t"}),
+    (0, {"trace_context": b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902zz-01"}),  # bad parent
+    (0, {"trace_context": b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"}),  # zero trace id
+    (0, {"trace_context": b"00-4bf92f35-00f067aa0ba902b7-01", "b3_trace_id": b"463ac35c9f6413ad"}),  # falls to B3
+    (records.XF_TP_IS_B3, {"trace_context": b"80f198ee56343ba8-e457b5a2e4d86bd1-1"}),
+    (records.XF_TP_IS_B3, {"trace_context": b"80f198ee56343ba8-"}),
+    (records.XF_TP_IS_B3, {"trace_context": b"\xa080f198ee56343ba8\x85-e457b5a2e4d86bd1"}),  # latin-1 spaces
+    (records.XF_TP_IS_B3, {"trace_context": b"nodash", "b3_trace_id": b"463ac35c9f6413ad"}),
+    (0, {"b3_trace_id": b"463ac35c9f6413ad48485a3953bb6124", "b3_span_id": b"0020000000000001"}),
+    (0, {"b3_trace_id": b"463ac35c9f6413ad48485a3953bb612g"}),
+    (0, {"b3_trace_id": b"463ac35c9f6413ad", "b3_span_id": b"-020000000000001"}),
+]
+
+STRINGS: list[dict[str, bytes]] = [
+    {},
+    {
+        "url": b"/orders/7?id=7&q=caf\xe9",
+        "host": b"api.default",
+        "user_agent": b"curl/8.1 \xa9",
+        "request_id": b"7f0c-11",
+        "reason": b"Service Unavailable",
+        "content_type": b"text/html; charset=ISO-8859-1",
+        "envoy_decorator": b"api.default.svc:80/*",
+    },
+    {"url": b"?only=query", "reason": b"OK"},
+    {"url": b"/" + b"x" * 255, "user_agent": b"\xff" * 128, "host": b"h" * 64},  # slots full
+]
+
+EXTRA_TAGS: list[dict[str, str] | None] = [
+    None,
+    {"tenant": "acme", "podname": "renamed", "respstatus": "", "host": "from-plugin", "ü": "€"},
+]
+
+
+def record(
+    kind: int, flags: int, strings: dict[str, bytes], status: int = 503, times: tuple[int, ...] = (0, 0, 0, 0)
+) -> bytes:
+    lens = [len(strings.get(name, b"")) for name, _ in records.STRING_SLOTS]
+    head = records._FIXED.pack(
+        kind, 7, 10, 11, status, flags, records.PROTO_HTTP, *times, 2, 3, 180, 400,
+        7, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 40000, 8080, 4, 120, 95, 250, 150, *lens, 0,
+    )  # fmt: skip
+    body = bytearray(head)
+    for (name, size), offset in zip(records.STRING_SLOTS, records._SLOT_OFFSETS, strict=True):
+        value = strings.get(name, b"")
+        assert len(body) == offset and len(value) <= size
+        body += value + bytes(size - len(value))
+    last = max((records._SLOT_OFFSETS[i] + n for i, n in enumerate(lens) if n), default=len(head))
+    return bytes(body[:last])  # as the ring buffer gives it: up to the last non-empty string
+
+
+def both(raw: bytes, extra: dict[str, str] | None) -> tuple[records_pb2.Span, records_pb2.Span, bytes]:
+    clock = Clock()
+    compiled, python = SpanEncoder(clock), SpanEncoder(clock, compiled=False)
+    key, value = compiled.encode(memoryview(raw), POD, extra)
+    got = records_pb2.Span.FromString(value)
+    expected = records_pb2.Span.FromString(python.encode(memoryview(raw), POD, extra)[1])
+    assert key == got.trace_id.encode()
+    return got, expected, key
+
+
+def test_the_extension_is_built() -> None:
+    assert SpanEncoder(Clock()).compiled
+
+
+@pytest.mark.parametrize(("kind", "flags", "strings"), list(itertools.product(
+    (records.REC_EXCHANGE, records.REC_INCOMPLETE, records.REC_TCP),
+    (0, records.XF_URL_TRUNC | records.XF_CHUNKED | records.XF_EGRESS),
+    STRINGS,
+)))  # fmt: skip
+@pytest.mark.parametrize("extra", EXTRA_TAGS)
+def test_compiled_and_python_encoders_give_the_same_span(
+    kind: int, flags: int, strings: dict[str, bytes], extra: dict[str, str] | None
+) -> None:
+    times = (5_000_000, 5_200_000, 5_500_000, 6_000_000)
+    got, expected, _ = both(record(kind, flags, strings, times=times), extra)
+    assert len(got.span_id) == 16 and got.span_id != expected.span_id
+    assert len(got.trace_id) == 32 and got.trace_id != expected.trace_id  # no header: random ids
+    got.span_id, got.trace_id = expected.span_id, expected.trace_id
+    assert got == expected
+
+
+@pytest.mark.parametrize(("flags", "headers"), TRACE_HEADERS)
+def test_trace_headers_are_read_as_the_python_encoder_reads_them(flags: int, headers: dict[str, bytes]) -> None:
+    got, expected, _ = both(record(records.REC_EXCHANGE, flags, headers), None)
+    got.span_id = expected.span_id
+    if "traceid" not in expected.tags:  # the trace id is random when no header gives one
+        got.trace_id = expected.trace_id
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("times", "duration", "latency"),
+    [
+        ((1_000, 1_500, 2_999_999, 2_000_999), 1999, "2998"),
+        ((9_000, 8_000, 7_000, 1_000), 0, "0"),  # clocks from two CPUs may go backwards
+        ((9_000, 0, 7_000, 10_999), 1, None),
+    ],
+)
+def test_times_round_as_the_python_encoder_rounds_them(
+    times: tuple[int, ...], duration: int, latency: str | None
+) -> None:
+    got, expected, _ = both(record(records.REC_EXCHANGE, 0, {}, times=times), None)
+    assert (got.duration_us, got.tags.get("server.latency_us")) == (duration, latency)
+    got.span_id, got.trace_id = expected.span_id, expected.trace_id
+    assert got == expected
+
+
+def test_a_truncated_or_corrupt_record_is_refused_with_its_size() -> None:
+    encoder = SpanEncoder(Clock())
+    with pytest.raises(ValueError, match="exchange record of 100 bytes, shorter than its 132-byte header"):
+        encoder.encode(memoryview(bytes(100)), POD)
+    raw = record(records.REC_EXCHANGE, 0, {"url": b"/abc"})
+    with pytest.raises(ValueError, match=r"exchange record of \d+ bytes: string slot 3 says 4 bytes"):
+        encoder.encode(memoryview(raw[:-1]), POD)
+    with pytest.raises(TypeError, match="extra tags must map str to str"):
+        encoder.encode(memoryview(raw), POD, {"n": 1})  # type: ignore[dict-item]
