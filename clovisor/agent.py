@@ -344,7 +344,7 @@ class Clovisor:
         ring = self.datapath.ring
         while not self._stop.is_set():
             if ring.wait(0.05):
-                time.sleep(0.002)  # let a batch gather: fewer wake-ups per record
+                time.sleep(0.01)  # let a batch gather: fewer wake-ups per record
             self.drain()
             self.kafka.poll()
             now = time.monotonic()

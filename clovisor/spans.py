@@ -202,7 +202,7 @@ class SpanEncoder:
     def __init__(self, clock: Clock, connections: int = 4096, compiled: bool = True) -> None:
         self.clock = clock
         self.connections = connections
-        self._shared: dict[tuple[object, ...], bytes] = {}
+        self._shared: dict[bytes, tuple[PodInfo, int, bytes]] = {}
         self._encode_exchange = _spanwire.encode_exchange if compiled and _spanwire is not None else None
 
     @property
@@ -216,11 +216,15 @@ class SpanEncoder:
         else:
             span = _exchange_part(records.decode_exchange(rec), self.clock, extra)
             trace_id, part = span.trace_id.encode(), span.SerializeToString()
-        kind, flags = rec[0], rec[records.FLAGS_OFFSET]
-        key = (rec[records.CONNECTION_BYTES].tobytes(), flags & records.XF_EGRESS, kind == records.REC_TCP, pod)
-        shared = self._shared.get(key)
-        if shared is None:
+        # What the shared part depends on besides the connection: the pod, and the record's
+        # egress flag and whether it is a TCP record (a connection's are the same unless the pod's
+        # configuration changed in between).
+        variant = (rec[records.FLAGS_OFFSET] & records.XF_EGRESS) | (rec[0] == records.REC_TCP) << 1
+        connection = rec[records.CONNECTION_BYTES].tobytes()
+        cached = self._shared.get(connection)
+        if cached is None or cached[0] is not pod or cached[1] != variant:
             if len(self._shared) >= self.connections:
                 self._shared.clear()
-            shared = self._shared[key] = _connection_part(records.decode_exchange(rec), pod).SerializeToString()
-        return trace_id, shared + part
+            cached = (pod, variant, _connection_part(records.decode_exchange(rec), pod).SerializeToString())
+            self._shared[connection] = cached
+        return trace_id, cached[2] + part
