@@ -101,6 +101,15 @@ def served(pod_exec: list[str]) -> int:
     return int(out.splitlines()[2].split()[2])
 
 
+def broker_process(state: Path) -> psutil.Process:
+    """The bench's Kafka broker: a JVM on this machine, where a cluster's runs elsewhere."""
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if "kafka.Kafka" in argv and any(str(state) in arg for arg in argv):
+            return proc
+    raise RuntimeError("the bench's Kafka broker is not running")
+
+
 RATE_SCRIPT = "local d = tonumber(os.getenv('WRK_DELAY_MS'))\nfunction delay() return d end\n"
 
 
@@ -129,6 +138,7 @@ class Attached:
     served: int  # requests nginx counted
     over_budget: int  # exchanges beyond --max-spans-per-second, counted in the kernel, not emitted
     clovisor_cpu_s: float
+    kafka_cpu_s: float  # the broker taking the spans, on the same two cores
     bpf_ns: int
 
     @property
@@ -157,6 +167,7 @@ class Bench:
             env=env, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.ps = psutil.Process(self.proc.pid)
+        self.broker = broker_process(state)
         self.rss = 0
 
     def status(self) -> dict:  # type: ignore[type-arg]
@@ -187,6 +198,7 @@ class Bench:
         before = self.status()
         served0 = served(self.pod.exec())  # type: ignore[attr-defined]
         own0 = sum(self.ps.cpu_times()[:2])
+        broker0 = sum(self.broker.cpu_times()[:2])
         if bpf_stats:
             subprocess.run(["sysctl", "-q", "kernel.bpf_stats_enabled=1"], check=True)
         side = self.detached(connections, delay_ms)
@@ -202,13 +214,14 @@ class Bench:
                 break
         self.rss = max(self.rss, self.ps.memory_info().rss)
         own = sum(self.ps.cpu_times()[:2]) - own0
+        broker = sum(self.broker.cpu_times()[:2]) - broker0
         bpf = sum(p["run_time_ns"] - before["bpf_programs"][n]["run_time_ns"] for n, p in after["bpf_programs"].items())
         if os.environ.get("CLOVISOR_BENCH_DEBUG"):
             print(json.dumps({k: after[k] for k in ("kernel", "counters", "kafka")}, indent=1))
         spans = after["counters"]["spans"] - before["counters"]["spans"]
         incomplete = after["counters"]["incomplete"] - before["counters"]["incomplete"]
         over = after["kernel"]["over_budget"] - before["kernel"]["over_budget"]
-        return Attached(side, spans, incomplete, served1 - served0, over, own, bpf)
+        return Attached(side, spans, incomplete, served1 - served0, over, own, broker, bpf)
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -290,6 +303,7 @@ def main() -> None:
         sat_captured = sum(a.captured + a.incomplete for a in attached)
         sat_served = sum(a.served for a in attached)
         own = 1000 * sum(a.clovisor_cpu_s for a in attached) / sum(a.side.requests for a in attached)
+        broker = 1000 * sum(a.kafka_cpu_s for a in attached) / sum(a.side.requests for a in attached)
         timed_runs = [timed] + [x[2] for x in sweep]
         bpf_ns = sum(a.bpf_ns for a in timed_runs)
         bpf_req = sum(a.served for a in timed_runs)
@@ -306,6 +320,7 @@ def main() -> None:
         print(f"{'p99 latency (ms)':36}{d_p99:>12.3f}{a_p99:>12.3f}{a_p99 / d_p99:>8.3f}")
         print(f"{'machine CPU per 1,000 req (ms)':36}{d_cpu * 1e3:>12.1f}{a_cpu * 1e3:>12.1f}{a_cpu / d_cpu:>8.3f}")
         print(f"{'clovisor process CPU / 1,000 req (ms)':36}{'':>12}{own * 1e3:>12.1f}")
+        print(f"{'kafka broker CPU / 1,000 req (ms)':36}{'':>12}{broker * 1e3:>12.1f}   (not in machine CPU above)")
         sat_over = sum(a.over_budget for a in attached)
         print(f"{'completeness (accounted / served)':36}{'':>12}{sat_captured / sat_served:>12.4f}"
               f"   {sat_captured}/{sat_served}, {sat_over} over budget")  # fmt: skip
