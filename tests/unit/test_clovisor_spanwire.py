@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
 from clovisor import records
-from clovisor.spans import Clock, PodInfo, SpanEncoder
+from clovisor.spans import Clock, PodInfo, SpanEncoder, trace_context
 from protos import records_pb2
 
 pytestmark = pytest.mark.unit
@@ -134,3 +135,26 @@ def test_a_truncated_or_corrupt_record_is_refused_with_its_size() -> None:
         encoder.encode(memoryview(raw[:-1]), POD)
     with pytest.raises(TypeError, match="extra tags must map str to str"):
         encoder.encode(memoryview(raw), POD, {"n": 1})  # type: ignore[dict-item]
+
+
+def test_random_records_encode_as_the_python_encoder_encodes_them() -> None:
+    rng = random.Random(7)
+    alphabet = b"0123456789abcdefABCDEF-?/ \t\xa0\x85\xe9\xffxyz"
+    for _ in range(1500):
+        strings = {
+            name: bytes(rng.choice(alphabet) for _ in range(rng.randint(0, size)))
+            for name, size in records.STRING_SLOTS
+            if rng.random() < 0.5
+        }
+        if rng.random() < 0.3:
+            strings["trace_context"] = rng.choice(TRACE_HEADERS[1:])[1].get("trace_context", b"")
+        times = tuple(rng.choice((0, rng.randint(0, 1 << 62))) for _ in range(4))
+        kind = rng.choice((records.REC_EXCHANGE, records.REC_INCOMPLETE, records.REC_TCP))
+        raw = record(kind, rng.randint(0, 255), strings, status=rng.randint(0, 999), times=times)
+        extra = rng.choice(EXTRA_TAGS)
+        got, expected, _ = both(raw, extra)
+        got.span_id = expected.span_id
+        from_headers = trace_context(records.decode_exchange(memoryview(raw)))[0]
+        if from_headers is None:
+            got.trace_id = expected.trace_id
+        assert got == expected and got.trace_id == (from_headers or got.trace_id), (raw, extra)
