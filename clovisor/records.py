@@ -49,7 +49,7 @@ _SLOT_OFFSETS: tuple[int, ...] = tuple(
 )
 EXCHANGE_SIZE = (_SLOT_OFFSETS[-1] + STRING_SLOTS[-1][1] + 7) & ~7
 LAYOUT = (_FIXED.size, tuple(size for _, size in STRING_SLOTS))
-FLAGS_OFFSET = 6
+FLAGS_OFFSET = struct.calcsize("<BBBBH")
 
 # Where a record says which connection and exchange it belongs to.
 _IDENTITY_OFFSET = struct.calcsize("<BBBBHBB4Q4Q")

@@ -6,7 +6,8 @@
  * give the same message for every kind of record, trace header and plugin tag.
  *
  * The record layout is struct exchange of bpf/session_tracking.c, as clovisor/records.py
- * describes it; records.py compares its layout with FIXED_SIZE and SLOT_SIZES at import.
+ * describes it; spans.py compares records.py's sizes with FIXED_SIZE and SLOT_SIZES at import,
+ * and the unit tests build their records with records.py's layout.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
