@@ -5,7 +5,8 @@ wrk loads it from the root namespace through the pod's host-side veth. Rounds al
 detached / attached (Clovisor running as its own process, spans going to a real Kafka) and
 report, per side: throughput, p99 latency, machine CPU time per 1,000 requests, and for the
 attached side Clovisor's own CPU per 1,000 requests, its RSS, BPF time per request and
-completeness = exchanges Clovisor captured / requests nginx served.
+completeness = exchanges Clovisor captured / requests nginx served; the CPU of the bench's Kafka
+broker; and the agent's CPU while that broker hangs (process stopped, sockets open).
 
 BPF time comes from kernel.bpf_stats_enabled, which reads the clock twice around every program
 run (a cost of the measurement, not of Clovisor): the saturation rounds that give the
@@ -108,6 +109,12 @@ def broker_process(state: Path) -> psutil.Process:
         if "kafka.Kafka" in argv and any(str(state) in arg for arg in argv):
             return proc
     raise RuntimeError("the bench's Kafka broker is not running")
+
+
+def fixed_rate_load(rate: int) -> tuple[int, int]:
+    """(delay ms between a connection's requests, connections) for wrk to offer ``rate`` req/s."""
+    delay = 2 if rate <= 10000 else 1
+    return delay, max(1, round(rate * (delay + 0.6) / 1000))  # wrk's timer adds ~0.6 ms
 
 
 RATE_SCRIPT = "local d = tonumber(os.getenv('WRK_DELAY_MS'))\nfunction delay() return d end\n"
@@ -287,12 +294,20 @@ def main() -> None:
         # 2. Fixed offered rates: overhead and completeness where Clovisor is meant to keep up.
         sweep = []
         for rate in (int(r) for r in args.rates.split(",")):
-            delay = 2 if rate <= 10000 else 1
-            conns = max(1, round(rate * (delay + 0.6) / 1000))  # wrk's timer adds ~0.6 ms
+            delay, conns = fixed_rate_load(rate)
             bench.trace(False)
             base = bench.detached(conns, delay)
             bench.trace(True)
             sweep.append((rate, base, bench.attached(conns, delay)))
+
+        # 3. A hung Kafka (its process stopped, its sockets open) at the first rate: spans buffer.
+        rate = sweep[0][0]
+        delay, conns = fixed_rate_load(rate)
+        bench.broker.suspend()
+        try:
+            hung = bench.attached(conns, delay, bpf_stats=False)
+        finally:
+            bench.broker.resume()
 
         def med(values: list[float]) -> float:
             return statistics.median(values)
@@ -340,6 +355,8 @@ def main() -> None:
                   f"{base.cpu_per_1000 * 1e3:>9.1f}/{att.side.cpu_per_1000 * 1e3:<8.1f}{own_k:>16.1f}"
                   f"{att.completeness:>10.4f} {att.captured}+{att.incomplete}/{att.served}"
                   f"{f', {att.over_budget} over budget' if att.over_budget else ''}")  # fmt: skip
+        up_ms, hung_ms = (1e3 * a.clovisor_cpu_s / a.side.seconds for a in (sweep[0][2], hung))
+        print(f"{'agent CPU, Kafka up / hung (ms/s)':36}{up_ms:>12.1f}{hung_ms:>12.1f}   at {rate:,} req/s offered")
         print()
         print(f"{'highest rate with 100% completeness':36}{best:>12,.0f} req/s   target >= 5,000")
         print(f"{'BPF time per request (ns)':36}{bpf_ns / bpf_req:>12.0f}   target < 1,000 (the runs with bpf_stats)")

@@ -3,6 +3,7 @@ outage that loses no span. Root only; the test makes and removes its own pods.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from clover.config import Config
@@ -91,7 +93,27 @@ def test_qdiscs_left_by_a_killed_clovisor_are_removed_at_the_next_start(stack, l
     assert veth not in clsact_devices()
 
 
-def test_a_kafka_outage_loses_no_span(stack, lab, cfg: Config) -> None:  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def kafka_unavailable(stack, how: str) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Kafka stopped ("down"), or hung: its process stopped with its sockets open ("hung")."""
+    if how == "down":
+        stack.down(["kafka"])
+        try:
+            yield
+        finally:
+            stack.up(["kafka"])
+        return
+    (status,) = stack.status(["kafka"])
+    broker = psutil.Process(status.pid)
+    broker.suspend()
+    try:
+        yield
+    finally:
+        broker.resume()
+
+
+@pytest.mark.parametrize("how", ["down", "hung"])
+def test_a_kafka_outage_loses_no_span(stack, lab, cfg: Config, how: str) -> None:  # type: ignore[no-untyped-def]
     from clovisor.agent import Clovisor, Options
     from clovisor.discovery.local import LocalSource
 
@@ -102,15 +124,14 @@ def test_a_kafka_outage_loses_no_span(stack, lab, cfg: Config) -> None:  # type:
     marker = uuid.uuid4().hex[:12]
     try:
         wait_until(lambda: "default/life" in agent.attached, 10, "life attached")
-        stack.down(["kafka"])  # type: ignore[attr-defined]
-        with socket.create_connection((pod.ip, 8090)) as sock:
-            f = sock.makefile("rb")
-            for i in range(300):
-                sock.sendall(request("GET", f"/?m={marker}&i={i}"))
-                assert read_response(f)[0] == 200
-        wait_until(lambda: agent.kafka.stats.produced - agent.kafka.stats.delivered >= 300, 10, "spans buffered")
-        assert agent.kafka.stats.dropped == 0
-        stack.up(["kafka"])  # type: ignore[attr-defined]
+        with kafka_unavailable(stack, how):
+            with socket.create_connection((pod.ip, 8090)) as sock:
+                f = sock.makefile("rb")
+                for i in range(300):
+                    sock.sendall(request("GET", f"/?m={marker}&i={i}"))
+                    assert read_response(f)[0] == 200
+            wait_until(lambda: agent.kafka.stats.produced - agent.kafka.stats.delivered >= 300, 10, "spans buffered")
+            assert agent.kafka.stats.dropped == 0
         wait_until(lambda: agent.kafka.stats.pending == 0, 90, "buffer drained after Kafka returned")
     finally:
         agent.stop()
