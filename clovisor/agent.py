@@ -42,6 +42,7 @@ class Options:
     idle_connection_timeout: float = 300.0
     limits: Limits = field(default_factory=Limits)
     kafka_buffer_spans: int = 100_000
+    kafka_buffer_mib: int = 48
     export_incomplete: bool = False
     settings_interval: float = 2.0
     reconcile_interval: float = 2.0
@@ -96,7 +97,9 @@ class Clovisor:
         if removed:
             log.info("cleaned stale Clovisor qdiscs/filters on %s", ", ".join(removed))
         self.datapath = Datapath(self.options.limits)
-        self.kafka = KafkaSpanExporter(cfg.kafka_bootstrap, self.options.kafka_buffer_spans)
+        self.kafka = KafkaSpanExporter(
+            cfg.kafka_bootstrap, self.options.kafka_buffer_spans, self.options.kafka_buffer_mib
+        )
         self._connect_redis()
         self._refresh_settings()
         self._metrics_server = None

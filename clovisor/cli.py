@@ -72,6 +72,14 @@ def main() -> None:
     show_default=True,
     help="Spans kept in memory while Kafka is unreachable.",
 )
+@click.option(
+    "--kafka-buffer-mib",
+    type=click.IntRange(1, 4096),
+    default=48,
+    show_default=True,
+    help="...and MiB of them, whichever bound comes first (the DaemonSet's 256Mi memory limit holds "
+    "the agent, ~150 MB, and this buffer plus ~35%). Spans beyond it are counted as kafka_buffer_full drops.",
+)
 @click.option("--export-incomplete", is_flag=True, help="Also export requests whose connection closed unanswered.")
 @click.option(
     "--metrics-port",
@@ -92,8 +100,8 @@ def main() -> None:
 @click.option("-v", "--verbose", is_flag=True)
 def run(discovery: str | None, node: str | None, netns_pattern: str | None, exchange_timeout: float,
         idle_connection_timeout: float, max_connections: int, max_exchanges: int, max_spans_per_second: int,
-        ring_mib: str, kafka_buffer: int, export_incomplete: bool, metrics_port: int | None, cpu_priority: str,
-        verbose: bool) -> None:  # fmt: skip
+        ring_mib: str, kafka_buffer: int, kafka_buffer_mib: int, export_incomplete: bool, metrics_port: int | None,
+        cpu_priority: str, verbose: bool) -> None:  # fmt: skip
     """Trace the pods of this node until SIGTERM or SIGINT, then remove every qdisc it added."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
@@ -111,6 +119,7 @@ def run(discovery: str | None, node: str | None, netns_pattern: str | None, exch
         idle_connection_timeout=idle_connection_timeout,
         limits=Limits(max_connections, max_exchanges, int(ring_mib) << 20, spans_per_second=max_spans_per_second),
         kafka_buffer_spans=kafka_buffer,
+        kafka_buffer_mib=kafka_buffer_mib,
         export_incomplete=export_incomplete,
         status_file=status_path(cfg),
         metrics_port=cfg.clovisor_metrics_port if metrics_port is None else (metrics_port or None),

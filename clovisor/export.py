@@ -41,13 +41,16 @@ class ExportStats:
 
 
 class KafkaSpanExporter:
-    """Spans to Kafka, keyed by trace id, buffering up to ``buffer_spans`` while Kafka is away.
+    """Spans to Kafka, keyed by trace id, buffering up to ``buffer_spans`` spans and
+    ``buffer_mib`` MiB of them while Kafka is away (in memory ~35% more: 48 MiB of spans took 66 MiB).
 
     No per-message delivery callback (it would cost a Python call per span): what is still
     queued is ``len(producer)``, and with an infinite message timeout a queued span is
     eventually delivered."""
 
-    def __init__(self, bootstrap: str, buffer_spans: int = 100_000, topic: str = topics.SPANS) -> None:
+    def __init__(
+        self, bootstrap: str, buffer_spans: int = 100_000, buffer_mib: int = 48, topic: str = topics.SPANS
+    ) -> None:
         from confluent_kafka import Producer
 
         self.topic = topic
@@ -62,7 +65,7 @@ class KafkaSpanExporter:
                 "acks": "all",
                 "message.timeout.ms": 0,  # keep retrying: an outage must not expire spans
                 "queue.buffering.max.messages": buffer_spans,
-                "queue.buffering.max.kbytes": 1024 * 1024,
+                "queue.buffering.max.kbytes": buffer_mib * 1024,  # span bytes; whichever bound comes first
                 "linger.ms": 100,  # larger batches: the broker thread wakes less often per span
                 "batch.num.messages": 10000,
                 "compression.type": "lz4",

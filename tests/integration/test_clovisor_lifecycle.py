@@ -143,3 +143,29 @@ def test_a_kafka_outage_loses_no_span(stack, lab, cfg: Config, how: str) -> None
     finally:
         reader.close()
     assert sorted(int(s.http_url.rsplit("=", 1)[1]) for s in found) == list(range(300))
+
+
+def test_the_kafka_buffer_is_bounded_in_bytes_and_delivers_what_it_took(stack, cfg: Config) -> None:  # type: ignore[no-untyped-def]
+    from clovisor.export import KafkaSpanExporter
+    from protos import records_pb2
+
+    marker = uuid.uuid4().hex[:12]
+    exporter = KafkaSpanExporter(cfg.kafka_bootstrap, buffer_spans=100_000, buffer_mib=1)
+    accepted = []
+    try:
+        with kafka_unavailable(stack, "hung"):
+            for i in range(2000):
+                span = records_pb2.Span(trace_id=f"{i:032x}", span_id=f"{i:016x}", http_url=f"/?m={marker}&i={i}")
+                span.tags["padding"] = "x" * 1000
+                if exporter.send_raw(span.trace_id.encode(), span.SerializeToString()):
+                    accepted.append(i)
+            assert 0 < len(accepted) < 1024 and exporter.stats.dropped == 2000 - len(accepted)
+        assert exporter.flush(60) == 0
+    finally:
+        exporter.flush(5)
+    reader = SpanReader(cfg)
+    try:
+        found = reader.collect(marker, len(accepted), timeout=60)
+    finally:
+        reader.close()
+    assert sorted(int(s.http_url.rsplit("=", 1)[1]) for s in found) == accepted == list(range(len(accepted)))
