@@ -220,8 +220,14 @@ class BatchWriter:
             F.col("timestamp").alias("kafka_timestamp"),
         ).persist()
         try:
-            valid_span = F.col("span.trace_id").isNotNull() & F.col("span.span_id").isNotNull()
-            valid_metric = F.col("metric.name").isNotNull()
+            # A record must decode and have what the tables' keys are made of (an unset proto3
+            # field decodes as null): one without would fail its batch again on every retry.
+            valid_span = (
+                F.col("span.trace_id").isNotNull()
+                & F.col("span.span_id").isNotNull()
+                & F.col("span.start_time_us").isNotNull()
+            )
+            valid_metric = F.col("metric.name").isNotNull() & F.col("metric.timestamp_ms").isNotNull()
             width_us = self.bucket_seconds * 1_000_000
             span_bucket = F.floor(F.col("span.start_time_us") / width_us) * (width_us // 1000)
             metric_bucket = F.floor(F.col("metric.timestamp_ms") * 1000 / width_us) * (width_us // 1000)
@@ -237,7 +243,12 @@ class BatchWriter:
             bad = tally["spans_in"] - tally["spans"] + tally["metrics_in"] - tally["metrics"]
             if bad:
                 self.malformed += bad
-                log.warning("batch %d: skipped %d records that did not decode", batch_id, bad)
+                log.warning(
+                    "batch %d: skipped %d records that did not decode or lack a key field (spans: trace_id, "
+                    "span_id, start_time_us; metrics: name, timestamp_ms)",
+                    batch_id,
+                    bad,
+                )
             if tally["spans"]:
                 self.write_spans(decoded.where(valid_span).select("span.*", "kafka_timestamp"))
             if tally["metrics"]:

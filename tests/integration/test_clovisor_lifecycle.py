@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,7 +156,10 @@ def test_the_kafka_buffer_is_bounded_in_bytes_and_delivers_what_it_took(stack, c
     try:
         with kafka_unavailable(stack, "hung"):
             for i in range(2000):
-                span = records_pb2.Span(trace_id=f"{i:032x}", span_id=f"{i:016x}", http_url=f"/?m={marker}&i={i}")
+                span = records_pb2.Span(
+                    trace_id=uuid.uuid4().hex, span_id=f"{i + 1:016x}", service="buffer-test",
+                    start_time_us=time.time_ns() // 1000, http_url=f"/?m={marker}&i={i}",
+                )  # fmt: skip
                 span.tags["padding"] = "x" * 1000
                 if exporter.send_raw(span.trace_id.encode(), span.SerializeToString()):
                     accepted.append(i)

@@ -37,6 +37,7 @@ from collector.metrics import PrometheusSource
 from collector.publisher import KafkaPublisher
 from collector.sources import JaegerSource, ZipkinSource
 from collector.worker import Collector
+from jobs import ingest as jobs_ingest
 from protos import records_pb2
 from stack.launcher import Launcher
 from stack.parts import prometheus_targets_dir
@@ -323,6 +324,29 @@ def test_a_killed_ingest_resumes_and_writes_every_span_once(cfg: Config, cassand
     wait_until(lambda: stored() == 1200, 240, what="1200 spans")
     time.sleep(3)
     assert stored() == 1200
+
+
+def test_records_without_a_key_field_are_skipped_and_the_stream_goes_on(
+    cfg: Config, cassandra: Any, ingest: Launcher
+) -> None:
+    def malformed() -> int:
+        status = jobs_ingest.status_file(cfg)
+        return int(json.loads(status.read_text())["malformed"]) if status.exists() else 0
+
+    before = malformed()
+    trace_id = f"keyless-{uuid.uuid4().hex[:8]}"
+    producer = KafkaProducer(bootstrap_servers=cfg.kafka_bootstrap)
+    no_start = records_pb2.Span(trace_id=trace_id, span_id="a", service="keyless")  # start_time_us unset
+    no_time = records_pb2.Metric(name="keyless_total", value="1")  # timestamp_ms unset
+    good = records_pb2.Span(trace_id=trace_id, span_id="b", service="keyless", start_time_us=1_700_000_000_000_000)
+    producer.send(topics.SPANS, key=trace_id.encode(), value=no_start.SerializeToString())
+    producer.send(topics.METRICS, value=no_time.SerializeToString())
+    producer.flush()
+    producer.send(topics.SPANS, key=trace_id.encode(), value=good.SerializeToString())
+    producer.close()
+    rows = wait_until(lambda: span_rows(cassandra, [trace_id]), 120, what="the span that has its keys")
+    assert [r.spanid for r in rows] == ["b"]
+    wait_until(lambda: malformed() == before + 2, 30, what="the two keyless records counted")
 
 
 @pytest.fixture(scope="module")
