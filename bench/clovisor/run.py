@@ -102,15 +102,6 @@ def served(pod_exec: list[str]) -> int:
     return int(out.splitlines()[2].split()[2])
 
 
-def broker_process(state: Path) -> psutil.Process:
-    """The bench's Kafka broker: a JVM on this machine, where a cluster's runs elsewhere."""
-    for proc in psutil.process_iter(["cmdline"]):
-        argv = proc.info["cmdline"] or []
-        if "kafka.Kafka" in argv and any(str(state) in arg for arg in argv):
-            return proc
-    raise RuntimeError("the bench's Kafka broker is not running")
-
-
 def fixed_rate_load(rate: int) -> tuple[int, int]:
     """(delay ms between a connection's requests, connections) for wrk to offer ``rate`` req/s."""
     delay = 2 if rate <= 10000 else 1
@@ -156,7 +147,15 @@ class Attached:
 
 class Bench:
     def __init__(
-        self, state: Path, env: dict[str, str], pod: object, url: str, seconds: int, priority: str, budget: int
+        self,
+        state: Path,
+        env: dict[str, str],
+        pod: object,
+        url: str,
+        seconds: int,
+        priority: str,
+        budget: int,
+        broker: psutil.Process,
     ) -> None:
         import redis
 
@@ -174,7 +173,7 @@ class Bench:
             env=env, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.ps = psutil.Process(self.proc.pid)
-        self.broker = broker_process(state)
+        self.broker = broker  # the bench's Kafka: a JVM on this machine, where a cluster's runs elsewhere
         self.rss = 0
 
     def status(self) -> dict:  # type: ignore[type-arg]
@@ -279,7 +278,11 @@ def main() -> None:
         time.sleep(1)
         url = f"http://{pod.ip}/"
         subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True, check=True)  # warm-up
-        bench = Bench(state, env, pod, url, args.seconds, args.cpu_priority, args.max_spans_per_second)
+        (kafka,) = launcher.status(["kafka"])
+        if kafka.pid is None:
+            raise RuntimeError(f"the bench's Kafka is not running ({kafka.health})")
+        broker = psutil.Process(kafka.pid)
+        bench = Bench(state, env, pod, url, args.seconds, args.cpu_priority, args.max_spans_per_second, broker)
 
         # 1. Saturation: the highest rate each side sustains.
         detached: list[Side] = []
@@ -303,7 +306,7 @@ def main() -> None:
         # 3. A hung Kafka (its process stopped, its sockets open): spans buffer, up to the buffer's
         # bound at the second rate (10,000 spans/s of ~1.2 kB fill 48 MiB in ~4 s).
         rss = bench.rss
-        up, hung_rate = sweep[min(1, len(sweep) - 1)][2], sweep[min(1, len(sweep) - 1)][0]
+        hung_rate, _, up = sweep[min(1, len(sweep) - 1)]
         dropped = bench.status()["kafka"]["dropped"]
         bench.broker.suspend()
         try:
