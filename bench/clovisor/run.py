@@ -19,6 +19,7 @@ throughput ratio run without it, an extra attached saturation run and the fixed-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +158,7 @@ class Bench:
         priority: str,
         budget: int,
         broker: psutil.Process,
+        agent: tuple[str, ...] = (str(ROOT / ".venv" / "bin" / "clovisor"),),
     ) -> None:
         import redis
 
@@ -168,7 +171,7 @@ class Bench:
         self.script = state / "rate.lua"
         self.script.write_text(RATE_SCRIPT)
         self.proc = subprocess.Popen(
-            [str(ROOT / ".venv" / "bin" / "clovisor"), "run", "--discovery", "local", "--metrics-port", "0",
+            [*agent, "run", "--discovery", "local", "--metrics-port", "0",
              "--cpu-priority", priority, "--max-spans-per-second", str(budget)],
             env=env, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -235,20 +238,15 @@ class Bench:
         self.redis.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--connections", type=int, default=20)
-    parser.add_argument("--rates", default="5000,10000,20000", help="fixed offered rates (req/s) for the sweep")
-    parser.add_argument("--cpu-priority", choices=list(CPU_PRIORITIES), default="normal",
-                        help="the agent's scheduling (clovisor run --cpu-priority)")  # fmt: skip
-    parser.add_argument("--max-spans-per-second", type=int, default=Limits.spans_per_second,
-                        help="the agent's span budget (clovisor run --max-spans-per-second; 0: no limit)")  # fmt: skip
-    args = parser.parse_args()
+def require_root() -> None:
     if os.geteuid() != 0:
         sys.exit("the benchmark makes network namespaces and loads BPF programs: run it as root")
 
+
+@contextlib.contextmanager
+def nginx_pod() -> Iterator[tuple[Path, dict[str, str], object, str, psutil.Process]]:
+    """The bench's own Redis and Kafka, and nginx serving in a pod: (state dir, environment for
+    the agent, pod, URL, the Kafka broker's process). Everything is stopped on the way out."""
     state = Path(tempfile.mkdtemp(prefix="clovisor-bench-"))
     env = dict(os.environ)
     env.update({
@@ -268,7 +266,6 @@ def main() -> None:
     launcher.up(["redis", "kafka"], fresh=True)
     lab = Lab("cvb", SUBNET)
     nginx = None
-    bench = None
     try:
         pod = lab.add_pod("nginx", ports={"http": 80}, service="nginx")
         lab.register(cfg, pod)
@@ -281,108 +278,126 @@ def main() -> None:
         (kafka,) = launcher.status(["kafka"])
         if kafka.pid is None:
             raise RuntimeError(f"the bench's Kafka is not running ({kafka.health})")
-        broker = psutil.Process(kafka.pid)
-        bench = Bench(state, env, pod, url, args.seconds, args.cpu_priority, args.max_spans_per_second, broker)
-
-        # 1. Saturation: the highest rate each side sustains.
-        detached: list[Side] = []
-        attached: list[Attached] = []
-        for _ in range(args.rounds):
-            bench.trace(False)
-            detached.append(bench.detached(args.connections))
-            bench.trace(True)
-            attached.append(bench.attached(args.connections, bpf_stats=False))
-        timed = bench.attached(args.connections)  # BPF time at saturation
-
-        # 2. Fixed offered rates: overhead and completeness where Clovisor is meant to keep up.
-        sweep = []
-        for rate in (int(r) for r in args.rates.split(",")):
-            delay, conns = fixed_rate_load(rate)
-            bench.trace(False)
-            base = bench.detached(conns, delay)
-            bench.trace(True)
-            sweep.append((rate, base, bench.attached(conns, delay)))
-
-        # 3. A hung Kafka (its process stopped, its sockets open): spans buffer, up to the buffer's
-        # bound at the second rate (10,000 spans/s of ~1.2 kB fill 48 MiB in ~4 s).
-        rss = bench.rss
-        hung_rate, _, up = sweep[min(1, len(sweep) - 1)]
-        dropped = bench.status()["kafka"]["dropped"]
-        bench.broker.suspend()
-        try:
-            delay, conns = fixed_rate_load(hung_rate)
-            hung = bench.attached(conns, delay, bpf_stats=False)
-            hung_rss = bench.ps.memory_info().rss
-            dropped = bench.status()["kafka"]["dropped"] - dropped
-        finally:
-            bench.broker.resume()
-
-        def med(values: list[float]) -> float:
-            return statistics.median(values)
-
-        d_rps, a_rps = med([s.rps for s in detached]), med([a.side.rps for a in attached])
-        d_p99, a_p99 = med([s.p99_ms for s in detached]), med([a.side.p99_ms for a in attached])
-        d_cpu, a_cpu = med([s.cpu_per_1000 for s in detached]), med([a.side.cpu_per_1000 for a in attached])
-        sat_captured = sum(a.captured + a.incomplete for a in attached)
-        sat_served = sum(a.served for a in attached)
-        own = 1000 * sum(a.clovisor_cpu_s for a in attached) / sum(a.side.requests for a in attached)
-        broker = 1000 * sum(a.kafka_cpu_s for a in attached) / sum(a.side.requests for a in attached)
-        timed_runs = [timed] + [x[2] for x in sweep]
-        bpf_ns = sum(a.bpf_ns for a in timed_runs)
-        bpf_req = sum(a.served for a in timed_runs)
-        print()
-        print(f"nginx (1 worker) in a pod, wrk -t1 from the root namespace, {args.seconds}s runs, 2 cores")
-        print(f"Saturation, -c{args.connections}, {args.rounds} rounds alternating (medians), agent "
-              f"--cpu-priority {args.cpu_priority} --max-spans-per-second {args.max_spans_per_second}")  # fmt: skip
-        print(f"{'':36}{'detached':>12}{'attached':>12}{'ratio':>8}")
-        print(f"{'throughput (req/s)':36}{d_rps:>12,.0f}{a_rps:>12,.0f}{a_rps / d_rps:>8.3f}   target >= 0.95")
-        print(f"{'  attached with bpf_stats (req/s)':36}{'':>12}{timed.side.rps:>12,.0f}{timed.side.rps / d_rps:>8.3f}")
-        rounds = zip(detached, attached, strict=True)
-        each = ", ".join(f"{d.rps:,.0f}/{a.side.rps:,.0f}" for d, a in rounds)
-        print(f"{'  each round, detached/attached':36}   {each}")
-        print(f"{'p99 latency (ms)':36}{d_p99:>12.3f}{a_p99:>12.3f}{a_p99 / d_p99:>8.3f}")
-        print(f"{'machine CPU per 1,000 req (ms)':36}{d_cpu * 1e3:>12.1f}{a_cpu * 1e3:>12.1f}{a_cpu / d_cpu:>8.3f}")
-        print(f"{'clovisor process CPU / 1,000 req (ms)':36}{'':>12}{own * 1e3:>12.1f}")
-        print(f"{'kafka broker CPU / 1,000 req (ms)':36}{'':>12}{broker * 1e3:>12.1f}   (not in machine CPU above)")
-        sat_over = sum(a.over_budget for a in attached)
-        print(f"{'completeness (accounted / served)':36}{'':>12}{sat_captured / sat_served:>12.4f}"
-              f"   {sat_captured}/{sat_served}, {sat_over} over budget")  # fmt: skip
-        print()
-        print("Fixed offered rates (wrk with a per-connection delay), detached baseline then attached")
-        print(
-            f"{'offered':>8}{'served/s':>10}{'p99 ms':>16}{'CPU ms/1k req':>18}{'clovisor ms/1k':>16}"
-            "   completeness (spans+incomplete)/served"
-        )
-        best = 0.0
-        for rate, base, att in sweep:
-            own_k = 1e6 * att.clovisor_cpu_s / att.side.requests
-            full = att.captured + att.incomplete == att.served
-            if full:
-                best = max(best, att.side.rps)
-            print(f"{rate:>8,}{att.side.rps:>10,.0f}{base.p99_ms:>8.2f}/{att.side.p99_ms:<7.2f}"
-                  f"{base.cpu_per_1000 * 1e3:>9.1f}/{att.side.cpu_per_1000 * 1e3:<8.1f}{own_k:>16.1f}"
-                  f"{att.completeness:>10.4f} {att.captured}+{att.incomplete}/{att.served}"
-                  f"{f', {att.over_budget} over budget' if att.over_budget else ''}")  # fmt: skip
-        up_ms, hung_ms = (1e3 * a.clovisor_cpu_s / a.side.seconds for a in (up, hung))
-        print(
-            f"{'Kafka up / hung: agent CPU (ms/s)':36}{up_ms:>12.1f}{hung_ms:>12.1f}   at {hung_rate:,} req/s offered"
-        )
-        label = "  RSS at the end (MB), spans dropped"
-        print(f"{label:36}{'':>12}{hung_rss / 2**20:>12.1f}   {dropped} beyond the buffer")
-        print()
-        print(f"{'highest rate with 100% completeness':36}{best:>12,.0f} req/s   target >= 5,000")
-        print(f"{'BPF time per request (ns)':36}{bpf_ns / bpf_req:>12.0f}   target < 1,000 (the runs with bpf_stats)")
-        print(f"{'  at saturation / fixed rates':36}{timed.bpf_ns / timed.served:>12.0f}"
-              f"{sum(x[2].bpf_ns for x in sweep) / sum(x[2].served for x in sweep):>12.0f}")  # fmt: skip
-        print(f"{'clovisor RSS, max (MB)':36}{rss / 2**20:>12.1f}   target < 150 (Kafka up)")
+        yield state, env, pod, url, psutil.Process(kafka.pid)
     finally:
-        if bench is not None:
-            bench.close()
         if nginx is not None:
             nginx.terminate()
             nginx.wait(10)
         lab.close()
         launcher.down()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--rates", default="5000,10000,20000", help="fixed offered rates (req/s) for the sweep")
+    parser.add_argument("--cpu-priority", choices=list(CPU_PRIORITIES), default="normal",
+                        help="the agent's scheduling (clovisor run --cpu-priority)")  # fmt: skip
+    parser.add_argument("--max-spans-per-second", type=int, default=Limits.spans_per_second,
+                        help="the agent's span budget (clovisor run --max-spans-per-second; 0: no limit)")  # fmt: skip
+    args = parser.parse_args()
+    require_root()
+
+    with nginx_pod() as (state, env, pod, url, broker):
+        bench = Bench(state, env, pod, url, args.seconds, args.cpu_priority, args.max_spans_per_second, broker)
+        try:
+            report(args, bench)
+        finally:
+            bench.close()
+
+
+def report(args: argparse.Namespace, bench: Bench) -> None:
+    # 1. Saturation: the highest rate each side sustains.
+    detached: list[Side] = []
+    attached: list[Attached] = []
+    for _ in range(args.rounds):
+        bench.trace(False)
+        detached.append(bench.detached(args.connections))
+        bench.trace(True)
+        attached.append(bench.attached(args.connections, bpf_stats=False))
+    timed = bench.attached(args.connections)  # BPF time at saturation
+
+    # 2. Fixed offered rates: overhead and completeness where Clovisor is meant to keep up.
+    sweep = []
+    for rate in (int(r) for r in args.rates.split(",")):
+        delay, conns = fixed_rate_load(rate)
+        bench.trace(False)
+        base = bench.detached(conns, delay)
+        bench.trace(True)
+        sweep.append((rate, base, bench.attached(conns, delay)))
+
+    # 3. A hung Kafka (its process stopped, its sockets open): spans buffer, up to the buffer's
+    # bound at the second rate (10,000 spans/s of ~1.2 kB fill 48 MiB in ~4 s).
+    rss = bench.rss
+    hung_rate, _, up = sweep[min(1, len(sweep) - 1)]
+    dropped = bench.status()["kafka"]["dropped"]
+    bench.broker.suspend()
+    try:
+        delay, conns = fixed_rate_load(hung_rate)
+        hung = bench.attached(conns, delay, bpf_stats=False)
+        hung_rss = bench.ps.memory_info().rss
+        dropped = bench.status()["kafka"]["dropped"] - dropped
+    finally:
+        bench.broker.resume()
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    d_rps, a_rps = med([s.rps for s in detached]), med([a.side.rps for a in attached])
+    d_p99, a_p99 = med([s.p99_ms for s in detached]), med([a.side.p99_ms for a in attached])
+    d_cpu, a_cpu = med([s.cpu_per_1000 for s in detached]), med([a.side.cpu_per_1000 for a in attached])
+    sat_captured = sum(a.captured + a.incomplete for a in attached)
+    sat_served = sum(a.served for a in attached)
+    own = 1000 * sum(a.clovisor_cpu_s for a in attached) / sum(a.side.requests for a in attached)
+    broker = 1000 * sum(a.kafka_cpu_s for a in attached) / sum(a.side.requests for a in attached)
+    timed_runs = [timed] + [x[2] for x in sweep]
+    bpf_ns = sum(a.bpf_ns for a in timed_runs)
+    bpf_req = sum(a.served for a in timed_runs)
+    print()
+    print(f"nginx (1 worker) in a pod, wrk -t1 from the root namespace, {args.seconds}s runs, 2 cores")
+    print(f"Saturation, -c{args.connections}, {args.rounds} rounds alternating (medians), agent "
+          f"--cpu-priority {args.cpu_priority} --max-spans-per-second {args.max_spans_per_second}")  # fmt: skip
+    print(f"{'':36}{'detached':>12}{'attached':>12}{'ratio':>8}")
+    print(f"{'throughput (req/s)':36}{d_rps:>12,.0f}{a_rps:>12,.0f}{a_rps / d_rps:>8.3f}   target >= 0.95")
+    print(f"{'  attached with bpf_stats (req/s)':36}{'':>12}{timed.side.rps:>12,.0f}{timed.side.rps / d_rps:>8.3f}")
+    rounds = zip(detached, attached, strict=True)
+    each = ", ".join(f"{d.rps:,.0f}/{a.side.rps:,.0f}" for d, a in rounds)
+    print(f"{'  each round, detached/attached':36}   {each}")
+    print(f"{'p99 latency (ms)':36}{d_p99:>12.3f}{a_p99:>12.3f}{a_p99 / d_p99:>8.3f}")
+    print(f"{'machine CPU per 1,000 req (ms)':36}{d_cpu * 1e3:>12.1f}{a_cpu * 1e3:>12.1f}{a_cpu / d_cpu:>8.3f}")
+    print(f"{'clovisor process CPU / 1,000 req (ms)':36}{'':>12}{own * 1e3:>12.1f}")
+    print(f"{'kafka broker CPU / 1,000 req (ms)':36}{'':>12}{broker * 1e3:>12.1f}   (not in machine CPU above)")
+    sat_over = sum(a.over_budget for a in attached)
+    print(f"{'completeness (accounted / served)':36}{'':>12}{sat_captured / sat_served:>12.4f}"
+          f"   {sat_captured}/{sat_served}, {sat_over} over budget")  # fmt: skip
+    print()
+    print("Fixed offered rates (wrk with a per-connection delay), detached baseline then attached")
+    print(
+        f"{'offered':>8}{'served/s':>10}{'p99 ms':>16}{'CPU ms/1k req':>18}{'clovisor ms/1k':>16}"
+        "   completeness (spans+incomplete)/served"
+    )
+    best = 0.0
+    for rate, base, att in sweep:
+        own_k = 1e6 * att.clovisor_cpu_s / att.side.requests
+        full = att.captured + att.incomplete == att.served
+        if full:
+            best = max(best, att.side.rps)
+        print(f"{rate:>8,}{att.side.rps:>10,.0f}{base.p99_ms:>8.2f}/{att.side.p99_ms:<7.2f}"
+              f"{base.cpu_per_1000 * 1e3:>9.1f}/{att.side.cpu_per_1000 * 1e3:<8.1f}{own_k:>16.1f}"
+              f"{att.completeness:>10.4f} {att.captured}+{att.incomplete}/{att.served}"
+              f"{f', {att.over_budget} over budget' if att.over_budget else ''}")  # fmt: skip
+    up_ms, hung_ms = (1e3 * a.clovisor_cpu_s / a.side.seconds for a in (up, hung))
+    print(f"{'Kafka up / hung: agent CPU (ms/s)':36}{up_ms:>12.1f}{hung_ms:>12.1f}   at {hung_rate:,} req/s offered")
+    label = "  RSS at the end (MB), spans dropped"
+    print(f"{label:36}{'':>12}{hung_rss / 2**20:>12.1f}   {dropped} beyond the buffer")
+    print()
+    print(f"{'highest rate with 100% completeness':36}{best:>12,.0f} req/s   target >= 5,000")
+    print(f"{'BPF time per request (ns)':36}{bpf_ns / bpf_req:>12.0f}   target < 1,000 (the runs with bpf_stats)")
+    print(f"{'  at saturation / fixed rates':36}{timed.bpf_ns / timed.served:>12.0f}"
+          f"{sum(x[2].bpf_ns for x in sweep) / sum(x[2].served for x in sweep):>12.0f}")  # fmt: skip
+    print(f"{'clovisor RSS, max (MB)':36}{rss / 2**20:>12.1f}   target < 150 (Kafka up)")
 
 
 if __name__ == "__main__":
