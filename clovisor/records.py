@@ -29,8 +29,11 @@ XF_REQ_INCOMPLETE = 64
 METHODS = ("", "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE")
 
 # struct exchange: fixed part, then the string slots (a record from the ring buffer ends after
-# its last non-empty string).
-_FIXED = struct.Struct("<BBBBHBB4Q4QI4s4sHHIIIII11HH")
+# its last non-empty string). The fixed part, in the order of its fields:
+_BEFORE_FLAGS = "<BBBBH"  # kind, method, request and response versions, status
+_BEFORE_IDENTITY = _BEFORE_FLAGS + "BB4Q4Q"  # flags, proto, four times, packet and byte counts
+_IDENTITY_FORMAT = "I4s4sHHI"  # ifindex, client ip, server ip, client port, server port, seq
+_FIXED = struct.Struct(_BEFORE_IDENTITY + _IDENTITY_FORMAT + "IIII11HH")  # sizes, string lengths
 STRING_SLOTS = (
     ("host", 64),
     ("reason", 32),
@@ -49,11 +52,11 @@ _SLOT_OFFSETS: tuple[int, ...] = tuple(
 )
 EXCHANGE_SIZE = (_SLOT_OFFSETS[-1] + STRING_SLOTS[-1][1] + 7) & ~7
 LAYOUT = (_FIXED.size, tuple(size for _, size in STRING_SLOTS))
-FLAGS_OFFSET = struct.calcsize("<BBBBH")
+FLAGS_OFFSET = struct.calcsize(_BEFORE_FLAGS)
 
 # Where a record says which connection and exchange it belongs to.
-_IDENTITY_OFFSET = struct.calcsize("<BBBBHBB4Q4Q")
-_IDENTITY = struct.Struct("<I4s4sHHI")  # ifindex, client ip, server ip, client port, server port, seq
+_IDENTITY_OFFSET = struct.calcsize(_BEFORE_IDENTITY)
+_IDENTITY = struct.Struct("<" + _IDENTITY_FORMAT)
 CONNECTION_BYTES = slice(_IDENTITY_OFFSET, _IDENTITY_OFFSET + 16)
 _IFINDEX = struct.Struct("<I")
 

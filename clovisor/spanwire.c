@@ -321,7 +321,7 @@ static PyObject *encode_exchange(PyObject *self, PyObject *args) {
         put_tag(&o, extra, "resppakcount", ascii(decimal(num[2], u64_at(p + OFF_COUNTS + 8)))) < 0 ||
         put_tag(&o, extra, "respbytecount", ascii(decimal(num[3], u64_at(p + OFF_COUNTS + 24)))) < 0 ||
         put_tag(&o, extra, "duration", ascii(duration)) < 0)
-        goto fail;
+        goto done;
     if (http) {
         if (put_tag(&o, extra, "reqmethod", ascii(method)) < 0 || put_tag(&o, extra, "requrl", slots[S_URL]) < 0 ||
             put_tag(&o, extra, "reqproto", ascii(version(p[OFF_REQ_VERSION]))) < 0 ||
@@ -330,28 +330,28 @@ static PyObject *encode_exchange(PyObject *self, PyObject *args) {
             put_tag(&o, extra, "requestid", slots[S_REQUEST_ID]) < 0 ||
             put_tag(&o, extra, "envoydecorator", slots[S_ENVOY_DECORATOR]) < 0 ||
             (traced && put_tag(&o, extra, "traceid", ascii(trace)) < 0))
-            goto fail;
+            goto done;
         if (kind == REC_EXCHANGE) {
             char code[24], latency[24];
             if (put_tag(&o, extra, "respstatus", slots[S_REASON]) < 0 ||
                 put_tag(&o, extra, "respstatuscode", ascii(decimal(code, status))) < 0 ||
                 put_tag(&o, extra, "respproto", ascii(version(p[OFF_RESP_VERSION]))) < 0)
-                goto fail;
+                goto done;
             if (t2 && t1) {
                 int64_t server_ns = (int64_t)(t2 - t1);
                 if (put_tag(&o, extra, "server.latency_us", ascii(decimal(latency, server_ns < 0 ? 0 : (uint64_t)server_ns / 1000))) < 0)
-                    goto fail;
+                    goto done;
             }
             if (put_tag(&o, extra, "content-type", slots[S_CONTENT_TYPE]) < 0 ||
                 (status >= 500 && put_tag(&o, extra, "error", ascii("true")) < 0))
-                goto fail;
+                goto done;
         } else if (put_tag(&o, extra, "error", ascii("true")) < 0 ||
                    put_tag(&o, extra, "clovisor.incomplete", ascii("connection closed before the response ended")) < 0) {
-            goto fail;
+            goto done;
         }
         if (((flags & XF_URL_TRUNC) && put_tag(&o, extra, "clovisor.url_truncated", ascii("true")) < 0) ||
             ((flags & XF_CHUNKED) && put_tag(&o, extra, "http.chunked", ascii("true")) < 0))
-            goto fail;
+            goto done;
     }
     if (extra) {
         PyObject *k, *v;
@@ -364,9 +364,6 @@ static PyObject *encode_exchange(PyObject *self, PyObject *args) {
     if (_PyBytes_Resize(&value, (Py_ssize_t)(o.p - (uint8_t *)PyBytes_AS_STRING(value))) < 0) goto done;
     result = Py_BuildValue("(y#N)", trace, (Py_ssize_t)32, value);
     value = NULL;
-    goto done;
-fail:
-    Py_CLEAR(value);
 done:
     Py_XDECREF(value);
     PyBuffer_Release(&rec);

@@ -43,13 +43,12 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def variant_source(patches: tuple[tuple[str, str], ...], directory: Path, name: str) -> Path:
+def write_variant(name: str, patches: tuple[tuple[str, str], ...], path: Path) -> Path:
     text = SOURCE.read_text()
     for anchor, replacement in patches:
         if text.count(anchor) != 1:
             sys.exit(f"variant {name!r}: {anchor!r} is not in {SOURCE.name} exactly once; update {__file__}")
         text = text.replace(anchor, replacement)
-    path = directory / f"{len(list(directory.iterdir()))}.c"
     path.write_text(text)
     return path
 
@@ -70,18 +69,20 @@ def main() -> None:
     args = parser.parse_args()
     require_root()
     directory = Path(tempfile.mkdtemp(prefix="clovisor-floor-"))
-    sources = {name: variant_source(patches, directory, name) for name, patches in VARIANTS.items()}
+    sources = {
+        name: write_variant(name, patches, directory / f"{i}.c") for i, (name, patches) in enumerate(VARIANTS.items())
+    }
     delay, conns = fixed_rate_load(args.rate)
     saturated: dict[str, list[float]] = {name: [] for name in VARIANTS}
     fixed: dict[str, list[float]] = {name: [] for name in VARIANTS}
     agent_cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     broker_cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
 
-    with nginx_pod() as (state, env, pod, url, broker):
+    with nginx_pod() as setup:
         for round_ in range(args.rounds):
             for name, source in sources.items():
                 agent = (sys.executable, "-c", AGENT, str(source))
-                bench = Bench(state, env, pod, url, args.seconds, "normal", Limits.spans_per_second, broker, agent)
+                bench = Bench(setup, args.seconds, "normal", Limits.spans_per_second, agent)
                 try:
                     bench.trace(True)
                     sat = bench.attached(args.connections)

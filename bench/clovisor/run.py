@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -147,24 +148,34 @@ class Attached:
         return (self.captured + self.incomplete) / self.served if self.served else 0.0
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What nginx_pod() started: the bench's state directory, the agent's environment, the pod
+    nginx serves in, its URL, and the bench's Kafka broker (a JVM on this machine, where a
+    cluster's runs elsewhere)."""
+
+    state: Path
+    env: dict[str, str]
+    pod: Any
+    url: str
+    broker: psutil.Process
+
+
 class Bench:
     def __init__(
         self,
-        state: Path,
-        env: dict[str, str],
-        pod: object,
-        url: str,
+        setup: Setup,
         seconds: int,
         priority: str,
         budget: int,
-        broker: psutil.Process,
         agent: tuple[str, ...] = (str(ROOT / ".venv" / "bin" / "clovisor"),),
     ) -> None:
         import redis
 
         from clover import keys
 
-        self.state, self.env, self.pod, self.url, self.seconds = state, env, pod, url, seconds
+        state, env = setup.state, setup.env
+        self.pod, self.url, self.broker, self.seconds = setup.pod, setup.url, setup.broker, seconds
         self.keys = keys
         self.redis = redis.Redis.from_url(env["CLOVER_REDIS_URL"])
         self.status_file = state / "clovisor" / "status.json"
@@ -176,7 +187,6 @@ class Bench:
             env=env, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         self.ps = psutil.Process(self.proc.pid)
-        self.broker = broker  # the bench's Kafka: a JVM on this machine, where a cluster's runs elsewhere
         self.rss = 0
 
     def status(self) -> dict:  # type: ignore[type-arg]
@@ -205,7 +215,7 @@ class Bench:
     def attached(self, connections: int, delay_ms: int | None = None, bpf_stats: bool = True) -> Attached:
         time.sleep(2.2)  # a fresh status file
         before = self.status()
-        served0 = served(self.pod.exec())  # type: ignore[attr-defined]
+        served0 = served(self.pod.exec())
         own0 = sum(self.ps.cpu_times()[:2])
         broker0 = sum(self.broker.cpu_times()[:2])
         if bpf_stats:
@@ -244,9 +254,9 @@ def require_root() -> None:
 
 
 @contextlib.contextmanager
-def nginx_pod() -> Iterator[tuple[Path, dict[str, str], object, str, psutil.Process]]:
-    """The bench's own Redis and Kafka, and nginx serving in a pod: (state dir, environment for
-    the agent, pod, URL, the Kafka broker's process). Everything is stopped on the way out."""
+def nginx_pod() -> Iterator[Setup]:
+    """The bench's own Redis and Kafka, and nginx serving in a pod; everything is stopped on the
+    way out."""
     state = Path(tempfile.mkdtemp(prefix="clovisor-bench-"))
     env = dict(os.environ)
     env.update({
@@ -278,7 +288,7 @@ def nginx_pod() -> Iterator[tuple[Path, dict[str, str], object, str, psutil.Proc
         (kafka,) = launcher.status(["kafka"])
         if kafka.pid is None:
             raise RuntimeError(f"the bench's Kafka is not running ({kafka.health})")
-        yield state, env, pod, url, psutil.Process(kafka.pid)
+        yield Setup(state, env, pod, url, psutil.Process(kafka.pid))
     finally:
         if nginx is not None:
             nginx.terminate()
@@ -300,8 +310,8 @@ def main() -> None:
     args = parser.parse_args()
     require_root()
 
-    with nginx_pod() as (state, env, pod, url, broker):
-        bench = Bench(state, env, pod, url, args.seconds, args.cpu_priority, args.max_spans_per_second, broker)
+    with nginx_pod() as setup:
+        bench = Bench(setup, args.seconds, args.cpu_priority, args.max_spans_per_second)
         try:
             report(args, bench)
         finally:

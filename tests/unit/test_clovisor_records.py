@@ -12,24 +12,16 @@ from clovisor import records, thrift
 from clovisor.plugins import PluginSet
 from clovisor.spans import Clock, PodInfo, SpanEncoder, to_span, trace_context
 from protos import records_pb2
+from tests.unit.exchange_records import exchange_record
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 def make_record(**strings: str) -> bytes:
-    fixed = records._FIXED
-    lens = [len(strings.get(name, "")) for name, _ in records.STRING_SLOTS]
-    head = fixed.pack(
-        records.REC_EXCHANGE, 2, 11, 11, 201, 0, records.PROTO_HTTP,
-        1_000_000, 1_200_000, 1_500_000, 2_000_000, 2, 3, 180, 400,
-        7, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 40000, 8080,
-        4, 120, 95, 250, 150, *lens, 0,
+    return exchange_record(
+        strings={name: value.encode() for name, value in strings.items()},
+        method=2, versions=(11, 11), status=201, times=(1_000_000, 1_200_000, 1_500_000, 2_000_000), whole=True,
     )  # fmt: skip
-    body = bytearray(records.EXCHANGE_SIZE - len(head))
-    for (name, _size), offset in zip(records.STRING_SLOTS, records._SLOT_OFFSETS, strict=True):
-        value = strings.get(name, "").encode()
-        body[offset - len(head) : offset - len(head) + len(value)] = value
-    return head + bytes(body)
 
 
 def test_an_exchange_record_decodes_to_its_fields() -> None:

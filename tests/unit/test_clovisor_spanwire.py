@@ -10,6 +10,7 @@ import pytest
 from clovisor import records
 from clovisor.spans import Clock, PodInfo, SpanEncoder, trace_context
 from protos import records_pb2
+from tests.unit.exchange_records import exchange_record
 
 pytestmark = pytest.mark.unit
 
@@ -55,18 +56,7 @@ EXTRA_TAGS: list[dict[str, str] | None] = [
 def record(
     kind: int, flags: int, strings: dict[str, bytes], status: int = 503, times: tuple[int, ...] = (0, 0, 0, 0)
 ) -> bytes:
-    lens = [len(strings.get(name, b"")) for name, _ in records.STRING_SLOTS]
-    head = records._FIXED.pack(
-        kind, 7, 10, 11, status, flags, records.PROTO_HTTP, *times, 2, 3, 180, 400,
-        7, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 40000, 8080, 4, 120, 95, 250, 150, *lens, 0,
-    )  # fmt: skip
-    body = bytearray(head)
-    for (name, size), offset in zip(records.STRING_SLOTS, records._SLOT_OFFSETS, strict=True):
-        value = strings.get(name, b"")
-        assert len(body) == offset and len(value) <= size
-        body += value + bytes(size - len(value))
-    last = max((records._SLOT_OFFSETS[i] + n for i, n in enumerate(lens) if n), default=len(head))
-    return bytes(body[:last])  # as the ring buffer gives it: up to the last non-empty string
+    return exchange_record(kind, flags, strings, status=status, times=times)
 
 
 def both(raw: bytes, extra: dict[str, str] | None) -> tuple[records_pb2.Span, records_pb2.Span, bytes]:
