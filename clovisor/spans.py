@@ -110,6 +110,8 @@ def _connection_part(ex: Exchange, pod: PodInfo) -> records_pb2.Span:
         service=pod.service,
         node_id=pod.node,
         source=records_pb2.CLOVISOR,
+        # The pod answered an inbound exchange, and made an outbound one.
+        kind=records_pb2.SPAN_KIND_CLIENT if ex.egress else records_pb2.SPAN_KIND_SERVER,
         src_ip=ex.client_ip,
         dst_ip=ex.server_ip,
         src_port=ex.client_port,
@@ -143,6 +145,7 @@ def _exchange_part(ex: Exchange, clock: Clock, extra: dict[str, str] | None) -> 
     if ex.kind != records.REC_TCP:
         span.http_method = ex.method
         span.http_url = ex.url
+        span.http_host = ex.host
         span.user_agent = ex.user_agent
         tags["reqmethod"] = ex.method
         tags["requrl"] = ex.url

@@ -33,7 +33,7 @@ static const int slot_sizes[N_SLOTS] = {64, 32, 64, 256, 128, 64, 80, 32, 16, 16
 enum {
     F_TRACE_ID = 1, F_SPAN_ID = 2, F_PARENT_SPAN_ID = 3, F_OPERATION_NAME = 5, F_START_TIME_US = 6,
     F_DURATION_US = 7, F_HTTP_METHOD = 8, F_HTTP_URL = 9, F_HTTP_STATUS_CODE = 10, F_USER_AGENT = 11,
-    F_REQUEST_SIZE = 12, F_RESPONSE_SIZE = 13, F_TAGS = 21,
+    F_REQUEST_SIZE = 12, F_RESPONSE_SIZE = 13, F_TAGS = 21, F_HTTP_HOST = 25,
 };
 
 static const char *const methods[] = {"", "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH",
@@ -310,6 +310,7 @@ static PyObject *encode_exchange(PyObject *self, PyObject *args) {
         put_string(&o, F_HTTP_URL, slots[S_URL]);
         if (kind == REC_EXCHANGE) put_int(&o, F_HTTP_STATUS_CODE, status);
         put_string(&o, F_USER_AGENT, slots[S_USER_AGENT]);
+        put_string(&o, F_HTTP_HOST, slots[S_HOST]);
     }
     put_int(&o, F_REQUEST_SIZE, u32_at(p + OFF_REQ_SIZE));
     put_int(&o, F_RESPONSE_SIZE, u32_at(p + OFF_RESP_SIZE));

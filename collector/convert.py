@@ -11,15 +11,41 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from protos import records_pb2
 
 # Tag names the collector maps to Span fields: the original's names first, then OpenTelemetry's.
-URL_TAGS = ("http.url", "url.full", "http.target", "url.path")
+URL_TAGS = ("http.url", "url.full", "http.target")
 STATUS_TAGS = ("http.status_code", "http.response.status_code")
 USER_AGENT_TAGS = ("user_agent", "http.user_agent", "user_agent.original")
 METHOD_TAGS = ("http.method", "http.request.method")
+GRPC_STATUS_TAGS = ("rpc.grpc.status_code",)
+HOST_TAGS = ("http.host",)
+# (host, port) tag pairs naming the server of a request: OpenTelemetry's current names, then the older ones.
+# The older ones depend on the side: net.host.* is the span's own end and net.peer.* the other, so the
+# server is net.host.* on a server span and net.peer.* on a client span (on a server span net.peer.* is the
+# caller, e.g. on the gRPC instrumentation's server spans).
+ADDRESS_TAGS = (
+    ("server.address", "server.port"),
+    ("net.host.name", "net.host.port"),
+    ("net.peer.name", "net.peer.port"),
+)
+ADDRESS_TAGS_BY_KIND = {
+    records_pb2.SPAN_KIND_SERVER: ADDRESS_TAGS[:2],
+    records_pb2.SPAN_KIND_CLIENT: (ADDRESS_TAGS[0], ADDRESS_TAGS[2]),
+}
 NO_UPSTREAM_CLUSTER = "none"
+
+SPAN_KINDS = {
+    "server": records_pb2.SPAN_KIND_SERVER,
+    "client": records_pb2.SPAN_KIND_CLIENT,
+    "producer": records_pb2.SPAN_KIND_PRODUCER,
+    "consumer": records_pb2.SPAN_KIND_CONSUMER,
+    "internal": records_pb2.SPAN_KIND_INTERNAL,
+}
+# Envoy (Istio) names the cluster of a span: inbound|... on the callee's side, outbound|... on the caller's.
+ENVOY_CLUSTER_KINDS = (("inbound|", records_pb2.SPAN_KIND_SERVER), ("outbound|", records_pb2.SPAN_KIND_CLIENT))
 
 
 class MalformedSpan(ValueError):
@@ -31,6 +57,64 @@ def _first(tags: Mapping[str, str], names: tuple[str, ...]) -> str | None:
         if name in tags and tags[name] != "":
             return tags[name]
     return None
+
+
+def span_kind(declared: str | None, upstream_cluster: str | None) -> records_pb2.SpanKind.ValueType:
+    """The span's kind: as the tracer declared it (Jaeger's ``span.kind`` tag, Zipkin's ``kind``),
+    else from Envoy's ``upstream_cluster``; unspecified when neither says."""
+    kind = SPAN_KINDS.get((declared or "").strip().lower())
+    if kind is not None:
+        return kind
+    for prefix, envoy_kind in ENVOY_CLUSTER_KINDS:
+        if (upstream_cluster or "").startswith(prefix):
+            return envoy_kind
+    return records_pb2.SPAN_KIND_UNSPECIFIED
+
+
+def request_url(tags: Mapping[str, str]) -> str:
+    """The request's URL as the span gives it: a full URL or target, else OpenTelemetry's
+    ``url.path`` with ``url.query``."""
+    url = _first(tags, URL_TAGS)
+    if url is not None:
+        return url
+    path = tags.get("url.path", "")
+    query = tags.get("url.query", "")
+    return f"{path}?{query}" if path and query else path
+
+
+def _has_port(host: str) -> bool:
+    name, colon, port = host.rpartition(":")
+    return bool(colon) and port.isdigit() and (name.endswith("]") or ":" not in name)
+
+
+def _host_port(name: str, port: str) -> str:
+    """``name:port``; a name that already carries a port (the WSGI instrumentation puts the Host
+    header in server.address / net.host.name) is kept as it is, an IPv6 address is bracketed."""
+    if not port or _has_port(name):
+        return name
+    return f"[{name}]:{port}" if ":" in name and not name.startswith("[") else f"{name}:{port}"
+
+
+def request_host(
+    tags: Mapping[str, str], url: str, kind: records_pb2.SpanKind.ValueType = records_pb2.SPAN_KIND_UNSPECIFIED
+) -> str:
+    """The host the request was sent to: the authority of an absolute URL, a Host tag, or the
+    server address (with its port) of OpenTelemetry's semantic conventions for the span's ``kind``."""
+    if "://" in url:
+        try:
+            authority = urlsplit(url).netloc
+        except ValueError:
+            authority = ""
+        if authority:
+            return authority.rpartition("@")[2]
+    host = _first(tags, HOST_TAGS)
+    if host is not None:
+        return host
+    for name_tag, port_tag in ADDRESS_TAGS_BY_KIND.get(kind, ADDRESS_TAGS):
+        name = tags.get(name_tag, "")
+        if name:
+            return _host_port(name, tags.get(port_tag, ""))
+    return ""
 
 
 def _whole_number(value: Any, field: str, where: str) -> int:
@@ -73,8 +157,13 @@ def build_span(
     source: records_pb2.Source.ValueType,
     processes: list[str],
     process_id: str = "",
+    kind: str | None = None,
 ) -> records_pb2.Span:
-    """A Span record with the mapped tag fields filled in."""
+    """A Span record with the mapped tag fields filled in; ``kind`` is the tracer's own span kind
+    when it is not a tag (Zipkin)."""
+    url = request_url(tags)
+    upstream_cluster = tags.get("upstream_cluster") or NO_UPSTREAM_CLUSTER
+    span_kind_value = span_kind(kind or tags.get("span.kind"), upstream_cluster)
     span = records_pb2.Span(
         trace_id=trace_id,
         span_id=span_id,
@@ -84,9 +173,11 @@ def build_span(
         start_time_us=start_us,
         duration_us=duration_us,
         http_method=_first(tags, METHOD_TAGS) or "",
-        http_url=_first(tags, URL_TAGS) or "",
+        http_url=url,
+        http_host=request_host(tags, url, span_kind_value),
         user_agent=_first(tags, USER_AGENT_TAGS) or "",
-        upstream_cluster=tags.get("upstream_cluster") or NO_UPSTREAM_CLUSTER,
+        upstream_cluster=upstream_cluster,
+        kind=span_kind_value,
         node_id=tags.get("node_id", ""),
         source=source,
         trace_processes=processes,
@@ -96,6 +187,9 @@ def build_span(
     status = _optional_int(_first(tags, STATUS_TAGS))
     if status is not None:
         span.http_status_code = status
+    grpc_status = _optional_int(_first(tags, GRPC_STATUS_TAGS))
+    if grpc_status is not None:
+        span.grpc_status_code = grpc_status
     for field, tag in (("request_size", "request_size"), ("response_size", "response_size")):
         size = _optional_int(tags.get(tag))
         if size is not None:
@@ -167,6 +261,7 @@ def zipkin_trace_spans(trace: list[Mapping[str, Any]]) -> Iterator[records_pb2.S
                 tags=tags,
                 source=records_pb2.ZIPKIN,
                 processes=services,
+                kind=raw.get("kind"),
             )
         except MalformedSpan as exc:
             yield exc

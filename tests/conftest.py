@@ -45,6 +45,15 @@ TEST_ENV = {
     "CLOVER_CONTROLLER_URL": f"http://127.0.0.1:{_port(18000)}",
     "CLOVER_COLLECTOR_GRPC": f"127.0.0.1:{_port(50154)}",
 }
+if _OFFSET:
+    # Beside another suite, the sample chain's namespaces, subnet and stats ports and the JMeter
+    # servers' RMI ports are this suite's own too.
+    TEST_ENV.update({
+        "CLOVER_SDC_TAG": f"t{_OFFSET % 1_000_000}",
+        "CLOVER_SDC_SUBNET": f"10.{180 + _OFFSET // 100 % 70}.{_OFFSET % 100}.0/24",
+        "CLOVER_SDC_STATS_PORT": _port(15090),
+        "CLOVER_JMETER_RMI_PORT": _port(1099),
+    })  # fmt: skip
 for _name, _value in TEST_ENV.items():
     os.environ.setdefault(_name, _value)
 

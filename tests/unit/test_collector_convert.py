@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from collector.convert import MalformedSpan, jaeger_trace_spans, zipkin_trace_spans
 from protos import records_pb2
 
@@ -92,3 +94,114 @@ def test_a_zipkin_trace_maps_to_spans() -> None:
     assert good.source == records_pb2.ZIPKIN
     assert list(good.trace_processes) == ["clover-server1", "x"]
     assert str(bad) == "zipkin span z1/b: timestamp 'soon' is not a whole number"
+
+
+def converted(tags: dict[str, Any]) -> records_pb2.Span:
+    """The record of a Jaeger span with these tags (Jaeger gives ints as int64, the rest as text)."""
+    typed = [{"key": k, "type": "int64" if isinstance(v, int) else "string", "value": v} for k, v in tags.items()]
+    _, span = list(jaeger_trace_spans(jaeger_trace(tags=typed)))
+    assert isinstance(span, records_pb2.Span)
+    return span
+
+
+# Tags exactly as OpenTelemetry's standard Python instrumentation 0.66b2 sends them to Jaeger (tests/otel_app):
+# waitress + opentelemetry-instrumentation-wsgi, requests + -requests, grpcio + -grpc. The WSGI server names
+# the Host header, port included, in http.host, net.host.name and server.address; the gRPC server span's
+# net.peer.* is the caller's socket; the gRPC client span names no address at all.
+UA = "python-requests/2.34.2"
+WSGI_OLD = {"span.kind": "server", "http.method": "GET", "http.scheme": "http", "http.host": "127.0.0.1:27581",
+            "http.server_name": "waitress.invalid", "http.target": "/items?id=2", "http.flavor": "1.1",
+            "http.user_agent": UA, "net.host.name": "127.0.0.1:27581", "net.host.port": 27581,
+            "net.peer.ip": "127.0.0.1", "net.peer.port": 50370, "http.status_code": 200}  # fmt: skip
+WSGI_NEW = {"span.kind": "server", "http.request.method": "GET", "url.scheme": "http", "url.path": "/fail",
+            "url.query": "mode=boom", "server.address": "127.0.0.1:27581", "server.port": 27581,
+            "client.address": "127.0.0.1", "client.port": 50790, "network.protocol.version": "1.1",
+            "user_agent.original": UA, "http.response.status_code": 500, "error.type": "500"}  # fmt: skip
+WSGI_NEW_NO_QUERY = {**WSGI_NEW, "url.path": "/missing", "url.query": "", "http.response.status_code": 404}
+REQUESTS_OLD = {"span.kind": "client", "http.method": "GET", "http.url": "http://127.0.0.1:27581/items?id=3",
+                "http.status_code": 404, "user_agent.original": UA}  # fmt: skip
+REQUESTS_NEW = {"span.kind": "client", "http.request.method": "GET", "url.full": "http://127.0.0.1:27581/items?id=3",
+                "server.address": "127.0.0.1", "server.port": 27581, "network.peer.address": "127.0.0.1",
+                "network.peer.port": 27581, "network.protocol.version": "1.1", "http.response.status_code": 404,
+                "user_agent.original": UA}  # fmt: skip
+# OTEL_SEMCONV_STABILITY_OPT_IN=http/dup: both names; the client's http.host has no port.
+REQUESTS_DUP = {**REQUESTS_NEW, **REQUESTS_OLD, "http.host": "127.0.0.1", "net.peer.port": 27581}
+GRPC_SERVER = {"span.kind": "server", "rpc.system": "grpc", "rpc.service": "clover.test.Greeter",
+               "rpc.method": "SayHello", "rpc.grpc.status_code": 5, "net.peer.ip": "127.0.0.1",
+               "net.peer.name": "localhost", "net.peer.port": "48070",
+               "rpc.user_agent": "grpc-python/1.85.3 grpc-c/58.0.0 (linux; chttp2)"}  # fmt: skip
+GRPC_CLIENT = {"span.kind": "client", "rpc.system": "grpc", "rpc.service": "clover.test.Greeter",
+               "rpc.method": "SayHello", "rpc.grpc.status_code": 0}  # fmt: skip
+SERVER, CLIENT = records_pb2.SPAN_KIND_SERVER, records_pb2.SPAN_KIND_CLIENT
+
+
+@pytest.mark.parametrize(
+    ("tags", "kind", "method", "url", "host", "user_agent"),
+    [
+        (WSGI_OLD, SERVER, "GET", "/items?id=2", "127.0.0.1:27581", UA),
+        (WSGI_NEW, SERVER, "GET", "/fail?mode=boom", "127.0.0.1:27581", UA),
+        (WSGI_NEW_NO_QUERY, SERVER, "GET", "/missing", "127.0.0.1:27581", UA),
+        (REQUESTS_OLD, CLIENT, "GET", "http://127.0.0.1:27581/items?id=3", "127.0.0.1:27581", UA),
+        (REQUESTS_NEW, CLIENT, "GET", "http://127.0.0.1:27581/items?id=3", "127.0.0.1:27581", UA),
+        (REQUESTS_DUP, CLIENT, "GET", "http://127.0.0.1:27581/items?id=3", "127.0.0.1:27581", UA),
+        (GRPC_SERVER, SERVER, "", "", "", ""),
+        (GRPC_CLIENT, CLIENT, "", "", "", ""),
+    ],
+    ids=[
+        "wsgi-old",
+        "wsgi-new",
+        "wsgi-new-no-query",
+        "requests-old",
+        "requests-new",
+        "requests-dup",
+        "grpc-server",
+        "grpc-client",
+    ],
+)
+def test_standard_instrumentation_spans_map_by_kind(
+    tags: dict[str, Any], kind: int, method: str, url: str, host: str, user_agent: str
+) -> None:
+    span = converted(tags)
+    assert (span.kind, span.http_method, span.http_url, span.http_host) == (kind, method, url, host)
+    assert span.user_agent == user_agent
+
+
+@pytest.mark.parametrize(
+    ("tags", "http_status", "grpc_status"),
+    [
+        (WSGI_OLD, 200, None),
+        (WSGI_NEW, 500, None),
+        (REQUESTS_DUP, 404, None),
+        (GRPC_SERVER, None, 5),
+        (GRPC_CLIENT, None, 0),
+    ],
+)
+def test_http_and_grpc_statuses_are_kept_apart(
+    tags: dict[str, Any], http_status: int | None, grpc_status: int | None
+) -> None:
+    span = converted(tags)
+    assert (span.http_status_code if span.HasField("http_status_code") else None) == http_status
+    assert (span.grpc_status_code if span.HasField("grpc_status_code") else None) == grpc_status
+
+
+@pytest.mark.parametrize(
+    ("tags", "host"),
+    [
+        # Older client instrumentations name the server in net.peer.*; a server span's net.* are its own address
+        # (net.host.*) and the caller's (net.peer.*), so only net.host.* names the server there.
+        ({"span.kind": "client", "net.peer.name": "backend", "net.peer.port": 8080}, "backend:8080"),
+        ({"span.kind": "server", "net.peer.name": "frontend", "net.peer.port": 41000}, ""),
+        (
+            {"span.kind": "server", "net.host.name": "backend", "net.host.port": 8080, "net.peer.name": "x"},
+            "backend:8080",
+        ),
+        ({"span.kind": "client", "net.host.name": "frontend", "net.peer.name": "backend"}, "backend"),
+        # Without a kind the first pair present counts.
+        ({"net.host.name": "a", "net.peer.name": "b", "net.peer.port": 1}, "a"),
+        ({"span.kind": "client", "server.address": "::1", "server.port": 8080}, "[::1]:8080"),
+        ({"span.kind": "client", "server.address": "[::1]:8080", "server.port": 8080}, "[::1]:8080"),
+        ({"span.kind": "client", "server.address": "::1"}, "::1"),
+    ],
+)
+def test_the_host_comes_from_the_servers_side_of_the_span(tags: dict[str, Any], host: str) -> None:
+    assert converted(tags).http_host == host
