@@ -38,6 +38,9 @@ DEFAULT_METRIC_SUFFIXES = (
 # Collector state (new): hash service (hyphen form) -> microseconds up to which its spans were
 # fetched, so a restarted collector resumes where it stopped.
 COLLECTOR_WATERMARKS = "collector_watermarks"
+# Collector state (new): sorted set "<trace id>/<span id>" -> start (microseconds) of the spans
+# Kafka acknowledged that a cycle may still read again, so a restarted collector repeats none.
+COLLECTOR_SENT_SPANS = "collector_sent_spans"
 
 
 # 3b. Collector outputs (string: latest sample value)
@@ -54,9 +57,15 @@ SYSTEM_COUNTS = (TRACE_COUNT, SPAN_COUNT, METRIC_COUNT)
 
 
 # 3d. Spark outputs, tracing analysis
-def service_stats(service: str) -> str:
-    """Hash of one service's response times (``min_rt``, ``avg_rt``, ``max_rt``), hyphen form."""
-    return hyphen(service)
+def _of_source(key: str, source: str | None) -> str:
+    return key if source is None else f"{key}:source:{source}"
+
+
+def service_stats(service: str, source: str | None = None) -> str:
+    """Hash of one service's figures (the original's ``min_rt``, ``avg_rt``, ``max_rt`` and those of
+    clover/figures.py), hyphen form: as the source that saw most of its requests measured them,
+    or, with ``source``, as that source did (``<service>:source:clovisor``)."""
+    return _of_source(hyphen(service), source)
 
 
 def service_urls(service: str) -> str:
@@ -70,54 +79,33 @@ RT_MAX = "max_rt"
 RT_FIELDS = (RT_MIN, RT_AVG, RT_MAX)
 NOT_AVAILABLE = "NA"
 
-# New fields of the service hash (whole retention), also in the window hash below. Times are
-# milliseconds with two decimals, rates are fractions with four ("0.0125" = 1.25%), request
-# rates are requests per second; "NA" where there is nothing to measure.
-RT_P50, RT_P90, RT_P99, RT_P999 = "p50_rt", "p90_rt", "p99_rt", "p999_rt"
-PERCENTILES = ((RT_P50, 0.5), (RT_P90, 0.9), (RT_P99, 0.99), (RT_P999, 0.999))
-REQUEST_COUNT = "request_count"
-ERRORS_4XX = "errors_4xx"
-ERRORS_5XX = "errors_5xx"
-ERROR_RATE = "error_rate"
-ERROR_RATE_4XX = "error_rate_4xx"
-ERROR_RATE_5XX = "error_rate_5xx"
-REQUEST_RATE = "request_rate"
-STAT_FIELDS = (
-    *RT_FIELDS,
-    RT_P50,
-    RT_P90,
-    RT_P99,
-    RT_P999,
-    REQUEST_COUNT,
-    ERRORS_4XX,
-    ERRORS_5XX,
-    ERROR_RATE,
-    ERROR_RATE_4XX,
-    ERROR_RATE_5XX,
-    REQUEST_RATE,
-)
-WINDOW_SECONDS = 300
+# The other fields of the service hash (percentiles, counts, error and request rates, the source
+# they were measured at) are declared with their formats in clover/figures.py.
 
 
-def service_window(service: str) -> str:
+def service_window(service: str, source: str | None = None) -> str:
     """Hash of a service's figures over the sliding window (the same fields as its hash)."""
-    return f"{hyphen(service)}:window"
+    return _of_source(f"{hyphen(service)}:window", source)
 
 
-def url_stats(service: str) -> str:
-    """Hash: URL -> JSON of the service's figures for that URL, over the whole retention."""
-    return f"{hyphen(service)}:urls"
+def url_stats(service: str, source: str | None = None) -> str:
+    """Hash: URL (path and query) -> JSON of the service's figures for that URL, whole retention."""
+    return _of_source(f"{hyphen(service)}:urls", source)
 
 
-def url_window_stats(service: str) -> str:
-    """Hash: URL -> JSON of the service's figures for that URL, over the sliding window."""
-    return f"{hyphen(service)}:window:urls"
+def url_window_stats(service: str, source: str | None = None) -> str:
+    """Hash: URL (path and query) -> JSON of the service's figures for that URL, sliding window."""
+    return _of_source(f"{hyphen(service)}:window:urls", source)
 
 
 # The analytics' bookkeeping: whether it runs (set by the collector's Start/StopCollector),
 # which derived keys it published last (so a clear or an untracked service removes them all),
 # and the prefix of the temporary keys of a publication in progress.
 ANALYTICS_ENABLED = "visibility_analytics_enabled"
+# Held by an analytics run and by a clear (clover/lease.py), so the two never interleave; a clear
+# sets the request flag so a run in progress gives the lease up at its next step.
+VISIBILITY_LEASE = "visibility_lease"
+VISIBILITY_CLEAR_REQUESTED = "visibility_clear_requested"
 PUBLISHED_KEYS = "visibility_published_keys"
 PUBLISH_TMP_PREFIX = "visibility_tmp:"
 

@@ -1,11 +1,11 @@
-"""The visibility keyspace: applying ``schema.cql``, truncating, and the bucket arithmetic
-that the ingest job and the analytics share."""
+"""The visibility keyspace: applying ``schema.cql`` and truncating its tables.
+
+Where a row goes inside a table (its time bucket and shard) is jobs/buckets.py's."""
 
 from __future__ import annotations
 
 import re
 import string
-import zlib
 from collections.abc import Iterable
 from importlib import resources
 from typing import Any
@@ -21,7 +21,6 @@ def schema_text() -> str:
 KEYSPACE = "visibility"
 # The original's tables, in the order its TruncateVisibility used by default.
 ORIGINAL_TABLES = ("traces", "metrics", "spans")
-SHARDS = 4
 
 
 class UnknownTable(ValueError):
@@ -72,14 +71,3 @@ def truncate(session: Any, names: Iterable[str]) -> list[str]:
         if name in existing:  # a table never created holds nothing to truncate
             session.execute(f"TRUNCATE {KEYSPACE}.{name}", timeout=120)
     return chosen
-
-
-def bucket_start_ms(start_us: int, bucket_seconds: int) -> int:
-    """Start (ms since the epoch) of the time bucket a span starting at ``start_us`` falls in."""
-    width_us = bucket_seconds * 1_000_000
-    return (start_us // width_us) * width_us // 1000
-
-
-def shard_of(trace_id: str) -> int:
-    """The shard of a trace's rows inside a bucket: CRC-32 of the id, as Spark's crc32()."""
-    return zlib.crc32(trace_id.encode()) % SHARDS

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from clover import keys
+from clover.figures import CHECKED_FIGURES, COUNT, FRACTION, MS, Figure
 
 PASS, FAIL, NO_DATA, SKIPPED = "ok", "FAIL", "NO DATA", "skipped"
 EVERY = "*"
@@ -24,30 +25,8 @@ class SpecError(ValueError):
     """A limit that cannot be read; the message says which and why."""
 
 
-@dataclass(frozen=True)
-class Metric:
-    """A figure that can be checked: its stats field, how it is written, max or min."""
-
-    option: str
-    field: str
-    label: str
-    kind: str  # "ms", "rate" or "count"
-    bound: str  # "max" or "min"
-
-
-METRICS = (
-    Metric("--max-p50", "p50", "p50", "ms", "max"),
-    Metric("--max-p90", "p90", "p90", "ms", "max"),
-    Metric("--max-p99", "p99", "p99", "ms", "max"),
-    Metric("--max-p999", "p999", "p99.9", "ms", "max"),
-    Metric("--max-avg", "avg", "avg", "ms", "max"),
-    Metric("--max-max", "max", "max", "ms", "max"),
-    Metric("--max-error-rate", "error_rate", "error rate", "rate", "max"),
-    Metric("--max-4xx-rate", "error_rate_4xx", "4xx rate", "rate", "max"),
-    Metric("--max-5xx-rate", "error_rate_5xx", "5xx rate", "rate", "max"),
-    Metric("--min-requests", "request_count", "requests", "count", "min"),
-    Metric("--min-request-rate", "request_rate", "requests/s", "number", "min"),
-)
+# The figures a limit can bound, each with its option (--max-p99, --min-requests, ...).
+METRICS: tuple[Figure, ...] = CHECKED_FIGURES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|µs|ms|s|m)?\s*$")
 _TO_MS = {"us": 0.001, "µs": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, None: 1.0}
@@ -73,15 +52,16 @@ def parse_rate(text: str) -> float:
     return value
 
 
-def parse_value(metric: Metric, text: str) -> float:
-    if metric.kind == "ms":
+def parse_value(metric: Figure, text: str) -> float:
+    if metric.unit is MS:
         return parse_duration_ms(text)
-    if metric.kind == "rate":
+    if metric.unit is FRACTION:
         return parse_rate(text)
+    whole = metric.unit is COUNT
     try:
-        value = float(text) if metric.kind == "number" else int(text)
+        value = int(text) if whole else float(text)
     except ValueError:
-        raise SpecError(f"{text!r} is not a {'number' if metric.kind == 'number' else 'whole number'}") from None
+        raise SpecError(f"{text!r} is not a {'whole number' if whole else 'number'}") from None
     if value < 0:
         raise SpecError(f"{text!r} must not be negative")
     return float(value)
@@ -90,30 +70,30 @@ def parse_value(metric: Metric, text: str) -> float:
 @dataclass(frozen=True)
 class Limit:
     service: str  # hyphen form, or EVERY
-    metric: Metric
+    metric: Figure
     value: float
 
 
-def parse_limit(metric: Metric, spec: str) -> Limit:
+def parse_limit(metric: Figure, spec: str) -> Limit:
     """``proxy-access-control=50ms`` or ``50ms``."""
     service, sep, value = spec.rpartition("=")
     if sep and not service.strip():
-        raise SpecError(f"{metric.option} {spec!r}: the service before '=' is empty")
+        raise SpecError(f"{metric.check} {spec!r}: the service before '=' is empty")
     try:
         number = parse_value(metric, value)
     except SpecError as exc:
-        raise SpecError(f"{metric.option} {spec!r}: {exc}") from None
+        raise SpecError(f"{metric.check} {spec!r}: {exc}") from None
     return Limit(keys.hyphen(service.strip()) if sep else EVERY, metric, number)
 
 
-def show(metric: Metric, value: float | None) -> str:
+def show(metric: Figure, value: float | None) -> str:
     if value is None:
         return "NA"
-    if metric.kind == "ms":
+    if metric.unit is MS:
         return f"{value:.2f} ms"
-    if metric.kind == "rate":
+    if metric.unit is FRACTION:
         return f"{100 * value:.2f}%"
-    if metric.kind == "count":
+    if metric.unit is COUNT:
         return f"{value:.0f}"
     return f"{value:.2f}"
 
@@ -149,20 +129,24 @@ def evaluate(
         bound = "≤" if limit.metric.bound == "max" else "≥"
         wanted = f"{bound} {show(limit.metric, limit.value)}"
         if limit.service == EVERY and not services:
-            outcomes.append(Outcome("(every service)", limit.metric.label, wanted, "NA",
+            outcomes.append(Outcome("(every service)", _name(limit.metric), wanted, "NA",
                                     SKIPPED if allow_missing else NO_DATA))  # fmt: skip
         for service in services:
             figures = by_name.get(service)
-            actual = _number(figures.get(limit.metric.field)) if figures is not None else None
+            actual = _number(figures.get(limit.metric.json)) if figures is not None else None
             if actual is None:
                 result = SKIPPED if allow_missing else NO_DATA
             elif limit.metric.bound == "max":
                 result = PASS if actual <= limit.value else FAIL
             else:
                 result = PASS if actual >= limit.value else FAIL
-            outcomes.append(Outcome(service, limit.metric.label, wanted, show(limit.metric, actual), result))
-    order = {m.label: i for i, m in enumerate(METRICS)}
+            outcomes.append(Outcome(service, _name(limit.metric), wanted, show(limit.metric, actual), result))
+    order = {_name(m): i for i, m in enumerate(METRICS)}
     return sorted(outcomes, key=lambda o: (o.service, order[o.check]))
+
+
+def _name(metric: Figure) -> str:
+    return metric.label.lower()
 
 
 def failed(outcomes: Sequence[Outcome]) -> list[Outcome]:

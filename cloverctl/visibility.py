@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from clover.figures import SOURCES, TABLE_FIGURES
 from cloverctl import check as checks
 from cloverctl import rest
 from cloverctl.rest import output_option
@@ -56,13 +57,6 @@ def _cell(value: Any) -> str:
     return "-" if value in (None, "") else str(value)
 
 
-def _percent(value: Any) -> str:
-    try:
-        return f"{100 * float(value):.2f}%"
-    except (TypeError, ValueError):
-        return _cell(value)
-
-
 def columns(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     table = [list(header)] + [[_cell(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
@@ -70,11 +64,11 @@ def columns(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 COUNT_TITLES = (
-    ("node_id_count", "Per service counts"),
-    ("request_url_count", "Per URL counts"),
-    ("status_code_count", "Per URL / HTTP status code counts"),
-    ("user_agent_count", "Per user-agent counts"),
-    ("node_url_count", "Per service/URL counts"),
+    ("node_id_count", "Spans per node"),
+    ("request_url_count", "Spans per URL"),
+    ("status_code_count", "Spans per HTTP status code and URL"),
+    ("user_agent_count", "Spans per user-agent"),
+    ("node_url_count", "Spans per node and URL"),
 )
 SET_TITLES = (
     ("request_urls", "request URLs"),
@@ -94,14 +88,12 @@ def format_stats(stats: Mapping[str, Any], window: bool = False) -> str:
         out.append(columns(("", "COUNT"), [(k, stats.get(f"{k[:-1]}_count")) for k in ("traces", "spans", "metrics")]))
     if "response_times" in stats:
         label = "the last 5 minutes" if window else "whole retention"
-        out.append(f"\nResponse times in ms ({label}):")
+        out.append(f"\nRequests and response times in ms ({label}; each request once, SOURCE: where measured):")
         rows = []
         for r in stats["response_times"]:
             f = (r.get("window") or {}) if window else r
-            rows.append([r["name"], f.get("request_count"), f.get("min"), f.get("avg"), f.get("max"), f.get("p50"),
-                         f.get("p90"), f.get("p99"), f.get("p999"), _percent(f.get("error_rate")),
-                         f.get("request_rate")])  # fmt: skip
-        head = ("SERVICE", "REQUESTS", "MIN", "AVG", "MAX", "P50", "P90", "P99", "P99.9", "ERRORS", "REQ/S")
+            rows.append([r["name"], *(figure.unit.show(f.get(figure.json)) for figure in TABLE_FIGURES)])
+        head = ("SERVICE", *(figure.label.upper() for figure in TABLE_FIGURES))
         out.append(columns(head, rows) if rows else "  no tracked service")
         for key, title in COUNT_TITLES:
             pairs = stats.get(key) or []
@@ -126,6 +118,13 @@ def format_config(config: Mapping[str, Sequence[str]]) -> str:
     return "\n".join(f"{title}: {', '.join(config[key]) or '-'}" for key, title in titles if key in config)
 
 
+source_option = click.option(
+    "--source",
+    type=click.Choice(SOURCES),
+    help="The figures as this source measured them (default: each service's source that saw most of its requests).",
+)
+
+
 @click.command("visibility", epilog=rest.EXIT_CODES_HELP)
 @click.option("-s", "--stat", type=click.Choice(["system", "metrics", "tracing", "all"]), help="Analysed results.")
 @click.option("-c", "--conf", type=click.Choice(["services", "metrics", "all"]), help="What visibility tracks.")
@@ -136,8 +135,9 @@ def format_config(config: Mapping[str, Sequence[str]]) -> str:
     help="Entries of each count list (highest first; 0 = all). Default 51, or 10 in text output.",
 )
 @click.option("--window", is_flag=True, help="Show the last 5 minutes' response times instead of the whole retention.")
+@source_option
 @output_option
-def get_visibility(stat: str | None, conf: str | None, limit: int | None, window: bool) -> None:
+def get_visibility(stat: str | None, conf: str | None, limit: int | None, window: bool, source: str | None) -> None:
     """Show the analysed results (-s, default all) or what visibility tracks (-c)."""
     if stat and conf:
         raise rest.UsageProblem("give -s/--stat or -c/--conf, not both")
@@ -147,14 +147,15 @@ def get_visibility(stat: str | None, conf: str | None, limit: int | None, window
         return
     if limit is None:
         limit = 51 if rest.json_output() else 10
-    stats = rest.data("GET", f"/visibility/get/stats/{stat or 'all'}", params={"limit": limit})
+    params: dict[str, Any] = {"limit": limit, **({"source": source} if source else {})}
+    stats = rest.data("GET", f"/visibility/get/stats/{stat or 'all'}", params=params)
     click.echo(rest.json_dumps(stats) if rest.json_output() else format_stats(stats, window))
 
 
 def _limits(given: Mapping[str, Sequence[str]]) -> list[checks.Limit]:
     limits = []
     for metric in checks.METRICS:
-        for spec in given.get(metric.field, ()):
+        for spec in given.get(metric.json, ()):
             try:
                 limits.append(checks.parse_limit(metric, spec))
             except checks.SpecError as exc:
@@ -164,13 +165,13 @@ def _limits(given: Mapping[str, Sequence[str]]) -> list[checks.Limit]:
 
 def _check_options(fn: Any) -> Any:
     for metric in reversed(checks.METRICS):
-        what = {"ms": "50ms, 0.5s", "rate": "1% or 0.01", "count": "100", "number": "2.5"}[metric.kind]
+        what = {"ms": "50ms, 0.5s", "fraction": "1% or 0.01", "count": "100"}.get(metric.unit.name, "2.5")
         fn = click.option(
-            metric.option,
-            metric.field,
+            metric.check,
+            metric.json,
             multiple=True,
             metavar="[SERVICE=]VALUE",
-            help=f"{'Highest' if metric.bound == 'max' else 'Lowest'} allowed {metric.label} (e.g. {what}); "
+            help=f"{'Highest' if metric.bound == 'max' else 'Lowest'} allowed {metric.label.lower()} (e.g. {what}); "
             "without SERVICE= for every tracked service. Repeatable.",
         )(fn)
     return fn
@@ -180,15 +181,18 @@ def _check_options(fn: Any) -> Any:
 @_check_options
 @click.option("--window", is_flag=True, help="Check the last 5 minutes instead of the whole retention.")
 @click.option("--allow-missing", is_flag=True, help="A service or figure without data is skipped, not failed.")
+@source_option
 @output_option
-def check_visibility(window: bool, allow_missing: bool, **given: Sequence[str]) -> None:
+def check_visibility(window: bool, allow_missing: bool, source: str | None, **given: Sequence[str]) -> None:
     """Assert limits on the analysed results, for CI: e.g.
     `--max-p99 proxy-access-control=50ms --max-error-rate 1%`. Prints a table; any failed check
     (or a service without data) exits 1."""
     limits = _limits(given)
     if not limits:
         raise rest.UsageProblem("give at least one limit, e.g. --max-p99 proxy-access-control=50ms")
-    stats = rest.data("GET", "/visibility/get/stats/tracing", params={"limit": 1})
+    stats = rest.data(
+        "GET", "/visibility/get/stats/tracing", params={"limit": 1, **({"source": source} if source else {})}
+    )
     outcomes = checks.evaluate(limits, stats.get("response_times", []), window, allow_missing)
     bad = checks.failed(outcomes)
     if rest.json_output():

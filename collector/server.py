@@ -22,6 +22,7 @@ from cassandra.cluster import Cluster
 
 from clover import keys, schema, topics
 from clover.config import Config
+from clover.lease import visibility_cleared
 from clover.logs import setup_logging
 from collector.metrics import PrometheusSource
 from collector.publisher import KafkaPublisher
@@ -157,12 +158,14 @@ class CollectorService(collector_pb2_grpc.ControllerServicer):  # type: ignore[m
         port = request.cassandra_port or self.cfg.cassandra_port
         names = list(request.schemas) or list(schema.tables())
         try:
-            cluster, session = cassandra_session(hosts, port)
-            try:
-                schema.truncate(session, names)
-            finally:
-                cluster.shutdown()
-        except Exception as exc:  # unknown table, or Cassandra unavailable
+            # Under the visibility lease: no analytics run is reading or writing its state meanwhile.
+            with visibility_cleared(self.store, keys.VISIBILITY_LEASE, keys.VISIBILITY_CLEAR_REQUESTED):
+                cluster, session = cassandra_session(hosts, port)
+                try:
+                    schema.truncate(session, names)
+                finally:
+                    cluster.shutdown()
+        except Exception as exc:  # unknown table, Cassandra unavailable, or the lease not free in time
             log.error("TruncateVisibility failed: %s", exc)
             return collector_pb2.CollectorReply(message=f"Failed to truncate visibility: {exc}")
         return collector_pb2.CollectorReply(message="Truncated visibility tables")

@@ -154,7 +154,7 @@ def visibility_stats(s_type: str) -> Response:
         s_type = payload.get("stat_type", s_type)
     s_type = request.args.get("stat_type", s_type)
     limit = _int_arg("limit", 51)
-    return jsonify(backend().stats(s_type, None if limit == 0 else limit))
+    return jsonify(backend().stats(s_type, None if limit == 0 else limit, request.args.get("source")))
 
 
 def visibility_config(c_type: str) -> Response:
@@ -162,7 +162,7 @@ def visibility_config(c_type: str) -> Response:
 
 
 def visibility_urls(service: str) -> Response:
-    return jsonify(backend().url_stats(service, _flag("window")))
+    return jsonify(backend().url_stats(service, _flag("window"), request.args.get("source")))
 
 
 def visibility_metrics() -> Response:
@@ -294,8 +294,14 @@ def _html(text: str) -> Callable[[], Response]:
 
 V, VIS, SDC, VAL, MISC = "collector", "visibility", "sample chain", "validation", "misc"
 GP = ("GET", "POST")
+SOURCE_Q = (
+    "source",
+    "string",
+    "figures as one source measured them: jaeger, zipkin or clovisor (default: each "
+    "service's source that saw the most of its requests)",
+)
 STAT_Q = (("limit", "integer", "how many of each *_count list (highest counts first; 0 = all; default 51)"),
-          ("stat_type", "string", "overrides the path's type"))  # fmt: skip
+          ("stat_type", "string", "overrides the path's type"), SOURCE_Q)  # fmt: skip
 
 ROUTES: tuple[Route, ...] = (
     Route("/collector/init", ("GET",), "Create the visibility keyspace and tables (InitVisibility)",
@@ -317,7 +323,7 @@ ROUTES: tuple[Route, ...] = (
           path_params={"s_type": "system, metrics, tracing or all"}),
     Route("/visibility/get/urls/<service>", ("GET",), "Per-URL figures of one tracked service", visibility_urls,
           VIS, reply=JSON, reply_schema="UrlStats", new=True,
-          query=(("window", "boolean", "the sliding window's figures instead of the whole retention"),),
+          query=(("window", "boolean", "the sliding window's figures instead of the whole retention"), SOURCE_Q),
           path_params={"service": "service name (- or _)"}),
     Route("/visibility/get/<c_type>", GP, "What visibility tracks: services, metrics or all", visibility_config,
           VIS, reply=JSON, reply_schema="VisibilityConfigReply", path_params={"c_type": "services, metrics or all"}),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from clover.figures import FIGURES
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 STAT_TYPES = ("system", "metrics", "tracing", "all")
 CONFIG_TYPES = ("services", "metrics", "all")
@@ -252,6 +254,7 @@ BODIES: dict[str, dict[str, Any]] = {
 
 # -- replies (documentation only) ------------------------------------------------------------
 
+
 ERROR: dict[str, Any] = {
     "title": "Error",
     "type": "object",
@@ -278,13 +281,13 @@ MESSAGE: dict[str, Any] = {
 
 _FIGURES = {
     "type": "object",
-    "description": "Milliseconds with two decimals (min, avg, max, p50, p90, p99, p999), counts, error rates as "
-    "fractions with four decimals, request_rate in requests/s; \"NA\" where nothing was measured, null where "
-    "the analytics have not written the field.",
-    "properties": {k: {"type": ["string", "null"]} for k in ("min", "avg", "max", "p50", "p90", "p99", "p999",
-                   "request_count", "errors_4xx", "errors_5xx", "error_rate", "error_rate_4xx",
-                   "error_rate_5xx", "request_rate")},
-}  # fmt: skip
+    "description": "A service's figures (clover/figures.py): its requests counted once, as the source named in "
+    '`source` measured them. "NA" where nothing was measured, null where the analytics have not written the '
+    "field.",
+    "properties": {
+        f.json: {"type": ["string", "null"], "description": f"{f.label} ({f.unit.description})"} for f in FIGURES
+    },
+}
 _COUNTS = {"type": "array", "items": {"type": "array", "prefixItems": [{"type": "string"}, {"type": "number"}]},
            "description": "[member, count] pairs ascending by count: the highest `limit` (default 51)"}  # fmt: skip
 

@@ -22,7 +22,7 @@ import grpc
 import redis
 from google.protobuf.json_format import MessageToDict
 
-from clover import keys, pods
+from clover import figures, keys, pods
 from clover.config import Config
 from collector import client as collector
 from controller import schemas, stats
@@ -95,6 +95,15 @@ def field_in(text: str, schema: Mapping[str, Any]) -> str | None:
         return f"lb_list[{proto_list.group(1)}].url"
     root = re.split(r"[.\[]", name, maxsplit=1)[0]
     return name if root in schema.get("properties", {}) else None
+
+
+def _source(source: str | None) -> str | None:
+    """A figures source from a request (None: each service's headline source)."""
+    if source in (None, ""):
+        return None
+    if source not in figures.SOURCES:
+        raise bad_request(f"source {source!r} must be one of {', '.join(figures.SOURCES)}", "source")
+    return source
 
 
 def _sdc_error(exc: sdc.SdcError, relay: Relay, schema: Mapping[str, Any] | None = None) -> ApiError:
@@ -243,18 +252,20 @@ class Backend:
         clear_published(self.store)
         return message
 
-    def stats(self, s_type: str, limit: int | None = stats.ORIGINAL_ZSET_LIMIT) -> dict[str, Any]:
+    def stats(
+        self, s_type: str, limit: int | None = stats.ORIGINAL_ZSET_LIMIT, source: str | None = None
+    ) -> dict[str, Any]:
         if s_type not in stats.STAT_TYPES:
             raise bad_request(f"stat type {s_type!r} must be one of {', '.join(stats.STAT_TYPES)}", "s_type")
-        return stats.read_stats(self.store, s_type, limit)
+        return stats.read_stats(self.store, s_type, limit, _source(source))
 
     def config(self, c_type: str) -> dict[str, list[str]]:
         if c_type not in stats.CONFIG_TYPES:
             raise bad_request(f"config type {c_type!r} must be one of {', '.join(stats.CONFIG_TYPES)}", "c_type")
         return stats.read_config(self.store, c_type)
 
-    def url_stats(self, service: str, window: bool) -> dict[str, Any]:
-        return stats.read_url_stats(self.store, service, window)
+    def url_stats(self, service: str, window: bool, source: str | None = None) -> dict[str, Any]:
+        return stats.read_url_stats(self.store, service, window, _source(source))
 
     def metric_values(self) -> list[tuple[str, str | None]]:
         return stats.metric_values(self.store)

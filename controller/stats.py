@@ -9,35 +9,17 @@ the new configuration, never an empty set in between.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from clover import keys
+from clover import figures, keys
 
 ORIGINAL_ZSET_LIMIT = 51  # the original's ZRANGE 0 50
 STAT_TYPES = ("system", "metrics", "tracing", "all")
 CONFIG_TYPES = ("services", "metrics", "all")
-
-# JSON name of each field of the service hash (the original's min/avg/max, then the new ones).
-FIELD_NAMES = {
-    keys.RT_MIN: "min",
-    keys.RT_AVG: "avg",
-    keys.RT_MAX: "max",
-    keys.RT_P50: "p50",
-    keys.RT_P90: "p90",
-    keys.RT_P99: "p99",
-    keys.RT_P999: "p999",
-    keys.REQUEST_COUNT: "request_count",
-    keys.ERRORS_4XX: "errors_4xx",
-    keys.ERRORS_5XX: "errors_5xx",
-    keys.ERROR_RATE: "error_rate",
-    keys.ERROR_RATE_4XX: "error_rate_4xx",
-    keys.ERROR_RATE_5XX: "error_rate_5xx",
-    keys.REQUEST_RATE: "request_rate",
-}
 
 # (JSON name, Redis set) of the distinct-value lists, and (JSON name, Redis zset) of the counts.
 TRACING_SETS = (
@@ -64,12 +46,6 @@ def connect(url: str, *, decode: bool = True) -> redis.Redis:
 
 def _members(value: Any) -> list[str]:
     return sorted(value or ())
-
-
-def service_fields(raw: Mapping[str, str] | None) -> dict[str, str | None]:
-    """A service hash in the JSON names (``min_rt`` -> ``min``); null where the hash lacks a field."""
-    raw = raw or {}
-    return {name: raw.get(field) for field, name in FIELD_NAMES.items()}
 
 
 def _zset_command(pipe: Any, key: str, limit: int | None) -> None:
@@ -126,10 +102,13 @@ def metric_names(tracked: Tracked) -> list[tuple[str, str, str]]:
     return [(s, p, x) for s in tracked.services for p in tracked.prefixes for x in tracked.suffixes]
 
 
-def read_stats(store: redis.Redis, s_type: str, limit: int | None = ORIGINAL_ZSET_LIMIT) -> dict[str, Any]:
+def read_stats(
+    store: redis.Redis, s_type: str, limit: int | None = ORIGINAL_ZSET_LIMIT, source: str | None = None
+) -> dict[str, Any]:
     """``/visibility/get/stats/<s_type>`` (system, metrics, tracing or all).
 
-    ``limit`` caps each ``*_count`` list to its highest counts; None returns them whole."""
+    ``limit`` caps each ``*_count`` list to its highest counts; None returns them whole. With
+    ``source``, the services' figures are those that source measured (clover/figures.SOURCES)."""
     want_system = s_type in ("system", "all")
     want_metrics = s_type in ("metrics", "all")
     want_tracing = s_type in ("tracing", "all")
@@ -160,8 +139,8 @@ def read_stats(store: redis.Redis, s_type: str, limit: int | None = ORIGINAL_ZSE
     with store.pipeline(transaction=False) as pipe:
         if want_tracing:
             for service in tracked.services:
-                pipe.hgetall(keys.service_stats(service))
-                pipe.hgetall(keys.service_window(service))
+                pipe.hgetall(keys.service_stats(service, source))
+                pipe.hgetall(keys.service_window(service, source))
         for service, prefix, suffix in combos:
             pipe.lrange(keys.metric_history(prefix, service, suffix), 0, keys.METRICS_HISTORY_LENGTH)
         second = iter(pipe.execute())
@@ -169,7 +148,9 @@ def read_stats(store: redis.Redis, s_type: str, limit: int | None = ORIGINAL_ZSE
         times = []
         for service in tracked.services:
             whole, window = next(second), next(second)
-            times.append({"name": keys.hyphen(service), **service_fields(whole), "window": service_fields(window)})
+            times.append(
+                {"name": keys.hyphen(service), **figures.by_json_name(whole), "window": figures.by_json_name(window)}
+            )
         out["response_times"] = times
         out.update(tracing)
     if want_metrics:
@@ -186,13 +167,16 @@ def read_stats(store: redis.Redis, s_type: str, limit: int | None = ORIGINAL_ZSE
     return out
 
 
-def read_url_stats(store: redis.Redis, service: str, window: bool = False) -> dict[str, dict[str, Any]]:
-    """Per-URL figures of one service (JSON names), over the whole retention or the window."""
-    key = keys.url_window_stats(service) if window else keys.url_stats(service)
+def read_url_stats(
+    store: redis.Redis, service: str, window: bool = False, source: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Per-URL figures of one service (JSON names), over the whole retention or the window, as its
+    headline source or ``source`` measured them."""
+    key = keys.url_window_stats(service, source) if window else keys.url_stats(service, source)
     out = {}
     for url, text in sorted(store.hgetall(key).items()):  # type: ignore[union-attr]
         try:
-            out[url] = service_fields(json.loads(text))
+            out[url] = figures.by_json_name(json.loads(text))
         except ValueError:
             continue
     return out

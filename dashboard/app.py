@@ -22,12 +22,14 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from flask import Flask
 
 from clover import keys
+from clover.figures import SOURCES
 from controller.errors import ApiError
 from controller.service import Backend
 from dashboard import figures, views
 
 REFRESH_MS = 5000
 TOP_CHOICES = (10, 20, 50)
+SOURCE_CHOICES = [{"label": "each service's main source", "value": ""}] + [{"label": s, "value": s} for s in SOURCES]
 SERVERS = tuple(f"clover-server{i}:9180" for i in range(1, 6))
 LBS = ("http-lb-v1", "http-lb-v2")
 SAMPLE_RULE = """\
@@ -113,6 +115,9 @@ def _visibility_tab() -> dcc.Tab:
                               message="Clear all visibility data? This truncates the Cassandra tables and resets "
                                       "the analysed results in Redis."),
                           html.Div(id="clear-result")]),
+                html.Div([html.Label("Figures measured by"),
+                          dcc.Dropdown(id="figures-source", options=SOURCE_CHOICES, value="", clearable=False,
+                                       style={"width": "260px"})]),
                 html.Div([html.Label("Top N in charts"),
                           dcc.Dropdown(id="top-n", options=[{"label": str(n), "value": n} for n in TOP_CHOICES],
                                        value=20, clearable=False, style={"width": "90px"})]),
@@ -132,15 +137,21 @@ def _visibility_tab() -> dcc.Tab:
             controls,
             html.Div([
                 _panel("Visibility System Counts", html.Div(id="counts", className="counts")),
-                _panel("Service Response Times", html.Div(id="rt-table", className="scroll")),
+                _panel("Service Requests and Response Times", html.Div(
+                    "Each request once, from its server-side span; the Source column names where it was measured "
+                    "(the application's tracer, or Clovisor on the network).", className="muted"),
+                       html.Div(id="rt-table", className="scroll")),
             ], className="row"),
             html.Div([_panel("Latency", _graph("latency-chart")), _panel("Errors", _graph("error-chart"))],
                      className="row"),
-            html.Div([_panel("Per Service Counts", _graph("per-service-chart")),
-                      _panel("Per URL Counts", _graph("per-url-chart"))], className="row"),
-            html.Div([_panel("Per URL / HTTP Status Codes", _graph("per-status-chart")),
-                      _panel("User-Agent Percentage", _graph("user-agent-chart"))], className="row"),
-            _panel("Per Service/URL Counts", _graph("per-service-url-chart")),
+            html.Div("The charts below count spans, as the original's group-by keys do: every span of every "
+                     "source (a request crossing three services and two tracers is several spans).",
+                     className="muted panel"),
+            html.Div([_panel("Per Service Counts (spans)", _graph("per-service-chart")),
+                      _panel("Per URL Counts (spans)", _graph("per-url-chart"))], className="row"),
+            html.Div([_panel("Per URL / HTTP Status Codes (spans)", _graph("per-status-chart")),
+                      _panel("User-Agent Percentage (spans)", _graph("user-agent-chart"))], className="row"),
+            _panel("Per Service/URL Counts (spans)", _graph("per-service-url-chart")),
             html.Div([
                 _panel("HTTP Details", dcc.Tabs([
                     dcc.Tab(label="User-Agents", children=html.Div(id="ua-list")),
@@ -257,9 +268,10 @@ VIS_OUTPUTS = (
 )
 
 
-def visibility_refresh(backend: Backend, top: int) -> dict[str, Any]:
-    """One full refresh of the Visibility view (what the 5 s timer runs)."""
-    stats = backend.stats("all", None)
+def visibility_refresh(backend: Backend, top: int, source: str | None = None) -> dict[str, Any]:
+    """One full refresh of the Visibility view (what the 5 s timer runs); ``source``: the figures
+    as that source measured them (None: each service's headline source)."""
+    stats = backend.stats("all", None, source or None)
     result = views.refresh(stats, backend.metric_values(), top)
     result["metric_plots"] = [dcc.Graph(figure=f, config=GRAPH_CONFIG) for f in result["metric_plots"]]
     return result
@@ -304,12 +316,13 @@ def create_dashboard(server: Flask, backend: Backend, path: str = "/dashboard/")
         Input("top-n", "value"),
         Input("clear-done", "data"),
         Input("tabs", "value"),
+        Input("figures-source", "value"),
     )
-    def refresh(_: Any, top: int, __: Any, tab: str) -> list[Any]:
+    def refresh(_: Any, top: int, __: Any, tab: str, source: str | None) -> list[Any]:
         if tab != "visibility":
             return [no_update] * len(VIS_OUTPUTS)
         try:
-            result = visibility_refresh(backend, int(top or 20))
+            result = visibility_refresh(backend, int(top or 20), source)
         except ApiError as exc:
             return [no_update] * (len(VIS_OUTPUTS) - 1) + [_failure(exc)]
         return [result[key] for _, _, key in VIS_OUTPUTS]

@@ -11,31 +11,16 @@ from typing import Any
 
 from dash import dcc, html
 
+from clover.figures import TABLE_FIGURES
 from dashboard import figures
 
 NA = "—"
-RT_COLUMNS = (
-    ("Service", "name"),
-    ("Requests", "request_count"),
-    ("Min (ms)", "min"),
-    ("Avg (ms)", "avg"),
-    ("Max (ms)", "max"),
-    ("p50 (ms)", "p50"),
-    ("p90 (ms)", "p90"),
-    ("p99 (ms)", "p99"),
-    ("Errors", "error_rate"),
-    ("Req/s", "request_rate"),
-)
+RT_HEADER = ("Service", *(f.header for f in TABLE_FIGURES))
 DETAIL_LIMIT = 500  # lines shown in a details tab; the rest are counted
 
 
 def cell(value: Any) -> str:
     return NA if value in (None, "", "NA") else str(value)
-
-
-def percent(value: Any) -> str:
-    number = figures.number(value)
-    return NA if number is None else f"{100 * number:.2f}%"
 
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~-])")
@@ -56,13 +41,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str, e
 
 
 def response_time_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    out = []
-    for r in rows:
-        line = []
-        for _, key in RT_COLUMNS:
-            line.append(percent(r.get(key)) if key == "error_rate" else cell(r.get(key)))
-        out.append(line)
-    return out
+    return [[cell(r.get("name"))] + [cell(f.unit.show(r.get(f.json))) for f in TABLE_FIGURES] for r in rows]
 
 
 def text_list(values: Sequence[str], what: str) -> html.Pre:
@@ -89,19 +68,17 @@ def refresh(stats: Mapping[str, Any], metric_values: Sequence[tuple[str, str | N
     metrics = stats.get("metrics_time", [])
     return {
         "counts": counts(stats),
-        "rt_table": table(
-            [h for h, _ in RT_COLUMNS], response_time_rows(rows), "rt-table-grid", "no tracked service has results yet"
-        ),
+        "rt_table": table(RT_HEADER, response_time_rows(rows), "rt-table-grid", "no tracked service has results yet"),
         "latency": figures.latency_bars(rows, top),
         "errors": figures.error_bars(rows, top),
-        "per_service": figures.count_bars(stats.get("node_id_count", []), "Per Service Counts", "Services", top),
-        "per_url": figures.count_bars(stats.get("request_url_count", []), "Per URL Counts (all services)", "URLs", top),
+        "per_service": figures.count_bars(stats.get("node_id_count", []), "Spans per node", "Nodes", top),
+        "per_url": figures.count_bars(stats.get("request_url_count", []), "Spans per URL", "URLs", top),
         "per_status": figures.count_bars(
-            stats.get("status_code_count", []), "Per URL / HTTP Status Codes", "Status Codes, URLs", top
+            stats.get("status_code_count", []), "Spans per status code and URL", "Status Codes, URLs", top
         ),
-        "user_agents": figures.share_pie(stats.get("user_agent_count", []), "User-Agent Percentage", top),
+        "user_agents": figures.share_pie(stats.get("user_agent_count", []), "Share of spans per user-agent", top),
         "per_service_url": figures.count_bars(
-            stats.get("node_url_count", []), "Per Service/URL Counts", "Services, URLs", top
+            stats.get("node_url_count", []), "Spans per node and URL", "Nodes, URLs", top
         ),
         "ua_list": text_list(stats.get("user_agents", []), "user agents"),
         "url_list": text_list(stats.get("request_urls", []), "request URLs"),

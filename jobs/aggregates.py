@@ -55,6 +55,7 @@ class Aggregate:
     """What a group of spans adds up to. Durations and times in µs."""
 
     count: int = 0
+    errors: int = 0  # HTTP status >= 400 or a gRPC status other than OK
     sum_us: int = 0
     min_us: int | None = None
     max_us: int | None = None
@@ -67,6 +68,7 @@ class Aggregate:
     def add(self, other: Aggregate) -> None:
         """Merge ``other`` into this aggregate."""
         self.count += other.count
+        self.errors += other.errors
         self.sum_us += other.sum_us
         self.n4xx += other.n4xx
         self.n5xx += other.n5xx
@@ -84,6 +86,7 @@ class Aggregate:
         stay as they are, which is exact when the data only grew (a bucket recomputed after
         late spans arrived contains everything it contained before)."""
         self.count -= old.count
+        self.errors -= old.errors
         self.sum_us -= old.sum_us
         self.n4xx -= old.n4xx
         self.n5xx -= old.n5xx
@@ -93,6 +96,12 @@ class Aggregate:
                 self.bins[index] = left
             else:
                 self.bins.pop(index, None)
+
+    def mean_us(self) -> float | None:
+        return self.sum_us / self.count if self.count else None
+
+    def quantile_us(self, q: float) -> float | None:
+        return quantile(self.bins, q)
 
 
 @dataclass

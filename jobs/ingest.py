@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 from clover import schema, topics
 from clover.config import CHECKOUT_DIR, Config
 from clover.logs import setup_logging
+from jobs.buckets import bucket_ms_column, bucket_timestamp_column, shard_column
 from jobs.retry import Stopped, with_backoff
 from jobs.session import spark_session
 from jobs.status import write_report
@@ -91,23 +92,22 @@ def span_table_rows(spans: DataFrame) -> DataFrame:
         F.col("src_port").cast("int").alias("src_port"),
         F.col("dst_port").cast("int").alias("dst_port"),
         "tags",
+        span_kind_column().alias("span_kind"),
+        F.when(F.col("http_host") != "", F.col("http_host")).alias("http_host"),
+        F.col("grpc_status_code").alias("grpc_status_code"),
     )
 
 
-def bucket_column(start_us: Column, bucket_seconds: int) -> Column:
-    width_us = bucket_seconds * 1_000_000
-    return epoch_millis_to_timestamp(F.floor(start_us / width_us) * (width_us // 1000))
-
-
-def shard_column(trace_id: Column) -> Column:
-    """Same as clover.schema.shard_of: CRC-32 of the id's UTF-8 bytes, modulo the shard count."""
-    return F.pmod(F.crc32(F.encode(trace_id, "UTF-8")), F.lit(schema.SHARDS)).cast("int")
+def span_kind_column() -> Column:
+    """``SPAN_KIND_SERVER`` -> ``server``; unspecified -> null (the analytics then falls back to Envoy's rule)."""
+    kind = F.lower(F.regexp_replace(F.col("kind"), "^SPAN_KIND_", ""))
+    return F.when(kind != "unspecified", kind)
 
 
 def bucket_table_rows(spans: DataFrame, bucket_seconds: int) -> DataFrame:
     """Rows of ``visibility.spans_by_bucket``."""
     return spans.select(
-        bucket_column(F.col("start_time_us"), bucket_seconds).alias("bucket"),
+        bucket_timestamp_column(F.col("start_time_us"), bucket_seconds).alias("bucket"),
         shard_column(F.col("trace_id")).alias("shard"),
         F.col("trace_id").alias("traceid"),
         F.col("span_id").alias("spanid"),
@@ -124,6 +124,9 @@ def bucket_table_rows(spans: DataFrame, bucket_seconds: int) -> DataFrame:
         "request_size",
         "response_size",
         F.lower(F.col("source")).alias("source"),
+        span_kind_column().alias("span_kind"),
+        F.when(F.col("http_host") != "", F.col("http_host")).alias("http_host"),
+        F.col("grpc_status_code").alias("grpc_status"),
     )
 
 
@@ -159,7 +162,7 @@ class ChangeMarks:
 def metric_bucket_rows(metric_rows: DataFrame, bucket_seconds: int) -> DataFrame:
     """Rows of ``visibility.metrics_by_bucket`` from rows of ``visibility.metrics``."""
     return metric_rows.select(
-        bucket_column(F.unix_micros(F.col("monitor_time")), bucket_seconds).alias("bucket"),
+        bucket_timestamp_column(F.unix_micros(F.col("monitor_time")), bucket_seconds).alias("bucket"),
         "m_name",
         "series",
         "monitor_time",
@@ -228,9 +231,8 @@ class BatchWriter:
                 & F.col("span.start_time_us").isNotNull()
             )
             valid_metric = F.col("metric.name").isNotNull() & F.col("metric.timestamp_ms").isNotNull()
-            width_us = self.bucket_seconds * 1_000_000
-            span_bucket = F.floor(F.col("span.start_time_us") / width_us) * (width_us // 1000)
-            metric_bucket = F.floor(F.col("metric.timestamp_ms") * 1000 / width_us) * (width_us // 1000)
+            span_bucket = bucket_ms_column(F.col("span.start_time_us"), self.bucket_seconds)
+            metric_bucket = bucket_ms_column(F.col("metric.timestamp_ms") * 1000, self.bucket_seconds)
             tally = decoded.agg(
                 F.count(F.when(topic == topics.SPANS, 1)).alias("spans_in"),
                 F.count(F.when(valid_span, 1)).alias("spans"),

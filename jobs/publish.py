@@ -1,14 +1,18 @@
 """Turning aggregates into the Redis keys operators and CI read, and publishing them atomically.
 
 Key names, types and formats are the original's (facts §3c–3d): counts as strings, response
-times as milliseconds with two decimals or "NA", group-by counts as sets and sorted sets.
-The new figures (percentiles, request counts, error rates, request rates; per service and per
-service and URL; over the whole retention and over the sliding window) are new hash fields and
-keys declared in clover/keys.py.
+times as milliseconds with two decimals or "NA", group-by counts (of spans) as sets and sorted
+sets. The figures of each tracked service (clover/figures.py; per service and per service and
+URL; over the whole retention and over the sliding window) are new hash fields and keys
+declared in clover/keys.py.
+
+A service's figures count each of its requests once: its requests as one source measured them,
+the source that saw the most of them in the period (ties: the application's tracer before the
+network's), named in the ``source`` field; every source's own figures are published beside them.
 
 Publication never shows a reader a half-written or missing key: every collection is written
 under a temporary name, then one MULTI renames them all into place (and deletes what no longer
-has data).
+has data), and only while the run still holds the visibility lease.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from typing import Any
 
 import redis
 
-from clover import keys
-from jobs.aggregates import Aggregate, quantile
+from clover import figures, keys
+from clover.lease import Lease, LeaseLost, visibility_cleared
+from jobs import kinds
+from jobs.aggregates import Aggregate
+from jobs.kinds import AggregateKey
 
-Key = tuple[str, str]
 NA = keys.NOT_AVAILABLE
+Aggregates = Mapping[AggregateKey, Aggregate]
 
 
 @dataclass
@@ -43,39 +50,8 @@ class ResultSet:
         return set(self.strings) | set(self.hashes) | set(self.sets) | set(self.zsets) | set(self.lists)
 
 
-def ms(value_us: float | None) -> str:
-    return NA if value_us is None else f"{value_us / 1000:.2f}"
-
-
-def ratio(part: int, whole: int) -> str:
-    return NA if whole == 0 else f"{part / whole:.4f}"
-
-
-def latency_stats(agg: Aggregate | None, seconds: float | None) -> dict[str, str]:
-    """The fields of a service (or service+URL) over a period: the original's min/avg/max and the
-    new percentiles, count, error rates and request rate (requests per second over ``seconds``,
-    or over the span of the data when None)."""
-    agg = agg or Aggregate()
-    n = agg.count
-    if seconds is None:
-        seconds = max(1.0, ((agg.last_us or 0) - (agg.first_us or 0)) / 1_000_000) if n else 0.0
-    return {
-        keys.RT_MIN: ms(agg.min_us if n else None),
-        keys.RT_AVG: ms(agg.sum_us / n if n else None),
-        keys.RT_MAX: ms(agg.max_us if n else None),
-        **{name: ms(quantile(agg.bins, q)) for name, q in keys.PERCENTILES},
-        keys.REQUEST_COUNT: str(n),
-        keys.ERRORS_4XX: str(agg.n4xx),
-        keys.ERRORS_5XX: str(agg.n5xx),
-        keys.ERROR_RATE: ratio(agg.n4xx + agg.n5xx, n),
-        keys.ERROR_RATE_4XX: ratio(agg.n4xx, n),
-        keys.ERROR_RATE_5XX: ratio(agg.n5xx, n),
-        keys.REQUEST_RATE: NA if not n or not seconds else f"{n / seconds:.2f}",
-    }
-
-
-def by_kind(aggregates: Mapping[Key, Aggregate], kind: str) -> dict[str, Aggregate]:
-    return {key: agg for (k, key), agg in aggregates.items() if k == kind and agg.count > 0}
+def by_kind(aggregates: Aggregates, kind: kinds.Kind) -> dict[tuple[str, ...], Aggregate]:
+    return {key: agg for (k, key), agg in aggregates.items() if k == kind.name and agg.count > 0}
 
 
 def own_service(name: str, service_h: str) -> bool:
@@ -83,26 +59,87 @@ def own_service(name: str, service_h: str) -> bool:
     return name == service_h or name.startswith(service_h + ".")
 
 
-def service_figures(
-    aggregates: Mapping[Key, Aggregate], service_h: str, seconds: float | None
-) -> tuple[dict[str, str], dict[str, str]]:
-    """(hash fields of the service, {url: JSON of its figures}) over ``aggregates``."""
-    total = Aggregate()
-    for name, agg in by_kind(aggregates, "svc").items():
+def requests_by_source(aggregates: Aggregates, service_h: str) -> dict[str, Aggregate]:
+    """The service's requests over ``aggregates``, one aggregate per source."""
+    found: dict[str, Aggregate] = defaultdict(Aggregate)
+    for (name, source), agg in by_kind(aggregates, kinds.REQUESTS).items():
         if own_service(name, service_h):
-            total.add(agg)
-    per_url: dict[str, Aggregate] = defaultdict(Aggregate)
-    for pair, agg in by_kind(aggregates, "svc_url").items():
-        name, url = json.loads(pair)
-        if own_service(name, service_h):
-            per_url[url].add(agg)
-    urls = {url: json.dumps(latency_stats(agg, seconds), sort_keys=True) for url, agg in per_url.items()}
-    return latency_stats(total, seconds), urls
+            found[source].add(agg)
+    return found
 
 
-def split_pair(pair: str) -> tuple[str, str]:
-    first, second = json.loads(pair)
-    return str(first), str(second)
+def url_requests_by_source(aggregates: Aggregates, service_h: str) -> dict[str, dict[str, Aggregate]]:
+    """The service's requests per URL (path and query), by source."""
+    found: dict[str, dict[str, Aggregate]] = defaultdict(lambda: defaultdict(Aggregate))
+    for (name, source, url), agg in by_kind(aggregates, kinds.URL_REQUESTS).items():
+        if own_service(name, service_h):
+            found[source][url].add(agg)
+    return found
+
+
+def headline_source(per_source: Mapping[str, Aggregate]) -> str | None:
+    """The source a service's figures come from: the one that saw the most of its requests,
+    ties going to the earlier in figures.SOURCES (the application's tracer before the network)."""
+    rank = {s: i for i, s in enumerate(figures.SOURCES)}
+    return max(per_source, key=lambda s: (per_source[s].count, -rank.get(s, len(rank)), s), default=None)
+
+
+def seconds_of_data(agg: Aggregate) -> float | None:
+    """The whole retention's period: from the first request to the last (at least 1 s)."""
+    if not agg.count:
+        return None
+    return max(1.0, ((agg.last_us or 0) - (agg.first_us or 0)) / 1_000_000)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The sliding window: its start and end (µs). A rate over it counts from the window's start
+    or from the first request ever seen, whichever is later (a service younger than the window
+    is not diluted by the time before it existed)."""
+
+    start_us: int
+    end_us: int
+
+    def seconds(self, first_ever_us: int | None) -> float:
+        start = max(self.start_us, first_ever_us or self.start_us)
+        return max(1.0, (self.end_us - start) / 1_000_000)
+
+
+def _whole(found: Mapping[str, Aggregate], key: str, source: str | None) -> dict[str, str]:
+    """The figures of ``found[key]`` over the whole retention."""
+    agg = found.get(key)
+    return figures.publish(figures.Period(agg or Aggregate(), agg and seconds_of_data(agg), source))
+
+
+def _recent(found: Mapping[str, Aggregate], ever: Mapping[str, Aggregate], key: str, source: str | None,
+            window: Window) -> dict[str, str]:  # fmt: skip
+    """The figures of ``found[key]`` over the window (``ever``: the whole retention's, for its first request)."""
+    agg, first = found.get(key), ever[key].first_us if key in ever else None
+    return figures.publish(figures.Period(agg or Aggregate(), agg and window.seconds(first), source))
+
+
+def service_hashes(totals: Aggregates, window: Aggregates, span: Window, service: str) -> dict[str, dict[str, str]]:
+    """Every hash of one tracked service: its figures and per-URL figures, whole retention and
+    window, from its headline source and from each source apart."""
+    whole, recent = requests_by_source(totals, service), requests_by_source(window, service)
+    whole_urls, recent_urls = url_requests_by_source(totals, service), url_requests_by_source(window, service)
+    choices: list[tuple[str | None, str, str]] = [(None, headline_source(whole) or "", headline_source(recent) or "")]
+    choices += [(s, s, s) for s in sorted(set(whole) | set(recent))]
+    hashes: dict[str, dict[str, str]] = {}
+    for named, whole_source, recent_source in choices:
+        hashes[keys.service_stats(service, named)] = _whole(whole, whole_source, whole_source)
+        hashes[keys.service_window(service, named)] = _recent(recent, whole, recent_source, recent_source, span)
+        urls = whole_urls.get(whole_source, {})
+        hashes[keys.url_stats(service, named)] = {u: _json(_whole(urls, u, whole_source)) for u in urls}
+        urls, ever = recent_urls.get(recent_source, {}), whole_urls.get(recent_source, {})
+        hashes[keys.url_window_stats(service, named)] = {
+            u: _json(_recent(urls, ever, u, recent_source, span)) for u in urls
+        }
+    return hashes
+
+
+def _json(fields: Mapping[str, str]) -> str:
+    return json.dumps(fields, sort_keys=True)
 
 
 def tracked(store: redis.Redis, key: str) -> list[str]:
@@ -127,48 +164,39 @@ def metric_history(db: Any, name: str) -> list[str]:
 
 
 def build_results(
-    store: redis.Redis,
-    db: Any,
-    totals: Mapping[Key, Aggregate],
-    window: Mapping[Key, Aggregate],
-    window_s: int,
+    store: redis.Redis, db: Any, totals: Aggregates, window: Aggregates, window_start_us: int, now_us: int
 ) -> ResultSet:
     """Every key of one publication, from the running totals and the window's aggregate."""
     results = ResultSet()
-    count = {kind: totals.get((kind, ""), Aggregate()).count for kind in ("spans", "traces", "metrics")}
     results.strings = {
-        keys.SPAN_COUNT: str(count["spans"]),
-        keys.TRACE_COUNT: str(count["traces"]),
-        keys.METRIC_COUNT: str(count["metrics"]),
+        keys.SPAN_COUNT: str(_count(totals, kinds.SPANS)),
+        keys.TRACE_COUNT: str(_count(totals, kinds.TRACES)),
+        keys.METRIC_COUNT: str(_count(totals, kinds.METRICS)),
     }
     services = [keys.hyphen(s) for s in tracked(store, keys.VISIBILITY_SERVICES)]
+    span = Window(window_start_us, now_us)
     for service in services:
-        fields, urls = service_figures(totals, service, None)
-        window_fields, window_urls = service_figures(window, service, float(window_s))
-        results.hashes[keys.service_stats(service)] = fields
-        results.hashes[keys.url_stats(service)] = urls
-        results.hashes[keys.service_window(service)] = window_fields
-        results.hashes[keys.url_window_stats(service)] = window_urls
+        results.hashes.update(service_hashes(totals, window, span, service))
     for kind, set_key, zset_key in (
-        ("url", keys.SPAN_URLS, keys.SPAN_URLS_Z),
-        ("ua", keys.SPAN_USER_AGENT, keys.SPAN_USER_AGENT_Z),
-        ("node", keys.SPAN_NODE_ID, keys.SPAN_NODE_ID_Z),
+        (kinds.URL, keys.SPAN_URLS, keys.SPAN_URLS_Z),
+        (kinds.AGENT, keys.SPAN_USER_AGENT, keys.SPAN_USER_AGENT_Z),
+        (kinds.NODE, keys.SPAN_NODE_ID, keys.SPAN_NODE_ID_Z),
     ):
-        counts = by_kind(totals, kind)
+        counts = {value: agg.count for (value,), agg in by_kind(totals, kind).items()}
         results.sets[set_key] = set(counts)
-        results.zsets[zset_key] = {k: float(a.count) for k, a in counts.items()}
+        results.zsets[zset_key] = {k: float(n) for k, n in counts.items()}
     results.zsets[keys.SPAN_STATUS_CODES_Z] = {
-        keys.status_url_member(*split_pair(k)): float(a.count) for k, a in by_kind(totals, "status_url").items()
+        keys.status_url_member(*key): float(a.count) for key, a in by_kind(totals, kinds.STATUS_URL).items()
     }
     results.zsets[keys.SPAN_NODE_URL_Z] = {
-        keys.node_url_member(*split_pair(k)): float(a.count) for k, a in by_kind(totals, "node_url").items()
+        keys.node_url_member(*key): float(a.count) for key, a in by_kind(totals, kinds.NODE_URL).items()
     }
     for kind, set_key in (
-        ("op", keys.SPAN_OPERATION_NAME),
-        ("upstream", keys.SPAN_UPSTREAM_CLUSTER),
-        ("status", keys.SPAN_STATUS_CODE),
+        (kinds.OPERATION, keys.SPAN_OPERATION_NAME),
+        (kinds.UPSTREAM, keys.SPAN_UPSTREAM_CLUSTER),
+        (kinds.STATUS, keys.SPAN_STATUS_CODE),
     ):
-        results.sets[set_key] = set(by_kind(totals, kind))
+        results.sets[set_key] = {value for (value,) in by_kind(totals, kind)}
     prefixes = tracked(store, keys.METRIC_PREFIXES)
     suffixes = tracked(store, keys.METRIC_SUFFIXES)
     for service in services:
@@ -179,13 +207,20 @@ def build_results(
     return results
 
 
+def _count(aggregates: Aggregates, kind: kinds.Kind) -> int:
+    found = aggregates.get(kind.key())
+    return found.count if found else 0
+
+
 class Publisher:
     """Publishes a ResultSet so that readers see the previous set or the new one, never a mix."""
 
     def __init__(self, store: redis.Redis):
         self.store = store
 
-    def publish(self, results: ResultSet) -> None:
+    def publish(self, results: ResultSet, lease: Lease | None = None) -> None:
+        """Stage every collection, then swap them all in with one MULTI; with ``lease``, only while
+        the lease is still ours (LeaseLost otherwise, and nothing changes)."""
         run = uuid.uuid4().hex[:12]
 
         def tmp(key: str) -> str:
@@ -210,9 +245,14 @@ class Publisher:
                 (staged if _has_data(results, key) else empty).append(key)
                 pipe.expire(tmp(key), 300)  # left behind only if the publication dies half-way
             pipe.execute()
-        previous = set(self.store.smembers(keys.PUBLISHED_KEYS))  # type: ignore[arg-type]
         current = results.keys()
         with self.store.pipeline(transaction=True) as tx:
+            if lease is not None:
+                tx.watch(lease.key)
+                if not lease.holds(tx.get(lease.key)):
+                    raise LeaseLost(f"lost the lease {lease.key} before publishing")
+            previous = set(tx.smembers(keys.PUBLISHED_KEYS))
+            tx.multi()
             for key, value in results.strings.items():
                 tx.set(key, value)
             for key in staged:
@@ -224,7 +264,10 @@ class Publisher:
                 tx.delete(key)
             tx.delete(keys.PUBLISHED_KEYS)
             tx.sadd(keys.PUBLISHED_KEYS, *sorted(current))
-            tx.execute()
+            try:
+                tx.execute()
+            except redis.WatchError:
+                raise LeaseLost(f"the lease {lease.key if lease else ''} changed hands while publishing") from None
 
 
 def _collections(results: ResultSet) -> Iterable[str]:
@@ -246,6 +289,11 @@ def clear_published(store: redis.Redis) -> None:
     /visibility/clear (facts §3e: counts to 0, the span sets and sorted sets deleted, each tracked
     service's min/avg/max to "NA") and what it forgot (§11.9): the metric histories and latest
     values, and every other key the analytics published (window and per-URL figures)."""
+    with visibility_cleared(store, keys.VISIBILITY_LEASE, keys.VISIBILITY_CLEAR_REQUESTED):
+        _clear_published(store)
+
+
+def _clear_published(store: redis.Redis) -> None:
     services = tracked(store, keys.VISIBILITY_SERVICES)
     metric_names = [
         keys.metric_value(p, s, x)

@@ -30,7 +30,7 @@ from bench import stack_env  # noqa: F401  (sets the benchmark stack's ports bef
 from clover import keys, schema, topics
 from clover.config import Config
 from clover.logs import setup_logging
-from jobs.ingest import shard_column
+from jobs.buckets import shard_column
 from jobs.session import spark_session
 from jobs.visibility import VisibilityAnalytics
 from protos import records_pb2
@@ -70,6 +70,7 @@ def synthetic_spans(spark: SparkSession, count: int, first_bucket_ms: int, width
         F.lit(0).cast("long").alias("request_size"),
         (F.lit(500) + i % 4000).alias("response_size"),
         F.lit("jaeger").alias("source"),
+        F.when(i % 5 == 0, "client").otherwise("server").alias("span_kind"),
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import redis
 
 from clover import keys
+from clover.figures import BY_JSON
 
 PREFIXES = ("envoy_cluster_outbound_9180__", "envoy_cluster_inbound_9180__")
 SUFFIXES = ("_default_svc_cluster_local_upstream_rq_2xx", "_default_svc_cluster_local_upstream_cx_active")
@@ -39,22 +40,25 @@ def service_names(n: int) -> list[str]:
 def figures(rng: random.Random, count: int) -> dict[str, str]:
     p50 = rng.uniform(1, 20)
     errors4, errors5 = rng.randint(0, count // 20), rng.randint(0, count // 30)
-    return {
-        keys.RT_MIN: f"{p50 / 4:.2f}",
-        keys.RT_AVG: f"{p50 * 1.3:.2f}",
-        keys.RT_MAX: f"{p50 * 12:.2f}",
-        keys.RT_P50: f"{p50:.2f}",
-        keys.RT_P90: f"{p50 * 2.5:.2f}",
-        keys.RT_P99: f"{p50 * 6:.2f}",
-        keys.RT_P999: f"{p50 * 10:.2f}",
-        keys.REQUEST_COUNT: str(count),
-        keys.ERRORS_4XX: str(errors4),
-        keys.ERRORS_5XX: str(errors5),
-        keys.ERROR_RATE: f"{(errors4 + errors5) / count:.4f}",
-        keys.ERROR_RATE_4XX: f"{errors4 / count:.4f}",
-        keys.ERROR_RATE_5XX: f"{errors5 / count:.4f}",
-        keys.REQUEST_RATE: f"{count / 600:.2f}",
+    by_json = {
+        "min": f"{p50 / 4:.2f}",
+        "avg": f"{p50 * 1.3:.2f}",
+        "max": f"{p50 * 12:.2f}",
+        "p50": f"{p50:.2f}",
+        "p90": f"{p50 * 2.5:.2f}",
+        "p99": f"{p50 * 6:.2f}",
+        "p999": f"{p50 * 10:.2f}",
+        "request_count": str(count),
+        "errors": str(errors4 + errors5),
+        "errors_4xx": str(errors4),
+        "errors_5xx": str(errors5),
+        "error_rate": f"{(errors4 + errors5) / count:.4f}",
+        "error_rate_4xx": f"{errors4 / count:.4f}",
+        "error_rate_5xx": f"{errors5 / count:.4f}",
+        "request_rate": f"{count / 600:.2f}",
+        "source": "jaeger",
     }
+    return {BY_JSON[name].field: value for name, value in by_json.items()}
 
 
 def seed(store: redis.Redis, shape: Shape = Shape(), rng_seed: int = 8) -> dict[str, int]:

@@ -28,6 +28,7 @@ from confluent_kafka import Producer
 from bench import stack_env  # noqa: F401  (first: the benchmark stack's ports and state directory)
 from clover import schema, topics
 from clover.config import Config
+from jobs.buckets import bucket_ms, shard_of
 from jobs.ingest import status_file
 from protos import records_pb2
 from stack.catalogue import local_stack
@@ -70,22 +71,19 @@ def baseline_rows(spans: list[records_pb2.Span], bucket_seconds: int) -> tuple[l
     span_rows, bucket_rows, traces = [], [], {}
     for s in spans:
         start = datetime.fromtimestamp(s.start_time_us // 1000 / 1000, tz=UTC)
-        bucket = datetime.fromtimestamp(bucket_start_ms(s.start_time_us, bucket_seconds) / 1000, tz=UTC)
+        bucket = datetime.fromtimestamp(bucket_ms(s.start_time_us, bucket_seconds) / 1000, tz=UTC)
         span_rows.append(
             (s.trace_id, s.span_id, s.duration_us, start, s.process_id, s.operation_name, s.node_id, s.http_url,
              s.user_agent, str(s.request_size), str(s.response_size), str(s.http_status_code), s.upstream_cluster,
              insert_time, s.service, s.parent_span_id, s.http_method, "jaeger")
         )  # fmt: skip
         bucket_rows.append(
-            (bucket, schema.shard_of(s.trace_id), s.trace_id, s.span_id, s.service, s.node_id, s.operation_name,
+            (bucket, shard_of(s.trace_id), s.trace_id, s.span_id, s.service, s.node_id, s.operation_name,
              s.http_method, s.http_url, s.user_agent, s.http_status_code, s.upstream_cluster, s.duration_us, start,
              s.request_size, s.response_size, "jaeger")
         )  # fmt: skip
         traces[s.trace_id] = sorted(set(s.trace_processes) | {s.service})
     return span_rows, bucket_rows, list(traces.items())
-
-
-bucket_start_ms = schema.bucket_start_ms
 
 
 def run_baseline(session: object, spans: list[records_pb2.Span], cfg: Config, concurrency: int) -> float:

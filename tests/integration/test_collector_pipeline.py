@@ -32,12 +32,12 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from clover import keys, topics
 from clover.config import Config
-from clover.schema import bucket_start_ms, shard_of
 from collector.metrics import PrometheusSource
 from collector.publisher import KafkaPublisher
 from collector.sources import JaegerSource, ZipkinSource
 from collector.worker import Collector
 from jobs import ingest as jobs_ingest
+from jobs.buckets import bucket_ms, shard_of
 from protos import records_pb2
 from stack.launcher import Launcher
 from stack.parts import prometheus_targets_dir
@@ -194,7 +194,7 @@ def test_spans_and_metrics_land_in_cassandra_exactly_as_made(
 
     assert wait_until(lambda: len(traces()) == 3 and traces(), 60) == {t: [service] for t in trace_ids}
     for m in made:
-        bucket = datetime.fromtimestamp(bucket_start_ms(m["start_us"], cfg.bucket_seconds) / 1000, tz=UTC)
+        bucket = datetime.fromtimestamp(bucket_ms(m["start_us"], cfg.bucket_seconds) / 1000, tz=UTC)
         bucketed = cassandra.execute(
             "SELECT spanid, duration_us, status_code FROM spans_by_bucket WHERE bucket = %s AND shard = %s"
             " AND traceid = %s",

@@ -17,7 +17,7 @@ SERVICES = [f"svc-{i}" for i in range(20)]
 def result_set(generation: int) -> ResultSet:
     results = ResultSet(strings={keys.SPAN_COUNT: str(generation)})
     for service in SERVICES:
-        results.hashes[keys.service_stats(service)] = {keys.RT_AVG: f"{generation}.00", keys.REQUEST_COUNT: "1"}
+        results.hashes[keys.service_stats(service)] = {keys.RT_AVG: f"{generation}.00", "request_count": "1"}
     results.sets[keys.SPAN_URLS] = {f"/gen{generation}", "/"}
     results.zsets[keys.SPAN_URLS_Z] = {f"/gen{generation}": float(generation), "/": 1.0}
     results.lists["metrics_m"] = [str(generation)] * 100

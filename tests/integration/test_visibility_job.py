@@ -2,13 +2,18 @@
 
 Every Redis key is compared with what plain Python computes from the same rows: counts, sets
 and min/avg/max exactly (in the original's 2-decimal format), percentiles within the sketch's
-stated 1%, and the window figures over only the window's spans.
+stated 1%, and the window figures over only the window's spans. The seeded rows exercise the
+counting model: server spans are a service's requests, client spans (by span kind, or by
+Envoy's outbound cluster) are not; gRPC statuses count like HTTP ones; two sources seeing one
+service give its figures from the one that saw more, each source's figures published apart;
+one URL written absolute and relative is one URL.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -18,14 +23,16 @@ from typing import Any
 import pytest
 import redis
 
-from clover import keys, schema
+from clover import figures, keys, schema
 from clover.config import CHECKOUT_DIR, Config
 from jobs.aggregates import RELATIVE_ACCURACY
+from jobs.buckets import bucket_ms, shard_of
 from stack.launcher import Launcher
 
 pytestmark = pytest.mark.spark
 
 PREFIX, SUFFIX = "cltest_", "_rq"
+INBOUND, OUTBOUND = "inbound|9180||svc", "outbound|9180||svc-c"
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class SeedSpan:
     upstream: str | None
     operation: str
     start_us: int
+    kind: str | None = "server"
+    source: str = "jaeger"
+    grpc: int | None = None
 
 
 def make_spans(now_us: int, bucket_us: int) -> list[SeedSpan]:
@@ -50,38 +60,55 @@ def make_spans(now_us: int, bucket_us: int) -> list[SeedSpan]:
     for i in range(40):  # svc-a, old bucket
         status = 503 if i % 10 == 0 else (404 if i % 10 == 1 else 200)
         spans.append(SeedSpan(f"a{i}", "1", "svc-a", "/" if i % 2 else "/index.html", "chrome", "svc-a", status,
-                              1000 + 250 * i, "inbound|9180||svc-a", "GET", old + i))  # fmt: skip
+                              1000 + 250 * i, INBOUND, "GET", old + i))  # fmt: skip
     for i in range(20):  # svc-a, recent bucket, a second span in half of the old traces
         spans.append(SeedSpan(f"a{i}", "2", "svc-a", "/upload", "safari", "svc-a", 200 if i % 4 else 500,
-                              30_000 + 1000 * i, "inbound|9180||svc-a", "POST", recent + i))  # fmt: skip
-    for i in range(30):  # svc-b: 20 own spans and 10 outbound calls that are not its response times
-        upstream = "outbound|9180||svc-c" if i >= 20 else "inbound|9180||svc-b"
-        spans.append(SeedSpan(f"b{i}", "1", "svc-b", "/api", "curl", "svc-b", 200, 500 + 10 * i, upstream, "GET",
-                              recent + 100 + i))  # fmt: skip
+                              30_000 + 1000 * i, INBOUND, "POST", recent + i))  # fmt: skip
+    for i in range(12):  # svc-a seen on the network too, for fewer requests: its figures stay the tracer's
+        spans.append(SeedSpan(f"a{i}", "c", "svc-a", "/upload", "safari", "svc-a", 200, 29_000 + 900 * i, None,
+                              "POST /upload", recent + 50 + i, source="clovisor"))  # fmt: skip
+    for i in range(30):  # svc-b: 20 requests (one URL, absolute or not) and 10 calls out that are not
+        url = "http://10.0.0.7:9180/api?q=1" if i % 2 else "/api?q=1"
+        kind, upstream = ("client", "none") if i >= 25 else (None, OUTBOUND) if i >= 20 else ("server", INBOUND)
+        spans.append(SeedSpan(f"b{i}", "1", "svc-b", url, "curl", "svc-b", 200, 500 + 10 * i, upstream, "GET",
+                              recent + 100 + i, kind=kind))  # fmt: skip
     for i in range(6):  # clover-server1 and clover-server10: tracking one must not pick up the other
         spans.append(SeedSpan(f"s{i}", "1", "clover-server1" if i < 3 else "clover-server10", "/", "chrome",
                               "clover-server1" if i < 3 else "clover-server10", 200, 2000 * (i + 1), None, "GET",
                               recent + 200 + i))  # fmt: skip
+    for i in range(12):  # svc-g: a gRPC service, 3 NOT_FOUND (5); and its client's calls, not its requests
+        spans.append(SeedSpan(f"g{i}", "1", "svc-g", None, None, "svc-g", None, 700 + 50 * i, None,
+                              "/greet.Greeter/SayHello" if i % 2 else "greet.Greeter/SayHello", recent + 250 + i,
+                              grpc=5 if i % 4 == 0 else 0))  # fmt: skip
+        spans.append(SeedSpan(f"g{i}", "0", "svc-b", None, None, "svc-b", None, 900 + 50 * i, None,
+                              "greet.Greeter/SayHello", recent + 249 + i, kind="client",
+                              grpc=5 if i % 4 == 0 else 0))  # fmt: skip
+    for source in ("clovisor", "jaeger"):  # svc-n: a tie between the sources goes to the application's tracer
+        for i in range(7):
+            spans.append(SeedSpan(f"n{source}{i}", "1", "svc-n", "/n", "curl", "svc-n", 200,
+                                  (3000 if source == "jaeger" else 5000) + i, None, "GET", recent + 300 + i,
+                                  source=source))  # fmt: skip
     # Rows with missing columns: no URL, no user-agent, no node, no status (an internal span).
-    spans.append(SeedSpan("n1", "1", "svc-c", None, None, None, 200, 700, None, "GET", recent + 300))
-    spans.append(SeedSpan("n1", "2", "svc-c", "/c", None, "svc-c", None, 900, None, "db", recent + 301))
+    spans.append(SeedSpan("c1", "1", "svc-c", None, None, None, 200, 700, None, "GET", recent + 400))
+    spans.append(SeedSpan("c1", "2", "svc-c", "/c", None, "svc-c", None, 900, None, "db", recent + 401,
+                          kind="internal"))  # fmt: skip
     return spans
 
 
 def seed(cassandra: Any, spans: list[SeedSpan], bucket_seconds: int) -> None:
     insert = cassandra.prepare(
         "INSERT INTO spans_by_bucket (bucket, shard, traceid, spanid, service, node_id, operation_name, http_url,"
-        " user_agent, status_code, upstream_cluster, duration_us, start_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-        " ?, ?, ?)"
+        " user_agent, status_code, upstream_cluster, duration_us, start_time, span_kind, source, grpc_status)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
     buckets = set()
     for s in spans:
-        bucket = schema.bucket_start_ms(s.start_us, bucket_seconds)
+        bucket = bucket_ms(s.start_us, bucket_seconds)
         buckets.add(bucket)
         cassandra.execute(insert, (
-            datetime.fromtimestamp(bucket / 1000, tz=UTC), schema.shard_of(s.trace), s.trace, s.span, s.service,
+            datetime.fromtimestamp(bucket / 1000, tz=UTC), shard_of(s.trace), s.trace, s.span, s.service,
             s.node, s.operation, s.url, s.agent, s.status, s.upstream, s.duration_us,
-            datetime.fromtimestamp(s.start_us / 1_000_000, tz=UTC),
+            datetime.fromtimestamp(s.start_us / 1_000_000, tz=UTC), s.kind, s.source, s.grpc,
         ))  # fmt: skip
     mark_changed(cassandra, buckets)
 
@@ -100,7 +127,7 @@ def seed_metric(cassandra: Any, name: str, count: int, now_us: int, bucket_secon
     buckets = set()
     for i in range(count):
         at_ms = now_us // 1000 - (count - i) * 5000
-        bucket = schema.bucket_start_ms(at_ms * 1000, bucket_seconds)
+        bucket = bucket_ms(at_ms * 1000, bucket_seconds)
         buckets.add(bucket)
         moment = datetime.fromtimestamp(at_ms / 1000, tz=UTC)
         cassandra.execute(
@@ -125,8 +152,24 @@ def run_job(cfg: Config, **env: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def own(s: SeedSpan, service: str) -> bool:
-    return s.service == service and s.status is not None and not (s.upstream or "").startswith("outbound")
+def is_request(s: SeedSpan) -> bool:
+    server_side = s.kind == "server" or (s.kind is None and not (s.upstream or "").startswith("outbound"))
+    return server_side and (s.status is not None or s.grpc is not None)
+
+
+def requests(spans: list[SeedSpan], service: str, source: str | None = None) -> list[SeedSpan]:
+    """The service's requests as ``source`` saw them; by default as the source that saw most of them."""
+    mine = [s for s in spans if s.service == service and is_request(s)]
+    if source is None:
+        seen = {src: sum(1 for s in mine if s.source == src) for src in figures.SOURCES}
+        source = max(seen, key=lambda src: (seen[src], -figures.SOURCES.index(src)))
+    return [s for s in mine if s.source == source]
+
+
+def target(s: SeedSpan) -> str | None:
+    if s.url is None:
+        return "/" + s.operation.removeprefix("/") if s.grpc is not None else None
+    return re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*", "", s.url) or "/"
 
 
 def exact_quantile(values: list[int], q: float) -> float:
@@ -134,28 +177,30 @@ def exact_quantile(values: list[int], q: float) -> float:
     return float(ordered[int(q * (len(ordered) - 1))])
 
 
-def expected_service(spans: list[SeedSpan], service: str) -> dict[str, str]:
-    mine = [s for s in spans if own(s, service)]
+def expected_figures(mine: list[SeedSpan]) -> dict[str, str]:
     if not mine:
-        return {keys.RT_MIN: "NA", keys.RT_AVG: "NA", keys.RT_MAX: "NA", keys.REQUEST_COUNT: "0"}
+        return {keys.RT_MIN: "NA", keys.RT_AVG: "NA", keys.RT_MAX: "NA", "request_count": "0", "source": "NA"}
     durations = [s.duration_us for s in mine]
     n4xx = sum(1 for s in mine if 400 <= (s.status or 0) < 500)
     n5xx = sum(1 for s in mine if (s.status or 0) >= 500)
+    errors = sum(1 for s in mine if (s.status or 0) >= 400 or (s.grpc or 0) != 0)
     return {
         keys.RT_MIN: f"{min(durations) / 1000:.2f}",
         keys.RT_AVG: f"{sum(durations) / len(durations) / 1000:.2f}",
         keys.RT_MAX: f"{max(durations) / 1000:.2f}",
-        keys.REQUEST_COUNT: str(len(mine)),
-        keys.ERRORS_4XX: str(n4xx),
-        keys.ERRORS_5XX: str(n5xx),
-        keys.ERROR_RATE: f"{(n4xx + n5xx) / len(mine):.4f}",
+        "request_count": str(len(mine)),
+        "errors": str(errors),
+        "errors_4xx": str(n4xx),
+        "errors_5xx": str(n5xx),
+        "error_rate": f"{errors / len(mine):.4f}",
+        "source": mine[0].source,
     }
 
 
-def assert_percentiles(figures: dict[str, str], durations: list[int]) -> None:
-    for field, q in keys.PERCENTILES:
+def assert_percentiles(published: dict[str, str], durations: list[int]) -> None:
+    for name, q in (("p50_rt", 0.5), ("p90_rt", 0.9), ("p99_rt", 0.99), ("p999_rt", 0.999)):
         exact = exact_quantile(durations, q) / 1000
-        assert abs(float(figures[field]) - exact) <= RELATIVE_ACCURACY * exact + 0.005, (field, figures[field], exact)
+        assert abs(float(published[name]) - exact) <= RELATIVE_ACCURACY * exact + 0.005, (name, published[name], exact)
 
 
 def counts(spans: list[SeedSpan], value: Any) -> dict[str, float]:
@@ -175,7 +220,7 @@ def zset(store: redis.Redis, key: str) -> dict[str, float]:
 def seeded(stack: Launcher, cfg: Config, cassandra: Any, store: redis.Redis) -> tuple[list[SeedSpan], list[str], int]:
     schema.truncate(cassandra, schema.tables())
     store.flushdb()
-    store.sadd(keys.VISIBILITY_SERVICES, "svc_a", "svc_b", "clover_server1", "svc_empty")
+    store.sadd(keys.VISIBILITY_SERVICES, "svc_a", "svc_b", "svc_g", "svc_n", "clover_server1", "svc_empty")
     store.sadd(keys.METRIC_PREFIXES, PREFIX)
     store.sadd(keys.METRIC_SUFFIXES, SUFFIX)
     now_us = int(time.time() * 1_000_000)
@@ -185,25 +230,34 @@ def seeded(stack: Launcher, cfg: Config, cassandra: Any, store: redis.Redis) -> 
     return spans, metric_values, now_us
 
 
+def assert_service(store: redis.Redis, spans: list[SeedSpan], service: str, window_start_us: int) -> None:
+    for source in (None, *figures.SOURCES):
+        mine = requests(spans, service, source)
+        if source is not None and not mine:
+            assert not store.exists(keys.service_stats(service, source)), (service, source)
+            continue
+        published = store.hgetall(keys.service_stats(service, source))
+        expected = expected_figures(mine)
+        assert {k: published[k] for k in expected} == expected, (service, source)
+        if mine:
+            assert_percentiles(published, [s.duration_us for s in mine])
+        window = store.hgetall(keys.service_window(service, source))
+        expected_window = expected_figures(requests([s for s in spans if s.start_us >= window_start_us], service,
+                                                    source))  # fmt: skip
+        assert {k: window[k] for k in expected_window} == expected_window, (service, source)
+        urls = {u: json.loads(v) for u, v in store.hgetall(keys.url_stats(service, source)).items()}
+        assert set(urls) == {target(s) for s in mine}, (service, source)
+        for url, published_url in urls.items():
+            expected_url = expected_figures([s for s in mine if target(s) == url])
+            assert {k: published_url[k] for k in expected_url} == expected_url, (service, source, url)
+
+
 def assert_results(store: redis.Redis, spans: list[SeedSpan], window_start_us: int) -> None:
     assert store.get(keys.SPAN_COUNT) == str(len(spans))
     assert store.get(keys.TRACE_COUNT) == str(len({s.trace for s in spans}))
-    for service in ("svc-a", "svc-b", "clover-server1", "svc-empty"):
-        figures = store.hgetall(keys.service_stats(service))
-        expected = expected_service(spans, service)
-        assert {k: figures[k] for k in expected} == expected, service
-        mine = [s.duration_us for s in spans if own(s, service)]
-        if mine:
-            assert_percentiles(figures, mine)
-        recent = [s for s in spans if s.start_us >= window_start_us]
-        window = store.hgetall(keys.service_window(service))
-        expected_window = expected_service(recent, service)
-        assert {k: window[k] for k in expected_window} == expected_window, service
-    assert store.hget(keys.service_stats("svc-empty"), keys.RT_P99) == "NA"
-    urls = {u: json.loads(v) for u, v in store.hgetall(keys.url_stats("svc-a")).items()}
-    for url in ("/", "/index.html", "/upload"):
-        expected = expected_service([s for s in spans if s.url == url], "svc-a")
-        assert {k: urls[url][k] for k in expected} == expected, url
+    for service in ("svc-a", "svc-b", "svc-g", "svc-n", "clover-server1", "svc-empty"):
+        assert_service(store, spans, service, window_start_us)
+    assert store.hget(keys.service_stats("svc-empty"), "p99_rt") == "NA"
 
     assert zset(store, keys.SPAN_URLS_Z) == counts(spans, lambda s: s.url)
     assert store.smembers(keys.SPAN_URLS) == set(counts(spans, lambda s: s.url))
@@ -235,9 +289,12 @@ def test_every_key_is_exact_and_a_second_run_updates_window_and_totals(
     recent = (now_us - 60 * 1_000_000) // bucket_us * bucket_us
     newer = (now_us - 30 * 1_000_000) // bucket_us * bucket_us
     more = [
-        SeedSpan("late1", "1", "svc-b", "/api", "curl", "svc-b", 404, 90_000, "inbound|9180||svc-b", "GET", recent + 5),
-        SeedSpan("new1", "1", "svc-b", "/api", "edge", "svc-b", 200, 100, "inbound|9180||svc-b", "GET", newer),
-        SeedSpan("a3", "9", "svc-a", "/upload", "safari", "svc-a", 200, 31_000, "inbound|9180||svc-a", "POST", newer),
+        SeedSpan("late1", "1", "svc-b", "/api?q=1", "curl", "svc-b", 404, 90_000, INBOUND, "GET", recent + 5),
+        SeedSpan("new1", "1", "svc-b", "/api?q=1", "edge", "svc-b", 200, 100, INBOUND, "GET", newer),
+        SeedSpan("a3", "9", "svc-a", "/upload", "safari", "svc-a", 200, 31_000, INBOUND, "POST", newer),
+        SeedSpan(
+            "late2", "1", "svc-g", None, None, "svc-g", None, 4000, None, "greet.Greeter/SayHello", recent + 7, grpc=13
+        ),
     ]
     seed(cassandra, more, cfg.bucket_seconds)
     run_job(cfg)
@@ -254,9 +311,8 @@ def test_every_key_is_exact_and_a_second_run_updates_window_and_totals(
     assert store.get(keys.TRACE_COUNT) == str(sum(1 for t in first_span.values() if t >= now_us - 600 * 1_000_000))
     assert zset(store, keys.SPAN_URLS_Z) == counts(kept, lambda s: s.url)
     assert zset(store, keys.SPAN_USER_AGENT_Z) == counts(kept, lambda s: s.agent)
-    figures = store.hgetall(keys.service_stats("svc-a"))
-    expected = expected_service(kept, "svc-a")
+    published = store.hgetall(keys.service_stats("svc-a"))
+    expected = expected_figures(requests(kept, "svc-a"))
     assert expected[keys.RT_MIN] == "30.00"  # the expired bucket held the old min, 1.00
-    for field, value in expected.items():
-        assert figures[field] == value, field
-    assert_percentiles(figures, [s.duration_us for s in kept if own(s, "svc-a")])
+    assert {k: published[k] for k in expected} == expected
+    assert_percentiles(published, [s.duration_us for s in requests(kept, "svc-a")])

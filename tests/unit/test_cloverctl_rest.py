@@ -60,13 +60,13 @@ def test_durations_rates_and_limits_are_parsed() -> None:
     assert [check.parse_duration_ms(t) for t in ("50ms", "0.5s", "800us", "12", "1m")] == [50.0, 500.0, 0.8, 12.0,
                                                                                           60000.0]  # fmt: skip
     assert [check.parse_rate(t) for t in ("1%", "0.5%", "0.01", "0")] == [0.01, 0.005, 0.01, 0.0]
-    p99 = next(m for m in check.METRICS if m.option == "--max-p99")
+    p99 = next(m for m in check.METRICS if m.check == "--max-p99")
     assert check.parse_limit(p99, "proxy_access_control=50ms") == check.Limit("proxy-access-control", p99, 50.0)
     assert check.parse_limit(p99, "0.2s") == check.Limit(check.EVERY, p99, 200.0)
     for bad, message in (("x=fast", "'fast' is not a duration"), ("=5ms", "the service before '=' is empty")):
         with pytest.raises(check.SpecError, match=message):
             check.parse_limit(p99, bad)
-    rate = next(m for m in check.METRICS if m.option == "--max-error-rate")
+    rate = next(m for m in check.METRICS if m.check == "--max-error-rate")
     with pytest.raises(check.SpecError, match=r"outside 0%\.\.100%"):
         check.parse_limit(rate, "120%")
 
@@ -79,7 +79,7 @@ ROWS = [
 
 
 def _limits(*specs: tuple[str, str]) -> list[check.Limit]:
-    return [check.parse_limit(next(m for m in check.METRICS if m.option == o), s) for o, s in specs]
+    return [check.parse_limit(next(m for m in check.METRICS if m.check == o), s) for o, s in specs]
 
 
 def test_limits_are_checked_per_service_and_a_service_without_data_fails() -> None:
@@ -118,7 +118,7 @@ def test_stats_and_config_for_people() -> None:
         "trace_count": "3", "span_count": "12", "metric_count": None,
         "response_times": [{"name": "a", "request_count": "4", "min": "1.00", "avg": "2.00", "max": "3.00",
                             "p50": "2.00", "p90": "3.00", "p99": "3.00", "p999": "3.00", "error_rate": "0.2500",
-                            "request_rate": "0.40"}],
+                            "request_rate": "0.40", "source": "clovisor"}],
         "request_url_count": [["/x", 1.0], ["/y", 3.0]],
         "request_urls": ["/x", "/y"],
     }  # fmt: skip
@@ -130,11 +130,11 @@ def test_stats_and_config_for_people() -> None:
         "spans    12",
         "metrics  -",
         "",
-        "Response times in ms (whole retention):",
-        "SERVICE  REQUESTS  MIN   AVG   MAX   P50   P90   P99   P99.9  ERRORS  REQ/S",
-        "a        4         1.00  2.00  3.00  2.00  3.00  3.00  3.00   25.00%  0.40",
+        "Requests and response times in ms (whole retention; each request once, SOURCE: where measured):",
+        "SERVICE  REQUESTS  MIN   AVG   MAX   P50   P90   P99   P99.9  ERROR RATE  REQ/S  SOURCE",
+        "a        4         1.00  2.00  3.00  2.00  3.00  3.00  3.00   25.00%      0.40   clovisor",
     ]
-    assert "Per URL counts (highest 2):\nCOUNT  VALUE\n3      /y\n1      /x" in text
+    assert "Spans per URL (highest 2):\nCOUNT  VALUE\n3      /y\n1      /x" in text
     assert "  request URLs (2): /x, /y" in text
     assert format_config({"visibility_services": ["a", "b"], "custom_metrics": []}) == (
         "Tracked services: a, b\nCustom metrics: -"

@@ -102,9 +102,12 @@ def test_the_load_test_latency_plot_has_a_series_per_label_in_webgl_when_long() 
 
 def test_the_response_time_table_rows() -> None:
     row = {"name": "a", "request_count": "3", "min": "1.00", "avg": "NA", "max": None, "p50": "2.00", "p90": "2.50",
-           "p99": "3.00", "error_rate": "0.0125", "request_rate": "0.50"}  # fmt: skip
+           "p99": "3.00", "p999": "3.10", "error_rate": "0.0125", "request_rate": "0.50",
+           "source": "jaeger"}  # fmt: skip
     rows = views.response_time_rows([row])
-    assert rows == [["a", "3", "1.00", "—", "—", "2.00", "2.50", "3.00", "1.25%", "0.50"]]
+    assert rows == [["a", "3", "1.00", "—", "—", "2.00", "2.50", "3.00", "3.10", "1.25%", "0.50", "jaeger"]]
+    assert views.RT_HEADER == ("Service", "Requests", "Min (ms)", "Avg (ms)", "Max (ms)", "p50 (ms)", "p90 (ms)",
+                               "p99 (ms)", "p99.9 (ms)", "Error rate", "Req/s", "Source")  # fmt: skip
 
 
 def test_alert_rows_read_the_alert_hash_fields() -> None:
