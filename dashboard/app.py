@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+import redis
 import yaml
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from flask import Flask
@@ -29,7 +30,9 @@ from dashboard import figures, views
 
 REFRESH_MS = 5000
 TOP_CHOICES = (10, 20, 50)
-SOURCE_CHOICES = [{"label": "each service's main source", "value": ""}] + [{"label": s, "value": s} for s in SOURCES]
+SOURCE_CHOICES = [{"label": "the main source of each service", "value": ""}] + [
+    {"label": s, "value": s} for s in SOURCES
+]
 SERVERS = tuple(f"clover-server{i}:9180" for i in range(1, 6))
 LBS = ("http-lb-v1", "http-lb-v2")
 SAMPLE_RULE = """\
@@ -116,8 +119,7 @@ def _visibility_tab() -> dcc.Tab:
                                       "the analysed results in Redis."),
                           html.Div(id="clear-result")]),
                 html.Div([html.Label("Figures measured by"),
-                          dcc.Dropdown(id="figures-source", options=SOURCE_CHOICES, value="", clearable=False,
-                                       style={"width": "260px"})]),
+                          dcc.RadioItems(id="figures-source", options=SOURCE_CHOICES, value="", inline=True)]),
                 html.Div([html.Label("Top N in charts"),
                           dcc.Dropdown(id="top-n", options=[{"label": str(n), "value": n} for n in TOP_CHOICES],
                                        value=20, clearable=False, style={"width": "90px"})]),
@@ -244,6 +246,11 @@ def _failure(exc: ApiError) -> html.Div:
 
 def _ok(text: str) -> html.Div:
     return html.Div(text, className="ok")
+
+
+def _reply(text: str) -> html.Div:
+    """A relayed reply: the original's replies say "Failed ..." when nothing was done."""
+    return html.Div(text, className="error" if text.startswith("Failed") else "ok")
 
 
 VIS_OUTPUTS = (
@@ -433,7 +440,7 @@ def create_dashboard(server: Flask, backend: Backend, path: str = "/dashboard/")
         if not allowed(given):
             return refused()
         try:
-            return _ok(backend.start_ids() if ctx.triggered_id == "ids-start" else backend.stop_ids())
+            return _reply(backend.start_ids() if ctx.triggered_id == "ids-start" else backend.stop_ids())
         except ApiError as exc:
             return _failure(exc)
 
@@ -484,7 +491,10 @@ def create_dashboard(server: Flask, backend: Backend, path: str = "/dashboard/")
             rules_table: Any = views.table(["sid", "rev", "msg", "loaded"], rule_rows, "rules-grid", "no local rules")
         except ApiError as exc:
             status, rules_table = _failure(exc), no_update
-        found = backend.alerts(20)
+        try:
+            found = backend.alerts(20)
+        except redis.RedisError as exc:
+            return status, rules_table, _failure(ApiError(503, f"Redis unavailable: {exc}")), no_update
         return (
             status,
             rules_table,

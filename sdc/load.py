@@ -54,8 +54,9 @@ def proxy_url(cfg: Config) -> str:
     return f"http://{topology.pod_ip(cfg, 'proxy-access-control')}:{topology.HTTP_PORT}"
 
 
-async def drive(base_url: str, rate: float, stop: asyncio.Event) -> Counter[str]:
-    """Send MIX round after round at ``rate`` requests per second until ``stop`` is set."""
+async def drive(base_url: str, rate: float, stop: asyncio.Event, count: int | None = None) -> Counter[str]:
+    """Send MIX round after round at ``rate`` requests per second until ``stop`` is set (or, with
+    ``count``, until that many were sent); the answers' statuses (or errors) are counted."""
     outcomes: Counter[str] = Counter()
     timeout = aiohttp.ClientTimeout(total=10)
     interval = 1.0 / rate
@@ -78,8 +79,8 @@ async def drive(base_url: str, rate: float, stop: asyncio.Event) -> Counter[str]
 
     async with aiohttp.ClientSession(timeout=timeout) as session:
         next_send = time.monotonic()
-        for visit in itertools.cycle(MIX):
-            if stop.is_set():
+        for sent, visit in enumerate(itertools.cycle(MIX)):
+            if stop.is_set() or sent == count:
                 break
             task = asyncio.create_task(one(session, visit))
             in_flight.add(task)

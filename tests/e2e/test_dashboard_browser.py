@@ -7,17 +7,13 @@ loaded dashboard is saved as ``artifacts/dashboard.png``."""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import requests
-from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, WebDriverException
-from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -25,14 +21,11 @@ from clover import keys
 from clover.config import Config
 from sdc import topology
 from stack.launcher import Launcher
+from tests.e2e.browser import cells, checkbox, click_option, open_page, open_tab, screenshot, text, trace
 from tests.integration.controller_parts import flush_visibility, running
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.browser
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +42,6 @@ def store(parts: Launcher, cfg: Config) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(scope="module")
-def browser(parts: Launcher, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.fail("chromium and chromium-driver are needed (make setup installs them)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,2400",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
-
-
 def seed(store: redis.Redis) -> None:
     """Results as the analytics publish them: two tracked services, four URLs, two user agents."""
     flush_visibility(store)
@@ -73,10 +51,16 @@ def seed(store: redis.Redis) -> None:
     store.hset("proxy-access-control", mapping={
         "min_rt": "1.00", "avg_rt": "5.00", "max_rt": "90.00", "p50_rt": "4.00", "p90_rt": "9.00", "p99_rt": "60.00",
         "p999_rt": "90.00", "request_count": "200", "errors_4xx": "2", "errors_5xx": "4", "error_rate": "0.0300",
-        "error_rate_4xx": "0.0100", "error_rate_5xx": "0.0200", "request_rate": "3.33"})  # fmt: skip
+        "error_rate_4xx": "0.0100", "error_rate_5xx": "0.0200", "request_rate": "3.33",
+        "source": "jaeger"})  # fmt: skip
+    store.hset("proxy-access-control:source:clovisor", mapping={
+        "min_rt": "1.10", "avg_rt": "5.20", "max_rt": "91.00", "p50_rt": "4.10", "p90_rt": "9.20", "p99_rt": "61.00",
+        "p999_rt": "91.00", "request_count": "198", "error_rate": "0.0303", "request_rate": "3.30",
+        "source": "clovisor"})  # fmt: skip
     store.hset("clover-server1", mapping={
         "min_rt": "0.50", "avg_rt": "1.20", "max_rt": "7.00", "p50_rt": "1.00", "p90_rt": "2.00", "p99_rt": "6.00",
-        "request_count": "60", "error_rate": "0.0000", "error_rate_4xx": "0", "error_rate_5xx": "0"})  # fmt: skip
+        "request_count": "60", "error_rate": "0.0000", "error_rate_4xx": "0", "error_rate_5xx": "0",
+        "source": "jaeger"})  # fmt: skip
     store.zadd(keys.SPAN_URLS_Z, {"/": 90, "/a": 30, "/b": 3, "/c": 1})
     store.sadd(keys.SPAN_URLS, "/", "/a", "/b", "/c")
     store.zadd(keys.SPAN_USER_AGENT_Z, {"chrome": 30, "safari": 10})
@@ -91,38 +75,10 @@ def seed(store: redis.Redis) -> None:
                "metrics_envoy_cluster_outbound_9180__proxy_access_control_rq_2xx")  # fmt: skip
 
 
-def text(driver: WebDriver, element_id: str) -> str:
-    try:
-        return str(driver.find_element(By.ID, element_id).text)
-    except WebDriverException:
-        return ""
-
-
-def trace(driver: WebDriver, graph_id: str, index: int = 0) -> dict[str, Any] | None:
-    """The plotted data of a trace of a dcc.Graph (None until drawn)."""
-    found = driver.execute_script(
-        "const p = document.querySelector(`#${arguments[0]} .js-plotly-plot`);"
-        "return p && p.data && p.data.length > arguments[1] ? JSON.parse(JSON.stringify(p.data[arguments[1]])) : null;",
-        graph_id,
-        index,
-    )
-    return found if isinstance(found, dict) else None
-
-
 def open_dashboard(driver: WebDriver, cfg: Config, path: str = "/visibility") -> None:
-    """Load the dashboard until it shows the seeded counts. A page whose scripts failed to load is
-    loaded again: Chromium aborts requests in flight when interfaces appear (the sample chain's
-    veths, as root), net::ERR_NETWORK_CHANGED."""
-    for attempt in range(3):
-        driver.get(cfg.controller_url + path)
-        try:
-            wait_until(lambda: text(driver, "count-traces") == "31", 45, what="the system counts on the page")
-            return
-        except AssertionError as exc:
-            page = driver.find_element(By.TAG_NAME, "body").text[:300]
-            log = [entry["message"][:200] for entry in driver.get_log("browser")[-3:]]
-            if attempt == 2 or page:
-                raise AssertionError(f"{exc}; the page shows: {page!r}; browser log: {log}") from None
+    """Load the dashboard until it shows the seeded counts."""
+    open_page(driver, cfg.controller_url + path, lambda: text(driver, "count-traces") == "31",
+              "the system counts on the page")  # fmt: skip
 
 
 def test_the_page_shows_the_seeded_results_and_a_screenshot_is_saved(
@@ -133,9 +89,10 @@ def test_the_page_shows_the_seeded_results_and_a_screenshot_is_saved(
     assert [text(browser, f"count-{n}") for n in ("traces", "spans", "metrics")] == ["31", "124", "40"]
     rows = browser.find_elements(By.CSS_SELECTOR, "#rt-table-grid tbody tr")
     assert [r.text.split() for r in rows] == [
-        ["clover-server1", "60", "0.50", "1.20", "7.00", "1.00", "2.00", "6.00", "0.00%", "—"],
-        ["proxy-access-control", "200", "1.00", "5.00", "90.00", "4.00", "9.00", "60.00", "3.00%", "3.33"],
-    ]
+        ["clover-server1", "60", "0.50", "1.20", "7.00", "1.00", "2.00", "6.00", "—", "0.00%", "—", "jaeger"],
+        ["proxy-access-control", "200", "1.00", "5.00", "90.00", "4.00", "9.00", "60.00", "90.00", "3.00%", "3.33",
+         "jaeger"],
+    ]  # fmt: skip
     urls = wait_until(lambda: trace(browser, "per-url-chart"), 20, what="the per-URL chart")
     assert (urls["y"], urls["x"]) == (["/c", "/b", "/a", "/"], [1, 3, 30, 90])
     p99 = wait_until(lambda: trace(browser, "latency-chart", 2), 20, what="the latency chart")
@@ -156,17 +113,14 @@ def test_the_page_shows_the_seeded_results_and_a_screenshot_is_saved(
         ".map(p => p.data.map(t => [t.type, t.y]))"
     )
     assert series == [[["scattergl", [1, 4, 9]]]]
-    ARTIFACTS.mkdir(exist_ok=True)
-    assert browser.save_screenshot(str(ARTIFACTS / "dashboard.png"))
-
-
-def checkbox(driver: WebDriver, checklist: str, value: str) -> Any:
-    return driver.find_element(By.CSS_SELECTOR, f'#{checklist} input[value="{value}"]')
-
-
-def click_option(driver: WebDriver, checklist: str, value: str) -> None:
-    box = checkbox(driver, checklist, value)
-    driver.execute_script("arguments[0].closest('label').click()", box)
+    screenshot(browser, "dashboard")
+    # The figures as Clovisor measured them: the proxy's network view; clover-server1 has none.
+    click_option(browser, "figures-source", "clovisor")
+    wait_until(lambda: cells(browser, "rt-table-grid") == [
+        ["clover-server1", *["—"] * 11],
+        ["proxy-access-control", "198", "1.10", "5.20", "91.00", "4.10", "9.20", "61.00", "91.00", "3.03%", "3.30",
+         "clovisor"],
+    ], 20, what="the Clovisor figures")  # fmt: skip
 
 
 def test_selecting_services_sets_what_is_tracked_and_clear_clears(
@@ -183,7 +137,7 @@ def test_selecting_services_sets_what_is_tracked_and_clear_clears(
     click_option(browser, "services", "clover-server1")
     click_option(browser, "services", "proxy-access-control")
     wait_until(lambda: store.smembers(keys.VISIBILITY_SERVICES) == {"snort_ids"}, 20, what="only snort_ids tracked")
-    assert "Tracking 1 service(s)" in text(browser, "services-result")
+    wait_until(lambda: "Tracking 1 service(s)" in text(browser, "services-result"), 20, what="the reply")
     # Unselecting the last one is refused: something must be tracked.
     click_option(browser, "services", "snort-ids")
     wait_until(lambda: "Specify at least one service to track" in text(browser, "services-result"), 20,
@@ -228,7 +182,7 @@ def test_the_load_balancer_control_changes_the_live_chain(
     seed(store)
     assert served_by_v2(cfg) == {"clover-server1", "clover-server2", "clover-server3"}
     open_dashboard(browser, cfg, "/dashboard/")
-    next(t for t in browser.find_elements(By.CSS_SELECTOR, ".tab") if t.text == "Sample chain").click()
+    open_tab(browser, "Sample chain")
     wait_until(lambda: checkbox(browser, "http-lb-v2-servers", "clover-server3:9180").is_selected(), 30,
                what="http-lb-v2's current servers")  # fmt: skip
     assert [checkbox(browser, "http-lb-v2-servers", f"clover-server{i}:9180").is_selected() for i in range(1, 6)] == [

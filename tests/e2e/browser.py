@@ -1,0 +1,82 @@
+"""Reading and driving the dashboard in headless Chromium (the browser tests' shared helpers; the
+``browser`` fixture is in conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from tests.waiting import wait_until
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+
+def text(driver: WebDriver, element_id: str) -> str:
+    try:
+        return str(driver.find_element(By.ID, element_id).text)
+    except WebDriverException:
+        return ""
+
+
+def trace(driver: WebDriver, graph_id: str, index: int = 0) -> dict[str, Any] | None:
+    """The plotted data of a trace of a dcc.Graph (None until drawn)."""
+    found = driver.execute_script(
+        "const p = document.querySelector(`#${arguments[0]} .js-plotly-plot`);"
+        "return p && p.data && p.data.length > arguments[1] ? JSON.parse(JSON.stringify(p.data[arguments[1]])) : null;",
+        graph_id,
+        index,
+    )
+    return found if isinstance(found, dict) else None
+
+
+def cells(driver: WebDriver, table_id: str) -> list[list[str]]:
+    """The body cells of a table (views.table), row by row, as shown."""
+    found = driver.execute_script(
+        "return [...document.querySelectorAll(`#${arguments[0]} tbody tr`)]"
+        ".map(r => [...r.cells].map(c => c.innerText.trim()));",
+        table_id,
+    )
+    return found if isinstance(found, list) else []
+
+
+def open_page(driver: WebDriver, url: str, ready: Callable[[], object], what: str) -> None:
+    """Load ``url`` until ``ready()`` holds. A page whose scripts failed to load is loaded again:
+    Chromium aborts requests in flight when interfaces appear (the sample chain's veths, as
+    root), net::ERR_NETWORK_CHANGED."""
+    for attempt in range(3):
+        driver.get(url)
+        try:
+            wait_until(ready, 45, what=what)
+            return
+        except AssertionError as exc:
+            page = driver.find_element(By.TAG_NAME, "body").text[:300]
+            log = [entry["message"][:200] for entry in driver.get_log("browser")[-3:]]
+            if attempt == 2 or page:
+                raise AssertionError(f"{exc}; the page shows: {page!r}; browser log: {log}") from None
+
+
+def open_tab(driver: WebDriver, label: str) -> None:
+    """Click the dashboard tab named ``label``."""
+    tab = wait_until(lambda: next((t for t in driver.find_elements(By.CSS_SELECTOR, ".tab") if t.text == label), None),
+                     20, what=f"the {label} tab")  # fmt: skip
+    tab.click()
+
+
+def checkbox(driver: WebDriver, checklist: str, value: str) -> Any:
+    return driver.find_element(By.CSS_SELECTOR, f'#{checklist} input[value="{value}"]')
+
+
+def click_option(driver: WebDriver, checklist: str, value: str) -> None:
+    box = checkbox(driver, checklist, value)
+    driver.execute_script("arguments[0].closest('label').click()", box)
+
+
+def screenshot(driver: WebDriver, name: str) -> None:
+    """Save what the page shows as ``artifacts/<name>.png``."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))

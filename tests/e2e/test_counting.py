@@ -1,0 +1,112 @@
+"""Each request counted once, through the whole real pipeline: the figures in Redis equal what the
+test sent, whatever traced it.
+
+* An application traced only by OpenTelemetry's standard instrumentation (tests/otel_app: HTTP
+  server and client, gRPC server and client): its client spans are not requests, its gRPC
+  service gets the same figures with the gRPC status deciding errors.
+* The demo's traffic through the sample chain with both tracers on (the pods' own OpenTelemetry
+  spans through Jaeger and the collector, and Clovisor on their veths): every service counts
+  exactly the requests sent, from either source, and one URL is one key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from clover.config import Config
+from collector import client as collector
+from sdc import load, topology
+from stack.launcher import Launcher
+from tests.e2e.collecting import collect_from_now, figures_of, requests_counted, url_counts
+from tests.otel_app import Ports, run_app
+from tests.otel_app.plan import GREETER_METHOD, GREETER_SERVICE
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.spark
+
+PROXY, LB, IDS = "proxy-access-control", "http-lb", "snort-ids"
+SERVERS = ("clover-server1", "clover-server2", "clover-server3")
+
+
+@pytest.fixture(scope="module")
+def visibility(stack: Launcher, cfg: Config, cassandra: Any) -> Iterator[Config]:
+    stack.up(["visibility"], progress=lambda m: print(f"[counting] {m}"))
+    yield cfg
+    if collector.collector_status(cfg.collector_grpc).running:
+        collector.stop_collector(cfg.collector_grpc)
+
+
+def test_an_app_with_standard_instrumentation_counts_requests_not_calls(
+    visibility: Config, store: redis.Redis, tmp_path: Path
+) -> None:
+    cfg = visibility
+    names = ("frontend", "backend", "greeter")
+    collect_from_now(cfg, store, names)
+    offset = int(os.environ.get("CLOVER_TEST_PORT_OFFSET", "0"))
+    expected = run_app(cfg.otlp_http_url, Ports.from_base(27280 + offset), tmp_path, count=20)
+    sent = {name: expected.server[name].spans for name in names}
+    assert sent == {"frontend": 20, "backend": 220, "greeter": 20}
+    wait_until(lambda: requests_counted(store, sent, (None, "jaeger")), 240, 1.0, f"requests {sent} in Redis")
+    for name in names:
+        side = expected.server[name]
+        published = figures_of(store, name)
+        assert {k: published[k] for k in ("request_count", "errors", "errors_4xx", "errors_5xx", "source")} == {
+            "request_count": str(side.spans), "errors": str(side.errors), "errors_4xx": str(side.errors_4xx),
+            "errors_5xx": str(side.errors_5xx), "source": "jaeger",
+        }, name  # fmt: skip
+        assert published["error_rate"] == f"{side.errors / side.spans:.4f}", name
+        assert not figures_of(store, name, "clovisor"), name
+    assert figures_of(store, "greeter")["errors"] == "5"  # NOT_FOUND for one user in four: gRPC status, not HTTP
+    assert url_counts(store, "backend") == dict(expected.server["backend"].urls)
+    assert url_counts(store, "frontend") == dict(expected.server["frontend"].urls)
+    assert url_counts(store, "greeter") == {f"/{GREETER_SERVICE}/{GREETER_METHOD}": 20}
+
+
+@pytest.fixture(scope="module")
+def chain(visibility: Config, stack: Launcher) -> Iterator[Config]:
+    if os.geteuid() != 0:
+        pytest.skip("Clovisor loads BPF programs: root only")
+    stack.up(["sdc", "clovisor"], progress=lambda m: print(f"[counting] {m}"))
+    yield visibility
+    stack.down(["clovisor", "sdc"])
+
+
+def test_the_demo_traffic_with_both_tracers_counts_each_request_once(chain: Config, store: redis.Redis) -> None:
+    cfg = chain
+    collect_from_now(cfg, store, (PROXY, LB, IDS, *SERVERS))
+    rounds = 6
+    base_url = f"http://{topology.pod_ip(cfg, PROXY)}:{topology.HTTP_PORT}"
+    answers = asyncio.run(load.drive(base_url, 50.0, asyncio.Event(), count=rounds * len(load.MIX)))
+    sent = rounds * len(load.MIX)
+    assert sum(answers.values()) == sent and all(status.isdigit() for status in answers), answers
+    per_url = Counter(v.path for v in load.MIX)
+    expected = {PROXY: sent, LB: sent, IDS: sent}
+
+    def all_counted() -> bool:
+        server_total = sum(int(figures_of(store, s, "clovisor").get("request_count", 0)) for s in SERVERS)
+        jaeger_total = sum(int(figures_of(store, s, "jaeger").get("request_count", 0)) for s in SERVERS)
+        return requests_counted(store, expected, (None, "jaeger", "clovisor")) and server_total == jaeger_total == sent
+
+    wait_until(all_counted, 300, 2.0, f"{sent} requests per hop from both sources")
+    for service in (PROXY, LB, IDS):
+        published = figures_of(store, service)
+        assert (published["request_count"], published["source"]) == (str(sent), "jaeger"), service
+        for source in ("jaeger", "clovisor"):
+            assert figures_of(store, service, source)["request_count"] == str(sent), (service, source)
+    for source in (None, "jaeger", "clovisor"):
+        assert url_counts(store, PROXY, source) == {path: n * rounds for path, n in per_url.items()}, source
+        assert url_counts(store, LB, source) == {path: n * rounds for path, n in per_url.items()}, source
+        assert figures_of(store, PROXY, source)["errors_4xx"] == str(answers["404"]), source
+    for server in SERVERS:
+        assert (
+            figures_of(store, server, "jaeger")["request_count"]
+            == figures_of(store, server, "clovisor")["request_count"]
+        ), server
