@@ -29,7 +29,7 @@ class LeaseLost(RuntimeError):
 class Lease:
     """``with Lease(store, key).held(wait_s=...)``: hold ``key`` exclusively, renewed in the background."""
 
-    def __init__(self, store: Any, key: str, ttl_s: float = 30.0):
+    def __init__(self, store: Any, key: str, ttl_s: float = 15.0):
         self.store = store
         self.key = key
         self.ttl_ms = int(ttl_s * 1000)
