@@ -82,6 +82,7 @@ class Config:
     otlp_grpc_port: int = 4317
     jaeger_query_grpc_port: int = 16685
     jaeger_thrift_port: int = 14268
+    jaeger_agent_port: int = 6831  # UDP, Thrift compact (the Jaeger agent's emitBatch)
     jaeger_health_port: int = 13133
     trace_backend: str = "jaeger"
     prometheus_url: str = f"http://{LOOPBACK}:9090"
@@ -133,6 +134,7 @@ class Config:
             jaeger_query_grpc_port=_port(env, "CLOVER_JAEGER_QUERY_GRPC_PORT", d.jaeger_query_grpc_port),
             jaeger_thrift_port=_port(env, "CLOVER_JAEGER_THRIFT_PORT", d.jaeger_thrift_port),
             jaeger_health_port=_port(env, "CLOVER_JAEGER_HEALTH_PORT", d.jaeger_health_port),
+            jaeger_agent_port=_port(env, "CLOVER_JAEGER_AGENT_PORT", d.jaeger_agent_port),
             trace_backend=backend,
             prometheus_url=env.get("CLOVER_PROMETHEUS_URL", d.prometheus_url).rstrip("/"),
             controller_url=env.get("CLOVER_CONTROLLER_URL", d.controller_url).rstrip("/"),

@@ -27,6 +27,9 @@ from protos import records_pb2
 
 log = logging.getLogger(__name__)
 
+# Jaeger's ``span.kind`` tag for a span's kind (an inbound exchange's span is the server's).
+JAEGER_SPAN_KINDS = {records_pb2.SPAN_KIND_SERVER: "server", records_pb2.SPAN_KIND_CLIENT: "client"}
+
 
 @dataclass
 class ExportStats:
@@ -133,6 +136,9 @@ class JaegerExporter:
         return f"collector {self.collector}" if self.collector else f"agent {self.agent}"
 
     def send(self, span: records_pb2.Span) -> None:
+        tags = dict(span.tags)
+        if span.kind in JAEGER_SPAN_KINDS:
+            tags["span.kind"] = JAEGER_SPAN_KINDS[span.kind]
         js = thrift.JaegerSpan(
             trace_id=int(span.trace_id, 16),
             span_id=int(span.span_id, 16),
@@ -140,7 +146,7 @@ class JaegerExporter:
             operation=span.operation_name,
             start_us=span.start_time_us,
             duration_us=span.duration_us,
-            tags=dict(span.tags),
+            tags=tags,
         )
         try:
             self._queue.put_nowait((span.service, js))

@@ -237,6 +237,7 @@ def jaeger_part(cfg: Config) -> Part:
             otlp_grpc_port=cfg.otlp_grpc_port,
             otlp_http_port=cfg.otlp_http_port,
             thrift_http_port=cfg.jaeger_thrift_port,
+            agent_port=cfg.jaeger_agent_port,
             health_port=cfg.jaeger_health_port,
             data_dir=dirs.data,
             retention_hours=max(1, cfg.retention_seconds // 3600),

@@ -684,7 +684,12 @@ static __always_inline void parse_first_line(struct dir_state *ds, u8 dir, u8 *b
         }
         if (uend > mlen)
             put_str(rec->url, URL_MAX, buf, mlen, uend - mlen, &rec->lens[L_URL], rec, XF_URL_TRUNC);
-    } else if (le >= 12) {
+    } else {
+        // A response's reason and type are its own: not an interim response's, nor the request's type.
+        rec->lens[L_REASON] = 0;
+        rec->lens[L_CTYPE] = 0;
+        if (le < 12)
+            return;
         rec->resp_ver = buf[7] == '0' ? 10 : 11;
         u32 d0 = buf[9] - '0';
         u32 d1 = buf[10] - '0';
@@ -1400,12 +1405,14 @@ static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
     }
 
     u32 segs = skb->gso_segs;
+    // A GSO packet is `segs` packets on the wire, each with its own IP and TCP headers.
+    u32 wire = segs > 1 ? tot + (segs - 1) * (ihl + doff) : tot;
     if (dir == DIR_REQ) {
         c->pkts[DIR_REQ] += segs ? segs : 1;
-        c->bytes[DIR_REQ] += tot;
+        c->bytes[DIR_REQ] += wire;
     } else {
         c->pkts[DIR_RESP] += segs ? segs : 1;
-        c->bytes[DIR_RESP] += tot;
+        c->bytes[DIR_RESP] += wire;
     }
     c->last_ns = now;
     struct dir_state *ds = dstate(c, dir);
@@ -1445,7 +1452,7 @@ static __always_inline int handle(struct __sk_buff *skb, int to_pod) {
                     x->dir = dir;
                     x->tcp_flags = tflags;
                     x->segs = segs ? segs : 1;
-                    x->ipbytes = tot;
+                    x->ipbytes = wire;
                     struct scratch *s = step_scratch();
                     u8 st = ds->state;
                     if (s && (st == ST_IDLE || st == ST_HEAD || st == ST_LOST))

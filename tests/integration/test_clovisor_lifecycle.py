@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from clover.config import Config
-from tests.integration.test_clovisor_tracing import SpanReader, read_response, request, wait_listening, wait_until
+from tests.integration.clovisor_support import SpanReader, read_response, request, wait_listening, wait_until
 
 pytestmark = [
     pytest.mark.bpf,

@@ -12,23 +12,21 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from clover import keys, topics
+from clover import keys
 from clover.config import Config
+from tests.integration.clovisor_support import read_response, request, serving, wait_until
 
 pytestmark = [
     pytest.mark.bpf,
     pytest.mark.skipif(os.geteuid() != 0, reason="loading BPF programs and making namespaces needs root"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = '''
 class Parser:
     """Adds the value of the X-Tenant request header as the field `tenant`."""
@@ -43,67 +41,6 @@ class Parser:
 '''
 
 
-def wait_until(predicate, timeout: float = 15.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def wait_listening(pod, port: int) -> None:  # type: ignore[no-untyped-def]
-    def up() -> bool:
-        try:
-            socket.create_connection((pod.ip, port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-
-    wait_until(up, 10, f"{pod.name}:{port}")
-
-
-class SpanReader:
-    """Reads clover.spans from the start, keeping the spans of this test run."""
-
-    def __init__(self, cfg: Config) -> None:
-        from confluent_kafka import Consumer
-
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": cfg.kafka_bootstrap,
-                "group.id": f"clovisor-test-{uuid.uuid4()}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
-        self.consumer.subscribe([topics.SPANS])
-        self.spans: list[object] = []
-
-    def collect(self, marker: str, count: int, timeout: float = 20.0) -> list[object]:
-        """Spans whose URL contains ``marker``; waits for ``count`` then a little longer for extras."""
-        from protos import records_pb2
-
-        deadline = time.monotonic() + timeout
-        settle: float | None = None
-        while time.monotonic() < deadline:
-            msg = self.consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                span = records_pb2.Span()
-                span.ParseFromString(msg.value())
-                self.spans.append(span)
-            found = [s for s in self.spans if marker in s.http_url or s.tags.get("marker") == marker]
-            if len(found) >= count:
-                settle = settle or time.monotonic() + 1.0
-                if time.monotonic() >= settle:
-                    return found
-        return [s for s in self.spans if marker in s.http_url]
-
-    def close(self) -> None:
-        self.consumer.close()
-
-
 @pytest.fixture(scope="module")
 def lab(cfg: Config) -> Iterator[object]:
     from clovisor.lab import Lab
@@ -112,89 +49,12 @@ def lab(cfg: Config) -> Iterator[object]:
         web = lab.add_pod("web", ports={"http": 8080}, labels={"app": "web"}, service="web-svc")
         api = lab.add_pod("api", ports={"http-api": 8081}, labels={"app": "api"}, service="api-svc")
         other = lab.add_pod("other", ports={"http": 8082}, labels={"app": "other"}, namespace="elsewhere")
-        procs = [
-            subprocess.Popen(p.exec(sys.executable, "-m", "clovisor.lab", "serve", str(port)), cwd=ROOT)
+        servers = [
+            (p, (sys.executable, "-m", "clovisor.lab", "serve", str(port)))
             for p, port in ((web, 8080), (api, 8081), (other, 8082))
         ]
-        for p in (web, api, other):
-            lab.register(cfg, p)
-        try:
-            for p, port in ((web, 8080), (api, 8081), (other, 8082)):
-                wait_listening(p, port)
+        with serving(cfg, lab, servers):
             yield lab
-        finally:
-            for proc in procs:
-                proc.kill()
-                proc.wait()
-
-
-@pytest.fixture(scope="module")
-def redis_client(stack, cfg: Config):  # type: ignore[no-untyped-def]
-    import redis
-
-    client = redis.Redis.from_url(cfg.redis_url)
-    client.delete(
-        keys.CLOVISOR_LABELS, keys.CLOVISOR_EGRESS_MATCH, keys.CLOVISOR_EGRESS_MATCH_ORIGINAL, keys.CLOVISOR_PROTO_CFG
-    )
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def agent(lab, redis_client, cfg: Config) -> Iterator[object]:  # type: ignore[no-untyped-def]
-    from clovisor.agent import Clovisor, Options
-    from clovisor.discovery.local import LocalSource
-
-    clovisor = Clovisor(
-        cfg,
-        [LocalSource(cfg)],
-        Options(node="test-node", exchange_timeout=2.0, settings_interval=0.2, reconcile_interval=0.2),
-    )
-    thread = threading.Thread(target=clovisor.run, daemon=True)
-    thread.start()
-    wait_until(lambda: "default/web" in clovisor.attached, 10, "web attached")
-    yield clovisor
-    clovisor.stop()
-    thread.join(10)
-    clovisor.close()
-
-
-@pytest.fixture(scope="module")
-def spans(cfg: Config, stack) -> Iterator[SpanReader]:  # type: ignore[no-untyped-def]
-    reader = SpanReader(cfg)
-    yield reader
-    reader.close()
-
-
-def request(method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: lab"]
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def read_response(f) -> tuple[int, bytes]:  # type: ignore[no-untyped-def]
-    status = int(f.readline().split()[1])
-    headers = {}
-    while True:
-        line = f.readline()
-        if line in (b"\r\n", b""):
-            break
-        k, _, v = line.decode().partition(":")
-        headers[k.strip().lower()] = v.strip()
-    if headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while True:
-            size = int(f.readline().strip(), 16)
-            if size == 0:
-                f.readline()
-                return status, body
-            body += f.read(size)
-            f.readline()
-    if status in (204, 304):
-        return status, b""
-    return status, f.read(int(headers.get("content-length", "0")))
 
 
 def test_keep_alive_requests_give_one_span_each_with_method_url_status_agent_and_sizes(agent, lab, spans) -> None:

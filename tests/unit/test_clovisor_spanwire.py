@@ -90,6 +90,17 @@ def test_compiled_and_python_encoders_give_the_same_span(
     assert got == expected
 
 
+@pytest.mark.parametrize(
+    ("flags", "kind"), [(0, records_pb2.SPAN_KIND_SERVER), (records.XF_EGRESS, records_pb2.SPAN_KIND_CLIENT)]
+)
+def test_both_encoders_give_the_host_header_and_the_pods_side_of_the_exchange(flags: int, kind: int) -> None:
+    strings = {"url": b"/orders/7", "host": b"api.default.svc:8080"}
+    got, expected, _ = both(record(records.REC_EXCHANGE, flags, strings), None)
+    assert (got.http_host, got.kind) == (expected.http_host, expected.kind) == ("api.default.svc:8080", kind)
+    got, expected, _ = both(record(records.REC_TCP, flags, strings), None)  # a connection has no request
+    assert (got.http_host, got.kind) == (expected.http_host, expected.kind) == ("", kind)
+
+
 @pytest.mark.parametrize(("flags", "headers"), TRACE_HEADERS)
 def test_trace_headers_are_read_as_the_python_encoder_reads_them(flags: int, headers: dict[str, bytes]) -> None:
     got, expected, _ = both(record(records.REC_EXCHANGE, flags, headers), None)
