@@ -50,6 +50,13 @@ MIX = (
 )
 
 
+def describe(rate: float) -> str:
+    """What the load sends, for people: the rate and the share of each visit."""
+    shares = Counter(f"{v.method} {v.path}" for v in MIX)
+    mix = ", ".join(f"{visit} {100 * n / len(MIX):.0f}%" for visit, n in shares.items())
+    return f"{rate:g} requests/s to proxy-access-control: {mix} (the miss answers 404)"
+
+
 def proxy_url(cfg: Config) -> str:
     return f"http://{topology.pod_ip(cfg, 'proxy-access-control')}:{topology.HTTP_PORT}"
 

@@ -20,6 +20,7 @@ import requests
 import yaml
 
 from clover.config import CHECKOUT_DIR, Config
+from sdc import load
 from stack.catalogue import local_stack
 from stack.launcher import Launcher, StackError
 
@@ -61,6 +62,12 @@ def run_demo(cfg: Config, progress: Progress, stop: threading.Event) -> Launcher
             stack.up([group], progress=progress)
         start_visibility(cfg, progress)
         progress("")
+        rate = float(os.environ.get("CLOVER_LOAD_RATE", "20"))
+        progress(f"Load:        {load.describe(rate)}")
+        progress(
+            f"             each request counted once: proxy-access-control, http-lb and snort-ids show "
+            f"request_rate {rate:g}, clover-server1..3 {rate / 3:.2f} each"
+        )
         progress(f"Dashboard:   {cfg.controller_url}{DASHBOARD_PATH}")
         progress(f"REST API:    {cfg.controller_url}/api/docs  (OpenAPI: {cfg.controller_url}/openapi.json)")
         progress(f"Jaeger API:  {cfg.jaeger_url}/api/services    Prometheus: {cfg.prometheus_url}")
