@@ -80,8 +80,15 @@ class VisibilityAnalytics:
 
     # -- state ---------------------------------------------------------------------------------
 
-    def load_state(self, now: float | None = None) -> None:
-        """Reload the running totals and the window's buckets (after a start or a truncation)."""
+    def load_state(self, now: float | None = None, lease_wait_s: float = 60.0) -> None:
+        """Reload the running totals and the window's buckets (after a start or a failed run), under
+        the lease: a clear truncates table after table, and a load in between would mix them."""
+        with Lease(self.store, keys.VISIBILITY_LEASE) as lease:
+            if not lease.acquire(lease_wait_s):
+                raise LeaseLost(f"{keys.VISIBILITY_LEASE} was not free for {lease_wait_s:.0f}s")
+            self._load_state(now)
+
+    def _load_state(self, now: float | None = None) -> None:
         now_ms = int((now or time.time()) * 1000)
         self.state = self.states.load(self._window_buckets(now_ms), self._retention_start(now_ms))
 
@@ -186,7 +193,7 @@ class VisibilityAnalytics:
         """After a truncation (cloverctl clear visibility) start over from empty state."""
         if self.states.epoch() != self.state.epoch:
             log.info("visibility tables were truncated: starting from empty state")
-            self.load_state(now)
+            self._load_state(now)
 
     def run_once(self, now: float | None = None, lease_wait_s: float = 60.0) -> ResultSet | None:
         """One run under the visibility lease; None when a clear held the lease the whole wait."""

@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,8 @@ import redis
 
 from clover import keys, schema
 from clover.config import CHECKOUT_DIR, Config
+from collector import client as collector
+from jobs.publish import clear_published
 from jobs.state import DERIVED_TABLES
 from jobs.status import read_report
 from jobs.visibility import status_file
@@ -88,7 +91,7 @@ def fresh(stack: Launcher, cfg: Config, cassandra: Any, store: redis.Redis) -> I
     store.flushdb()
     store.sadd(keys.VISIBILITY_SERVICES, *[keys.underscore(s) for s in SERVICES])
     yield stack
-    stack.down(["analytics"])
+    stack.down(["analytics", "collector"])
 
 
 def test_the_analytics_runs_only_while_the_collector_is_started(
@@ -119,6 +122,34 @@ def kill_tree(process: psutil.Process) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.send_signal(signal.SIGKILL)
     psutil.wait_procs(family, timeout=30)
+
+
+class Watch:
+    """Reads span_count every 20 ms in the background: every value it had while watched."""
+
+    def __init__(self, store: redis.Redis):
+        self.store = store
+        self.counts: set[str | None] = set()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch)
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.02):
+            self.counts.add(self.store.get(keys.SPAN_COUNT))  # type: ignore[arg-type]
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def clear_visibility(cfg: Config, store: redis.Redis) -> None:
+    """The controller's clear: the collector truncates the tables, then the derived keys are reset."""
+    assert collector.truncate_visibility(cfg.collector_grpc) == "Truncated visibility tables"
+    clear_published(store)
 
 
 def recompute_from_scratch(cfg: Config, cassandra: Any) -> None:
@@ -159,3 +190,28 @@ def test_a_run_killed_at_random_points_leaves_the_figures_of_a_full_recompute(
     )
     recompute_from_scratch(cfg, cassandra)
     assert published(store) == after_kills
+
+
+def test_a_clear_while_runs_are_in_flight_brings_no_figure_back(
+    fresh: Launcher, cfg: Config, cassandra: Any, store: redis.Redis
+) -> None:
+    rng = random.Random(int(os.environ.get("CLOVER_TEST_SEED", "18")))
+    bucket_us = cfg.bucket_seconds * 1_000_000
+    spans = spans_over(60, int(time.time() * 1_000_000), bucket_us, "c0-")
+    seed(cassandra, spans, cfg.bucket_seconds)
+    store.set(keys.ANALYTICS_ENABLED, "1")
+    fresh.up(["collector", "analytics"])
+    wait_until(lambda: store.get(keys.SPAN_COUNT) == str(len(spans)), 300, 0.5, "the first publication")
+    for round_ in range(1, 4):
+        more = spans_over(60, int(time.time() * 1_000_000), bucket_us, f"c{round_}-")
+        seed(cassandra, more, cfg.bucket_seconds)  # the next run recomputes 60 buckets
+        time.sleep(rng.uniform(0.0, 4.0))
+        clear_visibility(cfg, store)  # what /visibility/clear does
+        assert (store.get(keys.SPAN_COUNT), store.hgetall(keys.service_stats("svc-a"))) == (
+            "0", {keys.RT_MIN: "NA", keys.RT_AVG: "NA", keys.RT_MAX: "NA"}
+        ), round_  # fmt: skip
+        with Watch(store) as seen:  # runs go on: nothing from before the clear may come back, even briefly
+            report = reports_after(cfg, 4)
+        assert report["enabled"] is True
+        assert seen.counts == {"0"}, round_
+        assert store.hget(keys.service_stats("svc-a"), "request_count") in (None, "0"), round_
