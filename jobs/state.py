@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -146,14 +146,9 @@ class StateStore:
 
     def read_buckets(self, buckets: list[int]) -> dict[int, BucketAggregates]:
         found: dict[int, BucketAggregates] = {}
-        for start in range(0, len(buckets), 100):
-            chunk = [ms_to_datetime(b) for b in buckets[start : start + 100]]
-            rows = self.db.execute(
-                f"SELECT bucket, kind, key, {AGGREGATE_COLUMNS} FROM aggregates_by_bucket WHERE bucket IN %s",
-                (ValueSequence(chunk),),
-            )
-            for row in rows:
-                found.setdefault(datetime_to_ms(row.bucket), {})[(row.kind, tuple(row.key))] = aggregate_from_row(row)
+        query = f"SELECT bucket, kind, key, {AGGREGATE_COLUMNS} FROM aggregates_by_bucket WHERE bucket IN %s"
+        for row in select_by_buckets(self.db, query, buckets):
+            found.setdefault(datetime_to_ms(row.bucket), {})[(row.kind, tuple(row.key))] = aggregate_from_row(row)
         return found
 
     def begin(self, progress: Progress) -> None:
@@ -182,6 +177,13 @@ class StateStore:
         failed = [r for r in results if not r.success]
         if failed:
             raise RuntimeError(f"writing analytics state failed: {failed[0].result_or_exc}")
+
+
+def select_by_buckets(db: Any, query: str, buckets: list[int]) -> Iterator[Any]:
+    """The rows of ``query`` (one ``bucket IN %s`` parameter) for ``buckets``, 100 partitions at a time."""
+    for start in range(0, len(buckets), 100):
+        chunk = [ms_to_datetime(b) for b in buckets[start : start + 100]]
+        yield from db.execute(query, (ValueSequence(chunk),))
 
 
 def _marks(n: int) -> str:

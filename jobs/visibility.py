@@ -44,7 +44,7 @@ from jobs.kinds import AggregateKey
 from jobs.publish import Publisher, ResultSet, build_results
 from jobs.retry import Stopped, with_backoff
 from jobs.session import spark_session
-from jobs.state import AnalyticsState, StateStore
+from jobs.state import AnalyticsState, StateStore, select_by_buckets
 from jobs.status import write_report
 
 log = logging.getLogger("clover.visibility")
@@ -178,16 +178,8 @@ class VisibilityAnalytics:
         return per_bucket
 
     def count_metrics(self, buckets: list[int]) -> dict[int, int]:
-        counts: dict[int, int] = {}
-        for start in range(0, len(buckets), 100):
-            chunk = [ms_to_datetime(b) for b in buckets[start : start + 100]]
-            rows = self.db.execute(
-                "SELECT bucket, count(*) AS n FROM metrics_by_bucket WHERE bucket IN %s GROUP BY bucket",
-                (ValueSequence(chunk),),
-            )
-            for row in rows:
-                counts[datetime_to_ms(row.bucket)] = row.n
-        return counts
+        query = "SELECT bucket, count(*) AS n FROM metrics_by_bucket WHERE bucket IN %s GROUP BY bucket"
+        return {datetime_to_ms(row.bucket): row.n for row in select_by_buckets(self.db, query, buckets)}
 
     def check_epoch(self, now: float | None = None) -> None:
         """After a truncation (cloverctl clear visibility) start over from empty state."""
