@@ -38,7 +38,7 @@ from clover.logs import setup_logging
 from jobs.buckets import bucket_ms_column, bucket_timestamp_column, shard_column
 from jobs.retry import Stopped, with_backoff
 from jobs.session import spark_session
-from jobs.status import write_report
+from jobs.status import ingest_status_file, write_report
 
 log = logging.getLogger("clover.ingest")
 
@@ -194,11 +194,6 @@ def write_table(frame: DataFrame, table: str) -> None:
     frame.write.format("org.apache.spark.sql.cassandra").options(**options).mode("append").save()
 
 
-def status_file(cfg: Config) -> Path:
-    """Where a running ingest reports its progress (read by `cloverctl local status`)."""
-    return cfg.state_dir / "ingest" / "status.json"
-
-
 class BatchWriter:
     """The foreachBatch function: decode both topics of one micro-batch and upsert the rows."""
 
@@ -343,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     while not stop.is_set():
         query = start_query(spark, cfg, batch_writer, args)
         while query.isActive and not stop.is_set():
-            write_status(status_file(cfg), batch_writer)
+            write_status(ingest_status_file(cfg), batch_writer)
             stop.wait(1.0)
         if query.isActive:
             log.info("stopping after the current batch")

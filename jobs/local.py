@@ -7,9 +7,7 @@ import time
 from pathlib import Path
 
 from clover.config import CHECKOUT_DIR, Config
-from jobs.ingest import status_file
-from jobs.status import read_report
-from jobs.visibility import status_file as analytics_status_file
+from jobs.status import analytics_status_file, ingest_status_file, read_report
 from stack.parts import Launch, Part, PartDirs
 from stack.probes import ProbeFailed
 
@@ -54,4 +52,4 @@ def analytics_part(cfg: Config) -> Part:
 
 def ingest_part(cfg: Config) -> Part:
     """The streaming ingest: one long-lived Spark application."""
-    return spark_job_part("ingest", "ingest.py", status_file(cfg), "streaming query reports progress")
+    return spark_job_part("ingest", "ingest.py", ingest_status_file(cfg), "streaming query reports progress")

@@ -1,4 +1,5 @@
-"""The progress report a long-running job rewrites every second (read by the local probes)."""
+"""The progress report a long-running job rewrites every second (read by the local probes), and
+where each job keeps it. No Spark here: the launcher reads these without loading pyspark."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from clover.config import Config
 
 
 def write_report(path: Path, **fields: Any) -> None:
@@ -24,3 +27,13 @@ def read_report(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return report if isinstance(report, dict) else {}
+
+
+def ingest_status_file(cfg: Config) -> Path:
+    """Where a running ingest reports its progress (read by `cloverctl local status`)."""
+    return cfg.state_dir / "ingest" / "status.json"
+
+
+def analytics_status_file(cfg: Config) -> Path:
+    """Where the running analytics reports its progress (read by `cloverctl local status`)."""
+    return cfg.state_dir / "analytics" / "status.json"

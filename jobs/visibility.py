@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import redis
 from cassandra.cluster import Cluster
@@ -45,7 +44,7 @@ from jobs.publish import Publisher, ResultSet, build_results
 from jobs.retry import Stopped, with_backoff
 from jobs.session import spark_session
 from jobs.state import AnalyticsState, StateStore, select_by_buckets
-from jobs.status import write_report
+from jobs.status import analytics_status_file, write_report
 
 log = logging.getLogger("clover.visibility")
 
@@ -366,13 +365,13 @@ class VisibilityAnalytics:
                 self._reload_quietly()
                 continue
             except Exception as exc:  # Cassandra, Redis or Spark may go away; the runner survives
-                write_report(status_file(self.cfg), runs=runs, enabled=enabled, last_error=str(exc)[:500])
+                write_report(analytics_status_file(self.cfg), runs=runs, enabled=enabled, last_error=str(exc)[:500])
                 log.warning("run failed (%s); retrying in %.0fs", exc, backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 self._reload_quietly()
                 continue
-            write_report(status_file(self.cfg), runs=runs, enabled=enabled, last_run_seconds=last_seconds)
+            write_report(analytics_status_file(self.cfg), runs=runs, enabled=enabled, last_run_seconds=last_seconds)
             stop.wait(poll_s)
 
     def _reload_quietly(self) -> None:
@@ -380,11 +379,6 @@ class VisibilityAnalytics:
             self.load_state()
         except Exception as reload_error:  # still down: the next attempt retries
             log.warning("state reload failed: %s", reload_error)
-
-
-def status_file(cfg: Config) -> Path:
-    """Where the running analytics reports its progress (read by `cloverctl local status`)."""
-    return cfg.state_dir / "analytics" / "status.json"
 
 
 def main(argv: list[str] | None = None) -> int:

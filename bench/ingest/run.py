@@ -29,7 +29,7 @@ from bench import stack_env  # noqa: F401  (first: the benchmark stack's ports a
 from clover import schema, topics
 from clover.config import Config
 from jobs.buckets import bucket_ms, shard_of
-from jobs.ingest import status_file
+from jobs.status import ingest_status_file as status_file
 from protos import records_pb2
 from stack.catalogue import local_stack
 

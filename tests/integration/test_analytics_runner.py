@@ -23,8 +23,8 @@ from clover.config import CHECKOUT_DIR, Config
 from collector import client as collector
 from jobs.publish import clear_published
 from jobs.state import DERIVED_TABLES
+from jobs.status import analytics_status_file as status_file
 from jobs.status import read_report
-from jobs.visibility import status_file
 from stack.launcher import Launcher
 from tests.integration.visibility_seed import INBOUND, SeedSpan, seed
 from tests.waiting import wait_until

@@ -36,8 +36,8 @@ from collector.metrics import PrometheusSource
 from collector.publisher import KafkaPublisher
 from collector.sources import JaegerSource, ZipkinSource
 from collector.worker import Collector
-from jobs import ingest as jobs_ingest
 from jobs.buckets import bucket_ms, shard_of
+from jobs.status import ingest_status_file
 from protos import records_pb2
 from stack.launcher import Launcher
 from stack.parts import prometheus_targets_dir
@@ -330,7 +330,7 @@ def test_records_without_a_key_field_are_skipped_and_the_stream_goes_on(
     cfg: Config, cassandra: Any, ingest: Launcher
 ) -> None:
     def malformed() -> int:
-        status = jobs_ingest.status_file(cfg)
+        status = ingest_status_file(cfg)
         return int(json.loads(status.read_text())["malformed"]) if status.exists() else 0
 
     before = malformed()
