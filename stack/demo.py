@@ -65,8 +65,8 @@ def run_demo(cfg: Config, progress: Progress, stop: threading.Event) -> Launcher
         rate = float(os.environ.get("CLOVER_LOAD_RATE", "20"))
         progress(f"Load:        {load.describe(rate)}")
         progress(
-            f"             each request counted once: proxy-access-control, http-lb and snort-ids show "
-            f"request_rate {rate:g}, clover-server1..3 {rate / 3:.2f} each"
+            f"             each request counted once: proxy-access-control shows request_rate {rate:g}, "
+            f"clover-server1..3 {rate / 3:.2f} each (the services set_visibility.yaml tracks)"
         )
         progress(f"Dashboard:   {cfg.controller_url}{DASHBOARD_PATH}")
         progress(f"REST API:    {cfg.controller_url}/api/docs  (OpenAPI: {cfg.controller_url}/openapi.json)")
