@@ -1,6 +1,6 @@
 """Turning aggregates into the Redis keys operators and CI read, and publishing them atomically.
 
-Key names, types and formats are the original's (facts §3c–3d): counts as strings, response
+Key names, types and formats are the original's (docs/compatibility.md §3c–3d): counts as strings, response
 times as milliseconds with two decimals or "NA", group-by counts (of spans) as sets and sorted
 sets. The figures of each tracked service (clover/figures.py; per service and per service and
 URL; over the whole retention and over the sliding window) are new hash fields and keys
@@ -247,10 +247,9 @@ class Publisher:
             pipe.execute()
         current = results.keys()
         with self.store.pipeline(transaction=True) as tx:
-            if lease is not None:
-                tx.watch(lease.key)
-                if not lease.holds(tx.get(lease.key)):
-                    raise LeaseLost(f"lost the lease {lease.key} before publishing")
+            tx.watch(keys.PUBLISHED_KEYS, *([lease.key] if lease else []))
+            if lease is not None and not lease.holds(tx.get(lease.key)):
+                raise LeaseLost(f"lost the lease {lease.key} before publishing")
             previous = set(tx.smembers(keys.PUBLISHED_KEYS))
             tx.multi()
             for key, value in results.strings.items():
@@ -267,7 +266,7 @@ class Publisher:
             try:
                 tx.execute()
             except redis.WatchError:
-                raise LeaseLost(f"the lease {lease.key if lease else ''} changed hands while publishing") from None
+                raise LeaseLost(f"the lease or {keys.PUBLISHED_KEYS} changed while publishing") from None
 
 
 def _collections(results: ResultSet) -> Iterable[str]:
@@ -286,8 +285,8 @@ def _has_data(results: ResultSet, key: str) -> bool:
 
 def clear_published(store: redis.Redis) -> None:
     """Reset what the analytics and the collector derived, in one transaction: the original's
-    /visibility/clear (facts §3e: counts to 0, the span sets and sorted sets deleted, each tracked
-    service's min/avg/max to "NA") and what it forgot (§11.9): the metric histories and latest
+    /visibility/clear (docs/compatibility.md §3e: counts to 0, the span sets and sorted sets deleted, each tracked
+    service's min/avg/max to "NA") and what it forgot (docs/compatibility.md §11.9): the metric histories and latest
     values, and every other key the analytics published (window and per-URL figures)."""
     with visibility_cleared(store, keys.VISIBILITY_LEASE, keys.VISIBILITY_CLEAR_REQUESTED):
         _clear_published(store)

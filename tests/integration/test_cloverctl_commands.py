@@ -17,7 +17,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from clover import keys
-from clover.config import Config
+from clover.config import API_TOKEN_FILE, Config, secret_file
 from cloverctl.main import cli
 from stack.launcher import Launcher
 from tests.integration.controller_parts import CHAIN, flush_visibility, running
@@ -61,7 +61,8 @@ def seed(store: redis.Redis) -> None:
     store.mset({keys.TRACE_COUNT: "3", keys.SPAN_COUNT: "12", keys.METRIC_COUNT: "40"})
     store.hset("proxy-access-control", mapping={
         "min_rt": "1.00", "avg_rt": "5.00", "max_rt": "90.00", "p50_rt": "4.00", "p90_rt": "9.00", "p99_rt": "60.00",
-        "p999_rt": "90.00", "request_count": "200", "error_rate": "0.0300", "request_rate": "3.33"})  # fmt: skip
+        "p999_rt": "90.00", "request_count": "200", "error_rate": "0.0300", "request_rate": "3.33",
+        "source": "clovisor"})  # fmt: skip
     store.hset("proxy-access-control:window", mapping={"p99_rt": "20.00", "error_rate": "0.0000"})
     store.hset("clover-server1", mapping={"p99_rt": "8.00", "error_rate": "0.0000", "request_count": "60"})
     store.zadd(keys.SPAN_URLS_Z, {"/": 9, "/a": 3})
@@ -124,15 +125,26 @@ def test_set_and_get_visibility(store: redis.Redis) -> None:
     assert text == "System counts:\n         COUNT\ntraces   3\nspans    12\nmetrics  40\n"
     tracing = run_ok("get", "visibility", "-s", "tracing").splitlines()
     assert tracing[:4] == [
-        "Response times in ms (whole retention):",
-        "SERVICE               REQUESTS  MIN   AVG   MAX    P50   P90   P99    P99.9  ERRORS  REQ/S",
-        "clover-server1        60        -     -     -      -     -     8.00   -      0.00%   -",
-        "proxy-access-control  200       1.00  5.00  90.00  4.00  9.00  60.00  90.00  3.00%   3.33",
+        "Requests and response times in ms (whole retention; each request once, SOURCE: where measured):",
+        "SERVICE               REQUESTS  MIN   AVG   MAX    P50   P90   P99    P99.9  ERROR RATE  REQ/S  SOURCE",
+        "clover-server1        60        -     -     -      -     -     8.00   -      0.00%       -      -",
+        "proxy-access-control  200       1.00  5.00  90.00  4.00  9.00  60.00  90.00  3.00%       3.33   clovisor",
     ]
-    assert tracing[tracing.index("Per URL counts (highest 2):") + 1 :][:3] == ["COUNT  VALUE", "9      /", "3      /a"]
+    assert tracing[tracing.index("Spans per URL (highest 2):") + 1 :][:3] == ["COUNT  VALUE", "9      /", "3      /a"]
     as_json = json.loads(run_ok("-o", "json", "get", "visibility", "-s", "tracing", "--limit", "1"))
     assert as_json["request_url_count"] == [["/", 9.0]]
     assert as_json["response_times"][1]["p99"] == "60.00"
+
+
+def test_cloverctl_sends_the_local_stacks_token_without_being_told(store: redis.Redis, cfg: Config) -> None:
+    """The test stack's controller needs the token `local up` made; cloverctl finds it by itself."""
+    result = cloverctl("-v", "set", "visibility", "-f", "set_visibility.yaml", env={"CLOVER_API_TOKEN": None})
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("Updated visibility config\n")
+    assert f"API token: from {secret_file(cfg.state_dir, API_TOKEN_FILE)}\n" in result.output
+    assert cfg.api_token and cfg.api_token not in result.output
+    wrong = cloverctl("--token", "wrong", "set", "visibility", "-f", "set_visibility.yaml")
+    assert (wrong.exit_code, wrong.output) == (1, "Error: the API token is wrong\n")
 
 
 def test_check_visibility_passes_fails_and_explains(store: redis.Redis) -> None:
@@ -251,7 +263,7 @@ def test_the_controller_address_from_the_flag_and_from_cloverctl_yaml(cfg: Confi
     assert result.stdout == "Added visibility schemas in cassandra\n"
     assert result.stderr == (
         f"clover-controller address: http://127.0.0.1:{cfg.controller_port} (from {tmp_path / '.cloverctl.yaml'} "
-        "ControllerIP)\n"
+        f"ControllerIP)\nAPI token: from {secret_file(cfg.state_dir, API_TOKEN_FILE)}\n"
     )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
