@@ -1,4 +1,4 @@
-"""The REST API: the original controller's routes (facts §5a, §5b, §5d), plus a few new ones.
+"""The REST API: the original controller's routes (docs/compatibility.md §5a, §5b, §5d), plus a few new ones.
 
 Routes are declared once, in ``ROUTES``; the Flask views, the token check and the OpenAPI
 description (``/openapi.json``) all come from that table.
@@ -7,7 +7,8 @@ Replies keep the original's shapes: relays answer the service's text (``Modified
 config``), stats and config answer JSON. A client that sends ``Accept: application/json`` gets
 the texts as ``{"message": ...}``. Errors are always JSON and name the field at fault.
 Bodies may come as JSON (or yaml, with a yaml content type); on GET too, as the original's
-clients sent them.
+clients sent them. What a request must pass first (its size, where it comes from, its body's
+type, depth and yaml aliases) is ``controller.guard``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
-import yaml
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
-from controller import schemas
+from controller import guard, schemas
 from controller.errors import ApiError, bad_request
 from controller.service import Backend
 from controller.validate import check
@@ -51,6 +51,7 @@ class Route:
     query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON Schema type, description)
     new: bool = False
     path_params: dict[str, str] = field(default_factory=dict)
+    accepts: tuple[str, ...] = ("json", "yaml")  # body kinds (controller.guard.body_kind)
 
 
 def backend() -> Backend:
@@ -60,21 +61,7 @@ def backend() -> Backend:
 
 def body() -> Any:
     """The request body: JSON, or yaml with a yaml content type; None when there is none."""
-    data = request.get_data(cache=True)
-    if not data.strip():
-        return None
-    mimetype = request.mimetype or ""
-    if "yaml" in mimetype:
-        try:
-            return yaml.safe_load(data)
-        except yaml.YAMLError as exc:
-            raise bad_request(f"the body is not valid yaml: {exc}") from None
-    if mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return None
-    try:
-        return json.loads(data)
-    except ValueError as exc:
-        raise bad_request(f"the body is not valid JSON: {exc}") from None
+    return guard.parse_body(request)
 
 
 def wants_json() -> bool:
@@ -208,10 +195,12 @@ def snort_stop() -> Response:
 def snort_get_events() -> Response:
     """One field of an alert: from the query (``?event_key=snort_event:1&field=msg``) or, as the
     original's clients did, from a JSON body on the GET."""
-    payload = body() or {}
+    payload = body()
+    if payload is not None and not isinstance(payload, dict):
+        check(schemas.SNORT_EVENT_QUERY, payload, "Invalid IDS event query")  # refuses a non-object
     query = {k: request.args[k] for k in ("event_key", "field") if k in request.args}
-    check(schemas.SNORT_EVENT_QUERY, {**payload, **query}, "Invalid IDS event query")
-    merged = {**payload, **query}
+    merged = {**(payload or {}), **query}
+    check(schemas.SNORT_EVENT_QUERY, merged, "Invalid IDS event query")
     value = backend().event_field(str(merged["event_key"]), str(merged["field"]))
     if value is None:
         raise ApiError(404, f"no field {merged['field']!r} in {merged['event_key']!r}", "event_key")
@@ -269,7 +258,8 @@ def jmeter_stop() -> Response:
 
 
 def upload() -> Response:
-    return text_reply(backend().record_upload(request.form.to_dict()))
+    fields = {k: v for k, v in request.form.items() if isinstance(k, str)}  # a multipart part may have no name
+    return text_reply(backend().record_upload(fields))
 
 
 def upload_get() -> Response:
@@ -374,7 +364,7 @@ ROUTES: tuple[Route, ...] = (
           query=(("now", "boolean", "abort requests in flight"),)),
     Route("/jmeter/test", ("GET",), "Test page", _html(_test_page("Jmeter API Test Response")), VAL, reply=HTML),
     Route("/upload", GP, "Record uploaded files (form fields <field>.name/.path/.server)", upload, MISC,
-          mutating=True),
+          mutating=True, accepts=("form",)),
     Route("/upload/get", GP, "The recorded uploads (name:path:server)", upload_get, MISC, reply=JSON,
           reply_schema="Object"),
     Route("/test", ("GET",), "Test page", _html(_test_page("clover-controller up")), MISC, reply=HTML),
@@ -392,8 +382,14 @@ def _authorized(token: str) -> bool:
 
 
 def _guard(route: Route) -> Callable[..., Any]:
+    """The route's view behind its checks: (the body size, before any view: ``install``), then
+    for a route that changes something where the request comes from (controller.guard) and the
+    token; then the body's type, for a route that reads a body or changes something."""
+
     def view(**kwargs: Any) -> Any:
         token = current_app.config.get("CLOVER_API_TOKEN")
+        if route.mutating:
+            guard.check_same_site(request)
         if route.mutating and token and not _authorized(token):
             given = request.headers.get("Authorization") or request.headers.get("X-Clover-Token")
             raise ApiError(
@@ -402,6 +398,8 @@ def _guard(route: Route) -> Callable[..., Any]:
                 if given
                 else "this route changes state and needs the API token: send Authorization: Bearer <CLOVER_API_TOKEN>",
             )
+        if route.mutating or route.body:
+            guard.check_type(request, route.accepts)
         return route.view(**kwargs)
 
     view.__name__ = (
@@ -428,7 +426,17 @@ def blueprint() -> Blueprint:
 def install(app: Flask, backend_: Backend) -> None:
     """Register the routes and the error handlers on ``app``."""
     app.extensions["clover_backend"] = backend_
+    limit = backend_.cfg.api_max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = limit  # a body without Content-Length stops being read there
     app.register_blueprint(blueprint())
+
+    @app.before_request
+    def _size() -> None:
+        guard.check_size(request, limit)
+
+    @app.errorhandler(413)
+    def _too_large(exc: Exception) -> Response:
+        return error_reply(guard.too_large(limit))
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
@@ -438,7 +446,7 @@ def install(app: Flask, backend_: Backend) -> None:
 
     @app.errorhandler(redis.RedisError)
     def _redis_error(exc: redis.RedisError) -> Response:
-        url = backend_.cfg.redis_url
+        url = backend_.cfg.redis_address
         log.warning("Redis at %s: %s", url, exc)
         return error_reply(ApiError(503, f"Error connecting to Redis at {url}: {exc}"))
 

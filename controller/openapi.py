@@ -11,6 +11,7 @@ from controller import schemas
 from controller.api import HTML, JSON, ROUTES, TEXT, Route
 
 TOKEN_NOTE = "Needs the API token (Authorization: Bearer <token>) when CLOVER_API_TOKEN is set."
+SITE_NOTE = "Refused (403) when a browser sends it from another site's page (Origin, Referer, Sec-Fetch-Site)."
 
 
 def _path(route: Route) -> str:
@@ -35,7 +36,7 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
     if route.new:
         description.append("New in this implementation (not in the original controller).")
     if route.mutating:
-        description.append(TOKEN_NOTE)
+        description += [TOKEN_NOTE, SITE_NOTE]
         op["security"] = [{"bearer": []}, {}]
     if description:
         op["description"] = " ".join(description)
@@ -78,7 +79,11 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
         responses["400"] = _error("Bad input; `field` names the field")
     if route.mutating:
         responses["401"] = _error("No API token given (a token is configured)")
-        responses["403"] = _error("Wrong API token")
+        responses["403"] = _error("Wrong API token, or a request from another site's page (Origin, Referer or "
+                                  "Sec-Fetch-Site; `field` names the header)")  # fmt: skip
+    if route.mutating or route.body:
+        responses["413"] = _error("The body is larger than CLOVER_API_MAX_BODY_BYTES (yaml: 64 KiB)")
+        responses["415"] = _error("A body that is not JSON or yaml (/upload: not a form)")
     if route.reply != HTML:
         responses["404"] = _error("Nothing there (no run yet, no such alert field, ...)")
         responses["409"] = _error("The service is in the wrong state (e.g. stopping a stopped collector)")

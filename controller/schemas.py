@@ -1,6 +1,6 @@
 """JSON Schemas of the request bodies, for the OpenAPI description and the request validation.
 
-Bodies are the original's (facts §5): the sample yaml files turned into JSON. Values that the
+Bodies are the original's (docs/compatibility.md §5): the sample yaml files turned into JSON. Values that the
 yaml files write as strings (``server_port: "9180"``) may also be numbers. Unknown fields are
 refused, so a misspelt field is never silently ignored. ``x-expect`` words what a value must
 be when the plain JSON Schema wording would not help (``a port number (1-65535)``).
@@ -18,6 +18,7 @@ from typing import Any
 from clover.figures import FIGURES
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+EVENT_KEY_PATTERN = r"^snort_event:[0-9]+$"  # /snort/get_events reads these hashes and no other key
 STAT_TYPES = ("system", "metrics", "tracing", "all")
 CONFIG_TYPES = ("services", "metrics", "all")
 
@@ -35,9 +36,12 @@ POSITIVE_NUMBER: dict[str, Any] = {
     "x-expect": "a number of seconds greater than 0",
     "x-positive": True,
 }
-COUNT: dict[str, Any] = {
-    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": r"^\s*\d+\s*$"}],
-    "x-expect": "a whole number (0 or more)",
+COUNT: dict[str, Any] = {  # the gRPC messages' int32 fields
+    "anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        {"type": "string", "pattern": r"^\s*\d{1,9}\s*$"},
+    ],
+    "x-expect": "a whole number (0 to 2147483647)",
 }
 
 
@@ -219,7 +223,10 @@ SNORT_EVENT_QUERY: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["event_key", "field"],
-    "properties": {"event_key": {"type": "string", "minLength": 1}, "field": {"type": "string", "minLength": 1}},
+    "properties": {
+        "event_key": {"type": "string", "pattern": EVENT_KEY_PATTERN, "x-expect": "an alert key snort_event:<number>"},
+        "field": {"type": "string", "minLength": 1},
+    },
 }
 
 TEST_PLAN: dict[str, Any] = {

@@ -8,7 +8,6 @@ One process (waitress, a pool of threads). It listens where ``CLOVER_CONTROLLER_
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import signal
 import sys
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 
 from waitress import create_server
 
-from clover.config import Config, ConfigError
+from clover.config import Config, ConfigError, is_loopback_host
 from clover.logs import setup_logging
 from controller.app import DASHBOARD_PATH, create_app
 
@@ -35,19 +34,12 @@ def listen_address(cfg: Config, listen: str | None) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", cfg.controller_port
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(cfg: Config, listen: str | None = None, threads: int = 8) -> None:
     host, port = listen_address(cfg, listen)
     app = create_app(cfg)
-    server = create_server(app, host=host, port=port, threads=threads, ident="clover-controller")
+    # waitress refuses a larger body itself (413) before reading it, as the app does for other servers.
+    server = create_server(app, host=host, port=port, threads=threads, ident="clover-controller",
+                           max_request_body_size=cfg.api_max_body_bytes)  # fmt: skip
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
@@ -55,7 +47,7 @@ def serve(cfg: Config, listen: str | None = None, threads: int = 8) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    if not _is_loopback(host) and not cfg.api_token:
+    if not is_loopback_host(host) and not cfg.api_token:
         log.warning("listening on %s without CLOVER_API_TOKEN: anyone who reaches it can change state", host)
     log.info("clover-controller listening on http://%s:%d (dashboard: http://%s:%d%s)",
              host, port, host, port, DASHBOARD_PATH)  # fmt: skip

@@ -144,6 +144,14 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*\.?")  # what getaddrinfo can encode
+
+
+def _value(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class Backend:
     """The controller's work, shared by the REST API and the dashboard."""
 
@@ -172,7 +180,7 @@ class Backend:
 
     def collector_settings(self, body: Mapping[str, Any] | None) -> dict[str, Any]:
         """StartCollector's fields from a start_visibility body. A missing field takes a default
-        (the original refused the body unless all five were there, §11.7): a host without its
+        (the original refused the body unless all five were there, docs/compatibility.md §11.7): a host without its
         port gets the port of the configured endpoint; nothing at all leaves the collector its
         own configuration."""
         check(schemas.COLLECTOR_START, body, "Invalid value in json/yaml")
@@ -246,8 +254,8 @@ class Backend:
 
     def clear(self) -> str:
         """``/visibility/clear``: truncate the Cassandra tables, then reset every derived Redis key
-        (the analytics' ``clear_published``: the original's list, facts §3e, and what it forgot,
-        §11.9). If the truncate fails, Redis is left as it was."""
+        (the analytics' ``clear_published``: the original's list, docs/compatibility.md §3e, and what it forgot,
+        docs/compatibility.md §11.9). If the truncate fails, Redis is left as it was."""
         message = self.truncate()
         clear_published(self.store)
         return message
@@ -276,7 +284,14 @@ class Backend:
     # -- sample chain ----------------------------------------------------------------------
 
     def _known(self, name: str, field: str) -> None:
-        """Refuse a pod name neither the local pod registry nor DNS knows (before dialling it)."""
+        """Refuse a pod name that is not a host name, or that neither the local pod registry nor
+        DNS knows (before dialling it)."""
+        if len(name) > 253 or not _HOST_NAME.fullmatch(name) or any(len(p) > 63 for p in name.split(".")):
+            raise bad_request(
+                f"Invalid value in json/yaml: {field}: {_value(name)} is not a host name (letters, digits, '-', '_' "
+                "and '.'; labels of 1-63 characters, 253 in all)",
+                field,
+            )
         try:
             pods.resolve(self.cfg, name)
             return
@@ -284,7 +299,7 @@ class Backend:
             pass
         try:
             socket.getaddrinfo(name, None)
-        except OSError:
+        except (OSError, UnicodeError):
             raise bad_request(
                 f"Invalid value in json/yaml: {field}: no pod or service named {name!r} "
                 "(not in the local pod registry, and not resolvable)",
@@ -372,7 +387,9 @@ class Backend:
             raise _sdc_error(exc, IDS_QUERY) from None
 
     def event_field(self, event_key: str, field: str) -> bytes | None:
-        """``/snort/get_events``: one field of an alert hash, raw."""
+        """``/snort/get_events``: one field of an alert hash, raw; no key but ``snort_event:<N>``."""
+        if not re.fullmatch(r"snort_event:[0-9]+", event_key):
+            raise bad_request(f"event_key {event_key!r} must be an alert key snort_event:<number>", "event_key")
         value = self.raw.hget(event_key, field)
         return value if isinstance(value, bytes) or value is None else str(value).encode()
 

@@ -1,4 +1,4 @@
-"""Reading and writing the visibility keys in Redis (facts §3, §5a): what the REST routes and the
+"""Reading and writing the visibility keys in Redis (docs/compatibility.md §3, §5a): what the REST routes and the
 dashboard show, in the shapes the original's JSON had.
 
 Every read is a pipeline (two round trips for a full stats read), so a dashboard refresh over

@@ -1,4 +1,4 @@
-"""The sample service chain (the original's SDC sample, facts §6), as real asyncio services.
+"""The sample service chain (the original's SDC sample, docs/compatibility.md §6), as real asyncio services.
 
 proxy-access-control -> http-lb (v1, v2) -> clover-server1..5, every request mirrored to
 snort-ids. Each service runs as a local "pod" (``sdc.pod``): its own loopback address, or as

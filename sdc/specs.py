@@ -1,7 +1,7 @@
 """The request bodies of the sample-chain commands (the controller's JSON, the yaml files) as
 gRPC messages, checked field by field.
 
-Shapes follow the original controller routes (facts §5b): ``/nginx/lb`` (``lb_name``,
+Shapes follow the original controller routes (docs/compatibility.md §5b): ``/nginx/lb`` (``lb_name``,
 ``lb_list: [{url}]``, ...), ``/nginx/server`` (``server_name``, ``locations``, ``files``, ...),
 ``/snort/addrule``; ``ModifyProxy`` has no original route and takes ConfigProxy's fields.
 Values may be strings or numbers (yaml writes ``"9180"`` or ``9180``); an unknown key is an
@@ -10,6 +10,7 @@ error, so a misspelt field is never silently ignored.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +44,9 @@ def _text(body: Mapping[str, Any], key: str, where: str, required: bool = False)
     return str(value)
 
 
+INT32_MAX = 2**31 - 1  # the gRPC messages' int32 fields
+
+
 def _number(body: Mapping[str, Any], key: str, where: str, kind: type = int) -> Any:
     value = body.get(key)
     if value is None or value == "":
@@ -51,13 +55,22 @@ def _number(body: Mapping[str, Any], key: str, where: str, kind: type = int) -> 
         raise SpecError(f"{where}{key} must be a number, not a boolean")
     try:
         number = kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SpecError(
-            f"{where}{key} must be a {'whole number' if kind is int else 'number'}, not {value!r}"
+            f"{where}{key} must be a {'whole number' if kind is int else 'number'}, not {_shown(value)}"
         ) from None
     if number < 0:
         raise SpecError(f"{where}{key} must not be negative")
+    if kind is int and number > INT32_MAX:
+        raise SpecError(f"{where}{key} must be at most {INT32_MAX}, not {_shown(value)}")
+    if kind is float and not math.isfinite(number):
+        raise SpecError(f"{where}{key} must be a finite number, not {_shown(value)}")
     return number
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _list(body: Mapping[str, Any], key: str, where: str) -> list[Any]:

@@ -3,7 +3,7 @@
 Each pod exports over OTLP/HTTP to the configured trace backend. Context travels in both W3C
 ``traceparent`` and B3 (``x-b3-*``, what Istio propagates) headers, so one trace spans
 proxy -> lb -> server and the IDS mirror. Span tags are the ones the collector maps to
-Cassandra columns (facts §1): ``node_id``, ``http.url``, ``user_agent``, ``request_size``,
+Cassandra columns (docs/compatibility.md §1b): ``node_id``, ``http.url``, ``user_agent``, ``request_size``,
 ``response_size``, ``http.status_code``, ``upstream_cluster`` (strings, as Envoy sends them),
 plus ``http.method``, ``http.protocol``, ``guid:x-request-id``, ``peer.address`` and
 ``component``.

@@ -1,7 +1,7 @@
 """IDS alerts: the Redis event hash, the fast alert log line, and ProcessAlerts to the proxy.
 
 The event hash keeps the original's field names (Snort's unified2 Event merged with its
-Packet, facts §3f) and adds ``msg``, ``classtype`` and ``trace-id``. For an alert raised by
+Packet, docs/compatibility.md §3f) and adds ``msg``, ``classtype`` and ``trace-id``. For an alert raised by
 an HTTP request copied by the proxy, the addresses are those of the client's connection to the
 proxy (client -> proxy:9180), ``data`` is the request as the client sent it (head and at most
 64 KiB of body) and ``linktype`` is ``None`` (no link layer); for a captured packet ``data`` is

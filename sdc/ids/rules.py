@@ -7,6 +7,10 @@ Detection options: ``content`` (``|hex|``, ``!``) with ``nocase``, ``offset``, `
 ``http_header``, ``http_raw_header``, ``http_method``, ``http_cookie``, ``http_raw_cookie``,
 ``http_client_body``, ``http_user_agent`` and ``http_host``; ``pcre`` (flags i s m x, buffers
 U I H D M C P, R relative, A anchored); ``flow``; ``itype``, ``icode``, ``dsize``, ``flags``.
+A ``pcre`` runs on RE2 (linear time in the buffer, whatever the pattern, so no request can stall
+the engine); one that needs backtracking (backreferences, lookaround, ``\\Z``, atomic or
+possessive groups) makes the rule invalid. Unlike PCRE, ``$`` without ``m`` matches only at the
+very end, not before a final newline.
 Metadata: ``msg``, ``sid``, ``gid``, ``rev``, ``classtype``, ``priority``, ``reference``,
 ``metadata``; ``fast_pattern`` and ``rawbytes`` are accepted and have no effect. Any other option
 makes the rule invalid (AddRules refuses it; a rules file skips it with a warning).
@@ -20,11 +24,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
+import re2
 from idstools import rule as idsrule
 
 RULES_DIR = Path(__file__).resolve().parent / "rules"
@@ -258,7 +265,7 @@ class Match:
     depth: int | None = None
     distance: int | None = None
     within: int | None = None
-    regex: re.Pattern[bytes] | None = None
+    regex: Any = None  # an RE2 pattern (re2._Regexp): linear time, whatever the input
     relative: bool = False
     anchored: bool = False
 
@@ -316,17 +323,13 @@ def parse_pcre(value: str) -> Match:
     if not m:
         raise RuleError(f'pcre {value!r} must look like "/regex/flags"')
     pattern, flags = m.group(1), m.group(2)
-    re_flags = 0
+    inline = ""
     match = Match("pcre", negated=negated)
     for flag in flags:
-        if flag == "i":
-            re_flags |= re.I
-        elif flag == "s":
-            re_flags |= re.S
-        elif flag == "m":
-            re_flags |= re.M
+        if flag in "ism":
+            inline += flag if flag not in inline else ""
         elif flag == "x":
-            re_flags |= re.X
+            pattern = _unextended(pattern)
         elif flag in PCRE_BUFFERS:
             match.buffer = PCRE_BUFFERS[flag]
         elif flag == "R":
@@ -338,10 +341,71 @@ def parse_pcre(value: str) -> Match:
         else:
             raise RuleError(f"pcre {value!r}: flag {flag!r} is not supported")
     try:
-        match.regex = re.compile(pattern.encode("latin-1"), re_flags)
-    except (re.error, UnicodeEncodeError) as exc:
+        source = pattern.encode("latin-1")
+    except UnicodeEncodeError as exc:
         raise RuleError(f"pcre {value!r} does not compile: {exc}") from None
+    try:
+        match.regex = re2.compile(b"(?" + inline.encode() + b")" + source if inline else source, _RE2_OPTIONS)
+    except re2.error as exc:
+        raise _pcre_refused(value, source, exc) from None
     return match
+
+
+def _pcre_refused(value: str, source: bytes, exc: re2.error) -> RuleError:
+    """Why RE2 cannot take a pattern: a pattern that is not a regex at all, or one that needs
+    backtracking (which is what lets one request stall the engine)."""
+    reason = exc.args[0].decode("latin-1", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            re.compile(source)
+    except re.error as bad:
+        return RuleError(f"pcre {value!r} does not compile: {bad} (RE2: {reason})")
+    return RuleError(
+        f"pcre {value!r} cannot run on the IDS's linear-time regex engine (RE2: {reason}); backreferences, "
+        "lookaround, \\Z, atomic groups and possessive or recursive patterns are not supported"
+    )
+
+
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1  # a buffer's bytes are its characters, as in Snort
+    options.log_errors = False
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+def _unextended(pattern: str) -> str:
+    """A pattern written with PCRE's ``x`` flag, without its layout (RE2 has no ``x``): white space
+    outside a class and not escaped is dropped, and ``#`` starts a comment to the end of line."""
+    out: list[str] = []
+    escaped = comment = False
+    class_from = -1  # where the open class's members start in ``out`` (a "]" first is a member)
+    for ch in pattern:
+        if comment:
+            comment = ch != "\n"
+        elif escaped:
+            out.append(ch)
+            escaped = False
+        elif ch == "\\":
+            out.append(ch)
+            escaped = True
+        elif class_from >= 0:
+            if ch == "^" and len(out) == class_from:
+                class_from += 1
+            elif ch == "]" and len(out) > class_from:
+                class_from = -1
+            out.append(ch)
+        elif ch == "[":
+            out.append(ch)
+            class_from = len(out)
+        elif ch == "#":
+            comment = True
+        elif not ch.isspace():
+            out.append(ch)
+    return "".join(out)
 
 
 def _numeric_test(value: str, option: str) -> tuple[str, int, int]:

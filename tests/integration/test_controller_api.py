@@ -18,8 +18,9 @@ import requests
 import yaml
 
 from clover import keys
-from clover.config import Config
+from clover.config import API_TOKEN_FILE, Config, secret_file
 from stack.launcher import Launcher
+from tests import controller_client
 from tests.integration.controller_parts import CHAIN, flush_visibility, running
 from tests.waiting import wait_until
 
@@ -52,11 +53,11 @@ def sample(name: str) -> Any:
 
 
 def get(base: str, path: str, **kwargs: Any) -> requests.Response:
-    return requests.get(base + path, timeout=120, **kwargs)
+    return controller_client.get(base + path, timeout=120, **kwargs)
 
 
 def post(base: str, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
-    return requests.post(base + path, json=body, timeout=120, **kwargs)
+    return controller_client.post(base + path, json=body, timeout=120, **kwargs)
 
 
 def refused(reply: requests.Response) -> tuple[int, str, str | None]:
@@ -81,7 +82,8 @@ def seed_results(store: redis.Redis) -> None:
     store.hset("proxy-access-control", mapping={
         "min_rt": "1.00", "avg_rt": "5.00", "max_rt": "90.00", "p50_rt": "4.00", "p90_rt": "9.00", "p99_rt": "60.00",
         "p999_rt": "90.00", "request_count": "200", "errors_4xx": "2", "errors_5xx": "4", "error_rate": "0.0300",
-        "error_rate_4xx": "0.0100", "error_rate_5xx": "0.0200", "request_rate": "3.33"})  # fmt: skip
+        "error_rate_4xx": "0.0100", "error_rate_5xx": "0.0200", "request_rate": "3.33", "errors": "6",
+        "source": "jaeger"})  # fmt: skip
     store.hset("proxy-access-control:window", mapping={"p99_rt": "20.00", "request_count": "10"})
     store.hset("proxy-access-control:urls", mapping={"/": json.dumps({"p50_rt": "3.00", "request_count": "150"})})
     store.sadd(keys.SPAN_URLS, "/", "/a")
@@ -160,7 +162,7 @@ def test_stats_have_the_original_shape_with_percentiles_and_the_busiest_counts(b
     proxy = {"name": "proxy-access-control", "min": "1.00", "avg": "5.00", "max": "90.00", "p50": "4.00",
              "p90": "9.00", "p99": "60.00", "p999": "90.00", "request_count": "200", "errors_4xx": "2",
              "errors_5xx": "4", "error_rate": "0.0300", "error_rate_4xx": "0.0100", "error_rate_5xx": "0.0200",
-             "request_rate": "3.33"}  # fmt: skip
+             "request_rate": "3.33", "errors": "6", "source": "jaeger"}  # fmt: skip
     window = dict.fromkeys(k for k in proxy if k != "name")
     window.update({"p99": "20.00", "request_count": "10"})
     empty = dict.fromkeys(k for k in proxy if k != "name")
@@ -237,7 +239,7 @@ def test_collector_init_start_stop_with_the_original_replies(base: str, parts: L
         assert get(base, "/collector/start", headers={"Accept": "application/json"}).json() == {
             "message": f"Started collector on pid: {pid}"}  # fmt: skip
     finally:
-        requests.get(base + "/collector/stop", timeout=90)
+        controller_client.get(base + "/collector/stop", timeout=90)
 
 
 def test_clear_truncates_the_tables_and_resets_every_derived_key_but_keeps_the_config(
@@ -404,6 +406,26 @@ def test_a_load_test_through_the_controller(base: str) -> None:
 # -- uploads, JSON replies, the token, SIGTERM ------------------------------------------------
 
 
+def test_by_default_a_change_needs_the_token_local_up_made(base: str, cfg: Config, store: redis.Redis) -> None:
+    """The test stack runs as a default install: no CLOVER_API_TOKEN, so `local up` made one."""
+    kept = secret_file(cfg.state_dir, API_TOKEN_FILE)
+    assert cfg.api_token == kept.read_text().strip() and kept.stat().st_mode & 0o777 == 0o600
+    body = {"services": [{"name": "clover-server2"}]}
+    reply = requests.post(base + "/visibility/set", json=body, timeout=30)
+    assert refused(reply) == (401, "this route changes state and needs the API token: send Authorization: Bearer "
+                                   "<CLOVER_API_TOKEN>", None)  # fmt: skip
+    assert reply.headers["WWW-Authenticate"] == "Bearer"
+    assert refused(requests.get(base + "/collector/stop", timeout=30))[0] == 401
+    assert store.scard(keys.VISIBILITY_SERVICES) == 0
+    bearer = {"Authorization": f"Bearer {cfg.api_token}"}
+    assert ok(requests.post(base + "/visibility/set", json=body, headers=bearer, timeout=30)) == (
+        "Updated visibility config"
+    )
+    assert requests.get(base + "/visibility/get/services", timeout=30).json() == {  # reading needs none
+        "visibility_services": ["clover_server2"]
+    }
+
+
 def test_uploads_are_recorded_and_listed(base: str, store: redis.Redis) -> None:
     form = {
         "file1.name": "clover.png",
@@ -414,10 +436,10 @@ def test_uploads_are_recorded_and_listed(base: str, store: redis.Redis) -> None:
         "upload.server": "clover-server2",
         "description": "two files",
     }
-    assert ok(requests.post(base + "/upload", data=form, timeout=10)) == "Uploaded file(s) successfully"
+    assert ok(controller_client.post(base + "/upload", data=form, timeout=10)) == "Uploaded file(s) successfully"
     assert get(base, "/upload/get").json() == ["a.txt:/var/www/html/upload/0000000002:clover-server2",
                                                "clover.png:/var/www/html/upload/0000000001:clover-server1"]  # fmt: skip
-    reply = requests.post(base + "/upload", data={"file2.name": "b", "file2.server": "s"}, timeout=10)
+    reply = controller_client.post(base + "/upload", data={"file2.name": "b", "file2.server": "s"}, timeout=10)
     assert refused(reply) == (400, "Unable to write file metadata: file2.path: is required", "file2.path")
 
 

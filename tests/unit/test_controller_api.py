@@ -4,7 +4,6 @@ and the OpenAPI description. Redis and the gRPC services point at closed ports."
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -19,25 +18,13 @@ from controller.app import create_app
 from controller.schemas import BODIES, IDS_RULE, LB, PROXY, SERVER
 from controller.service import Backend, field_in
 from sdc import specs as sdc_specs
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.unit.offline_controller import offline_config
 
 
 @pytest.fixture(scope="module")
-def cfg() -> Config:
-    port = closed_port()
-    return replace(
-        Config(),
-        redis_url=f"redis://127.0.0.1:{port}/0",
-        collector_grpc=f"127.0.0.1:{port}",
-        validation_grpc=f"127.0.0.1:{port}",
-        jaeger_url="http://jaeger.example:16686",
-        prometheus_url="http://prom.example:9090",
-    )
+def cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    return offline_config(tmp_path_factory.mktemp("state"), jaeger_url="http://jaeger.example:16686",
+                          prometheus_url="http://prom.example:9090")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -146,6 +146,41 @@ def test_pcre_flags_choose_buffers_and_relative_matching() -> None:
     assert fires('pcre:!"/drop\\s+table/Ui";', subject)
 
 
+@pytest.mark.timeout(60)  # Python's backtracking re took 5.8 s for 24 characters here, x4 per two more
+def test_pcre_runs_in_linear_time_whatever_the_request() -> None:
+    nested = rule('pcre:"/(a+)+$/U";')
+    assert not nested.matches_subject(request("/" + "a" * 4096 + "!"))
+    assert nested.matches_subject(request("/" + "a" * 4096))
+
+
+@pytest.mark.parametrize(
+    ("pcre", "reason"),
+    [
+        ("/(a)\\1/", "invalid escape sequence: \\1"),
+        ("/user(?=name)/", "invalid perl operator: (?="),
+        ("/(?<!x)y/U", "invalid perl operator: (?<!"),
+        ("/a\\Z/", "invalid escape sequence: \\Z"),
+    ],
+)
+def test_a_pcre_that_needs_backtracking_is_refused_with_the_reason(pcre: str, reason: str) -> None:
+    with pytest.raises(RuleError) as err:
+        rule(f'pcre:"{pcre}";')
+    quoted = f'"{pcre}"'
+    assert str(err.value).startswith(
+        f"pcre {quoted!r} cannot run on the IDS's linear-time regex engine (RE2: {reason}); backreferences, "
+    )
+
+
+def test_pcre_flags_keep_their_meaning_on_the_linear_time_engine() -> None:
+    subject = request("/x?q=1%20UNION%20SELECT", body=b"first\nsecond\xff\nthird", method="POST")
+    assert fires('pcre:"/first.second/Ps";', subject)
+    assert not fires('pcre:"/first.second/P";', subject)
+    assert fires('pcre:"/^second\\xff$/Pm";', subject)
+    assert not fires('pcre:"/^second/P";', subject)
+    assert fires('pcre:"/union \\s+ select  # the attack/Uix";', subject)
+    assert fires('pcre:"/[^a-z]{2}/P";', subject)  # "\xff\n": one byte is one character
+
+
 def test_header_addresses_ports_and_direction() -> None:
     subject = request()
     assert fires('content:"GET";', subject, "alert tcp 192.0.2.0/24 any -> 10.0.0.10 $HTTP_PORTS")

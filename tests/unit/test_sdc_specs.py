@@ -111,6 +111,22 @@ def test_numbers_are_accepted_for_string_fields() -> None:
             "locations[0].response_size must not be negative",
         ),
         (specs.proxy_request, {"block_seconds": True}, "block_seconds must be a number, not a boolean"),
+        (specs.proxy_request, {"block_seconds": 2**31}, "block_seconds must be at most 2147483647, not 2147483648"),
+        (
+            specs.server_request,
+            {"server_name": "s", "locations": [{"uri_match": "/a", "status": "4294967296"}]},
+            "locations[0].status must be at most 2147483647, not '4294967296'",
+        ),
+        (
+            specs.server_request,
+            {"server_name": "s", "locations": [{"uri_match": "/a", "latency_ms": float("inf")}]},
+            "locations[0].latency_ms must be a finite number, not inf",
+        ),
+        (
+            specs.server_request,
+            {"server_name": "s", "locations": [{"uri_match": "/a", "latency_ms": 10**400}]},
+            "locations[0].latency_ms must be a number, not 1" + "0" * 56 + "...",
+        ),
         (specs.rule_request, {"protocol": "tcp", "msg": "m"}, "sid is required"),
         (specs.rule_request, {"rule": "alert ...", "sid": "5"}, "do not combine it with sid"),
         (specs.rule_request, {"protocol": "tcp", "msg": "m", "sid": "5", "contents": "x"}, "unknown field(s) contents"),
