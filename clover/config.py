@@ -12,12 +12,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 # The checkout, or CLOVER_HOME where the code runs from elsewhere (a zip shipped to Spark).
 CHECKOUT_DIR = Path(os.environ.get("CLOVER_HOME") or Path(__file__).resolve().parent.parent)
 
 LOOPBACK = "127.0.0.1"
+
+# Secrets the local stack generates (``cloverctl local up``), one file each, mode 0600, in
+# ``<state dir>/secrets/``: read when the matching variable is unset.
+REDIS_PASSWORD_FILE = "redis-password"
+API_TOKEN_FILE = "api-token"
 
 
 class ConfigError(ValueError):
@@ -98,12 +103,22 @@ class Config:
     stack_cache: Path = field(default_factory=lambda: CHECKOUT_DIR / "stack" / "cache")
     java_home: str | None = None
     api_token: str | None = None
+    api_max_body_bytes: int = 4 * 1024 * 1024  # the controller refuses larger request bodies (413)
     cassandra_replication: int = 1
     retention_seconds: int = 7 * 24 * 3600
     clovisor_jaeger_collector: str | None = None
     clovisor_jaeger_agent: str | None = None
     clovisor_metrics_port: int = 9470
+    # Where /metrics listens: loopback unless configured (the DaemonSet gives the pod's own address).
+    clovisor_metrics_host: str = LOOPBACK
+    # Protocol plugins run inside Clovisor (as root): only files from this root-owned directory.
+    clovisor_plugin_dir: Path = Path("/etc/clover/clovisor-plugins")
     bucket_seconds: int = 10
+    # The local one-node Kubernetes (stack/cluster): the node's address, added to lo (its API
+    # server, kubelet and NodePorts listen there), the pods' and the Services' networks.
+    cluster_node_ip: str = "10.251.0.1"
+    cluster_pod_cidr: str = "10.244.0.0/24"
+    cluster_service_cidr: str = "10.96.0.0/24"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -114,8 +129,9 @@ class Config:
         backend = env.get("CLOVER_TRACE_BACKEND", d.trace_backend)
         if backend not in ("jaeger", "zipkin"):
             raise ConfigError(f"CLOVER_TRACE_BACKEND={backend!r} must be jaeger or zipkin")
+        state_dir = state_dir_of(env)
         cfg = cls(
-            redis_url=env.get("CLOVER_REDIS_URL", d.redis_url),
+            redis_url=_redis_url(env, env.get("CLOVER_REDIS_URL", d.redis_url), state_dir),
             kafka_bootstrap=env.get("CLOVER_KAFKA_BOOTSTRAP", d.kafka_bootstrap),
             kafka_controller_port=_port(env, "CLOVER_KAFKA_CONTROLLER_PORT", d.kafka_controller_port),
             cassandra_hosts=tuple(h.strip() for h in hosts.split(",") if h.strip()) if hosts else d.cassandra_hosts,
@@ -133,8 +149,8 @@ class Config:
             otlp_grpc_port=_port(env, "CLOVER_OTLP_GRPC_PORT", d.otlp_grpc_port),
             jaeger_query_grpc_port=_port(env, "CLOVER_JAEGER_QUERY_GRPC_PORT", d.jaeger_query_grpc_port),
             jaeger_thrift_port=_port(env, "CLOVER_JAEGER_THRIFT_PORT", d.jaeger_thrift_port),
-            jaeger_health_port=_port(env, "CLOVER_JAEGER_HEALTH_PORT", d.jaeger_health_port),
             jaeger_agent_port=_port(env, "CLOVER_JAEGER_AGENT_PORT", d.jaeger_agent_port),
+            jaeger_health_port=_port(env, "CLOVER_JAEGER_HEALTH_PORT", d.jaeger_health_port),
             trace_backend=backend,
             prometheus_url=env.get("CLOVER_PROMETHEUS_URL", d.prometheus_url).rstrip("/"),
             controller_url=env.get("CLOVER_CONTROLLER_URL", d.controller_url).rstrip("/"),
@@ -144,13 +160,18 @@ class Config:
             jmeter_slaves=_host_ports(env, "CLOVER_JMETER_SLAVES"),
             jmeter_rmi_port=_port(env, "CLOVER_JMETER_RMI_PORT", d.jmeter_rmi_port),
             jmeter_rmi_host=env.get("CLOVER_JMETER_RMI_HOST") or d.jmeter_rmi_host,
-            state_dir=Path(env["CLOVER_STATE_DIR"]).resolve() if env.get("CLOVER_STATE_DIR") else d.state_dir,
+            state_dir=state_dir,
             stack_cache=Path(env["CLOVER_STACK_CACHE"]).resolve() if env.get("CLOVER_STACK_CACHE") else d.stack_cache,
             java_home=env.get("CLOVER_JAVA_HOME") or env.get("JAVA_HOME") or None,
-            api_token=env.get("CLOVER_API_TOKEN") or None,
+            api_token=env.get("CLOVER_API_TOKEN") or read_secret(secret_file(state_dir, API_TOKEN_FILE)),
+            api_max_body_bytes=_positive(env, "CLOVER_API_MAX_BODY_BYTES", d.api_max_body_bytes),
             cassandra_replication=_positive(env, "CLOVER_CASSANDRA_REPLICATION", d.cassandra_replication),
             retention_seconds=_positive(env, "CLOVER_RETENTION_SECONDS", d.retention_seconds),
             bucket_seconds=_positive(env, "CLOVER_BUCKET_SECONDS", d.bucket_seconds),
+            **_cluster_networks(env, d),
+            clovisor_metrics_port=_port(env, "CLOVER_CLOVISOR_METRICS_PORT", d.clovisor_metrics_port),
+            clovisor_metrics_host=env.get("CLOVER_CLOVISOR_METRICS_HOST") or d.clovisor_metrics_host,
+            clovisor_plugin_dir=_absolute(env, "CLOVER_CLOVISOR_PLUGIN_DIR", d.clovisor_plugin_dir),
         )
         cfg.validate()
         return cfg
@@ -174,6 +195,21 @@ class Config:
     @property
     def redis_port(self) -> int:
         return _url_port(self.redis_url, "CLOVER_REDIS_URL")
+
+    @property
+    def redis_password(self) -> str | None:
+        """The password ``redis_url`` carries (CLOVER_REDIS_PASSWORD, or the local stack's)."""
+        password = urlsplit(self.redis_url).password
+        return unquote(password) if password else None
+
+    @property
+    def redis_address(self) -> str:
+        """``redis_url`` with its password masked: what a message or a log line may show."""
+        parts = urlsplit(self.redis_url)
+        if parts.password is None:
+            return self.redis_url
+        user, _, _ = parts.netloc.rpartition("@")[0].partition(":")
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
 
     @property
     def kafka_port(self) -> int:
@@ -212,6 +248,64 @@ class Config:
         return self.jaeger_url if self.trace_backend == "jaeger" else self.zipkin_url
 
 
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def state_dir_of(env: Mapping[str, str]) -> Path:
+    """The state directory ``env`` names (CLOVER_STATE_DIR), else ``.clover/`` in the checkout."""
+    return Path(env["CLOVER_STATE_DIR"]).resolve() if env.get("CLOVER_STATE_DIR") else CHECKOUT_DIR / ".clover"
+
+
+def secret_file(state_dir: Path, name: str) -> Path:
+    """Where the local stack keeps the secret ``name`` (REDIS_PASSWORD_FILE, API_TOKEN_FILE)."""
+    return state_dir / "secrets" / name
+
+
+def read_secret(path: Path) -> str | None:
+    """A secret file's value; None when there is no such file."""
+    try:
+        value = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read ({exc.strerror})") from None
+    return value or None
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` carrying ``password`` (any user name in it is kept), so that every
+    ``redis.Redis.from_url(cfg.redis_url)`` authenticates."""
+    parts = urlsplit(url)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{hostport}"))
+
+
+def _redis_url(env: Mapping[str, str], url: str, state_dir: Path) -> str:
+    """The Redis URL with its password: CLOVER_REDIS_PASSWORD, else one the URL holds, else the
+    local stack's (``<state dir>/secrets/redis-password``), else none."""
+    password = env.get("CLOVER_REDIS_PASSWORD")
+    if not password and urlsplit(url).password is None:
+        password = read_secret(secret_file(state_dir, REDIS_PASSWORD_FILE))
+    return with_password(url, password) if password else url
+
+
+def _absolute(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = env.get(name)
+    if not raw:
+        return default
+    if not raw.startswith("/"):
+        raise ConfigError(f"{name}={raw!r} must be an absolute path")
+    return Path(raw)
+
+
 def _host_ports(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated list of host:port (the port may be left out), e.g. JMeter servers."""
     raw = env.get(name, "")
@@ -233,6 +327,37 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name}={raw!r} must be positive")
     return value
+
+
+def _cluster_networks(env: Mapping[str, str], d: Config) -> dict[str, str]:
+    """The local cluster's node address, pod and Service networks: private IPv4, not loopback,
+    none inside another."""
+    node_raw = env.get("CLOVER_CLUSTER_NODE_IP") or d.cluster_node_ip
+    try:
+        node = ipaddress.IPv4Address(node_raw)
+    except ValueError:
+        raise ConfigError(f"CLOVER_CLUSTER_NODE_IP={node_raw!r} is not an IPv4 address") from None
+    if node.is_loopback or not node.is_private:
+        raise ConfigError(f"CLOVER_CLUSTER_NODE_IP={node_raw!r} must be a private address outside 127.0.0.0/8")
+    nets = {}
+    for name, default in (("POD_CIDR", d.cluster_pod_cidr), ("SERVICE_CIDR", d.cluster_service_cidr)):
+        raw = env.get(f"CLOVER_CLUSTER_{name}") or default
+        try:
+            net = ipaddress.IPv4Network(raw, strict=True)
+        except ValueError as exc:
+            raise ConfigError(f"CLOVER_CLUSTER_{name}={raw!r} is not an IPv4 network ({exc})") from None
+        if net.is_loopback or not net.is_private or not 16 <= net.prefixlen <= 28:
+            raise ConfigError(f"CLOVER_CLUSTER_{name}={raw!r} must be a private network from /16 to /28")
+        if node in net:
+            raise ConfigError(f"CLOVER_CLUSTER_{name}={raw!r} contains the node address {node}")
+        nets[name] = net
+    if nets["POD_CIDR"].overlaps(nets["SERVICE_CIDR"]):
+        raise ConfigError("CLOVER_CLUSTER_POD_CIDR and CLOVER_CLUSTER_SERVICE_CIDR overlap")
+    return {
+        "cluster_node_ip": str(node),
+        "cluster_pod_cidr": str(nets["POD_CIDR"]),
+        "cluster_service_cidr": str(nets["SERVICE_CIDR"]),
+    }
 
 
 SDC_MODES = ("auto", "netns", "loopback")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -29,7 +30,15 @@ def load_manifests(
 @system.create_options
 def create_system_clovisor(image: str | None, redis_url: str | None, kafka_bootstrap: str | None, tag: str | None,
                            dry_run: bool, kubeconfig: str | None, context: str | None) -> None:  # fmt: skip
-    """Deploy Clovisor: namespace clovisor, read-only RBAC, one pod per node."""
+    """Deploy Clovisor: namespace clovisor, read-only RBAC, one pod per node.
+
+    Redis's password comes from the Secret clover-redis (key password) in namespace clovisor:
+    kubectl -n clovisor create secret generic clover-redis --from-file=password=FILE"""
+    if redis_url and urlsplit(redis_url).password is not None:
+        raise click.UsageError(
+            "--redis-url must not carry the password: put it in the Secret clover-redis "
+            "(kubectl -n clovisor create secret generic clover-redis --from-file=password=FILE)"
+        )
     env = {k: v for k, v in (("CLOVER_REDIS_URL", redis_url), ("CLOVER_KAFKA_BOOTSTRAP", kafka_bootstrap)) if v}
     system.run_apply(load_manifests(image=image, env=env, tag=tag), kubeconfig, context, dry_run)
 

@@ -5,24 +5,26 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from clover.config import Config, ConfigError
+from clover.config import API_TOKEN_FILE, Config, ConfigError, secret_file
 from stack.catalogue import local_stack
+from stack.cluster import parts as cluster
 from stack.demo import main_loop
 from stack.launcher import Launcher, PartStatus, StackError
+from stack.secrets import local_config
 
 
-def launcher(state_dir: str | None) -> Launcher:
+def launcher(state_dir: str | None, starting: bool = False) -> Launcher:
+    """The local stack in ``state_dir``; ``starting``: make its secrets first (stack/secrets.py)."""
+    if state_dir:  # the parts read it from the environment too (Config.from_env)
+        os.environ["CLOVER_STATE_DIR"] = str(Path(state_dir).resolve())
     try:
-        cfg = Config.from_env()
+        cfg = local_config() if starting else Config.from_env()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    if state_dir:
-        cfg = replace(cfg, state_dir=Path(state_dir).resolve())
     return local_stack(cfg)
 
 
@@ -36,12 +38,13 @@ def format_bytes(n: int | None) -> str:
 
 
 def status_table(rows: list[PartStatus]) -> str:
-    lines = [f"{'PART':<11} {'PORT':>6} {'PID':>8} {'RSS':>9}  HEALTH"]
+    width = max([11, *(len(r.name) for r in rows)])
+    lines = [f"{'PART':<{width}} {'PORT':>6} {'PID':>8} {'RSS':>9}  HEALTH"]
     for r in rows:
         pid = str(r.pid) if r.pid else "-"
         health = r.health + (f" ({r.detail})" if r.detail else "")
         port = str(r.port) if r.port else "-"
-        lines.append(f"{r.name:<11} {port:>6} {pid:>8} {format_bytes(r.rss_bytes):>9}  {health}")
+        lines.append(f"{r.name:<{width}} {port:>6} {pid:>8} {format_bytes(r.rss_bytes):>9}  {health}")
     return "\n".join(lines)
 
 
@@ -61,7 +64,7 @@ def local() -> None:
 @state_option
 def up(parts: tuple[str, ...], fresh: bool, state_dir: str | None) -> None:
     """Start PARTS (default: all) and wait until each answers its readiness check."""
-    stack = launcher(state_dir)
+    stack = launcher(state_dir, starting=True)
     started = time.monotonic()
     click.echo(f"Starting the local stack in {stack.cfg.state_dir}")
     try:
@@ -70,6 +73,8 @@ def up(parts: tuple[str, ...], fresh: bool, state_dir: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     click.echo(f"All parts healthy after {time.monotonic() - started:.1f}s\n")
     click.echo(status_table(stack.status(parts)))
+    if any(p.name in stack.groups[cluster.GROUP] for p in stack.select(parts)):
+        click.echo("\n" + cluster.usage(stack.cfg))
 
 
 @local.command()
@@ -139,8 +144,21 @@ def logs(part: str | None, lines: int, follow_: bool, state_dir: str | None) -> 
 def demo(rate: float, state_dir: str | None) -> None:
     """Run everything (stack, sample chain, pipeline, controller, load) until Ctrl-C."""
     os.environ["CLOVER_LOAD_RATE"] = str(rate)
-    stack = launcher(state_dir)
+    stack = launcher(state_dir, starting=True)
     try:
         main_loop(stack.cfg, say)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@local.command()
+@state_option
+def token(state_dir: str | None) -> None:
+    """Print the controller's API token (CLOVER_API_TOKEN, else the one `local up` made)."""
+    stack = launcher(state_dir)
+    if not stack.cfg.api_token:
+        raise click.ClickException(
+            f"no API token: CLOVER_API_TOKEN is unset and {secret_file(stack.cfg.state_dir, API_TOKEN_FILE)} "
+            "does not exist yet (cloverctl local up makes it)"
+        )
+    click.echo(stack.cfg.api_token)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import click
 
-from cloverctl import clovisor, rest, sdc, validation, validation_system, visibility
+from cloverctl import clover_system, clovisor, images, rest, sdc, validation, validation_system, visibility
 from cloverctl.local import local
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=rest.EXIT_CODES_HELP)
 @click.option("--controller", metavar="URL", help="The clover-controller (default: CLOVER_CONTROLLER_URL, "
               "ControllerIP in ~/.cloverctl.yaml, else http://127.0.0.1:8000).")  # fmt: skip
-@click.option("--token", metavar="TOKEN", help="API token (default: CLOVER_API_TOKEN, Token in ~/.cloverctl.yaml).")
+@click.option("--token", metavar="TOKEN", help="API token (default: CLOVER_API_TOKEN, Token in ~/.cloverctl.yaml, "
+              "else the local stack's, for a controller on loopback).")  # fmt: skip
 @click.option("--config", "config_file", metavar="FILE", help="cloverctl settings file (default ~/.cloverctl.yaml).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", help="text or json output.")
-@click.option("-v", "--verbose", is_flag=True, help="Say which controller address is used, and from where.")
+@click.option("-v", "--verbose", is_flag=True, help="Say which controller address and token are used, and from where.")
 @click.pass_context
 def cli(
     ctx: click.Context, controller: str | None, token: str | None, config_file: str | None, output: str, verbose: bool
@@ -54,6 +55,7 @@ delete = verb("delete", "Delete resources (idsrules).")
 
 clear = verb("clear", "Clear data (visibility).")
 check = verb("check", "Assert limits on results, for CI (visibility).")
+build = verb("build", "Build artifacts on this machine (images).")
 
 init.add_command(visibility.init_visibility)
 start.add_command(visibility.start_visibility)
@@ -70,6 +72,8 @@ get.add_command(validation.get_teststatus)
 sdc.register({"set": set_, "create": create, "start": start, "stop": stop, "get": get, "delete": delete})
 clovisor.register({"create": create, "delete": delete})
 validation_system.register({"create": create, "delete": delete})
+clover_system.register({"create": create, "delete": delete, "get": get})
+build.add_command(images.build_images)
 
 
 def main() -> None:

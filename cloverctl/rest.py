@@ -8,7 +8,8 @@ executable, as in the original), else the local default ``http://127.0.0.1:8000`
 ``ControllerPort``, a kubeconfig's Service clover-controller decides, as in the original (its
 load balancer, else the address with its NodePort); otherwise the port is 8000.
 The API token (for a controller started with ``CLOVER_API_TOKEN``) comes from ``--token``,
-``CLOVER_API_TOKEN`` or ``Token`` in the same file.
+``CLOVER_API_TOKEN`` or ``Token`` in the same file, else, for a controller on a loopback
+address, the local stack's (``<state dir>/secrets/api-token``, made by ``cloverctl local up``).
 
 Exit codes: 0 done; 1 the controller or a service refused or failed (or a check failed);
 2 a usage problem (bad option, unreadable or malformed file); 3 the controller cannot be reached.
@@ -22,12 +23,21 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import requests
 import yaml
 
-from clover.config import Config
+from clover.config import (
+    API_TOKEN_FILE,
+    Config,
+    ConfigError,
+    is_loopback_host,
+    read_secret,
+    secret_file,
+    state_dir_of,
+)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -216,15 +226,31 @@ def controller_from_service(host: str, env: dict[str, str], core: Any | None = N
     return None
 
 
-def token(opts: Options, env: dict[str, str] | None = None) -> str | None:
+def token_and_source(
+    opts: Options, env: dict[str, str] | None = None, controller: str | None = None
+) -> tuple[str | None, str]:
+    """(the API token or None, where it came from). The local stack's token is only sent to a
+    controller on a loopback address (``controller``; None: assume the local one)."""
     env = dict(os.environ) if env is None else env
     if opts.token:
-        return opts.token
+        return opts.token, "--token"
     if env.get("CLOVER_API_TOKEN"):
-        return env["CLOVER_API_TOKEN"]
-    settings, _ = read_settings(opts.config)
-    value = settings.get("Token")
-    return str(value) if value else None
+        return env["CLOVER_API_TOKEN"], "CLOVER_API_TOKEN"
+    settings, path = read_settings(opts.config)
+    if settings.get("Token"):
+        return str(settings["Token"]), f"{path} Token"
+    if controller is not None and not is_loopback_host(urlsplit(controller).hostname or ""):
+        return None, "nowhere (the local stack's token is only sent to a loopback address)"
+    file = secret_file(state_dir_of(env), API_TOKEN_FILE)
+    try:
+        value = read_secret(file)
+    except ConfigError as exc:
+        return None, f"nowhere ({exc})"
+    return (value, str(file)) if value else (None, f"nowhere (no {file})")
+
+
+def token(opts: Options, env: dict[str, str] | None = None, controller: str | None = None) -> str | None:
+    return token_and_source(opts, env, controller)[0]
 
 
 def load_yaml(path: str) -> Any:
@@ -259,7 +285,9 @@ def call(
     if opts.verbose:
         click.echo(f"clover-controller address: {base} (from {source})", err=True)
     headers = {"Accept": "application/json" if accept_json else "text/plain, application/json;q=0.9"}
-    secret = token(opts)
+    secret, origin = token_and_source(opts, controller=base)
+    if opts.verbose:
+        click.echo(f"API token: from {origin}", err=True)
     if secret:
         headers["Authorization"] = f"Bearer {secret}"
     try:

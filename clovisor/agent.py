@@ -78,7 +78,7 @@ class Clovisor:
         self.options = options or Options()
         self.counters = Counters()
         self.settings = settings_mod.Settings()
-        self.plugins = PluginSet()
+        self.plugins = PluginSet(plugin_dir=cfg.clovisor_plugin_dir)
         self.encoder = SpanEncoder(Clock())
         if not self.encoder.compiled:
             log.warning("clovisor/spanwire.c is not built (pip install -e . builds it): spans are encoded in Python")
@@ -106,7 +106,7 @@ class Clovisor:
         if self.options.metrics_port:
             from clovisor.metrics import serve_metrics
 
-            self._metrics_server = serve_metrics(self, self.options.metrics_port)
+            self._metrics_server = serve_metrics(self, self.options.metrics_port, cfg.clovisor_metrics_host)
 
     # -- configuration ----------------------------------------------------------------------
     def _connect_redis(self) -> None:
@@ -147,7 +147,7 @@ class Clovisor:
         except redis.RedisError as exc:
             self.counters.redis_errors += 1
             if self.counters.redis_errors in (1, 10, 100) or self.counters.redis_errors % 1000 == 0:
-                log.warning("Redis %s unreachable (%s): keeping the current settings", self.cfg.redis_url, exc)
+                log.warning("Redis %s unreachable (%s): keeping the current settings", self.cfg.redis_address, exc)
             return
         with self._reload_lock:
             force, self._reload = frozenset(self._reload), set()
@@ -308,6 +308,8 @@ class Clovisor:
                 "loaded": sorted(self.plugins.protocols),
                 "errors": self.plugins.errors,
                 "failures": self.plugins.failures,
+                "refused": self.plugins.refused,
+                "directory": str(self.plugins.plugin_dir),
             },
             "settings_errors": list(self.settings.errors),
             "bpf_programs": self._program_stats(),

@@ -43,12 +43,18 @@ class _Collector:
         pods = GaugeMetricFamily("clovisor_pods", "Pods traced")
         pods.add_metric([], len(self.agent.attached))
         yield pods
+        refused = CounterMetricFamily(
+            "clovisor_plugins_refused", "Plugin paths refused: outside the plugin directory or not root-only writable"
+        )
+        refused.add_metric([], self.agent.plugins.refused)
+        yield refused
         pending = GaugeMetricFamily("clovisor_kafka_pending", "Spans buffered for Kafka")
         pending.add_metric([], self.agent.kafka.stats.pending)
         yield pending
 
 
-def serve_metrics(agent: Clovisor, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+def serve_metrics(agent: Clovisor, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """/metrics on ``host`` (loopback unless configured: CLOVER_CLOVISOR_METRICS_HOST)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(agent))  # type: ignore[arg-type]
     handler = MetricsHandler.factory(registry)

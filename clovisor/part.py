@@ -23,7 +23,7 @@ def clovisor_parts(cfg: Config) -> list[Part]:
             name="clovisor",
             ports={"metrics": cfg.clovisor_metrics_port},
             health="/metrics",
-            probe=lambda: probes.http_ok(f"http://127.0.0.1:{cfg.clovisor_metrics_port}/metrics"),
+            probe=lambda: probes.http_ok(f"http://{cfg.clovisor_metrics_host}:{cfg.clovisor_metrics_port}/metrics"),
             prepare=prepare,
             startup_timeout=60,
             stop_timeout=30,

@@ -12,17 +12,29 @@ original's Go ``Parser`` interface, in Python.
 
 Configure as the original: ``HSET clovisor_proto_cfg <protocol> /path/to/plugin.py``, then
 ``PUBLISH clovisor_proto_plugin_cfg_chan <protocol>`` to (re)load it without a restart.
+
+A plugin runs inside Clovisor, as root, and anyone who can write Redis names its path. So a path
+is only loaded from the plugin directory (CLOVER_CLOVISOR_PLUGIN_DIR, default
+/etc/clover/clovisor-plugins) and only when nobody but root could have written it: the file, the
+directory and every directory above it belong to root (or to the user Clovisor runs as) and are
+not group- or world-writable (a sticky directory such as /tmp may be above it); a symlink may
+point only inside the directory. Anything else is refused, logged with the path and the reason,
+and counted (``plugins.refused`` in ``clovisor status``, ``clovisor_plugins_refused`` on /metrics).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
+import os
+import stat
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from clover.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +49,71 @@ class PluginError(Exception):
     """A plugin could not be loaded; the message says which file and why."""
 
 
-def load_parser(protocol: str, path: str) -> Parser:
-    """Import ``path`` afresh (a reload picks up a changed file) and return its ``Parser()``."""
-    file = Path(path)
-    if not file.is_file():
+class PluginRefused(PluginError):
+    """A plugin path Clovisor will not run: outside the plugin directory, or writable by someone
+    other than root. The message names the path and the reason."""
+
+
+def _unsafe(path: Path, st: os.stat_result, sticky_ok: bool = False) -> str | None:
+    """Why ``path`` could have been written by someone other than root (None: it could not)."""
+    if st.st_uid not in (0, os.geteuid()):
+        return f"{path} is owned by uid {st.st_uid}, not root"
+    writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable and not (sticky_ok and st.st_mode & stat.S_ISVTX):
+        names = {stat.S_IWGRP: "group-writable", stat.S_IWOTH: "world-writable"}
+        who = names.get(writable, "group- and world-writable")
+        return f"{path} is {who} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def read_trusted(protocol: str, path: str, plugin_dir: Path) -> tuple[Path, bytes]:
+    """The file ``path`` names and its bytes, if it is a plugin Clovisor may run (module doc);
+    else PluginRefused. The bytes are read from the descriptor that was checked."""
+
+    def refuse(reason: str) -> PluginRefused:
+        return PluginRefused(f"plugin for {protocol!r} refused: {path}: {reason}")
+
+    if not os.path.isabs(path):
+        raise refuse("not an absolute path")
+    root = Path(os.path.realpath(plugin_dir))
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(root):
+        link = f" (a symlink to {real})" if real != Path(os.path.abspath(path)) else ""
+        raise refuse(f"outside the plugin directory {root}{link}")
+    if not root.is_dir():
+        raise refuse(f"the plugin directory {plugin_dir} does not exist (CLOVER_CLOVISOR_PLUGIN_DIR)")
+    for directory in (root, *root.parents):
+        reason = _unsafe(directory, os.stat(directory), sticky_ok=directory != root)
+        if reason:
+            raise refuse(f"the plugin directory is not safe: {reason}")
+    for directory in real.parents:
+        if directory == root:
+            break
+        reason = _unsafe(directory, os.stat(directory))
+        if reason:
+            raise refuse(reason)
+    if not real.is_file():  # before opening: a FIFO would block the open
         raise PluginError(f"plugin for {protocol!r}: {path} is not a file")
-    digest = hashlib.sha1(file.read_bytes()).hexdigest()[:12]
-    name = f"clovisor_plugin_{protocol}_{digest}"
-    spec = importlib.util.spec_from_file_location(name, file)
-    if spec is None or spec.loader is None:
-        raise PluginError(f"plugin for {protocol!r}: {path} is not a Python module")
-    module = importlib.util.module_from_spec(spec)
+    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        spec.loader.exec_module(module)
+        reason = _unsafe(real, os.fstat(fd))
+        if reason:
+            raise refuse(reason)
+        with os.fdopen(os.dup(fd), "rb") as file:
+            return real, file.read()
+    finally:
+        os.close(fd)
+
+
+def load_parser(protocol: str, path: str, plugin_dir: Path) -> Parser:
+    """Run ``path`` afresh (a reload picks up a changed file) and return its ``Parser()``;
+    PluginRefused for a path read_trusted refuses."""
+    file, source = read_trusted(protocol, path, plugin_dir)
+    digest = hashlib.sha1(source).hexdigest()[:12]
+    module = types.ModuleType(f"clovisor_plugin_{protocol}_{digest}")
+    module.__file__ = str(file)
+    try:
+        exec(compile(source, str(file), "exec"), module.__dict__)  # a trusted plugin, by design
     except Exception as exc:
         raise PluginError(f"plugin for {protocol!r}: importing {path} failed: {exc!r}") from exc
     cls = getattr(module, "Parser", None)
@@ -63,10 +127,12 @@ def load_parser(protocol: str, path: str) -> Parser:
 class PluginSet:
     """The loaded plugins by protocol, and the per-session buffers of their pending bytes."""
 
+    plugin_dir: Path = field(default_factory=lambda: Config().clovisor_plugin_dir)
     parsers: dict[str, Parser] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     failures: int = 0
+    refused: int = 0  # paths refused by read_trusted, each time one was configured or reloaded
     _buffers: dict[tuple[object, bool], bytes] = field(default_factory=dict)
 
     @property
@@ -89,13 +155,14 @@ class PluginSet:
                 continue
             self.paths[protocol] = path
             try:
-                self.parsers[protocol] = load_parser(protocol, path)
+                self.parsers[protocol] = load_parser(protocol, path, self.plugin_dir)
                 self.errors.pop(protocol, None)
                 loaded.append(protocol)
                 log.info("plugin for %s loaded from %s", protocol, path)
             except PluginError as exc:
                 self.errors[protocol] = str(exc)
                 self.parsers.pop(protocol, None)
+                self.refused += isinstance(exc, PluginRefused)
                 log.error("%s", exc)
         return loaded
 

@@ -1,4 +1,4 @@
-"""Clovisor's live configuration from Redis (facts §3h), parsed into plain values.
+"""Clovisor's live configuration from Redis (docs/compatibility.md §3h), parsed into plain values.
 
 Every reader here is a pure function over what Redis returned, so the rules (label filters,
 egress matches, the pod-name prefix rule) are tested without a server. Malformed entries are

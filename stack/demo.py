@@ -19,7 +19,7 @@ from typing import Any
 import requests
 import yaml
 
-from clover.config import CHECKOUT_DIR, Config
+from clover.config import API_TOKEN_FILE, CHECKOUT_DIR, Config, secret_file
 from sdc import load
 from stack.catalogue import local_stack
 from stack.launcher import Launcher, StackError
@@ -47,6 +47,18 @@ def controller_call(cfg: Config, method: str, path: str, body: Any = None) -> st
     return response.text.strip()
 
 
+def token_hint(cfg: Config) -> str:
+    """How to get the token the controller's mutating routes and the dashboard's controls need."""
+    if not cfg.api_token:
+        return "none: the controller's routes are open (CLOVER_API_TOKEN unset)"
+    if os.environ.get("CLOVER_API_TOKEN"):
+        return "CLOVER_API_TOKEN (cloverctl sends it)"
+    return (
+        f".venv/bin/cloverctl local token  (kept in {secret_file(cfg.state_dir, API_TOKEN_FILE)}; "
+        "cloverctl sends it, the dashboard asks for it)"
+    )
+
+
 def start_visibility(cfg: Config, progress: Progress, sample: Path = SET_VISIBILITY) -> None:
     """init, set (the original guide's set_visibility.yaml) and start visibility."""
     progress(controller_call(cfg, "GET", "/collector/init"))
@@ -69,6 +81,7 @@ def run_demo(cfg: Config, progress: Progress, stop: threading.Event) -> Launcher
             f"clover-server1..3 {rate / 3:.2f} each (the services set_visibility.yaml tracks)"
         )
         progress(f"Dashboard:   {cfg.controller_url}{DASHBOARD_PATH}")
+        progress(f"API token:   {token_hint(cfg)}")
         progress(f"REST API:    {cfg.controller_url}/api/docs  (OpenAPI: {cfg.controller_url}/openapi.json)")
         progress(f"Jaeger API:  {cfg.jaeger_url}/api/services    Prometheus: {cfg.prometheus_url}")
         progress("Try:         .venv/bin/cloverctl get visibility -s all")

@@ -16,18 +16,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from clover.config import Config
+from stack.hostsetup import HostSetup, Progress
 from stack.java import JavaNotFound, find_java
 from stack.parts import Part, PartDirs
 from stack.probes import ProbeFailed
-
-Progress = Callable[[str], None]
 
 
 class StackError(RuntimeError):
@@ -98,7 +97,8 @@ class Launcher:
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def dirs(self, name: str) -> PartDirs:
-        return PartDirs(self.cfg.state_dir / name)
+        part = self.parts.get(name)
+        return PartDirs(self.cfg.state_dir / (part.home if part and part.home else name))
 
     def _record_file(self, name: str) -> Path:
         return self.dirs(name).root / "process.json"
@@ -177,15 +177,22 @@ class Launcher:
                 progress(f"{part.name:<11} already running (pid {self.process(part.name).pid})")  # type: ignore[union-attr]
         self.preflight(to_start)
         started: list[Part] = []
+        confirmed: list[Part] = []
         try:
+            for setup in _host_setups(to_start):
+                setup.setup(progress)
             for part in to_start:
                 progress(f"{part.name:<11} starting" + (f" on port {part.main_port}" if part.main_port else ""))
                 self._spawn(part)
                 started.append(part)
-            self._wait_ready(parts, progress)
+                if part.ready_before_next:
+                    self._wait_ready([part], progress)
+                    confirmed.append(part)
+            self._wait_ready([p for p in parts if p not in confirmed], progress)
         except BaseException as exc:
             for part in reversed(started):
                 self._stop(part, _quiet)
+            self._undo_host_setups(parts, progress)
             if isinstance(exc, StackError):
                 raise
             if isinstance(exc, KeyboardInterrupt):
@@ -240,14 +247,28 @@ class Launcher:
 
     def down(self, names: Iterable[str] | None = None, progress: Progress = _quiet) -> None:
         """Stop the named parts (every part when none are named), last started first."""
-        for part in reversed(self.select(names) if names else list(self.parts.values())):
+        chosen = self.select(names) if names else list(self.parts.values())
+        for part in reversed(chosen):
             self._stop(part, progress)
+        self._undo_host_setups(chosen, progress)
+
+    def _undo_host_setups(self, parts: list[Part], progress: Progress) -> None:
+        """Tear down the host setups of ``parts`` that none of their parts still uses."""
+        running = self.running()
+        for setup in _host_setups(parts):
+            if not any(p.host_setup is setup for p in running):
+                setup.teardown(progress)
 
     def _stop(self, part: Part, progress: Progress) -> None:
         proc = self.process(part.name)
         if proc is None:
             return
         started = time.monotonic()
+        if part.before_stop is not None:
+            try:
+                part.before_stop()
+            except Exception as exc:  # stopping goes on: the process is what must end
+                progress(f"{part.name:<11} before stopping: {type(exc).__name__}: {exc}")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         if not self._wait_gone(proc, part.stop_timeout):
@@ -302,3 +323,12 @@ class Launcher:
             f.seek(max(0, size - 256 * 1024))
             text = f.read().decode(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _host_setups(parts: Iterable[Part]) -> list[HostSetup]:
+    """The distinct host setups of ``parts``, in part order."""
+    found: list[HostSetup] = []
+    for part in parts:
+        if part.host_setup is not None and not any(part.host_setup is s for s in found):
+            found.append(part.host_setup)
+    return found

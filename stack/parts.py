@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import string
 import subprocess
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clover.config import Config
+from clover.config import LOOPBACK, Config
 from stack import probes
+from stack.hostsetup import HostSetup
 from stack.java import find_java
+from stack.secrets import write_private
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -37,6 +39,19 @@ class PartDirs:
     @property
     def log(self) -> Path:
         return self.root / f"{self.root.name}.log"
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Where a backing service listens (``bind``) and the address it gives its clients and
+    peers (``own``): loopback on this machine; in a container (``stack/images/entry.py``), every
+    interface and the pod's address."""
+
+    bind: str = LOOPBACK
+    own: str = LOOPBACK
+
+
+LOCAL = Addresses()
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,14 @@ class Part:
     startup_timeout: float = 60.0
     stop_timeout: float = 30.0
     installed: tuple[Path, ...] = ()
+    # Where the part keeps its files, relative to the state directory (default: its name).
+    home: str = ""
+    # Start the parts after this one only once it is ready (they cannot start without it).
+    ready_before_next: bool = False
+    # Shared by the parts that need it: set up before the first starts, undone after the last stops.
+    host_setup: HostSetup | None = None
+    # Run before the part is sent SIGTERM (e.g. containerd stops its containers while it still can).
+    before_stop: Callable[[], None] | None = None
 
     @property
     def main_port(self) -> int:
@@ -67,11 +90,15 @@ class Part:
         return next(iter(self.ports.values()), 0)
 
 
-def render(template: str, target: Path, **values: object) -> Path:
-    """Write ``stack/conf/<template>`` to ``target`` with ``$name`` placeholders filled."""
+def render(template: str, target: Path, private: bool = False, **values: object) -> Path:
+    """Write ``stack/conf/<template>`` to ``target`` with ``$name`` placeholders filled;
+    ``private``: readable by its owner only (it holds a secret)."""
     text = string.Template((CONF_DIR / template).read_text()).substitute({k: str(v) for k, v in values.items()})
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
+    if private:
+        write_private(target, text)
+    else:
+        target.write_text(text)
     return target
 
 
@@ -88,36 +115,92 @@ def jvm_options_file(name: str) -> list[str]:
     return [option.replace(" ", "=", 1) for option in options]
 
 
-def redis_part(cfg: Config) -> Part:
+def redis_config_string(value: str) -> str:
+    """``value`` as a double-quoted redis.conf argument."""
+    escaped = "".join(
+        "\\" + c if c in '"\\' else c if " " <= c <= "~" else "".join(f"\\x{b:02x}" for b in c.encode()) for c in value
+    )
+    return f'"{escaped}"'
+
+
+def redis_part(cfg: Config, at: Addresses = LOCAL) -> Part:
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
+    password = cfg.redis_password
 
     def prepare(dirs: PartDirs) -> Launch:
         dirs.data.mkdir(parents=True, exist_ok=True)
-        conf = render("redis.conf", dirs.root / "redis.conf", port=cfg.redis_port, data_dir=dirs.data)
+        requirepass = f"requirepass {redis_config_string(password)}" if password else ""
+        # Protected mode refuses every client but loopback's when there is no password.
+        protected = "yes" if at.bind == LOOPBACK else "no"
+        conf = render("redis.conf", dirs.root / "redis.conf", private=True, port=cfg.redis_port, data_dir=dirs.data,
+                      requirepass=requirepass, bind_host=at.bind, protected_mode=protected)  # fmt: skip
         return Launch([server, str(conf)])
+
+    def probe() -> None:
+        probes.redis_ping(cfg.redis_url)
+        if password:
+            probes.redis_refuses_anonymous(cfg.redis_url)
 
     return Part(
         name="redis",
         ports={"redis": cfg.redis_port},
-        health="PING",
-        probe=lambda: probes.redis_ping(cfg.redis_url),
+        health="PING (with the password)" if password else "PING",
+        probe=probe,
         prepare=prepare,
         startup_timeout=20,
         installed=(Path(server),),
     )
 
 
-def kafka_cluster_id(dirs: PartDirs) -> str:
-    """The KRaft cluster id, made once per state directory."""
+def new_cluster_id(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid form).
+
+    The first character is never ``-``: Kafka's StorageTool would read such an id as an option
+    (``--cluster-id/-t: expected one argument``). Clearing the first byte's top bit keeps it in
+    ``A``..``f``; the other 122 bits stay random."""
+    raw = bytearray(random_bytes(16))
+    raw[0] &= 0x7F
+    return base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+
+
+def usable_cluster_id(value: str) -> bool:
+    """Whether ``value`` is an id StorageTool accepts: 16 bytes in URL-safe base64, not starting with ``-``."""
+    return re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{20}[AQgw]", value) is not None
+
+
+def formatted_cluster_id(dirs: PartDirs) -> str | None:
+    """The cluster id a formatted Kafka log directory holds (None before it is formatted)."""
+    meta = dirs.data / "meta.properties"
+    if not meta.exists():
+        return None
+    for line in meta.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "cluster.id":
+            return value.strip()
+    return None
+
+
+def kafka_cluster_id(dirs: PartDirs, random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """The KRaft cluster id, made once per state directory and kept in ``<part>/cluster-id``.
+
+    A formatted log directory's own id wins (Kafka checks it against nothing else, and changing
+    it would orphan the data). Before formatting, a kept id StorageTool refuses (one made by an
+    older Clover could start with ``-``) is replaced: the broker never ran, its data is empty."""
     id_file = dirs.root / "cluster-id"
-    if not id_file.exists():
+    kept = id_file.read_text().strip() if id_file.exists() else None
+    wanted = formatted_cluster_id(dirs)
+    if wanted is None:
+        if kept is not None and usable_cluster_id(kept):
+            return kept
+        wanted = new_cluster_id(random_bytes)
+    if kept != wanted:
         draft = id_file.with_suffix(f".{os.getpid()}")
-        draft.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        draft.write_text(wanted)
         draft.replace(id_file)  # a concurrent reader never sees a half-written id
-    return id_file.read_text().strip()
+    return wanted
 
 
-def kafka_part(cfg: Config) -> Part:
+def kafka_part(cfg: Config, at: Addresses = LOCAL) -> Part:
     lib = cfg.stack_cache / "kafka" / "lib"
 
     def prepare(dirs: PartDirs) -> Launch:
@@ -129,12 +212,14 @@ def kafka_part(cfg: Config) -> Part:
             port=cfg.kafka_port,
             controller_port=cfg.kafka_controller_port,
             data_dir=dirs.data,
+            bind_host=at.bind,
+            own_host=at.own,
         )
         log4j = f"-Dlog4j2.configurationFile={CONF_DIR / 'kafka-log4j2.properties'}"
         if not (dirs.data / "meta.properties").exists():
             formatted = subprocess.run(
                 [java, log4j, "-cp", classpath(lib), "kafka.tools.StorageTool", "format",
-                 "--cluster-id", kafka_cluster_id(dirs), "--config", str(props), "--ignore-formatted"],
+                 f"--cluster-id={kafka_cluster_id(dirs)}", "--config", str(props), "--ignore-formatted"],
                 capture_output=True, text=True, timeout=120,
             )  # fmt: skip
             if formatted.returncode != 0:
@@ -157,7 +242,7 @@ def kafka_part(cfg: Config) -> Part:
     )
 
 
-def cassandra_part(cfg: Config) -> Part:
+def cassandra_part(cfg: Config, at: Addresses = LOCAL) -> Part:
     lib = cfg.stack_cache / "cassandra" / "lib"
 
     def prepare(dirs: PartDirs) -> Launch:
@@ -169,6 +254,8 @@ def cassandra_part(cfg: Config) -> Part:
             port=cfg.cassandra_port,
             storage_port=cfg.cassandra_storage_port,
             data_dir=dirs.data,
+            bind_host=at.bind,
+            own_host=at.own,
         )
         jamm = sorted(lib.glob("jamm-*.jar"))
         agent = [f"-javaagent:{jamm[0]}"] if jamm else []
@@ -199,7 +286,7 @@ def prometheus_targets_dir(cfg: Config) -> Path:
     return cfg.state_dir / "prometheus" / "targets"
 
 
-def prometheus_part(cfg: Config) -> Part:
+def prometheus_part(cfg: Config, at: Addresses = LOCAL) -> Part:
     binary = shutil.which("prometheus") or "/usr/bin/prometheus"
 
     def prepare(dirs: PartDirs) -> Launch:
@@ -209,7 +296,7 @@ def prometheus_part(cfg: Config) -> Part:
         conf = render("prometheus.yml", dirs.root / "prometheus.yml", port=cfg.prometheus_port, targets_dir=targets)
         return Launch(
             [binary, f"--config.file={conf}", f"--storage.tsdb.path={dirs.data}",
-             f"--web.listen-address=127.0.0.1:{cfg.prometheus_port}", "--web.enable-lifecycle",
+             f"--web.listen-address={at.bind}:{cfg.prometheus_port}", "--web.enable-lifecycle",
              f"--storage.tsdb.retention.time={max(1, cfg.retention_seconds // 3600)}h"]
         )  # fmt: skip
 
@@ -224,7 +311,7 @@ def prometheus_part(cfg: Config) -> Part:
     )
 
 
-def jaeger_part(cfg: Config) -> Part:
+def jaeger_part(cfg: Config, at: Addresses = LOCAL) -> Part:
     binary = cfg.stack_cache / "jaeger" / "jaeger"
 
     def prepare(dirs: PartDirs) -> Launch:
@@ -241,6 +328,7 @@ def jaeger_part(cfg: Config) -> Part:
             health_port=cfg.jaeger_health_port,
             data_dir=dirs.data,
             retention_hours=max(1, cfg.retention_seconds // 3600),
+            bind_host=at.bind,
         )
         return Launch([str(binary), "--config", str(conf)])
 
@@ -262,7 +350,7 @@ def jaeger_part(cfg: Config) -> Part:
     )
 
 
-def zipkin_part(cfg: Config) -> Part:
+def zipkin_part(cfg: Config, at: Addresses = LOCAL) -> Part:
     """The Zipkin server, in-memory: the alternative trace backend (CLOVER_TRACE_BACKEND=zipkin)."""
     lib = cfg.stack_cache / "zipkin" / "lib"
 
@@ -270,7 +358,7 @@ def zipkin_part(cfg: Config) -> Part:
         java = str(find_java(cfg.java_home))
         jar = sorted(lib.glob("zipkin-server-*-exec.jar"))[-1]
         return Launch(
-            [java, "-Xms256m", "-Xmx512m", "-jar", str(jar), "--armeria.ports[0].ip=127.0.0.1",
+            [java, "-Xms256m", "-Xmx512m", "-jar", str(jar), f"--armeria.ports[0].ip={at.bind}",
              f"--armeria.ports[0].port={cfg.zipkin_port}", "--logging.level.root=WARN"],
             env={"STORAGE_TYPE": "mem", "QUERY_PORT": str(cfg.zipkin_port), "COLLECTOR_ACTIVEMQ_ENABLED": "false"},
         )  # fmt: skip
@@ -287,7 +375,8 @@ def zipkin_part(cfg: Config) -> Part:
     )
 
 
-def infrastructure(cfg: Config) -> dict[str, Part]:
+def infrastructure(cfg: Config, at: Addresses = LOCAL) -> dict[str, Part]:
     """The backing services, in start order."""
-    parts = [redis_part(cfg), kafka_part(cfg), cassandra_part(cfg), prometheus_part(cfg), jaeger_part(cfg)]
+    parts = [redis_part(cfg, at), kafka_part(cfg, at), cassandra_part(cfg, at), prometheus_part(cfg, at),
+             jaeger_part(cfg, at)]  # fmt: skip
     return {p.name: p for p in parts}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -24,6 +25,28 @@ def redis_ping(url: str) -> None:
             client.close()
     except redis.RedisError as exc:
         raise ProbeFailed(f"PING failed: {exc}") from None
+
+
+def redis_refuses_anonymous(url: str) -> None:
+    """Redis turns away a client without the password (NOAUTH): a Redis started before the stack
+    had a password (by an older Clover) still accepts anyone until it is restarted."""
+    import redis
+
+    parts = urlsplit(url)
+    anonymous = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    client = redis.Redis.from_url(anonymous, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        return
+    except redis.RedisError as exc:
+        raise ProbeFailed(f"PING without the password failed: {exc}") from None
+    finally:
+        client.close()
+    raise ProbeFailed(
+        f"Redis on port {parts.port} answers clients without the password (it was started without one); "
+        "restart it: cloverctl local down redis && cloverctl local up redis"
+    )
 
 
 def kafka_metadata(bootstrap: str) -> None:

@@ -46,6 +46,8 @@ TEST_ENV = {
     "CLOVER_CONTROLLER_URL": f"http://127.0.0.1:{_port(18000)}",
     "CLOVER_COLLECTOR_GRPC": f"127.0.0.1:{_port(50154)}",
 }
+# Clovisor's plugins: from a directory of the test stack's (root-owned, as the tests run as root).
+TEST_ENV["CLOVER_CLOVISOR_PLUGIN_DIR"] = str(Path(TEST_ENV["CLOVER_STATE_DIR"]) / "clovisor-plugins")
 if _OFFSET:
     # Beside another suite, the sample chain's namespaces, subnet and stats ports and the JMeter
     # servers' RMI ports are this suite's own too.
@@ -62,6 +64,7 @@ from clover import schema  # noqa: E402
 from clover.config import Config  # noqa: E402  (reads the environment set above)
 from stack.catalogue import local_stack  # noqa: E402
 from stack.launcher import Launcher  # noqa: E402
+from stack.secrets import local_config  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -73,7 +76,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def cfg() -> Config:
-    return Config.from_env()
+    """The test stack's configuration, with the secrets `cloverctl local up` makes (the Redis
+    password, the API token) made first: the stack runs as a default install does."""
+    return local_config()
 
 
 @pytest.fixture(scope="session")

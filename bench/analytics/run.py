@@ -35,6 +35,7 @@ from jobs.session import spark_session
 from jobs.visibility import VisibilityAnalytics
 from protos import records_pb2
 from stack.catalogue import local_stack
+from stack.secrets import local_config
 
 PER_BUCKET = 10_000
 SERVICES = ["proxy-access-control", "http-lb", "clover-server1", "clover-server2", "clover-server3"]
@@ -144,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging()
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    cfg = Config.from_env()
+    cfg = local_config()
     stack = local_stack(cfg)
     stack.down(["analytics"])
     stack.up(["infra"], progress=lambda m: print(f"  {m}"))

@@ -173,11 +173,12 @@ class Bench:
         import redis
 
         from clover import keys
+        from clover.config import Config
 
         state, env = setup.state, setup.env
         self.pod, self.url, self.broker, self.seconds = setup.pod, setup.url, setup.broker, seconds
         self.keys = keys
-        self.redis = redis.Redis.from_url(env["CLOVER_REDIS_URL"])
+        self.redis = redis.Redis.from_url(Config.from_env(env).redis_url)
         self.status_file = state / "clovisor" / "status.json"
         self.script = state / "rate.lua"
         self.script.write_text(RATE_SCRIPT)
@@ -266,11 +267,11 @@ def nginx_pod() -> Iterator[Setup]:
         "CLOVER_KAFKA_CONTROLLER_PORT": str(9093 + PORT_OFFSET),
     })  # fmt: skip
     os.environ.update(env)
-    from clover.config import Config
     from clovisor.lab import Lab
     from stack.catalogue import local_stack
+    from stack.secrets import local_config
 
-    cfg = Config.from_env()
+    cfg = local_config()
     launcher = local_stack(cfg)
     print("starting the bench's Redis and Kafka ...", flush=True)
     launcher.up(["redis", "kafka"], fresh=True)

@@ -37,8 +37,8 @@ import requests
 from bench import stack_env  # noqa: F401  (the benchmark stack's ports, before the configuration is read)
 from bench.dashboard.seed import Shape, seed
 from clover import keys
-from clover.config import Config
 from stack.catalogue import local_stack
+from stack.secrets import local_config
 
 TARGET_MS = 200.0
 
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--urls", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=60, help="timed rounds (after 5 warm-up rounds)")
     args = parser.parse_args()
-    cfg = Config.from_env()
+    cfg = local_config()
     launcher = local_stack(cfg)
     before = {p.name for p in launcher.running()}
     launcher.up(["redis", "controller"], progress=lambda m: print(f"[stack] {m}"))
@@ -110,7 +110,7 @@ def main() -> None:
     store = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
     try:
         shape = seed(store, Shape(args.services, args.urls))
-        print(f"seeded {cfg.redis_url}: {shape}")
+        print(f"seeded {cfg.redis_address}: {shape}")
         base = cfg.controller_url
         session = requests.Session()
         body = refresh_request(base)

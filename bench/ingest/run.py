@@ -32,6 +32,7 @@ from jobs.buckets import bucket_ms, shard_of
 from jobs.status import ingest_status_file as status_file
 from protos import records_pb2
 from stack.catalogue import local_stack
+from stack.secrets import local_config
 
 SERVICES = ["proxy-access-control", "http-lb", "clover-server1", "clover-server2", "clover-server3"]
 URLS = ["/", "/index.html", "/upload", "/test", "/clover/testurl"]
@@ -149,7 +150,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=48, help="baseline in-flight inserts")
     parser.add_argument("--warmup", type=int, default=400_000, help="spans through the ingest before measuring")
     args = parser.parse_args()
-    cfg = Config.from_env()
+    cfg = local_config()
     stack = local_stack(cfg)
     print(f"stack in {cfg.state_dir}")
     stack.up(["infra", "ingest"], progress=lambda m: print(f"  {m}"))

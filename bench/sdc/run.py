@@ -41,6 +41,7 @@ from clover.config import Config  # noqa: E402
 from sdc import client, topology  # noqa: E402
 from stack.catalogue import local_stack  # noqa: E402
 from stack.launcher import Launcher  # noqa: E402
+from stack.secrets import local_config  # noqa: E402
 
 BENCH_ENV = {
     "CLOVER_STATE_DIR": str(ROOT / ".clover" / "bench-sdc"),
@@ -135,7 +136,7 @@ def main() -> None:
     if args.trace_ratio is not None:
         env["CLOVER_SDC_TRACE_RATIO"] = args.trace_ratio
     os.environ.update(env)
-    cfg = Config.from_env()
+    cfg = local_config()
     launcher = local_stack(cfg)
     started = [p.name for p in launcher.select(PARTS) if launcher.process(p.name) is None]
     print(f"sample chain in {topology.mode(cfg)} mode, state in {cfg.state_dir}")

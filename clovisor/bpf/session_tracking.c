@@ -22,6 +22,12 @@
 #include <uapi/linux/tcp.h>
 #include <uapi/linux/in.h>
 
+// bpf_probe_read_kernel through a pointer of our own: BCC rewrites calls by that name to the
+// legacy bpf_probe_read (which tc programs may not call) when /proc/kallsyms hides addresses,
+// i.e. without CAP_SYSLOG. So the programs load with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN
+// alone (the DaemonSet's). The ring buffer already needs kernel 5.8, which has this helper.
+static long (*read_kernel)(void *dst, __u32 size, const void *src) = (void *)BPF_FUNC_probe_read_kernel;
+
 #ifndef CONN_MAX
 #define CONN_MAX 16384
 #endif
@@ -428,7 +434,7 @@ static __always_inline void put_str(char *dst, u32 max, u8 *buf, u32 start, u32 
     BARRIER_VAR(l);
     if (l > max)
         return;
-    bpf_probe_read_kernel(dst, l, &buf[start & WIN_MASK]);
+    read_kernel(dst, l, &buf[start & WIN_MASK]);
     *lenp = l;
 }
 
@@ -1004,7 +1010,7 @@ static __always_inline void emit_payload(struct scratch *s, struct conn_key *key
     if (l > PAYLOAD_MAX)
         return;
     ev->len = l;
-    bpf_probe_read_kernel(ev->data, l, s->buf);
+    read_kernel(ev->data, l, s->buf);
     u64 size = sizeof(*ev) - PAYLOAD_MAX + l;
     BARRIER_VAR(size);
     if (size > sizeof(*ev))
@@ -1133,7 +1139,7 @@ int cv_lines(struct __sk_buff *skb) {
         ek.c = x->key;
         ek.seq = ds->msg_seq;
         struct exchange *stored = exchanges.lookup(&ek);
-        if (stored && bpf_probe_read_kernel(&s->rec, sizeof(s->rec), stored) == 0) {
+        if (stored && read_kernel(&s->rec, sizeof(s->rec), stored) == 0) {
             rec = &s->rec;
             in_map = 1;
         }

@@ -9,8 +9,10 @@ from typing import Any
 
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from clover.config import Config
 from tests.waiting import wait_until
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -58,6 +60,17 @@ def open_page(driver: WebDriver, url: str, ready: Callable[[], object], what: st
             log = [entry["message"][:200] for entry in driver.get_log("browser")[-3:]]
             if attempt == 2 or page:
                 raise AssertionError(f"{exc}; the page shows: {page!r}; browser log: {log}") from None
+
+
+def log_in(driver: WebDriver, cfg: Config) -> None:
+    """Enter the controller's API token at the top of the loaded dashboard, as a person does
+    (``cloverctl local token``); the test stack has one, as a default install does."""
+    if not cfg.api_token:
+        return
+    field = wait_until(lambda: next(iter(driver.find_elements(By.ID, "token-input")), None), 20, what="the token field")
+    field.clear()
+    field.send_keys(cfg.api_token + Keys.ENTER)
+    wait_until(lambda: text(driver, "token-state") == "token accepted", 20, what="the token accepted")
 
 
 def open_tab(driver: WebDriver, label: str) -> None:

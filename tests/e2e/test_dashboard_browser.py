@@ -21,7 +21,8 @@ from clover import keys
 from clover.config import Config
 from sdc import topology
 from stack.launcher import Launcher
-from tests.e2e.browser import cells, checkbox, click_option, open_page, open_tab, screenshot, text, trace
+from tests import controller_client
+from tests.e2e.browser import cells, checkbox, click_option, log_in, open_page, open_tab, screenshot, text, trace
 from tests.integration.controller_parts import flush_visibility, running
 from tests.waiting import wait_until
 
@@ -79,6 +80,7 @@ def open_dashboard(driver: WebDriver, cfg: Config, path: str = "/visibility") ->
     """Load the dashboard until it shows the seeded counts."""
     open_page(driver, cfg.controller_url + path, lambda: text(driver, "count-traces") == "31",
               "the system counts on the page")  # fmt: skip
+    log_in(driver, cfg)
 
 
 def test_the_page_shows_the_seeded_results_and_a_screenshot_is_saved(
@@ -201,4 +203,4 @@ def test_the_load_balancer_control_changes_the_live_chain(
     finally:
         servers = [{"url": f"clover-server{i}:9180"} for i in (1, 2, 3)]
         body = {"lb_name": "http-lb-v2.default", "server_name": "http-lb-v2", "lb_list": servers}
-        requests.post(f"{cfg.controller_url}/nginx/lb", timeout=30, json=body)
+        controller_client.post(f"{cfg.controller_url}/nginx/lb", timeout=30, json=body)

@@ -30,7 +30,8 @@ from sdc import client as sdc
 from sdc import topology
 from sdc.clients import ExternalClients
 from stack.launcher import Launcher
-from tests.e2e.browser import cells, open_page, open_tab, screenshot, text, trace
+from tests import controller_client
+from tests.e2e.browser import cells, log_in, open_page, open_tab, screenshot, text, trace
 from tests.integration.controller_parts import CHAIN, running
 from tests.waiting import wait_until
 
@@ -80,6 +81,7 @@ def open_chain(driver: WebDriver, cfg: Config) -> None:
     """The dashboard's Sample chain tab, once it shows the IDS status."""
     open_page(driver, cfg.controller_url + "/dashboard/", lambda: driver.find_elements(By.CSS_SELECTOR, ".tab"),
               "the dashboard's tabs")  # fmt: skip
+    log_in(driver, cfg)
     open_tab(driver, "Sample chain")
     wait_until(lambda: text(driver, "ids-status"), 30, what="the IDS status on the page")
 
@@ -214,7 +216,7 @@ def test_the_validation_tab_shows_the_load_test_the_test_ran(parts: Launcher, br
         {"name": "e2e-about", "url": chain + "/about.html", "method": "GET", "user-agent": "clover-e2e-jmeter"},
     ]
     plan = {"load_spec": {"num_threads": 2, "loops": 3}, "url_list": urls}
-    made = requests.post(base + "/jmeter/create?name=e2e-dashboard", json=plan, timeout=120)
+    made = controller_client.post(base + "/jmeter/create?name=e2e-dashboard", json=plan, timeout=120)
     assert (made.status_code, made.text) == (200, "Generated test plan")
 
     open_page(browser, base + "/dashboard/", lambda: browser.find_elements(By.CSS_SELECTOR, ".tab"),
@@ -222,7 +224,7 @@ def test_the_validation_tab_shows_the_load_test_the_test_ran(parts: Launcher, br
     open_tab(browser, "Validation")
     wait_until(lambda: text(browser, "val-status"), 30, what="the load test state on the page")
 
-    started = requests.post(base + "/jmeter/start", json={"test_plan": "e2e-dashboard.jmx"},
+    started = controller_client.post(base + "/jmeter/start", json={"test_plan": "e2e-dashboard.jmx"},
                             headers={"Accept": "application/json"}, timeout=120).json()  # fmt: skip
     assert started["message"] == f"Started jmeter on pid: {started['pid']}"
     status = wait_until(lambda: (s := requests.get(base + "/jmeter/status", timeout=30).json())["done"] and s, 180,

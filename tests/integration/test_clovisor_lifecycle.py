@@ -173,3 +173,38 @@ def test_the_kafka_buffer_is_bounded_in_bytes_and_delivers_what_it_took(stack, c
     finally:
         reader.close()
     assert sorted(int(s.http_url.rsplit("=", 1)[1]) for s in found) == accepted == list(range(len(accepted)))
+
+
+DAEMONSET_CAPS = ("bpf", "perfmon", "net_admin")  # k8s/clovisor/daemonset.yaml's capabilities.add
+
+
+def test_clovisor_traces_with_only_the_daemonsets_capabilities(stack, lab, cfg: Config) -> None:  # type: ignore[no-untyped-def]
+    """Root, but only CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (and so no CAP_SYS_ADMIN or
+    CAP_SYSLOG): the programs compile, load and attach, and the pod's requests become spans."""
+    only = ",".join(["-all", *(f"+{cap}" for cap in DAEMONSET_CAPS)])
+    limited = ["setpriv", f"--bounding-set={only}", f"--inh-caps={only}", f"--ambient-caps={only}", "--"]
+    command = [str(ROOT / ".venv" / "bin" / "clovisor"), "run", "--discovery", "local", "--metrics-port", "0"]
+    proc = subprocess.Popen([*limited, *command], stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    pod = lab.pods["life"]
+    marker = uuid.uuid4().hex[:12]
+    try:
+        wait_attached(pod.host_veth, proc)
+        effective = next(
+            int(line.split()[1], 16) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+            if line.startswith("CapEff:")
+        )  # fmt: skip
+        assert effective == (1 << 39) | (1 << 38) | (1 << 12)  # CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN
+        with socket.create_connection((pod.ip, 8090)) as sock:
+            f = sock.makefile("rb")
+            for i in range(5):
+                sock.sendall(request("GET", f"/?m={marker}&i={i}"))
+                assert read_response(f)[0] == 200
+        reader = SpanReader(cfg)
+        try:
+            found = reader.collect(marker, 5, timeout=60)
+        finally:
+            reader.close()
+        assert sorted(int(s.http_url.rsplit("=", 1)[1]) for s in found) == list(range(5))
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0

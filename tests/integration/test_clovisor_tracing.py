@@ -8,6 +8,7 @@ pod's host-side veth, as traffic from another node would.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -220,9 +221,11 @@ def test_egress_match_traces_outbound_calls_of_pods_with_the_prefix(agent, lab, 
     assert outbound.http_status_code == 200
 
 
-def test_plugin_loaded_through_redis_adds_its_fields(agent, lab, redis_client, spans, tmp_path) -> None:
-    plugin = tmp_path / "tenant_plugin.py"
+def test_plugin_loaded_through_redis_adds_its_fields(agent, lab, redis_client, spans) -> None:
+    agent.plugins.plugin_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    plugin = agent.plugins.plugin_dir / f"tenant_plugin_{uuid.uuid4().hex[:8]}.py"
     plugin.write_text(PLUGIN)
+    plugin.chmod(0o644)
     redis_client.hset(keys.CLOVISOR_PROTO_CFG, "http", str(plugin))
     redis_client.publish(keys.CLOVISOR_PROTO_PLUGIN_CFG_CHAN, "http")
     try:
@@ -236,6 +239,33 @@ def test_plugin_loaded_through_redis_adds_its_fields(agent, lab, redis_client, s
         (span,) = spans.collect(marker, 1)
         assert span.tags["tenant"] == "acme"
         assert span.tags["plugin.session"] == span.tags["session"]
+    finally:
+        redis_client.delete(keys.CLOVISOR_PROTO_CFG)
+        plugin.unlink()
+
+
+def test_a_plugin_anyone_could_write_is_refused_logged_and_counted(agent, redis_client, tmp_path, caplog) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from clovisor.metrics import _Collector
+
+    planted = tmp_path / "planted.py"  # what ran as uid 0 before: nobody's, 0666, outside any plugin directory
+    planted.write_text(PLUGIN)
+    planted.chmod(0o666)
+    os.chown(planted, 65534, 65534)
+    before = agent.plugins.refused
+    try:
+        with caplog.at_level(logging.ERROR, "clovisor.plugins"):
+            redis_client.hset(keys.CLOVISOR_PROTO_CFG, "http", str(planted))  # read at the next settings refresh
+            wait_until(lambda: agent.plugins.refused == before + 1, 10, "the plugin refused")
+        assert "http" not in agent.plugins.protocols
+        reason = f"plugin for 'http' refused: {planted}: outside the plugin directory {agent.plugins.plugin_dir}"
+        assert reason in [r.getMessage() for r in caplog.records]
+        shown = agent.status()["plugins"]
+        assert (shown["refused"], shown["errors"]["http"], shown["loaded"]) == (before + 1, reason, [])
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(agent))
+        assert f"clovisor_plugins_refused_total {before + 1}.0" in generate_latest(registry).decode().splitlines()
     finally:
         redis_client.delete(keys.CLOVISOR_PROTO_CFG)
 

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import redis
 
-from clover.config import Config
+from clover.config import Config, with_password
 from stack.launcher import Launcher, StackError
 from stack.parts import infrastructure
 
@@ -90,6 +90,16 @@ def test_data_survives_down_and_up_and_fresh_starts_empty(isolated: Config) -> N
     assert redis.Redis.from_url(isolated.redis_url).get("kept") == b"yes"
     launcher.up(fresh=True)
     assert redis.Redis.from_url(isolated.redis_url).get("kept") is None
+
+
+def test_a_redis_still_running_without_the_password_is_reported(isolated: Config) -> None:
+    """A Redis an older Clover started (no password) still lets anyone in: status says so."""
+    launcher_for(isolated, "redis").up()
+    guarded = dataclasses.replace(isolated, redis_url=with_password(isolated.redis_url, "s3cret"))
+    (row,) = launcher_for(guarded, "redis").status()
+    assert (row.health, row.detail) == ("unhealthy", (
+        f"Redis on port {isolated.redis_port} answers clients without the password (it was started without one); "
+        "restart it: cloverctl local down redis && cloverctl local up redis"))  # fmt: skip
 
 
 def test_an_unknown_part_is_refused(isolated: Config) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 
+import pytest
 import redis
 import requests
 from cassandra.cluster import Cluster
@@ -14,7 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from clover.config import Config
+from clover.config import REDIS_PASSWORD_FILE, Config, secret_file, with_password
 from stack.launcher import Launcher
 
 
@@ -34,6 +36,20 @@ def test_redis_round_trip(stack: Launcher, cfg: Config) -> None:
     client = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
     client.set("clover-test:roundtrip", "value-1")
     assert client.get("clover-test:roundtrip") == "value-1"
+
+
+def test_redis_turns_away_a_client_without_the_stacks_password(stack: Launcher, cfg: Config) -> None:
+    kept = secret_file(cfg.state_dir, REDIS_PASSWORD_FILE)
+    assert cfg.redis_password == kept.read_text().strip()
+    private = (kept, stack.dirs("redis").root / "redis.conf")  # the rendered redis.conf holds it too
+    assert [p.stat().st_mode & 0o777 for p in private] == [0o600, 0o600]
+    with socket.create_connection(("127.0.0.1", cfg.redis_port), timeout=5) as raw:
+        raw.sendall(b"PING\r\nGET clover-test:roundtrip\r\n")
+        assert raw.recv(200).startswith(b"-NOAUTH Authentication required.")
+    for url in (f"redis://127.0.0.1:{cfg.redis_port}/0", with_password(cfg.redis_url, "wrong")):
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis.from_url(url, socket_timeout=5).ping()
+    assert redis.Redis.from_url(cfg.redis_url, socket_timeout=5).ping() is True
 
 
 def test_kafka_record_is_produced_and_consumed(stack: Launcher, cfg: Config) -> None:

@@ -8,11 +8,13 @@ import socket
 from pathlib import Path
 
 import pytest
+import requests
 from click.testing import CliRunner
 
 from cloverctl import check, rest
 from cloverctl.main import cli
 from cloverctl.visibility import format_config, format_stats
+from stack import secrets
 
 
 def _opts(**kwargs: object) -> rest.Options:
@@ -42,6 +44,61 @@ def test_without_any_setting_the_local_default_is_used(tmp_path: Path, monkeypat
     assert rest.token(_opts(), {}) == "abc"
     assert rest.token(_opts(), {"CLOVER_API_TOKEN": "env"}) == "env"
     assert rest.token(_opts(token="flag"), {"CLOVER_API_TOKEN": "env"}) == "flag"
+
+
+def test_the_local_stacks_token_is_the_last_fallback_and_only_for_loopback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr("sys.argv", [str(tmp_path / "bin" / "cloverctl")])
+    env = {"CLOVER_STATE_DIR": str(tmp_path / "state")}
+    file = tmp_path / "state" / "secrets" / "api-token"
+    assert rest.token_and_source(_opts(), env) == (None, f"nowhere (no {file})")
+    made = secrets.ensure(tmp_path / "state", {})
+    assert file in made and file.stat().st_mode & 0o777 == 0o600
+    local = file.read_text().strip()
+    assert rest.token_and_source(_opts(), env, "http://127.0.0.1:18000") == (local, str(file))
+    assert rest.token_and_source(_opts(), env, "http://localhost:8000")[0] == local
+    assert rest.token(_opts(), env, "http://10.0.0.5:8000") is None  # never sent elsewhere
+    assert rest.token_and_source(_opts(), {**env, "CLOVER_API_TOKEN": "env"}) == ("env", "CLOVER_API_TOKEN")
+    (tmp_path / ".cloverctl.yaml").write_text("Token: abc\n")
+    assert rest.token_and_source(_opts(), env)[0] == "abc"
+
+
+def test_local_token_prints_the_token_local_up_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLOVER_API_TOKEN", raising=False)
+    state = tmp_path / "state"
+    monkeypatch.setenv("CLOVER_STATE_DIR", str(state))  # restored afterwards: --state-dir sets it for the parts
+    missing = CliRunner().invoke(cli, ["local", "token", "--state-dir", str(state)])
+    assert missing.exit_code == 1
+    assert f"{state / 'secrets' / 'api-token'} does not exist yet (cloverctl local up makes it)" in missing.output
+    secrets.ensure(state, {})
+    shown = CliRunner().invoke(cli, ["local", "token", "--state-dir", str(state)])
+    assert (shown.exit_code, shown.output) == (0, (state / "secrets" / "api-token").read_text())
+
+
+def test_cloverctl_sends_the_local_token_and_says_where_it_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CLOVER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("CLOVER_API_TOKEN", raising=False)
+    secrets.ensure(tmp_path / "state", {})
+    sent: list[dict[str, str]] = []
+
+    def fake(method: str, url: str, **kwargs: object) -> object:
+        sent.append(kwargs["headers"])  # type: ignore[arg-type]
+        reply = requests.Response()
+        reply.status_code, reply._content = 200, b"ok"
+        return reply
+
+    monkeypatch.setattr(requests, "request", fake)
+    result = CliRunner().invoke(cli, ["-v", "--controller", "http://127.0.0.1:9", "stop", "ids"])
+    token = (tmp_path / "state" / "secrets" / "api-token").read_text().strip()
+    assert result.exit_code == 0, result.output
+    assert sent == [{"Accept": "text/plain, application/json;q=0.9", "Authorization": f"Bearer {token}"}]
+    assert f"API token: from {tmp_path / 'state' / 'secrets' / 'api-token'}" in result.output
+    assert token not in result.output
 
 
 def test_a_settings_file_that_cannot_be_used_is_a_usage_problem(tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import struct
+from pathlib import Path
 from typing import Any
 
 import click
@@ -133,7 +136,7 @@ class Parser:
 def test_plugins_load_buffer_partial_data_and_reload(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "p.py"
     path.write_text(PLUGIN)
-    plugins = PluginSet()
+    plugins = PluginSet(plugin_dir=tmp_path)
     assert plugins.sync({"foo": str(path)}) == ["foo"]
     assert plugins.feed("foo", "s1", "k1", True, b"HEL") == {}
     assert plugins.feed("foo", "s1", "k1", True, b"LO\nrest") == {"first": "HELLO", "dir": "req", "key": "k1"}
@@ -147,10 +150,88 @@ def test_plugins_load_buffer_partial_data_and_reload(tmp_path) -> None:  # type:
 def test_a_broken_plugin_is_reported_not_fatal(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "bad.py").write_text("raise RuntimeError('boom')")
     (tmp_path / "none.py").write_text("x = 1")
-    plugins = PluginSet()
-    assert plugins.sync({"a": str(tmp_path / "bad.py"), "b": str(tmp_path / "none.py"), "c": "/nope.py"}) == []
+    plugins = PluginSet(plugin_dir=tmp_path)
+    nope = tmp_path / "nope.py"
+    assert plugins.sync({"a": str(tmp_path / "bad.py"), "b": str(tmp_path / "none.py"), "c": str(nope)}) == []
     assert "importing" in plugins.errors["a"] and "defines no class Parser" in plugins.errors["b"]
-    assert "/nope.py is not a file" in plugins.errors["c"]
+    assert f"{nope} is not a file" in plugins.errors["c"]
+    assert plugins.refused == 0
+
+
+def plugin_dir(tmp_path: Path) -> Path:
+    """A plugin directory only root (the user the tests run as) can write, holding PLUGIN."""
+    allowed = tmp_path / "plugins"
+    allowed.mkdir(mode=0o755)
+    (allowed / "ok.py").write_text(PLUGIN)
+    (allowed / "ok.py").chmod(0o644)
+    return allowed
+
+
+def test_only_root_only_files_in_the_plugin_directory_are_run(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    allowed = plugin_dir(tmp_path)
+    ran = tmp_path / "ran"
+    evil = f"open({str(ran)!r}, 'w').write('ran')\n" + PLUGIN
+    outside = tmp_path / "outside.py"
+    outside.write_text(evil)
+    (allowed / "escape.py").symlink_to(outside)
+    (allowed / "inside-link.py").symlink_to(allowed / "ok.py")
+    (allowed / "open.py").write_text(evil)
+    (allowed / "open.py").chmod(0o666)  # what ran as uid 0 before: anyone may write it
+    (allowed / "group.py").write_text(evil)
+    (allowed / "group.py").chmod(0o664)
+    plugins = PluginSet(plugin_dir=allowed)
+    configured = {name: str(allowed / f"{name}.py") for name in ("ok", "escape", "inside-link", "open", "group")}
+    configured |= {"outside": str(outside), "relative": "plugins/ok.py", "dotdot": f"{allowed}/../outside.py"}
+    with caplog.at_level(logging.ERROR, "clovisor.plugins"):
+        assert sorted(plugins.sync(configured)) == ["inside-link", "ok"]
+    assert not ran.exists()
+    assert plugins.refused == 6
+    assert plugins.errors == {
+        "escape": f"plugin for 'escape' refused: {allowed}/escape.py: outside the plugin directory {allowed} "
+        f"(a symlink to {outside})",
+        "open": f"plugin for 'open' refused: {allowed}/open.py: {allowed}/open.py is group- and world-writable "
+        "(mode 0666)",
+        "group": f"plugin for 'group' refused: {allowed}/group.py: {allowed}/group.py is group-writable (mode 0664)",
+        "outside": f"plugin for 'outside' refused: {outside}: outside the plugin directory {allowed}",
+        "relative": "plugin for 'relative' refused: plugins/ok.py: not an absolute path",
+        "dotdot": f"plugin for 'dotdot' refused: {allowed}/../outside.py: outside the plugin directory {allowed}",
+    }
+    assert sorted(r.getMessage() for r in caplog.records) == sorted(plugins.errors.values())
+    assert plugins.sync(configured) == [] and plugins.refused == 6  # an unchanged configuration is not retried
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to nobody needs root")
+def test_a_plugin_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    allowed = plugin_dir(tmp_path)
+    os.chown(allowed / "ok.py", 65534, 65534)  # nobody: 0644 but not root's
+    plugins = PluginSet(plugin_dir=allowed)
+    assert plugins.sync({"http": str(allowed / "ok.py")}) == []
+    assert (
+        plugins.errors["http"]
+        == f"plugin for 'http' refused: {allowed}/ok.py: {allowed}/ok.py is owned by uid 65534, not root"
+    )
+    os.chown(allowed / "ok.py", 0, 0)
+    os.chown(allowed, 65534, 65534)
+    assert plugins.sync({"http": str(allowed / "ok.py")}, force=frozenset({"http"})) == []
+    assert plugins.errors["http"].endswith(
+        f"the plugin directory is not safe: {allowed} is owned by uid 65534, not root"
+    )
+    assert plugins.refused == 2
+
+
+def test_a_plugin_directory_others_may_write_refuses_everything(tmp_path: Path) -> None:
+    allowed = plugin_dir(tmp_path)
+    allowed.chmod(0o777)
+    plugins = PluginSet(plugin_dir=allowed)
+    assert plugins.sync({"http": str(allowed / "ok.py")}) == []
+    assert plugins.errors["http"].endswith(
+        f"the plugin directory is not safe: {allowed} is group- and world-writable (mode 0777)"
+    )
+    allowed.chmod(0o755)
+    missing = PluginSet(plugin_dir=tmp_path / "none")
+    assert missing.sync({"http": str(tmp_path / "none" / "ok.py")}) == [] and missing.refused == 1
+    assert missing.errors["http"].endswith(f"the plugin directory {tmp_path / 'none'} does not exist "
+                                           "(CLOVER_CLOVISOR_PLUGIN_DIR)")  # fmt: skip
 
 
 def test_manifests_validate_against_the_kubernetes_schema() -> None:
@@ -173,7 +254,42 @@ def test_manifests_validate_against_the_kubernetes_schema() -> None:
     container = docs[-1]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.local/clovisor:1"
     assert {"name": "CLOVER_REDIS_URL", "value": "redis://r:6379/0"} in container["env"]
-    assert container["securityContext"]["privileged"] is False
+
+
+def test_the_daemonset_runs_with_least_privilege() -> None:
+    from cloverctl.clovisor import load_manifests
+
+    pod = load_manifests()[-1]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["securityContext"] == {
+        "privileged": False,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsUser": 0,
+        "capabilities": {"drop": ["ALL"], "add": ["BPF", "PERFMON", "NET_ADMIN"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert set(container["resources"]["requests"]) == set(container["resources"]["limits"]) == {
+        "cpu", "memory", "ephemeral-storage"}  # fmt: skip
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["CLOVER_REDIS_PASSWORD"] == {"secretKeyRef": {"name": "clover-redis", "key": "password"}}
+    assert "@" not in env["CLOVER_REDIS_URL"]  # no secret in the manifest
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["CLOVER_CLOVISOR_METRICS_HOST"] == "$(POD_IP)"  # not 0.0.0.0
+    writable = {m["name"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert writable == {"state", "tmp"}
+    assert all("emptyDir" in v for v in pod["volumes"] if v["name"] in writable)
+
+
+def test_a_redis_url_with_a_password_is_refused_for_the_cluster() -> None:
+    from click.testing import CliRunner
+
+    from cloverctl.main import cli
+
+    result = CliRunner().invoke(cli, ["create", "system", "clovisor", "--redis-url", "redis://:pw@r:6379/0"])
+    assert result.exit_code == 2
+    assert "--redis-url must not carry the password: put it in the Secret clover-redis" in result.output
 
 
 class FakeApi:

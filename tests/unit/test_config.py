@@ -7,16 +7,42 @@ from pathlib import Path
 import pytest
 
 from clover.config import CHECKOUT_DIR, Config, ConfigError
+from stack import secrets
 
 
-def test_defaults_are_loopback_endpoints() -> None:
-    cfg = Config.from_env({})
+def test_defaults_are_loopback_endpoints(tmp_path: Path) -> None:
+    assert Config.from_env({}).state_dir == CHECKOUT_DIR / ".clover"
+    cfg = Config.from_env({"CLOVER_STATE_DIR": str(tmp_path)})  # a state directory without secrets
     assert cfg.redis_url == "redis://127.0.0.1:6379/0"
     assert cfg.kafka_bootstrap == "127.0.0.1:9092"
     assert cfg.cassandra_hosts == ("127.0.0.1",)
     assert (cfg.cassandra_port, cfg.prometheus_port, cfg.jaeger_port) == (9042, 9090, 16686)
-    assert cfg.state_dir == CHECKOUT_DIR / ".clover"
-    assert cfg.api_token is None
+    assert cfg.api_token is None and cfg.redis_password is None
+    assert cfg.clovisor_plugin_dir == Path("/etc/clover/clovisor-plugins")
+    assert (cfg.clovisor_metrics_host, cfg.clovisor_metrics_port) == ("127.0.0.1", 9470)
+
+
+def test_the_local_stacks_secrets_are_read_from_the_state_directory(tmp_path: Path) -> None:
+    env = {"CLOVER_STATE_DIR": str(tmp_path), "CLOVER_REDIS_URL": "redis://127.0.0.1:16379/0"}
+    made = secrets.ensure(tmp_path, env)
+    assert sorted(p.name for p in made) == ["api-token", "redis-password"]
+    assert [oct(p.stat().st_mode & 0o777) for p in made] == ["0o600", "0o600"]
+    assert oct((tmp_path / "secrets").stat().st_mode & 0o777) == "0o700"
+    password = (tmp_path / "secrets" / "redis-password").read_text().strip()
+    cfg = Config.from_env(env)
+    assert cfg.redis_url == f"redis://:{password}@127.0.0.1:16379/0" and cfg.redis_password == password
+    assert cfg.redis_address == "redis://:***@127.0.0.1:16379/0" and password not in cfg.redis_address
+    assert cfg.api_token == (tmp_path / "secrets" / "api-token").read_text().strip()
+    assert secrets.ensure(tmp_path, env) == []  # kept: made once
+    # The variables win over the files; a password is quoted into the URL and read back as it was.
+    chosen = Config.from_env({**env, "CLOVER_REDIS_PASSWORD": "p@ss:w/rd", "CLOVER_API_TOKEN": "t"})
+    assert chosen.redis_url == "redis://:p%40ss%3Aw%2Frd@127.0.0.1:16379/0"
+    assert (chosen.redis_password, chosen.api_token) == ("p@ss:w/rd", "t")
+    acl = Config.from_env({**env, "CLOVER_REDIS_URL": "redis://clover:own@10.0.0.5:6379/1"})
+    assert acl.redis_password == "own" and acl.redis_address == "redis://clover:***@10.0.0.5:6379/1"
+    # With the variables set, `local up` makes no file for them.
+    other = tmp_path / "other"
+    assert secrets.ensure(other, {"CLOVER_REDIS_PASSWORD": "x", "CLOVER_API_TOKEN": "y"}) == []
 
 
 def test_environment_overrides_every_endpoint() -> None:
@@ -54,6 +80,7 @@ def test_environment_overrides_every_endpoint() -> None:
         ({"CLOVER_KAFKA_BOOTSTRAP": "kafka"}, "CLOVER_KAFKA_BOOTSTRAP='kafka' must look like host:port"),
         ({"CLOVER_TRACE_BACKEND": "tempo"}, "CLOVER_TRACE_BACKEND='tempo' must be jaeger or zipkin"),
         ({"CLOVER_RETENTION_SECONDS": "-5"}, "CLOVER_RETENTION_SECONDS='-5' must be positive"),
+        ({"CLOVER_CLOVISOR_PLUGIN_DIR": "plugins"}, "CLOVER_CLOVISOR_PLUGIN_DIR='plugins' must be an absolute path"),
     ],
 )
 def test_a_bad_value_is_named(env: dict[str, str], message: str) -> None:
