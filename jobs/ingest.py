@@ -37,7 +37,7 @@ from clover.config import CHECKOUT_DIR, Config
 from clover.logs import setup_logging
 from jobs.buckets import bucket_ms_column, bucket_timestamp_column, shard_column
 from jobs.retry import Stopped, with_backoff
-from jobs.session import spark_session
+from jobs.session import drop_cassandra_sessions, spark_session
 from jobs.status import ingest_status_file, write_report
 
 log = logging.getLogger("clover.ingest")
@@ -67,7 +67,7 @@ def epoch_millis_to_timestamp(millis: Column) -> Column:
 
 
 def span_table_rows(spans: DataFrame) -> DataFrame:
-    """Rows of ``visibility.spans``: the original columns (facts §1) and the appended ones."""
+    """Rows of ``visibility.spans``: the original columns (docs/compatibility.md §1b) and the appended ones."""
     return spans.select(
         F.col("trace_id").alias("traceid"),
         F.col("span_id").alias("spanid"),
@@ -336,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     backoff = 1.0
     failed = False
     while not stop.is_set():
+        batches = batch_writer.batches
         query = start_query(spark, cfg, batch_writer, args)
         while query.isActive and not stop.is_set():
             write_status(ingest_status_file(cfg), batch_writer)
@@ -351,8 +352,11 @@ def main(argv: list[str] | None = None) -> int:
             log.error("ingest failed: %s", exception)
             break
         # Kafka or Cassandra went away: the checkpoint holds the last committed offsets, so the
-        # restarted query resumes exactly there.
+        # restarted query resumes exactly there, with Cassandra sessions of its own.
+        if batch_writer.batches > batches:
+            backoff = 1.0  # the query had recovered from any earlier failure
         log.warning("query failed (%s); restarting in %.0fs", str(exception).splitlines()[0][:300], backoff)
+        log.info("closed %d Cassandra sessions of the connector", drop_cassandra_sessions(spark))
         stop.wait(backoff)
         backoff = min(backoff * 2, 30.0)
     marks.close()

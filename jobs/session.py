@@ -50,3 +50,23 @@ def spark_session(app_name: str, cfg: Config, shuffle_partitions: int = 4) -> Sp
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+def drop_cassandra_sessions(spark: SparkSession) -> int:
+    """Close every Cassandra session the connector keeps, even those it counts as in use, so the next
+    read or write opens a new one; how many were closed. Only while nothing uses them (after a
+    streaming query failed): a write whose statements could not be prepared leaves its session
+    counted as in use for good (connector 3.5.1), and a session whose schema refresh failed while
+    Cassandra was away never completes a refresh again (Java driver 4.18.1), which every read and
+    write of the connector waits for, so a query restarted on it would wait forever."""
+    jvm = spark.sparkContext._jvm
+    assert jvm is not None
+    connector = getattr(jvm.com.datastax.spark.connector.cql, "CassandraConnector$")  # the Scala object
+    cache = getattr(connector, "MODULE$").sessionCache()
+    sessions = cache.valuesToKeys().keySet().toList()  # TrieMap: a snapshot
+    cache.evict()  # the releases waiting for their keep-alive to pass: idle sessions close now
+    for i in range(sessions.size()):
+        session = sessions.apply(i)
+        for _ in range(cache.refCounter().get(session)):
+            cache.release(session, 0)  # the last one closes it
+    return int(sessions.size())

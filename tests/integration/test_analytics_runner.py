@@ -4,29 +4,30 @@ after restarts, its figures equal those of a fresh full recompute over the same 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import psutil
 import pytest
 import redis
 
-from clover import keys, schema
-from clover.config import CHECKOUT_DIR, Config
+from clover import keys
+from clover.config import Config
 from collector import client as collector
 from jobs.publish import clear_published
-from jobs.state import DERIVED_TABLES
-from jobs.status import analytics_status_file as status_file
-from jobs.status import read_report
 from stack.launcher import Launcher
-from tests.integration.visibility_seed import INBOUND, SeedSpan, seed
+from tests.integration.analytics_support import (
+    kill_tree,
+    published,
+    recompute_from_scratch,
+    reports_after,
+    reset_visibility,
+    spans_over,
+)
+from tests.integration.visibility_seed import seed
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.spark
@@ -34,62 +35,9 @@ pytestmark = pytest.mark.spark
 SERVICES = ("svc-a", "svc-b")
 
 
-def spans_over(buckets: int, now_us: int, bucket_us: int, tag: str) -> list[SeedSpan]:
-    """Three spans (two requests of svc-a, one of svc-b) in each of ``buckets`` buckets before now."""
-    first = (now_us - (buckets + 2) * bucket_us) // bucket_us * bucket_us
-    spans = []
-    for b in range(buckets):
-        start = first + b * bucket_us
-        for i, service in enumerate(("svc-a", "svc-a", "svc-b")):
-            status = 500 if (b + i) % 7 == 0 else 200
-            spans.append(SeedSpan(f"{tag}{b}-{i // 2}", str(i), service, f"/p{b % 5}", "ua", service, status,
-                                  1000 + 37 * b + i, INBOUND, "GET", start + i))  # fmt: skip
-    return spans
-
-
-def published(store: redis.Redis) -> dict[str, Any]:
-    """Every key the analytics published, with its value; not the sliding window's, which depend on
-    the moment of the run."""
-    found: dict[str, Any] = {}
-    for key in sorted(k for k in store.smembers(keys.PUBLISHED_KEYS) if ":window" not in k):  # type: ignore[union-attr]
-        kind = store.type(key)
-        if kind == "string":
-            found[key] = store.get(key)
-        elif kind == "hash":
-            found[key] = store.hgetall(key)
-        elif kind == "set":
-            found[key] = sorted(store.smembers(key))  # type: ignore[arg-type]
-        elif kind == "zset":
-            found[key] = store.zrange(key, 0, -1, withscores=True)
-        elif kind == "list":
-            found[key] = store.lrange(key, 0, -1)
-    return found
-
-
-def runner_report(cfg: Config) -> dict[str, Any]:
-    return read_report(status_file(cfg))
-
-
-def reports_after(cfg: Config, count: int) -> dict[str, Any]:
-    """Wait for ``count`` more reports of the runner (it writes one per poll, every second)."""
-    seen = 0
-    last = runner_report(cfg).get("updated")
-    deadline = time.monotonic() + 60
-    while seen < count:
-        assert time.monotonic() < deadline, "the analytics runner stopped reporting"
-        time.sleep(0.3)
-        report = runner_report(cfg)
-        if report.get("updated") != last:
-            seen, last = seen + 1, report.get("updated")
-    return runner_report(cfg)
-
-
 @pytest.fixture
 def fresh(stack: Launcher, cfg: Config, cassandra: Any, store: redis.Redis) -> Iterator[Launcher]:
-    stack.down(["analytics"])
-    schema.truncate(cassandra, schema.tables())
-    store.flushdb()
-    store.sadd(keys.VISIBILITY_SERVICES, *[keys.underscore(s) for s in SERVICES])
+    reset_visibility(stack, cassandra, store, SERVICES)
     yield stack
     stack.down(["analytics", "collector"])
 
@@ -113,15 +61,6 @@ def test_the_analytics_runs_only_while_the_collector_is_started(
     seed(cassandra, spans_over(2, int(time.time() * 1_000_000), bucket_us, "stopped"), cfg.bucket_seconds)
     report = reports_after(cfg, 4)
     assert (report["runs"], store.get(keys.SPAN_COUNT)) == (runs, "9")
-
-
-def kill_tree(process: psutil.Process) -> None:
-    """SIGKILL the runner and every process under it (spark-submit's JVM and the Python driver)."""
-    family = [process, *process.children(recursive=True)]
-    for member in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.send_signal(signal.SIGKILL)
-    psutil.wait_procs(family, timeout=30)
 
 
 class Watch:
@@ -150,15 +89,6 @@ def clear_visibility(cfg: Config, store: redis.Redis) -> None:
     """The controller's clear: the collector truncates the tables, then the derived keys are reset."""
     assert collector.truncate_visibility(cfg.collector_grpc) == "Truncated visibility tables"
     clear_published(store)
-
-
-def recompute_from_scratch(cfg: Config, cassandra: Any) -> None:
-    """What a fresh full recompute over the same rows publishes: no derived state, one run."""
-    schema.truncate(cassandra, DERIVED_TABLES)
-    cassandra.execute("DELETE FROM analytics_state WHERE name = 'progress'")
-    result = subprocess.run([str(CHECKOUT_DIR / "spark-submit.sh"), str(CHECKOUT_DIR / "jobs" / "visibility.py"),
-                             "--once"], capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_a_run_killed_at_random_points_leaves_the_figures_of_a_full_recompute(
