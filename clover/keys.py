@@ -1,6 +1,6 @@
 """The Redis key contract: every key any part of Clover reads or writes.
 
-Names, types and meanings follow the original OPNFV Clover (facts §3); CI scripts and the
+Names, types and meanings follow the original OPNFV Clover (docs/compatibility.md §3); CI scripts and the
 dashboard read them, so they never change. Keys that Clover adds are declared here too.
 Service names come in two forms: underscore (``proxy_access_control``, "svc_u") and hyphen
 (``proxy-access-control``, "svc_h").
@@ -26,7 +26,7 @@ METRIC_PREFIXES = "metric_prefixes"
 METRIC_SUFFIXES = "metric_suffixes"
 CUSTOM_METRICS = "custom_metrics"
 
-# Defaults the original kept in RedisOps.init_services/init_metrics (facts §2).
+# Defaults the original kept in RedisOps.init_services/init_metrics (docs/compatibility.md §2a).
 DEFAULT_SERVICES = ("http_lb", "proxy_access_control")
 DEFAULT_METRIC_PREFIXES = ("envoy_cluster_outbound_", "envoy_cluster_inbound_")
 DEFAULT_METRIC_SUFFIXES = (

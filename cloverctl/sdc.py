@@ -1,4 +1,4 @@
-"""Sample-chain commands, all through the controller's REST API: the original's (facts §7)
+"""Sample-chain commands, all through the controller's REST API: the original's (docs/compatibility.md §7)
 ``set lb|server -f``, ``create idsrules -f`` and ``start|stop ids``, and the new ``set proxy -f``,
 ``get lb|server|proxy|ids|idsrules`` and ``delete idsrules``.
 

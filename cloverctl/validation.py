@@ -1,4 +1,4 @@
-"""Validation commands, through the controller's REST API (facts §7): ``create testplan -f``,
+"""Validation commands, through the controller's REST API (docs/compatibility.md §7): ``create testplan -f``,
 ``start testplan [-s N]``, ``stop testplan``, ``get testresult [log|detail|summary]`` and
 ``get teststatus``.
 

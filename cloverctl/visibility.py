@@ -1,4 +1,4 @@
-"""Visibility commands, through the controller's REST API (facts §7):
+"""Visibility commands, through the controller's REST API (docs/compatibility.md §7):
 ``init|start|stop|clear|get|set visibility`` and the new ``check visibility``."""
 
 from __future__ import annotations

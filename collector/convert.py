@@ -2,7 +2,7 @@
 
 Jaeger's query API returns traces as ``{traceID, spans: [...], processes: {pid: {serviceName}}}``;
 Zipkin's v2 API returns each trace as a list of spans with ``localEndpoint.serviceName``. Tags
-map to the columns the original wrote (facts §1); a span missing any of them is kept with those
+map to the columns the original wrote (docs/compatibility.md §1b); a span missing any of them is kept with those
 fields empty. A span without ids, or with a start time or duration that is not a whole number,
 cannot be stored and raises MalformedSpan.
 """

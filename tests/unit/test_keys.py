@@ -1,4 +1,4 @@
-"""The Redis key contract keeps the original names (facts §3)."""
+"""The Redis key contract keeps the original names (docs/compatibility.md §3)."""
 
 from __future__ import annotations
 

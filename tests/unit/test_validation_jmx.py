@@ -1,4 +1,4 @@
-"""TestPlan -> JMX: the original mapping (facts §8), the additions, literal strings."""
+"""TestPlan -> JMX: the original mapping (docs/compatibility.md §8b), the additions, literal strings."""
 
 from __future__ import annotations
 
