@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLOVERCTL := $(VENV)/bin/cloverctl
 PYTEST_ARGS ?=
+IMAGES_ARGS ?=
 
-.PHONY: setup demo test lint typecheck unit integration bench up down status clean
+.PHONY: setup demo test lint typecheck unit integration bench up down status clean cluster-build cluster-test images images-test
 
 setup:
 	@bash stack/setup.sh
@@ -31,6 +32,21 @@ unit: setup
 
 integration: setup
 	@$(VENV)/bin/pytest -m "integration or spark" $(PYTEST_ARGS)
+
+# The local one-node Kubernetes (stack/cluster): not part of setup (about 20 minutes cold).
+cluster-build: setup
+	@$(PY) -m stack.cluster.build
+
+cluster-test: setup
+	@$(VENV)/bin/pytest -m cluster tests/cluster $(PYTEST_ARGS)
+
+# OCI images of every part (stack/images): not part of setup (about ten minutes cold), needs root.
+# IMAGES_ARGS: -r REPO, -t TAG, --only NAME ... (python -m stack.images.build --help)
+images: setup
+	@$(PY) -m stack.images.build $(IMAGES_ARGS)
+
+images-test: setup
+	@$(VENV)/bin/pytest -m images tests/images $(PYTEST_ARGS)
 
 up: setup
 	@$(CLOVERCTL) local up

@@ -59,9 +59,13 @@ KINDS = {
     "Deployment": Kind(
         "apps", "create_namespaced_deployment", "replace_namespaced_deployment", "delete_namespaced_deployment", True
     ),
+    "StatefulSet": Kind(
+        "apps", "create_namespaced_stateful_set", "patch_namespaced_stateful_set", "delete_namespaced_stateful_set",
+        True,
+    ),
 }  # fmt: skip
 
-WORKLOADS = ("DaemonSet", "Deployment")
+WORKLOADS = ("DaemonSet", "Deployment", "StatefulSet")
 
 
 def with_tag(image: str, tag: str) -> str:
@@ -120,6 +124,20 @@ def load_manifests(
     return docs
 
 
+def describe(exc: Any) -> str:
+    """An ApiException as one line: status, reason, the API server's message; a 403 says it is RBAC."""
+    import json
+
+    try:
+        message = json.loads(exc.body or "{}").get("message", "")
+    except (ValueError, AttributeError):
+        message = ""
+    text = f"{exc.status} {exc.reason}" + (f": {message}" if message else "")
+    if exc.status == 403:
+        text += " (missing RBAC: the kubeconfig's user needs a Role or ClusterRole allowing this)"
+    return text
+
+
 def _call(apis: Mapping[str, Any], kind: Kind, method: str, doc: dict[str, Any], with_body: bool, **kwargs: Any) -> Any:
     fn: Callable[..., Any] = getattr(apis[kind.api], method)
     args: list[Any] = [doc["metadata"]["name"]] if not with_body or method != kind.create else []
@@ -148,7 +166,7 @@ def apply(apis: Mapping[str, Any], docs: Iterable[dict[str, Any]], dry_run: bool
             lines.append(f"{doc['kind']}/{name} created")
         except ApiException as exc:
             if exc.status != 409:
-                raise click.ClickException(f"creating {doc['kind']}/{name} failed: {exc.status} {exc.reason}") from None
+                raise click.ClickException(f"creating {doc['kind']}/{name} failed: {describe(exc)}") from None
             _call(apis, kind, kind.update, doc, True, **extra)
             lines.append(f"{doc['kind']}/{name} configured")
     return lines
@@ -167,7 +185,7 @@ def delete(apis: Mapping[str, Any], docs: Iterable[dict[str, Any]]) -> list[str]
             lines.append(f"{doc['kind']}/{name} deleted")
         except ApiException as exc:
             if exc.status != 404:
-                raise click.ClickException(f"deleting {doc['kind']}/{name} failed: {exc.status} {exc.reason}") from None
+                raise click.ClickException(f"deleting {doc['kind']}/{name} failed: {describe(exc)}") from None
             lines.append(f"{doc['kind']}/{name} not found")
     return lines
 

@@ -8,6 +8,7 @@ from collector.local import collector_part
 from controller import local as controller
 from jobs.local import analytics_part, ingest_part
 from sdc import local as sdc
+from stack.cluster import parts as cluster
 from stack.launcher import Launcher
 from stack.parts import infrastructure, zipkin_part
 from validation import local as validation
@@ -29,6 +30,7 @@ def local_stack(cfg: Config) -> Launcher:
         (sdc.LOAD_GROUP, [sdc.load_part(cfg)]),
         ("clovisor", clovisor_parts(cfg)),
         (controller.GROUP, controller.local_parts(cfg)),
+        (cluster.GROUP, cluster.cluster_parts(cfg)),
     ):
         parts.update({p.name: p for p in extra})
         groups[group] = [p.name for p in extra]

@@ -1,0 +1,144 @@
+"""The local cluster with Clover's systems: how long each step takes, and what it costs idle.
+
+    sudo .venv/bin/python -m bench.cluster.run [--idle 60] [--state-dir .clover-bench-cluster]
+
+Needs root, the built cluster (``make cluster-build``) and the images (``make images``). In its
+own state directory (fresh: an empty etcd) it times
+
+* ``local up cluster`` from built binaries to every part ready (node Ready, cluster DNS);
+* loading the controller's, Redis's and Cassandra's images into the cluster's containerd;
+* ``create system datastore`` (Cassandra StatefulSet on a volume, Redis) and ``create system
+  controller`` + ``nodeport`` until the controller answers ``/health`` through NodePort 32044;
+* ``delete system ...`` until the pods and the volume claim are gone; ``local down cluster``;
+
+and the idle CPU (% of one core) and memory (RSS) of every process of the cluster, over
+``--idle`` seconds, with the datastore and controller deployed beside the baseline: the same
+cluster idle with nothing of Clover's in it. Not yet here (issue 19): the visibility system's
+time to first figures and the ingest rate with Spark on Kubernetes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+
+from clover.config import Config
+from stack.catalogue import local_stack
+from stack.cluster import containers
+from stack.cluster.layout import ClusterPaths
+from stack.cluster.parts import GROUP
+from stack.images import build
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOVERCTL = Path(sys.executable).parent / "cloverctl"
+IMAGES = ["clover-redis", "clover-cassandra", "clover-controller"]
+HEALTH = "http://10.251.0.1:32044/health"
+
+
+def cluster_processes(paths: ClusterPaths) -> list[psutil.Process]:
+    """The cluster's parts and everything under its containerd (shims, containers)."""
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(paths.root) in cmdline:
+            found[proc.pid] = proc
+            for child in proc.children(recursive=True):
+                found[child.pid] = child
+    return list(found.values())
+
+
+def idle(paths: ClusterPaths, seconds: float) -> tuple[float, float]:
+    """CPU (% of one core) and RSS (MiB) of the cluster's processes over ``seconds``."""
+    procs = cluster_processes(paths)
+    before = {}
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            before[p.pid] = sum(p.cpu_times()[:2])
+    started = time.monotonic()
+    time.sleep(seconds)
+    used, rss = 0.0, 0
+    for p in procs:
+        try:
+            used += sum(p.cpu_times()[:2]) - before.get(p.pid, 0.0)
+            rss += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return 100 * used / (time.monotonic() - started), rss / 2**20
+
+
+def cloverctl(paths: ClusterPaths, *args: str) -> None:
+    subprocess.run([str(CLOVERCTL), *args, "--kubeconfig", str(paths.kubeconfig)], check=True,
+                   capture_output=True, text=True)  # fmt: skip
+
+
+def until_healthy(timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(HEALTH, timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle measurement")
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".clover-bench-cluster")
+    args = parser.parse_args()
+    cfg = replace(Config.from_env(), state_dir=args.state_dir.resolve())
+    paths = ClusterPaths.of(cfg)
+    archives = build.archives(Config.from_env(), names=IMAGES)
+    if missing := [a.name for a in archives if not a.exists()]:
+        print(f"no image archives {missing}: run make images first", file=sys.stderr)
+        return 1
+    stack = local_stack(cfg)
+    figures: dict[str, float] = {}
+    try:
+        started = time.monotonic()
+        stack.up([GROUP], fresh=True)
+        figures["local up cluster (built, fresh etcd) s"] = time.monotonic() - started
+        figures["baseline: idle cluster CPU %"], figures["baseline: idle cluster RSS MiB"] = idle(paths, args.idle)
+        started = time.monotonic()
+        containers.import_images(paths, archives)
+        figures["load 3 images s"] = time.monotonic() - started
+        started = time.monotonic()
+        cloverctl(paths, "create", "system", "datastore")
+        figures["create system datastore (ready) s"] = time.monotonic() - started
+        started = time.monotonic()
+        cloverctl(paths, "create", "system", "controller")
+        cloverctl(paths, "create", "system", "controller", "nodeport")
+        until_healthy()
+        figures["create system controller + nodeport -> /health 200 s"] = time.monotonic() - started
+        cpu, rss = idle(paths, args.idle)
+        figures["with Clover: idle cluster CPU %"], figures["with Clover: idle cluster RSS MiB"] = cpu, rss
+        started = time.monotonic()
+        for system in (("controller", "nodeport"), ("controller",), ("datastore",)):
+            cloverctl(paths, "delete", "system", *system)
+        figures["delete systems (gone) s"] = time.monotonic() - started
+    finally:
+        started = time.monotonic()
+        stack.down([GROUP])
+        figures["local down cluster s"] = time.monotonic() - started
+    width = max(len(k) for k in figures)
+    for name, value in figures.items():
+        print(f"{name:<{width}}  {value:8.1f}")
+    print(json.dumps({k: round(v, 2) for k, v in figures.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
