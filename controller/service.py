@@ -1,7 +1,7 @@
 """What the controller does, independent of HTTP: the REST routes and the dashboard both call
 these methods.
 
-Relays go through the other rooms' client modules (``collector.client``, ``sdc.client``,
+Relays go through the other rooms' client modules (``collector.client``, ``sdc.grpc_client``,
 ``validation.client``); their failures become ApiErrors with the original controller's texts
 ("Error connecting to LB via gRPC", "Invalid value in IDS rule json/yaml", ...) and a status a
 script can act on: 400 bad input (naming the field), 404 nothing there, 409 wrong state,
@@ -29,7 +29,7 @@ from controller import schemas, stats
 from controller.errors import ApiError, Problem, bad_request, invalid
 from controller.validate import check
 from jobs.publish import clear_published
-from sdc import client as sdc
+from sdc import grpc_client as sdc
 from sdc import specs as sdc_specs
 from validation import client as validation
 from validation.plan import PlanError, parse_plan

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from clover.config import Config
-from clovisor.part import clovisor_parts
+from clovisor.local import clovisor_parts
 from collector.local import collector_part
 from controller import local as controller
 from jobs.local import analytics_part, ingest_part

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from clover.config import Config  # noqa: E402
-from sdc import client, topology  # noqa: E402
+from sdc import grpc_client, topology  # noqa: E402
 from stack.catalogue import local_stack  # noqa: E402
 from stack.launcher import Launcher  # noqa: E402
 from stack.secrets import local_config  # noqa: E402
@@ -156,7 +156,7 @@ def run(cfg: Config, launcher: Launcher, args: argparse.Namespace) -> None:
     }
     for url in targets.values():
         assert requests.get(url, timeout=5).status_code == 200, url
-    ids_before = client.snort_status(cfg)["requests_inspected"]
+    ids_before = grpc_client.snort_status(cfg)["requests_inspected"]
     results: list[Result] = []
     for connections in [int(c) for c in args.connections.split(",")]:
         for name, url in targets.items():
@@ -165,7 +165,7 @@ def run(cfg: Config, launcher: Launcher, args: argparse.Namespace) -> None:
             rps, p50, p90, p99, total, errors = wrk(url, connections, args.seconds)
             results.append(Result(name, connections, rps, p50, p90, p99, total, errors, pod_cpu(launcher) - cpu))
     time.sleep(1.0)
-    ids = client.snort_status(cfg)
+    ids = grpc_client.snort_status(cfg)
     proxy_stats = requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, 'proxy-access-control')}/stats",
                                timeout=5).json()["metrics"]  # fmt: skip
 

@@ -26,9 +26,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from clover import keys
 from clover.config import Config
-from sdc import client as sdc
+from sdc import grpc_client as sdc
 from sdc import topology
-from sdc.clients import ExternalClients
+from sdc.external_clients import ExternalClients
 from stack.launcher import Launcher
 from tests import controller_client
 from tests.e2e.browser import cells, log_in, open_page, open_tab, screenshot, text, trace

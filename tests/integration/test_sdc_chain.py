@@ -1,12 +1,12 @@
 """The sample chain, run with `cloverctl local up sdc` beside the real stack, driven with real
 requests: round-robin, live server-list changes, refusals, the IDS and the proxy's block list,
-traces in Jaeger and metrics in Prometheus. Changes go through ``sdc.client`` with the original
+traces in Jaeger and metrics in Prometheus. Changes go through ``sdc.grpc_client`` with the original
 sample yaml files: the functions cloverctl used before the controller and the controller relays
 through now.
 
 As root every pod has its own network namespace (10.177.1xx.0/24); without root, its own
 loopback address (127.177.1xx.0/24). Test clients that must be told apart get addresses of
-their own (``sdc.clients.ExternalClients``).
+their own (``sdc.external_clients.ExternalClients``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from clover import keys, pods
 from clover.config import Config
 from cloverctl.main import cli
 from protos import nginx_pb2, nginx_pb2_grpc, snort_pb2, snort_pb2_grpc
-from sdc import client, topology
-from sdc.clients import ExternalClients
+from sdc import grpc_client, topology
+from sdc.external_clients import ExternalClients
 from stack.launcher import Launcher
 from stack.parts import prometheus_targets_dir
 from tests.waiting import wait_until
@@ -109,7 +109,7 @@ def ids_settled(cfg: Config, inspected: int) -> dict[str, Any]:
     """The IDS status once it has inspected ``inspected`` requests and stored every alert."""
 
     def probe() -> dict[str, Any] | None:
-        status = client.snort_status(cfg)
+        status = grpc_client.snort_status(cfg)
         return status if status["requests_inspected"] >= inspected and status["alerts_pending"] == 0 else None
 
     return wait_for(f"the IDS to inspect {inspected} requests and store its alerts", probe)
@@ -120,7 +120,7 @@ def ids_quiet(cfg: Config) -> int:
     seen: list[int] = []
 
     def probe() -> bool:
-        seen.append(client.snort_status(cfg)["requests_inspected"])
+        seen.append(grpc_client.snort_status(cfg)["requests_inspected"])
         in_flight = stats(cfg, PROXY)["clover_sdc_proxy_mirrors_in_flight"]
         return len(seen) > 1 and seen[-1] == seen[-2] and in_flight == 0
 
@@ -190,21 +190,21 @@ def test_round_robin_over_twelve_requests_is_exact(chain: Config) -> None:
 
 
 def test_set_lb_moves_v2_to_servers_4_and_5_and_leaves_v1_alone(chain: Config) -> None:
-    v1_before = client.get_config(chain, "http-lb-v1")
+    v1_before = grpc_client.get_config(chain, "http-lb-v1")
     try:
-        assert client.modify_lb(chain, sample("lbv2.yaml")) == "Modified nginx config"
-        assert client.get_config(chain, "http-lb-v2")["lb"]["slb_list"] == [
+        assert grpc_client.modify_lb(chain, sample("lbv2.yaml")) == "Modified nginx config"
+        assert grpc_client.get_config(chain, "http-lb-v2")["lb"]["slb_list"] == [
             "clover-server4:9180",
             "clover-server5:9180",
         ]
-        assert client.get_config(chain, "http-lb-v1") == v1_before
+        assert grpc_client.get_config(chain, "http-lb-v1") == v1_before
         hops = send(chain, 12)
         assert Counter(hops) == {
             **{("http-lb-v1", f"clover-server{i}"): 2 for i in (1, 2, 3)},
             **{("http-lb-v2", f"clover-server{i}"): 3 for i in (4, 5)},
         }
     finally:
-        client.modify_lb(chain, lb_body("http-lb-v2", [1, 2, 3]))
+        grpc_client.modify_lb(chain, lb_body("http-lb-v2", [1, 2, 3]))
     assert Counter(send(chain, 12)) == {
         (lb, f"clover-server{i}"): 2 for lb in ("http-lb-v1", "http-lb-v2") for i in (1, 2, 3)
     }
@@ -225,7 +225,7 @@ def slow_server(server: str, latency_ms: float) -> dict[str, Any]:
 
 def test_requests_in_flight_finish_on_their_servers_when_the_list_changes(chain: Config) -> None:
     for i in (1, 2, 3):
-        client.modify_server(chain, slow_server(f"clover-server{i}", 1500))
+        grpc_client.modify_server(chain, slow_server(f"clover-server{i}", 1500))
     results: list[tuple[int, str, int]] = []
 
     def call() -> None:
@@ -238,7 +238,7 @@ def test_requests_in_flight_finish_on_their_servers_when_the_list_changes(chain:
         for t in threads:
             t.start()
         wait_for("six requests in flight at http-lb-v2", lambda: stats(chain, "http-lb-v2")[active] == 6)
-        assert client.modify_lb(chain, lb_body("http-lb-v2", [4, 5])) == "Modified nginx config"
+        assert grpc_client.modify_lb(chain, lb_body("http-lb-v2", [4, 5])) == "Modified nginx config"
         for t in threads:
             t.join()
         assert sorted(results) == sorted((200, f"clover-server{i}", 2048) for i in (1, 2, 3) for _ in range(2))
@@ -247,9 +247,9 @@ def test_requests_in_flight_finish_on_their_servers_when_the_list_changes(chain:
             "clover-server5",
         ]
     finally:
-        client.modify_lb(chain, lb_body("http-lb-v2", [1, 2, 3]))
+        grpc_client.modify_lb(chain, lb_body("http-lb-v2", [1, 2, 3]))
         for i in (1, 2, 3):
-            client.modify_server(chain, default_server(f"clover-server{i}"))
+            grpc_client.modify_server(chain, default_server(f"clover-server{i}"))
 
 
 def _raw(cfg: Config, pod: str, method: str, request: Any) -> grpc.RpcError:
@@ -261,16 +261,18 @@ def _raw(cfg: Config, pod: str, method: str, request: Any) -> grpc.RpcError:
 
 
 def test_bad_grpc_input_is_refused_and_nothing_changes(chain: Config) -> None:
-    before = {name: client.get_config(chain, name) for name in (PROXY, "http-lb-v1", "http-lb-v2", "clover-server1")}
-    rules_before = client.list_rules(chain)
+    before = {
+        name: grpc_client.get_config(chain, name) for name in (PROXY, "http-lb-v1", "http-lb-v2", "clover-server1")
+    }
+    rules_before = grpc_client.list_rules(chain)
 
     err = _raw(chain, "http-lb-v2", "ModifyLB", nginx_pb2.ConfigLB(server_port="9180"))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details() == (
         "Failed to modify nginx config: slb_list is empty: a load balancer needs at least one server (host:port)"
     )
-    with pytest.raises(client.SdcError) as refused:
-        client.modify_lb(chain, lb_body("http-lb-v2", [4, 9]))
+    with pytest.raises(grpc_client.SdcError) as refused:
+        grpc_client.modify_lb(chain, lb_body("http-lb-v2", [4, 9]))
     assert str(refused.value).startswith("Failed to modify nginx config: slb_list[1] clover-server9:9180: ")
     assert "neither a registered local pod or service nor a resolvable host name" in str(refused.value)
     err = _raw(chain, "http-lb-v1", "ModifyLB", nginx_pb2.ConfigLB(slb_list=["clover-server1:9180", "127.0.0.1:1"]))
@@ -311,15 +313,15 @@ def test_bad_grpc_input_is_refused_and_nothing_changes(chain: Config) -> None:
     assert err.details() == (
         "Failed to add to local rules: sid 1900001 is used by the community rule 'MALWARE-CNC User-Agent ASafaWeb Scan'"
     )
-    with pytest.raises(client.SdcError) as refused:
-        client.add_rule(chain, sample("lbv2.yaml"))
+    with pytest.raises(grpc_client.SdcError) as refused:
+        grpc_client.add_rule(chain, sample("lbv2.yaml"))
     assert str(refused.value).startswith(
         "Invalid value in json/yaml: the rule spec: unknown field(s) lb_group, lb_list, lb_name"
     )
 
-    after = {name: client.get_config(chain, name) for name in before}
+    after = {name: grpc_client.get_config(chain, name) for name in before}
     assert after == before
-    assert client.list_rules(chain) == rules_before
+    assert grpc_client.list_rules(chain) == rules_before
     assert Counter(send(chain, 6)) == {
         (lb, f"clover-server{i}"): 1 for lb in ("http-lb-v1", "http-lb-v2") for i in (1, 2, 3)
     }
@@ -333,32 +335,32 @@ def test_an_upload_then_set_server_serves_the_file_where_server_yaml_moves_it(ch
     uploaded = requests.post(f"{server}upload", files={"file1": ("clover.png", content, "image/png")}, timeout=10)
     assert (uploaded.status_code, uploaded.text) == (200, "Uploaded file(s) successfully")
     try:
-        assert client.modify_server(chain, sample("server.yaml")) == "Modified nginx config"
+        assert grpc_client.modify_server(chain, sample("server.yaml")) == "Modified nginx config"
         moved = requests.get(f"{server}clover/testurl/file1.png", timeout=5)
         assert (moved.status_code, moved.headers["Content-Type"], moved.content) == (200, "image/png", content)
         assert requests.get(f"{server}clover/testurl/other", timeout=5).text == form.text  # @default2 -> index
-        with pytest.raises(client.SdcError) as refused:
-            client.modify_server(chain, sample("server.yaml"))
+        with pytest.raises(grpc_client.SdcError) as refused:
+            grpc_client.modify_server(chain, sample("server.yaml"))
         assert str(refused.value) == (
             "Failed to modify nginx config: files[0].src_file '/var/www/html/upload/0000000001' does not "
             "exist on clover-server1"
         )
     finally:
-        client.modify_server(chain, default_server("clover-server1"))
+        grpc_client.modify_server(chain, default_server("clover-server1"))
 
 
 def test_modify_proxy_moves_its_upstream_and_turns_the_copy_off_and_on(chain: Config) -> None:
     inspected = ids_quiet(chain)
     try:
         body = {"proxy_path": "http://http-lb-v1:9180", "mirror_path": "off"}
-        assert client.modify_proxy(chain, body) == "Modified nginx config"
+        assert grpc_client.modify_proxy(chain, body) == "Modified nginx config"
         assert {lb for lb, _ in send(chain, 4)} == {"http-lb-v1"}
         assert ids_quiet(chain) == inspected  # no copies
     finally:
-        client.modify_proxy(chain, {"proxy_path": "http://http-lb:9180", "mirror_path": "http://snort-ids:80"})
+        grpc_client.modify_proxy(chain, {"proxy_path": "http://http-lb:9180", "mirror_path": "http://snort-ids:80"})
     assert {lb for lb, _ in send(chain, 4)} == {"http-lb-v1", "http-lb-v2"}
     ids_settled(chain, inspected + 4)
-    moved = client.modify_server(chain, {"server_name": "clover-server5", "server_port": 9190})
+    moved = grpc_client.modify_server(chain, {"server_name": "clover-server5", "server_port": 9190})
     try:
         assert moved == "Modified nginx config"
         assert requests.get(url(chain, "clover-server5", "/about.html").replace(":9180", ":9190"), timeout=5).ok
@@ -366,18 +368,18 @@ def test_modify_proxy_moves_its_upstream_and_turns_the_copy_off_and_on(chain: Co
         with pytest.raises(requests.ConnectionError):
             requests.get(url(chain, "clover-server5"), timeout=5)
     finally:
-        client.modify_server(chain, {"server_name": "clover-server5", "server_port": 9180})
+        grpc_client.modify_server(chain, {"server_name": "clover-server5", "server_port": 9180})
     assert requests.get(url(chain, "clover-server5", "/about.html"), timeout=5).ok
 
 
 def test_the_scan_rule_fires_once_per_request_then_the_proxy_blocks_that_client_until_the_timeout(
     chain: Config, store: redis.Redis, clients: ExternalClients
 ) -> None:
-    assert client.add_rule(chain, sample("idsrule_scan.yaml")) == "Added to local rules"
+    assert grpc_client.add_rule(chain, sample("idsrule_scan.yaml")) == "Added to local rules"
     ids_quiet(chain)  # earlier tests' copies are in: the restarted engine counts only this test's
-    assert re.fullmatch(r"Stopped Snort on pid: \d+, Cleared Snort logs", client.stop_snort(chain))
-    assert re.fullmatch(r"Started Snort on pid: \d+", client.start_snort(chain))
-    assert [r["sid"] for r in client.list_rules(chain) if r["loaded"]] == [SCAN_SID]
+    assert re.fullmatch(r"Stopped Snort on pid: \d+, Cleared Snort logs", grpc_client.stop_snort(chain))
+    assert re.fullmatch(r"Started Snort on pid: \d+", grpc_client.start_snort(chain))
+    assert [r["sid"] for r in grpc_client.list_rules(chain) if r["loaded"]] == [SCAN_SID]
     before = event_ids(store)
     scanner = clients.ips[0]
     proxy = url(chain)
@@ -387,7 +389,7 @@ def test_the_scan_rule_fires_once_per_request_then_the_proxy_blocks_that_client_
 
     scans = [scan(0)]
     assert scans[0].status == 200  # the IDS answers after the request, like the original's post_action
-    wait_for("the proxy to block the scanner", lambda: client.get_config(chain, PROXY).get("blocked"))
+    wait_for("the proxy to block the scanner", lambda: grpc_client.get_config(chain, PROXY).get("blocked"))
     scans += [scan(1), scan(2)]
     assert [a.status for a in scans] == [200, 403, 403]  # blocked requests are still copied to the IDS
     clean = [clients.request(1, proxy) for _ in range(2)]
@@ -429,18 +431,18 @@ def test_the_scan_rule_fires_once_per_request_then_the_proxy_blocks_that_client_
     )
     assert calls == {("snort-ids", "client"): 2, (PROXY, "server"): 2}
 
-    blocked = {b["ip"]: b for b in client.get_config(chain, PROXY).get("blocked", [])}
+    blocked = {b["ip"]: b for b in grpc_client.get_config(chain, PROXY).get("blocked", [])}
     assert set(blocked) == {scanner}
     assert blocked[scanner]["blocked_until"] - blocked[scanner]["blocked_at"] == chain.sdc_block_seconds
     assert blocked[scanner]["signature_id"] in (SCAN_SID, COMMUNITY_SCAN_SID)
     assert clients.request(0, proxy).status == 403
     assert clients.request(1, proxy).status == 200
     wait_for("the block to expire", lambda: clients.request(0, proxy).status == 200, timeout=20, every=0.25)
-    assert client.get_config(chain, PROXY).get("blocked", []) == []
+    assert grpc_client.get_config(chain, PROXY).get("blocked", []) == []
 
-    assert client.delete_rules(chain, [SCAN_SID]) == "Deleted 1 rule(s) from local rules"
-    client.stop_snort(chain)
-    client.start_snort(chain)
+    assert grpc_client.delete_rules(chain, [SCAN_SID]) == "Deleted 1 rule(s) from local rules"
+    grpc_client.stop_snort(chain)
+    grpc_client.start_snort(chain)
 
 
 @pytest.mark.skipif(not NETNS, reason="packet rules need root (the snort-ids pod's own interface)")
@@ -449,12 +451,12 @@ def test_icmp_and_tcp_packet_rules_alert_for_each_packet(
 ) -> None:
     ids_ip = topology.pod_ip(chain, "snort-ids")
     pinger = clients.ips[2]
-    assert client.add_rule(chain, sample("idsrule_icmp.yaml")) == "Added to local rules"
-    assert client.add_rule(chain, sample("idsrule_tcp.yaml")) == "Added to local rules"
+    assert grpc_client.add_rule(chain, sample("idsrule_icmp.yaml")) == "Added to local rules"
+    assert grpc_client.add_rule(chain, sample("idsrule_tcp.yaml")) == "Added to local rules"
     ids_quiet(chain)
-    client.stop_snort(chain)
-    client.start_snort(chain)
-    assert client.snort_status(chain)["interface"] == "eth0"
+    grpc_client.stop_snort(chain)
+    grpc_client.start_snort(chain)
+    assert grpc_client.snort_status(chain)["interface"] == "eth0"
     try:
         before = event_ids(store)
         clients.ping(2, ids_ip)
@@ -465,7 +467,7 @@ def test_icmp_and_tcp_packet_rules_alert_for_each_packet(
 
         def settled_events() -> list[dict[str, str]] | None:
             events = [event(store, i) for i in event_ids(store) - before]
-            return events if len(events) >= 5 and client.snort_status(chain)["alerts_pending"] == 0 else None
+            return events if len(events) >= 5 and grpc_client.snort_status(chain)["alerts_pending"] == 0 else None
 
         events = wait_for("five packet and request alerts", settled_events)
 
@@ -491,10 +493,10 @@ def test_icmp_and_tcp_packet_rules_alert_for_each_packet(
         assert raw[12:14] == b"\x08\x00" and raw[14 + 9] == 1  # Ethernet, IPv4, ICMP
         assert echo["length"] == str(len(raw))
     finally:
-        client.delete_rules(chain, ["10000001", "10000002"])
-        client.stop_snort(chain)
-        client.start_snort(chain)
-        wait_for("the proxy to unblock", lambda: not client.get_config(chain, PROXY).get("blocked"), timeout=20)
+        grpc_client.delete_rules(chain, ["10000001", "10000002"])
+        grpc_client.stop_snort(chain)
+        grpc_client.start_snort(chain)
+        wait_for("the proxy to unblock", lambda: not grpc_client.get_config(chain, PROXY).get("blocked"), timeout=20)
 
 
 def _jaeger_trace(cfg: Config, trace_id: str, spans: int) -> dict[str, Any]:

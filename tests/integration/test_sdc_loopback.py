@@ -17,9 +17,9 @@ import requests
 
 from clover import pods
 from clover.config import Config
-from sdc import client, topology
+from sdc import grpc_client, topology
 from sdc import local as sdc_local
-from sdc.clients import ExternalClients
+from sdc.external_clients import ExternalClients
 from stack.launcher import Launcher
 from tests.waiting import wait_until
 
@@ -84,12 +84,14 @@ def test_a_scan_from_one_loopback_client_blocks_only_that_client(loopback: tuple
         assert scan.status == 200
 
         def blocked() -> list[str]:
-            return [b["ip"] for b in client.get_config(cfg, "proxy-access-control").get("blocked", [])]
+            return [b["ip"] for b in grpc_client.get_config(cfg, "proxy-access-control").get("blocked", [])]
 
         wait_until(lambda: blocked() == [clients.ips[0]], timeout=20, interval=0.05, what="the scanner's block")
         assert clients.request(0, proxy_url(cfg)).status == 403
         assert clients.request(1, proxy_url(cfg)).status == 200
-        status = wait_until(lambda: (s := client.snort_status(cfg))["alerts"] >= 1 and s, 10, 0.05, "the alert count")
+        status = wait_until(
+            lambda: (s := grpc_client.snort_status(cfg))["alerts"] >= 1 and s, 10, 0.05, "the alert count"
+        )
         assert status["running"] and status["rules_loaded"] == 10
         assert status["interface"] == ""  # the community rules are all HTTP rules: no packet capture
 
