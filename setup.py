@@ -2,4 +2,13 @@
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("clovisor._spanwire", ["clovisor/spanwire.c"], extra_compile_args=["-Wextra"])])
+setup(
+    ext_modules=[
+        Extension(
+            "clovisor._spanwire",
+            ["clovisor/spanwire.c"],
+            depends=["clovisor/bpf/exchange.h"],
+            extra_compile_args=["-Wextra"],
+        )
+    ]
+)

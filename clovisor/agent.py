@@ -14,8 +14,9 @@ import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -24,13 +25,18 @@ from clover import keys
 from clover.config import Config
 from clovisor import records, tc
 from clovisor import settings as settings_mod
-from clovisor.datapath import DROP_STATS, Datapath, Limits
+from clovisor.datapath import DROP_STATS, Datapath, Limits, prog_run_stats
 from clovisor.discovery import Source
 from clovisor.export import JaegerExporter, KafkaSpanExporter
+from clovisor.metrics import serve_metrics
 from clovisor.plugins import PluginSet
 from clovisor.spans import Clock, PodInfo, SpanEncoder
+from clovisor.status import AgentStatus, Counters, JaegerStatus, PluginStatus, PodStatus, ProgramRunTime
 from clovisor.targets import PodTarget
 from protos import records_pb2
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +58,6 @@ class Options:
 
 
 @dataclass
-class Counters:
-    spans: int = 0
-    incomplete: int = 0
-    tcp_connections: int = 0
-    unknown_interface: int = 0
-    evicted_exchanges: int = 0
-    evicted_connections: int = 0
-    plugin_fields: int = 0
-    redis_errors: int = 0
-
-
-@dataclass
 class Attached:
     target: PodTarget
     ifindex: int
@@ -80,8 +74,6 @@ class Clovisor:
         self.settings = settings_mod.Settings()
         self.plugins = PluginSet(plugin_dir=cfg.clovisor_plugin_dir)
         self.encoder = SpanEncoder(Clock())
-        if not self.encoder.compiled:
-            log.warning("clovisor/spanwire.c is not built (pip install -e . builds it): spans are encoded in Python")
         self.attached: dict[str, Attached] = {}
         self.by_ifindex: dict[int, Attached] = {}
         self._pending_fields: dict[tuple[object, int], dict[str, str]] = {}
@@ -89,8 +81,6 @@ class Clovisor:
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         self._dirty = threading.Event()
-        self._redis = None
-        self._pubsub_thread: threading.Thread | None = None
         self.jaeger: JaegerExporter | None = None
         self.ipr = IPRoute()
         removed = tc.clean_stale(self.ipr)
@@ -100,29 +90,28 @@ class Clovisor:
         self.kafka = KafkaSpanExporter(
             cfg.kafka_bootstrap, self.options.kafka_buffer_spans, self.options.kafka_buffer_mib
         )
-        self._connect_redis()
+        self._redis = self._connect_redis()
         self._refresh_settings()
         self._metrics_server = None
         if self.options.metrics_port:
-            from clovisor.metrics import serve_metrics
-
-            self._metrics_server = serve_metrics(self, self.options.metrics_port, cfg.clovisor_metrics_host)
+            self._metrics_server = serve_metrics(self.status, self.options.metrics_port, cfg.clovisor_metrics_host)
 
     # -- configuration ----------------------------------------------------------------------
-    def _connect_redis(self) -> None:
+    def _connect_redis(self) -> redis.Redis:
+        """A client of the configured Redis, and a thread that listens on it for plugin reloads."""
         import redis
 
-        self._redis = redis.Redis.from_url(self.cfg.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        self._pubsub_thread = threading.Thread(target=self._listen_plugins, name="clovisor-pubsub", daemon=True)
-        self._pubsub_thread.start()
+        client = redis.Redis.from_url(self.cfg.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        threading.Thread(target=self._listen_plugins, args=(client,), name="clovisor-pubsub", daemon=True).start()
+        return client
 
-    def _listen_plugins(self) -> None:
+    def _listen_plugins(self, client: redis.Redis) -> None:
         import redis
 
         backoff = 1.0
         while not self._stop.is_set():
             try:
-                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[union-attr]
+                pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # redis-py: no annotations
                 pubsub.subscribe(keys.CLOVISOR_PROTO_PLUGIN_CFG_CHAN)
                 backoff = 1.0
                 while not self._stop.is_set():
@@ -242,8 +231,8 @@ class Clovisor:
             if entry is None:
                 return
             proto = entry.target.ports.get(payload.conn_key[4], "http")
-            key = records.session_key(*payload.conn_key[1:])
-            found = self.plugins.feed(proto, payload.conn_key, key, payload.is_request, payload.data)
+            session = records.session_key(*payload.conn_key[1:])
+            found = self.plugins.feed(proto, payload.conn_key, session, payload.is_request, payload.data)
             if found:
                 pending = self._pending_fields.setdefault((payload.conn_key, payload.seq), {})
                 pending.update(found)
@@ -282,47 +271,39 @@ class Clovisor:
         return n
 
     # -- status -----------------------------------------------------------------------------
-    def status(self) -> dict[str, object]:
+    def status(self) -> AgentStatus:
         kernel = self.datapath.stats()
-        return {
-            "node": self.options.node,
-            "pods": {
-                k: {
-                    "veth": a.target.host_veth,
-                    "ip": a.target.ip,
-                    "service": a.target.service,
-                    "ports": dict(a.target.ports),
-                }
+        return AgentStatus(
+            node=self.options.node,
+            pods={
+                k: PodStatus(a.target.host_veth, a.target.ip, a.target.service, dict(a.target.ports))
                 for k, a in sorted(self.attached.items())
             },
-            "kernel": kernel,
-            "drops": {name: kernel[name] for name in DROP_STATS},
-            "maps": self.datapath.occupancy(),
-            "ring_pending_bytes": self.datapath.ring.pending(),
-            "limits": asdict(self.options.limits),
-            "counters": asdict(self.counters),
-            "span_encoder": "c" if self.encoder.compiled else "python",
-            "kafka": asdict(self.kafka.stats) | {"pending": self.kafka.stats.pending},
-            "jaeger": (asdict(self.jaeger.stats) | {"target": self.jaeger.target}) if self.jaeger else None,
-            "plugins": {
-                "loaded": sorted(self.plugins.protocols),
-                "errors": self.plugins.errors,
-                "failures": self.plugins.failures,
-                "refused": self.plugins.refused,
-                "directory": str(self.plugins.plugin_dir),
-            },
-            "settings_errors": list(self.settings.errors),
-            "bpf_programs": self._program_stats(),
-        }
+            kernel=kernel,
+            drops={name: kernel[name] for name in DROP_STATS},
+            maps=self.datapath.occupancy(),
+            ring_pending_bytes=self.datapath.ring.pending(),
+            limits=self.options.limits,
+            counters=replace(self.counters),
+            span_encoder="c" if self.encoder.compiled else "python",
+            kafka=replace(self.kafka.stats),
+            jaeger=JaegerStatus(replace(self.jaeger.stats), self.jaeger.target) if self.jaeger else None,
+            plugins=PluginStatus(
+                loaded=sorted(self.plugins.protocols),
+                errors=dict(self.plugins.errors),
+                failures=self.plugins.failures,
+                refused=self.plugins.refused,
+                directory=str(self.plugins.plugin_dir),
+            ),
+            settings_errors=list(self.settings.errors),
+            bpf_programs=self._program_stats(),
+        )
 
-    def _program_stats(self) -> dict[str, dict[str, int]]:
-        """Run time of each BPF program (counted only while kernel.bpf_stats_enabled=1)."""
-        from clovisor.datapath import prog_run_stats
-
+    def _program_stats(self) -> dict[str, ProgramRunTime]:
         out = {}
-        for fn in self.datapath.programs:
-            stats = prog_run_stats(fn.fd)  # type: ignore[attr-defined]
-            out[stats.name] = {"run_time_ns": stats.run_time_ns, "run_cnt": stats.run_cnt}
+        for fd in self.datapath.program_fds:
+            stats = prog_run_stats(fd)
+            out[stats.name] = ProgramRunTime(stats.run_time_ns, stats.run_cnt)
         return out
 
     def _write_status(self) -> None:
@@ -331,7 +312,7 @@ class Clovisor:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=1, sort_keys=True))
+        tmp.write_text(json.dumps(self.status().to_json(), indent=1, sort_keys=True))
         os.replace(tmp, path)
 
     # -- the loop ---------------------------------------------------------------------------

@@ -7,12 +7,14 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from clover.config import Config
 from clovisor.datapath import Limits
+from clovisor.discovery import Source
 
 CPU_PRIORITIES = {"normal": None, "batch": (os.SCHED_BATCH, 19), "idle": (os.SCHED_IDLE, 19)}
 
@@ -123,15 +125,16 @@ def run(discovery: str | None, node: str | None, netns_pattern: str | None, exch
         export_incomplete=export_incomplete,
         status_file=status_path(cfg),
         metrics_port=cfg.clovisor_metrics_port if metrics_port is None else (metrics_port or None),
-        **({"node": node} if node else {}),
     )
+    if node:
+        options = replace(options, node=node)
     if discovery == "kubernetes":
         from clovisor.discovery.kube import KubeSource
 
-        sources = [KubeSource(options.node)]
+        sources: list[Source] = [KubeSource(options.node)]
     else:
         sources = [LocalSource(cfg, netns_pattern)]
-    agent = Clovisor(cfg, sources, options)  # type: ignore[arg-type]
+    agent = Clovisor(cfg, sources, options)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     click.echo(f"clovisor: tracing on node {options.node} ({discovery} discovery); SIGTERM stops", err=True)

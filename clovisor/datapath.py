@@ -12,40 +12,23 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from clovisor import records
+from clovisor import _spanwire, records
 from clovisor.ringbuf import RingBuffer
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent / "bpf" / "session_tracking.c"
+BPF_DIR = Path(__file__).resolve().parent / "bpf"
+SOURCE = BPF_DIR / "session_tracking.c"
 
 PROTO_CODES = {"http": records.PROTO_HTTP, "tcp": records.PROTO_TCP}
 
-# Indexes of the kernel counters (enum in session_tracking.c), with the names Clovisor reports.
-STAT_NAMES = (
-    "packets",
-    "connections",
-    "connection_map_full",
-    "exchange_map_full",
-    "ring_buffer_full",
-    "lost_sync",
-    "orphan_responses",
-    "retransmissions",
-    "parse_steps_exhausted",
-    "head_truncated",
-    "closed_incomplete",
-    "exchanges",
-    "payload_events",
-    "sequence_gaps",
-    "requests",
-    "tcp_connections",
-    "over_budget",
-)
+# The kernel counters (index into the `stats` map), with the names Clovisor reports.
+STAT_NAMES = _spanwire.COUNTERS
 # Counters that mean something was lost (exposed as drops).
 DROP_STATS = (
     "connection_map_full",
@@ -92,6 +75,7 @@ class Datapath:
             f"-DEXCH_MAX={self.limits.exchanges}",
             f"-DRING_PAGES={self.limits.ring_bytes // PAGE}",
             f"-DPORT_MAX={self.limits.ports}",
+            f"-I{BPF_DIR}",
             "-Wno-unused-function",
         ]
         self.bpf = BPF(src_file=str(SOURCE).encode(), cflags=cflags)
@@ -111,24 +95,15 @@ class Datapath:
         self.stats_table = self.bpf["stats"]
         self.budgets = self.bpf["budgets"]
         self.set_span_budget(self.limits.spans_per_second)
-        leaf = ctypes.sizeof(self.exchanges.Leaf)
-        if leaf != records.EXCHANGE_SIZE:
-            raise RuntimeError(f"struct exchange is {leaf} bytes in BPF but {records.EXCHANGE_SIZE} in records.py")
+        check_layout(self.exchanges.Leaf, self.stats_table.max_entries)
         self.ring = RingBuffer(self.bpf["events"].map_fd, self.limits.ring_bytes)
         release_compiler_memory()
 
     @property
-    def programs(self) -> tuple[object, ...]:
-        return (self.to_pod, self.from_pod, self._parse, self._chunk, self._head, self._lines)
-
-    @property
-    def program_ids(self) -> list[int]:
-        """Kernel ids of the three programs (for run-time statistics)."""
-        ids = []
-        for fn in self.programs:
-            info = _prog_info(fn.fd)
-            ids.append(info)
-        return ids
+    def program_fds(self) -> tuple[int, ...]:
+        """File descriptors of the loaded programs (for their run-time statistics)."""
+        programs = (self.to_pod, self.from_pod, self._parse, self._chunk, self._head, self._lines)
+        return tuple(int(fn.fd) for fn in programs)
 
     # -- configuration maps ------------------------------------------------------------
     def set_service_port(self, ifindex: int, port: int, proto: str, payload: bool) -> None:
@@ -215,6 +190,23 @@ class Datapath:
         self.bpf.cleanup()
 
 
+def check_layout(exchange: type[ctypes.Structure], counters: int) -> None:
+    """That the compiled programs' struct exchange (BCC's ctypes type of it) and counters are those
+    clovisor/_spanwire was built with (``pip install -e .`` builds it from bpf/exchange.h)."""
+    expected = dict(_spanwire.EXCHANGE_FIELDS) | {s.name: (s.offset, s.capacity) for s in records.STRING_SLOTS}
+    differ = [name for name, place in expected.items() if _place(exchange, name) != place]
+    if differ or ctypes.sizeof(exchange) != records.EXCHANGE_SIZE or counters != len(STAT_NAMES):
+        raise RuntimeError(
+            f"clovisor/_spanwire does not match bpf/exchange.h (fields {differ}, {ctypes.sizeof(exchange)} bytes, "
+            f"{counters} counters): rebuild it (pip install -e .)"
+        )
+
+
+def _place(structure: type[ctypes.Structure], name: str) -> tuple[int, int] | None:
+    field = getattr(structure, name, None)
+    return None if field is None else (field.offset, field.size)
+
+
 def release_compiler_memory() -> int:
     """Give back what compiling the programs left resident: freed heap (malloc_trim) and the
     pages of LLVM/clang code in libbcc (its executable mappings only: never written, so they
@@ -239,12 +231,12 @@ def release_compiler_memory() -> int:
 BATCH = 256  # map entries read per syscall
 
 
-def _items(table: object) -> Iterator[tuple[object, object]]:
-    """Copies of a hash map's entries, read a batch at a time into fixed buffers (BCC's own
-    batch read sizes its buffers for the whole map: 20 MB for the connections)."""
+def _items(t: Any) -> Iterator[tuple[Any, Any]]:
+    """Copies of a hash map's entries (of the ctypes types BCC made for its key and value), read a
+    batch at a time into fixed buffers (BCC's own batch read sizes its buffers for the whole map:
+    20 MB for the connections)."""
     from bcc.libbcc import lib
 
-    t: Any = table
     keys, values = (t.Key * BATCH)(), (t.Leaf * BATCH)()
     token, count = ctypes.c_uint32(0), ctypes.c_uint32(0)
     first = True
@@ -265,8 +257,8 @@ def _items(table: object) -> Iterator[tuple[object, object]]:
         first = False
 
 
-def _count(table: object) -> int:
-    return sum(1 for _ in table)  # type: ignore[attr-defined]
+def _count(table: Iterable[object]) -> int:
+    return sum(1 for _ in table)
 
 
 def _ip_u32(ip: str) -> int:
@@ -330,12 +322,6 @@ def prog_run_stats(fd: int) -> ProgRunStats:
     info = _BpfProgInfo()
     _obj_get_info(fd, info)
     return ProgRunStats(info.name.decode(), info.run_time_ns, info.run_cnt, info.verified_insns)
-
-
-def _prog_info(fd: int) -> int:
-    info = _BpfProgInfo()
-    _obj_get_info(fd, info)
-    return int(info.id)
 
 
 _BPF_OBJ_GET_INFO_BY_FD = 15

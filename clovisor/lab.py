@@ -13,6 +13,7 @@ import ipaddress
 import os
 import subprocess
 from dataclasses import dataclass, field
+from io import BufferedIOBase
 
 from clover.config import Config
 from clover.pods import LocalPod, register, unregister
@@ -130,20 +131,20 @@ def require_root() -> None:
 # are answered in order.
 
 
-def _read_body(rfile: object, headers: dict[str, str]) -> int:
+def _read_body(rfile: BufferedIOBase, headers: dict[str, str]) -> int:
     if headers.get("transfer-encoding", "").lower().endswith("chunked"):
         total = 0
         while True:
-            size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)  # type: ignore[attr-defined]
+            size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
             if size == 0:
-                while rfile.readline() not in (b"\r\n", b"\n", b""):  # type: ignore[attr-defined]
+                while rfile.readline() not in (b"\r\n", b"\n", b""):
                     pass
                 return total
-            rfile.read(size + 2)  # type: ignore[attr-defined]
+            rfile.read(size + 2)
             total += size
     length = int(headers.get("content-length", "0") or 0)
     if length:
-        rfile.read(length)  # type: ignore[attr-defined]
+        rfile.read(length)
     return length
 
 

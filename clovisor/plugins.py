@@ -119,8 +119,8 @@ def load_parser(protocol: str, path: str, plugin_dir: Path) -> Parser:
     cls = getattr(module, "Parser", None)
     if cls is None or not callable(getattr(cls, "parse", None)):
         raise PluginError(f"plugin for {protocol!r}: {path} defines no class Parser with a parse() method")
-    parser = cls() if isinstance(cls, type) else cls
-    return parser  # type: ignore[no-any-return]
+    parser: Parser = cls() if isinstance(cls, type) else cls
+    return parser
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Decoding the ring buffer records written by ``bpf/session_tracking.c``.
 
-The layouts here mirror the C structs; ``Datapath`` checks the sizes against the compiled
-program's map types at load time so the two cannot drift apart silently.
+Their layout is the one ``bpf/exchange.h`` declares, as the compiled ``_spanwire`` module exports
+it (offsets and sizes from the C compiler); this module says only how each field reads in
+Python. ``Datapath`` compares the layout with the compiled program's map types at load time.
 """
 
 from __future__ import annotations
@@ -9,59 +10,85 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
-REC_EXCHANGE = 1
-REC_INCOMPLETE = 2
-REC_TCP = 3
-REC_PAYLOAD = 4
+from clovisor import _spanwire as layout
 
-PROTO_HTTP = 1
-PROTO_TCP = 3
+REC_EXCHANGE = layout.REC_EXCHANGE
+REC_INCOMPLETE = layout.REC_INCOMPLETE
+REC_TCP = layout.REC_TCP
+REC_PAYLOAD = layout.REC_PAYLOAD
 
-XF_EGRESS = 1
-XF_URL_TRUNC = 2
-XF_TP_IS_B3 = 4
-XF_HEAD_TRUNC = 8
-XF_CHUNKED = 16
-XF_CLOSE_DELIMITED = 32
-XF_REQ_INCOMPLETE = 64
+PROTO_HTTP = layout.PROTO_HTTP
+PROTO_TCP = layout.PROTO_TCP
+
+XF_EGRESS = layout.XF_EGRESS
+XF_URL_TRUNC = layout.XF_URL_TRUNC
+XF_TP_IS_B3 = layout.XF_TP_IS_B3
+XF_HEAD_TRUNC = layout.XF_HEAD_TRUNC
+XF_CHUNKED = layout.XF_CHUNKED
+XF_CLOSE_DELIMITED = layout.XF_CLOSE_DELIMITED
+XF_REQ_INCOMPLETE = layout.XF_REQ_INCOMPLETE
 
 METHODS = ("", "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE")
 
-# struct exchange: fixed part, then the string slots (a record from the ring buffer ends after
-# its last non-empty string). The fixed part, in the order of its fields:
-_BEFORE_FLAGS = "<BBBBH"  # kind, method, request and response versions, status
-_BEFORE_IDENTITY = _BEFORE_FLAGS + "BB4Q4Q"  # flags, proto, four times, packet and byte counts
-_IDENTITY_FORMAT = "I4s4sHHI"  # ifindex, client ip, server ip, client port, server port, seq
-_FIXED = struct.Struct(_BEFORE_IDENTITY + _IDENTITY_FORMAT + "IIII11HH")  # sizes, string lengths
-STRING_SLOTS = (
-    ("host", 64),
-    ("reason", 32),
-    ("content_type", 64),
-    ("url", 256),
-    ("user_agent", 128),
-    ("request_id", 64),
-    ("trace_context", 80),
-    ("b3_trace_id", 32),
-    ("b3_span_id", 16),
-    ("b3_parent_span_id", 16),
-    ("envoy_decorator", 64),
-)
-_SLOT_OFFSETS: tuple[int, ...] = tuple(
-    _FIXED.size + sum(size for _, size in STRING_SLOTS[:i]) for i in range(len(STRING_SLOTS))
-)
-EXCHANGE_SIZE = (_SLOT_OFFSETS[-1] + STRING_SLOTS[-1][1] + 7) & ~7
-LAYOUT = (_FIXED.size, tuple(size for _, size in STRING_SLOTS))
-FLAGS_OFFSET = struct.calcsize(_BEFORE_FLAGS)
+
+class StringSlot(NamedTuple):
+    """A string of an exchange record: the ``Exchange`` attribute it fills, where it lies, its capacity."""
+
+    name: str
+    offset: int
+    capacity: int
+
+
+def fields_struct(
+    fields: dict[str, tuple[int, int]], reads: tuple[tuple[str, str], ...], start: int = 0, end: int | None = None
+) -> struct.Struct:
+    """A little-endian ``struct.Struct`` over bytes ``start`` to ``end`` (default: the last field's end)
+    of a record that reads each (field, format) of ``reads`` at the field's place in ``fields``
+    ({name: (offset, size)}, as the C compiler laid them out)."""
+    fmt, at = "<", start
+    for name, code in reads:
+        offset, size = fields[name]
+        if offset < at or struct.calcsize(code) != size:
+            raise RuntimeError(f"record field {name} is {size} bytes at {offset}: it cannot be read as {code!r} there")
+        fmt += _padding(offset - at) + code
+        at = offset + size
+    return struct.Struct(fmt + _padding((at if end is None else end) - at))
+
+
+def _padding(size: int) -> str:
+    return f"{size}x" if size else ""
+
+
+STRING_SLOTS = tuple(StringSlot(*slot) for slot in layout.STRING_SLOTS)
+EXCHANGE_SIZE = layout.EXCHANGE_SIZE
+
+# The fixed part of an exchange record, before its strings, in the order of Exchange's fields (a
+# record from the ring buffer ends after its last non-empty string).
+_CONNECTION_READS = (("ifindex", "I"), ("cip", "4s"), ("sip", "4s"), ("cport", "H"), ("sport", "H"))
+_IDENTITY_READS = (*_CONNECTION_READS, ("seq", "I"))
+FIXED_PART = fields_struct(layout.EXCHANGE_FIELDS, (
+    ("kind", "B"), ("method", "B"), ("req_ver", "B"), ("resp_ver", "B"), ("status", "H"), ("flags", "B"),
+    ("proto", "B"), ("req_start_ns", "Q"), ("req_end_ns", "Q"), ("resp_start_ns", "Q"), ("resp_end_ns", "Q"),
+    ("pkts", "2Q"), ("bytes", "2Q"), *_IDENTITY_READS, ("req_size", "I"), ("req_head", "I"), ("resp_size", "I"),
+    ("resp_head", "I"), ("lens", f"{len(STRING_SLOTS)}H"),
+), end=layout.EXCHANGE_FIXED_SIZE)  # fmt: skip
+FLAGS_OFFSET = layout.EXCHANGE_FIELDS["flags"][0]
 
 # Where a record says which connection and exchange it belongs to.
-_IDENTITY_OFFSET = struct.calcsize(_BEFORE_IDENTITY)
-_IDENTITY = struct.Struct("<" + _IDENTITY_FORMAT)
-CONNECTION_BYTES = slice(_IDENTITY_OFFSET, _IDENTITY_OFFSET + 16)
+_IDENTITY_OFFSET = layout.EXCHANGE_FIELDS["ifindex"][0]
+_IDENTITY = fields_struct(layout.EXCHANGE_FIELDS, _IDENTITY_READS, start=_IDENTITY_OFFSET)
+_SPORT_OFFSET, _SPORT_SIZE = layout.EXCHANGE_FIELDS["sport"]
+CONNECTION_BYTES = slice(_IDENTITY_OFFSET, _SPORT_OFFSET + _SPORT_SIZE)
 _IFINDEX = struct.Struct("<I")
 
-_PAYLOAD_HDR = struct.Struct("<BBHII4s4sHH")
-PAYLOAD_HEADER_SIZE = _PAYLOAD_HDR.size
+PAYLOAD_HEADER_SIZE = layout.PAYLOAD_FIELDS["data"][0]
+_PAYLOAD_HDR = fields_struct(
+    layout.PAYLOAD_FIELDS,
+    (("kind", "B"), ("dir", "B"), ("len", "H"), ("seq", "I"), *_CONNECTION_READS),
+    end=PAYLOAD_HEADER_SIZE,
+)
 
 
 @dataclass(slots=True)
@@ -144,7 +171,7 @@ def decode_exchange(buf: memoryview) -> Exchange:
     """An ``Exchange`` from a record of kind 1-3."""
     (kind, method, req_ver, resp_ver, status, flags, proto,
      t0, t1, t2, t3, p0, p1, b0, b1, ifindex, cip, sip, cport, sport,
-     seq, req_size, req_head, resp_size, resp_head, *lens) = _FIXED.unpack_from(buf, 0)  # fmt: skip
+     seq, req_size, req_head, resp_size, resp_head, *lens) = FIXED_PART.unpack_from(buf, 0)  # fmt: skip
     ex = Exchange(
         kind,
         METHODS[method] if method < len(METHODS) else "",
@@ -161,9 +188,9 @@ def decode_exchange(buf: memoryview) -> Exchange:
         sport,
         seq, req_size, req_head, resp_size, resp_head,
     )  # fmt: skip
-    for (name, _size), offset, length in zip(STRING_SLOTS, _SLOT_OFFSETS, lens, strict=False):
+    for slot, length in zip(STRING_SLOTS, lens, strict=True):
         if length:
-            setattr(ex, name, bytes(buf[offset : offset + length]).decode("latin-1"))
+            setattr(ex, slot.name, bytes(buf[slot.offset : slot.offset + length]).decode("latin-1"))
     return ex
 
 

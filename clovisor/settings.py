@@ -11,8 +11,12 @@ import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from clover import keys
+
+if TYPE_CHECKING:
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +139,9 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def read(client: object) -> Settings:
+def read(client: redis.Redis) -> Settings:
     """Read every Clovisor key from a redis-py client (one round trip)."""
-    pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+    pipe = client.pipeline(transaction=False)
     pipe.lrange(keys.CLOVISOR_LABELS, 0, -1)
     pipe.lrange(keys.CLOVISOR_EGRESS_MATCH, 0, -1)
     pipe.lrange(keys.CLOVISOR_EGRESS_MATCH_ORIGINAL, 0, -1)

@@ -12,20 +12,9 @@ import os
 import time
 from dataclasses import dataclass
 
-from clovisor import records
+from clovisor import _spanwire, records
 from clovisor.records import Exchange
 from protos import records_pb2
-
-try:
-    from clovisor import _spanwire
-except ImportError:  # the C extension is not built (pip install builds it): spans are encoded in Python
-    _spanwire = None
-
-if _spanwire is not None and (_spanwire.FIXED_SIZE, _spanwire.SLOT_SIZES) != records.LAYOUT:
-    raise RuntimeError(
-        f"clovisor/spanwire.c reads records as {_spanwire.FIXED_SIZE} bytes + slots "
-        f"{_spanwire.SLOT_SIZES}; records.py says {records.LAYOUT}: rebuild it (pip install -e .)"
-    )
 
 
 @dataclass(frozen=True)
@@ -200,13 +189,13 @@ class SpanEncoder:
 
     The part every span of a connection shares is serialized once per connection: a serialized
     message followed by another one parses as their merge. The exchange's part comes from
-    ``clovisor/spanwire.c`` when it is built (``compiled``), else from ``_exchange_part``."""
+    ``clovisor/spanwire.c`` (``compiled``), or else from ``_exchange_part``."""
 
     def __init__(self, clock: Clock, connections: int = 4096, compiled: bool = True) -> None:
         self.clock = clock
         self.connections = connections
         self._shared: dict[bytes, tuple[PodInfo, int, bytes]] = {}
-        self._encode_exchange = _spanwire.encode_exchange if compiled and _spanwire is not None else None
+        self._encode_exchange = _spanwire.encode_exchange if compiled else None
 
     @property
     def compiled(self) -> bool:

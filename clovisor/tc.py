@@ -41,7 +41,7 @@ def _has_clsact(ipr: IPRoute, ifindex: int) -> bool:
 
 def _filter_names(ipr: IPRoute, ifindex: int, parent: str) -> list[tuple[int, str]]:
     """(priority, BPF filter name) of every filter on one clsact hook."""
-    out = []
+    out: list[tuple[int, str]] = []
     try:
         filters = ipr.get_filters(index=ifindex, parent=_PARENTS[parent])
     except NetlinkError:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 STOP, BOOL, BYTE, DOUBLE, I16, I32, I64, STRING, STRUCT, MAP, SET, LIST = 0, 2, 3, 4, 6, 8, 10, 11, 12, 13, 14, 15
 _COMPACT = {BOOL: 1, BYTE: 3, I16: 4, I32: 5, I64: 6, DOUBLE: 7, STRING: 8, LIST: 9, SET: 10, MAP: 11, STRUCT: 12}
 
-Field = tuple[int, int, object]
+Field = tuple[int, int, Any]
 
 
 def _signed64(value: int) -> int:
@@ -23,22 +24,22 @@ def _signed64(value: int) -> int:
 
 
 # -- binary protocol ---------------------------------------------------------------------------
-def binary_value(ttype: int, value: object, out: bytearray) -> None:
+def binary_value(ttype: int, value: Any, out: bytearray) -> None:
     if ttype == BOOL:
         out.append(1 if value else 0)
     elif ttype == I32:
         out += struct.pack(">i", value)
     elif ttype == I64:
-        out += struct.pack(">q", _signed64(value))  # type: ignore[arg-type]
+        out += struct.pack(">q", _signed64(value))
     elif ttype == DOUBLE:
         out += struct.pack(">d", value)
     elif ttype == STRING:
-        data = value.encode() if isinstance(value, str) else bytes(value)  # type: ignore[arg-type]
+        data = value.encode() if isinstance(value, str) else bytes(value)
         out += struct.pack(">i", len(data)) + data
     elif ttype == STRUCT:
-        binary_struct(value, out)  # type: ignore[arg-type]
+        binary_struct(value, out)
     elif ttype == LIST:
-        etype, items = value  # type: ignore[misc]
+        etype, items = value
         out += struct.pack(">bi", etype, len(items))
         for item in items:
             binary_value(etype, item, out)
@@ -69,23 +70,23 @@ def _zigzag(n: int, bits: int) -> int:
     return ((n << 1) ^ (n >> (bits - 1))) & ((1 << bits) - 1)
 
 
-def compact_value(ttype: int, value: object, out: bytearray) -> None:
+def compact_value(ttype: int, value: Any, out: bytearray) -> None:
     if ttype == BOOL:
         out.append(1 if value else 2)
     elif ttype in (I16, I32):
-        _varint(_zigzag(int(value), 32), out)  # type: ignore[call-overload]
+        _varint(_zigzag(int(value), 32), out)
     elif ttype == I64:
-        _varint(_zigzag(_signed64(int(value)), 64), out)  # type: ignore[call-overload]
+        _varint(_zigzag(_signed64(int(value)), 64), out)
     elif ttype == DOUBLE:
         out += struct.pack("<d", value)
     elif ttype == STRING:
-        data = value.encode() if isinstance(value, str) else bytes(value)  # type: ignore[arg-type]
+        data = value.encode() if isinstance(value, str) else bytes(value)
         _varint(len(data), out)
         out += data
     elif ttype == STRUCT:
-        compact_struct(value, out)  # type: ignore[arg-type]
+        compact_struct(value, out)
     elif ttype == LIST:
-        etype, items = value  # type: ignore[misc]
+        etype, items = value
         if len(items) < 15:
             out.append((len(items) << 4) | _COMPACT[etype])
         else:

@@ -73,7 +73,7 @@ else
 fi
 
 step "Python virtualenv and dependencies"
-want=$(hash_of "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/clovisor/spanwire.c")
+want=$(hash_of "$ROOT/requirements.txt" "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/clovisor/spanwire.c" "$ROOT/clovisor/bpf/exchange.h")
 if [ -x "$VENV/bin/python" ] && stamp_ok "$VENV/.clover-requirements" "$want" &&
   compgen -G "$ROOT/clovisor/_spanwire.*.so" >/dev/null; then
   done_step "up to date"

@@ -22,6 +22,8 @@
 #include <uapi/linux/tcp.h>
 #include <uapi/linux/in.h>
 
+#include "exchange.h"
+
 // bpf_probe_read_kernel through a pointer of our own: BCC rewrites calls by that name to the
 // legacy bpf_probe_read (which tc programs may not call) when /proc/kallsyms hides addresses,
 // i.e. without CAP_SYSLOG. So the programs load with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN
@@ -47,41 +49,9 @@ static long (*read_kernel)(void *dst, __u32 size, const void *src) = (void *)BPF
 #ifndef MAX_LINES
 #define MAX_LINES 16          // header lines handled per step (more: next step)
 #endif
-#define PAYLOAD_MAX 512       // bytes copied per payload event (plugin ports only)
 #define CHUNKS_PER_STEP 4
 
-#define URL_MAX 256
-#define HOST_MAX 64
-#define UA_MAX 128
-#define RID_MAX 64
-#define TP_MAX 80
-#define B3T_MAX 32
-#define B3S_MAX 16
-#define B3P_MAX 16
-#define REASON_MAX 32
-#define CTYPE_MAX 64
-#define DECO_MAX 64
-
-// Record kinds (first byte of every ring buffer record).
-#define REC_EXCHANGE 1        // a request paired with its complete response
-#define REC_INCOMPLETE 2      // a request whose connection closed before the response ended
-#define REC_TCP 3             // a TCP connection on a port whose protocol is not HTTP
-#define REC_PAYLOAD 4         // payload bytes for a user plugin
-
-// Protocols of a traced port.
-#define PROTO_HTTP 1
-#define PROTO_TCP 3
 #define PORT_PAYLOAD 1        // port_cfg.flags: copy payload for plugins
-
-// Exchange flags.
-#define XF_EGRESS 1           // the pod is the client (egress match)
-#define XF_URL_TRUNC 2
-#define XF_TP_IS_B3 4         // trace context slot holds a single `b3` header
-#define XF_HEAD_TRUNC 8       // a header line was longer than the window or split by a segment
-#define XF_CHUNKED 16         // response used chunked transfer coding
-#define XF_CLOSE_DELIMITED 32 // response ended with the connection
-#define XF_REQ_INCOMPLETE 64  // request body had not ended
-#define XF_UNSAMPLED 128      // began when the second's budget was spent: framed, never emitted
 
 // Parser states of one direction of a connection.
 #define ST_IDLE 0             // expecting a message head
@@ -98,28 +68,6 @@ static long (*read_kernel)(void *dst, __u32 size, const void *src) = (void *)BPF
 
 #define DIR_REQ 0
 #define DIR_RESP 1
-
-// Counters (index into `stats`).
-enum {
-    S_PACKETS = 0,
-    S_CONNS,
-    S_CONN_FULL,
-    S_EXCH_FULL,
-    S_RING_FULL,
-    S_LOST_SYNC,
-    S_ORPHAN_RESP,
-    S_RETRANS,
-    S_STEPS_EXHAUSTED,
-    S_HEAD_TRUNC,
-    S_CLOSED_INCOMPLETE,
-    S_EXCHANGES,
-    S_PAYLOAD_EVENTS,
-    S_GAPS,
-    S_REQUESTS,
-    S_TCP_CONNS,
-    S_OVER_BUDGET,
-    S_NSTATS,
-};
 
 struct port_key {
     u32 ifindex;
@@ -138,14 +86,6 @@ struct port_cfg {
     u8 proto;
     u8 flags;
     u16 pad;
-};
-
-struct conn_key {
-    u32 ifindex;
-    u32 cip;                  // network order
-    u32 sip;
-    u16 cport;                // host order
-    u16 sport;
 };
 
 struct dir_state {
@@ -173,54 +113,10 @@ struct exch_key {
     u32 seq;
 };
 
-// One exchange; also the ring buffer record of kinds 1-3. Strings are not NUL-terminated:
-// `lens` gives each one's length, in the order of the string fields below; bytes past a
-// string's length are undefined. A record ends after its last non-empty string (wire_size),
-// so the strings most often present come first.
-struct exchange {
-    u8 kind;
-    u8 method;
-    u8 req_ver;               // 10 = HTTP/1.0, 11 = HTTP/1.1, 0 = unknown
-    u8 resp_ver;
-    u16 status;
-    u8 flags;
-    u8 proto;
-    u64 req_start_ns;
-    u64 req_end_ns;
-    u64 resp_start_ns;
-    u64 resp_end_ns;
-    u64 pkts[2];              // at the request's start; deltas when emitted
-    u64 bytes[2];
-    u32 ifindex;
-    u32 cip;
-    u32 sip;
-    u16 cport;
-    u16 sport;
-    u32 seq;
-    u32 req_size;
-    u32 req_head;
-    u32 resp_size;
-    u32 resp_head;
-    u16 lens[11];
-    u16 pad;
-    char host[HOST_MAX];
-    char reason[REASON_MAX];
-    char ctype[CTYPE_MAX];
-    char url[URL_MAX];
-    char ua[UA_MAX];
-    char rid[RID_MAX];
-    char tp[TP_MAX];
-    char b3t[B3T_MAX];
-    char b3s[B3S_MAX];
-    char b3p[B3P_MAX];
-    char deco[DECO_MAX];
-};
 #define EXCH_WIRE sizeof(struct exchange)
-
-enum { L_HOST = 0, L_REASON, L_CTYPE, L_URL, L_UA, L_RID, L_TP, L_B3T, L_B3S, L_B3P, L_DECO };
-#define F_B3 11               // a single `b3` header: goes to the trace context slot (L_TP)
+#define F_B3 N_STRINGS        // a single `b3` header: goes to the trace context slot (L_TP)
 #define F_NONE 0xff
-#define EXCH_FIXED offsetof(struct exchange, host)
+_Static_assert(F_B3 < 16, "a header field indexes scratch.value_start and line_end (field & 15)");
 
 #define BARRIER_VAR(v) asm volatile("" : "+r"(v))
 
@@ -237,17 +133,9 @@ enum { L_HOST = 0, L_REASON, L_CTYPE, L_URL, L_UA, L_RID, L_TP, L_B3T, L_B3S, L_
 // Bytes of a record up to the end of its last non-empty string.
 static __always_inline u32 wire_size(struct exchange *rec) {
     u32 size = EXCH_FIXED;
-    STR_END(L_HOST, host)
-    STR_END(L_REASON, reason)
-    STR_END(L_CTYPE, ctype)
-    STR_END(L_URL, url)
-    STR_END(L_UA, ua)
-    STR_END(L_RID, rid)
-    STR_END(L_TP, tp)
-    STR_END(L_B3T, b3t)
-    STR_END(L_B3S, b3s)
-    STR_END(L_B3P, b3p)
-    STR_END(L_DECO, deco)
+#define STRING_END(index, field, capacity) STR_END(index, field)
+    EXCHANGE_STRINGS(STRING_END)
+#undef STRING_END
     return size;
 }
 
@@ -271,15 +159,6 @@ struct conn {
     u32 x_seq;
     u32 pad2;
     struct exchange x;
-};
-
-struct payload_ev {
-    u8 kind;
-    u8 dir;
-    u16 len;
-    u32 seq;
-    struct conn_key c;
-    u8 data[PAYLOAD_MAX];
 };
 
 // Context handed from the entry programs to the parser across tail calls (per CPU: a tc
@@ -689,7 +568,7 @@ static __always_inline void parse_first_line(struct dir_state *ds, u8 dir, u8 *b
             uend = le - 9;
         }
         if (uend > mlen)
-            put_str(rec->url, URL_MAX, buf, mlen, uend - mlen, &rec->lens[L_URL], rec, XF_URL_TRUNC);
+            put_str(rec->url, sizeof(rec->url), buf, mlen, uend - mlen, &rec->lens[L_URL], rec, XF_URL_TRUNC);
     } else {
         // A response's reason and type are its own: not an interim response's, nor the request's type.
         rec->lens[L_REASON] = 0;
@@ -703,7 +582,7 @@ static __always_inline void parse_first_line(struct dir_state *ds, u8 dir, u8 *b
         if (d0 < 10 && d1 < 10 && d2 < 10)
             rec->status = d0 * 100 + d1 * 10 + d2;
         if (le > 13)
-            put_str(rec->reason, REASON_MAX, buf, 13, le - 13, &rec->lens[L_REASON], rec, 0);
+            put_str(rec->reason, sizeof(rec->reason), buf, 13, le - 13, &rec->lens[L_REASON], rec, 0);
     }
 }
 
@@ -802,19 +681,19 @@ static __always_inline void copy_field(struct scratch *s, struct exchange *rec, 
 
 // The header values of a window; a `traceparent` wins over a `b3` header, in any order.
 static __always_inline void copy_fields(struct scratch *s, struct exchange *rec) {
-    copy_field(s, rec, L_HOST, L_HOST, rec->host, HOST_MAX);
-    copy_field(s, rec, L_UA, L_UA, rec->ua, UA_MAX);
-    copy_field(s, rec, L_RID, L_RID, rec->rid, RID_MAX);
-    copy_field(s, rec, L_CTYPE, L_CTYPE, rec->ctype, CTYPE_MAX);
-    copy_field(s, rec, L_B3T, L_B3T, rec->b3t, B3T_MAX);
-    copy_field(s, rec, L_B3S, L_B3S, rec->b3s, B3S_MAX);
-    copy_field(s, rec, L_B3P, L_B3P, rec->b3p, B3P_MAX);
-    copy_field(s, rec, L_DECO, L_DECO, rec->deco, DECO_MAX);
+    copy_field(s, rec, L_HOST, L_HOST, rec->host, sizeof(rec->host));
+    copy_field(s, rec, L_UA, L_UA, rec->user_agent, sizeof(rec->user_agent));
+    copy_field(s, rec, L_RID, L_RID, rec->request_id, sizeof(rec->request_id));
+    copy_field(s, rec, L_CTYPE, L_CTYPE, rec->content_type, sizeof(rec->content_type));
+    copy_field(s, rec, L_B3T, L_B3T, rec->b3_trace_id, sizeof(rec->b3_trace_id));
+    copy_field(s, rec, L_B3S, L_B3S, rec->b3_span_id, sizeof(rec->b3_span_id));
+    copy_field(s, rec, L_B3P, L_B3P, rec->b3_parent_span_id, sizeof(rec->b3_parent_span_id));
+    copy_field(s, rec, L_DECO, L_DECO, rec->envoy_decorator, sizeof(rec->envoy_decorator));
     if (VOL(s->line_end[L_TP])) {
-        copy_field(s, rec, L_TP, L_TP, rec->tp, TP_MAX);
+        copy_field(s, rec, L_TP, L_TP, rec->trace_context, sizeof(rec->trace_context));
         rec->flags &= ~XF_TP_IS_B3;
     } else if (VOL(s->line_end[F_B3]) && (!rec->lens[L_TP] || (rec->flags & XF_TP_IS_B3))) {
-        copy_field(s, rec, F_B3, L_TP, rec->tp, TP_MAX);
+        copy_field(s, rec, F_B3, L_TP, rec->trace_context, sizeof(rec->trace_context));
         rec->flags |= XF_TP_IS_B3;
     }
 }
@@ -929,7 +808,7 @@ static __always_inline u32 parse_lines(struct conn *c, struct pctx *x, struct sc
             if (dir == DIR_REQ) {
                 u8 method = 0;
                 u32 mlen = match_method(load64(buf, 0), &method);
-                put_str(rec->url, URL_MAX, buf, mlen, n - mlen, &rec->lens[L_URL], rec, XF_URL_TRUNC);
+                put_str(rec->url, sizeof(rec->url), buf, mlen, n - mlen, &rec->lens[L_URL], rec, XF_URL_TRUNC);
             }
         }
     }

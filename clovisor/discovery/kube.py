@@ -152,16 +152,16 @@ class KubeSource:
                         cache[f"{obj.metadata.namespace}/{obj.metadata.name}"] = obj
                 self._dirty.set()
                 version = listing.metadata.resource_version
-                w = watch.Watch()
+                w = watch.Watch()  # type: ignore[no-untyped-call]  # kubernetes: no annotations
                 kwargs: dict[str, Any] = {"resource_version": version, "timeout_seconds": 300}
                 func = (
                     self.api.list_pod_for_all_namespaces if kind == "pods" else self.api.list_service_for_all_namespaces
                 )
                 if kind == "pods":
                     kwargs["field_selector"] = f"spec.nodeName={self.node}"
-                for event in w.stream(func, **kwargs):
+                for event in w.stream(func, **kwargs):  # type: ignore[no-untyped-call]  # kubernetes: no annotations
                     if self._stop.is_set():
-                        w.stop()
+                        w.stop()  # type: ignore[no-untyped-call]  # kubernetes: no annotations
                         break
                     obj = event["object"]
                     key = f"{obj.metadata.namespace}/{obj.metadata.name}"

@@ -261,10 +261,10 @@ def test_a_plugin_anyone_could_write_is_refused_logged_and_counted(agent, redis_
         assert "http" not in agent.plugins.protocols
         reason = f"plugin for 'http' refused: {planted}: outside the plugin directory {agent.plugins.plugin_dir}"
         assert reason in [r.getMessage() for r in caplog.records]
-        shown = agent.status()["plugins"]
-        assert (shown["refused"], shown["errors"]["http"], shown["loaded"]) == (before + 1, reason, [])
+        shown = agent.status().plugins
+        assert (shown.refused, shown.errors["http"], shown.loaded) == (before + 1, reason, [])
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(agent))
+        registry.register(_Collector(agent.status))
         assert f"clovisor_plugins_refused_total {before + 1}.0" in generate_latest(registry).decode().splitlines()
     finally:
         redis_client.delete(keys.CLOVISOR_PROTO_CFG)
@@ -276,7 +276,7 @@ def test_unanswered_requests_are_evicted_and_counted(agent, lab) -> None:
     with socket.create_connection((web.ip, 8080)) as sock:
         sock.sendall(request("GET", "/sleep/4000"))  # longer than the 2 s exchange timeout
         wait_until(lambda: agent.counters.evicted_exchanges == before + 1, 15, "eviction")
-    assert agent.status()["counters"]["evicted_exchanges"] == before + 1
+    assert agent.status().counters.evicted_exchanges == before + 1
 
 
 def test_spans_beyond_the_budget_of_a_second_are_counted_not_emitted(agent, lab, spans) -> None:
@@ -307,7 +307,7 @@ def test_spans_beyond_the_budget_of_a_second_are_counted_not_emitted(agent, lab,
     found = spans.collect(marker, 5)
     assert sorted(int(s.http_url.rsplit("=", 1)[1]) for s in found) == [0, 1, 2, 3, 4]
     assert agent.datapath.stats()["over_budget"] - before == 15
-    assert agent.status()["drops"]["over_budget"] >= 15
+    assert agent.status().drops["over_budget"] >= 15
 
 
 def test_maps_are_read_in_batches_with_every_entry_once(agent) -> None:

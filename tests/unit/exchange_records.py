@@ -20,17 +20,17 @@ def exchange_record(
     ends after its last non-empty string, as the ring buffer gives it, or with ``whole`` at the
     struct's full size."""
     strings = strings or {}
-    lens = [len(strings.get(name, b"")) for name, _ in records.STRING_SLOTS]
-    head = records._FIXED.pack(
+    lens = [len(strings.get(slot.name, b"")) for slot in records.STRING_SLOTS]
+    head = records.FIXED_PART.pack(
         kind, method, *versions, status, flags, records.PROTO_HTTP, *times, 2, 3, 180, 400,
-        7, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 40000, 8080, 4, 120, 95, 250, 150, *lens, 0,
+        7, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 40000, 8080, 4, 120, 95, 250, 150, *lens,
     )  # fmt: skip
     body = bytearray(head)
-    for (name, size), offset in zip(records.STRING_SLOTS, records._SLOT_OFFSETS, strict=True):
-        value = strings.get(name, b"")
-        assert len(body) == offset and len(value) <= size
-        body += value + bytes(size - len(value))
+    for slot in records.STRING_SLOTS:
+        value = strings.get(slot.name, b"")
+        assert len(body) == slot.offset and len(value) <= slot.capacity
+        body += value + bytes(slot.capacity - len(value))
     if whole:
         return bytes(body) + bytes(records.EXCHANGE_SIZE - len(body))
-    last = max((records._SLOT_OFFSETS[i] + n for i, n in enumerate(lens) if n), default=len(head))
+    last = max((slot.offset + n for slot, n in zip(records.STRING_SLOTS, lens, strict=True) if n), default=len(head))
     return bytes(body[:last])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import json
 import logging
 import os
 import struct
@@ -11,7 +13,8 @@ from typing import Any
 import click
 import pytest
 
-from clovisor import records, thrift
+from clovisor import _spanwire, records, thrift
+from clovisor.datapath import DROP_STATS, STAT_NAMES, check_layout
 from clovisor.plugins import PluginSet
 from clovisor.spans import Clock, PodInfo, SpanEncoder, to_span, trace_context
 from protos import records_pb2
@@ -42,6 +45,36 @@ def test_an_exchange_record_decodes_to_its_fields() -> None:
     assert (ex.req_packets, ex.resp_packets, ex.req_bytes, ex.resp_bytes) == (2, 3, 180, 400)
     assert (ex.req_size, ex.resp_size, ex.seq) == (120, 250, 4)
     assert ex.session_key == "0a000001:0a000002:6:40000:8080"
+
+
+def test_a_payload_record_decodes_to_its_connection_and_bytes() -> None:
+    head = struct.pack("<BBHII4s4sHH", records.REC_PAYLOAD, 1, 5, 9, 7, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]),
+                       40000, 8080)  # fmt: skip
+    payload = records.decode_payload(memoryview(head + b"hello"))
+    assert payload == records.Payload(False, 9, (7, "10.0.0.1", "10.0.0.2", 40000, 8080), b"hello")
+
+
+def bcc_exchange(places: dict[str, tuple[int, int]]) -> type[ctypes.Structure]:
+    """struct exchange as BCC gives its ctypes type, with the fields at these (offset, size)."""
+    fields: list[tuple[str, type[ctypes.Array[ctypes.c_char]]]] = []
+    at = 0
+    for name, (offset, size) in sorted(places.items(), key=lambda item: item[1]):
+        fields += [(f"pad{offset}", ctypes.c_char * (offset - at))] if offset > at else []
+        fields.append((name, ctypes.c_char * size))
+        at = offset + size
+    fields.append(("end", ctypes.c_char * (records.EXCHANGE_SIZE - at)))
+    return type("exchange", (ctypes.Structure,), {"_fields_": fields})
+
+
+def test_the_datapath_refuses_a_program_whose_records_or_counters_differ_from_the_extensions() -> None:
+    places = dict(_spanwire.EXCHANGE_FIELDS) | {s.name: (s.offset, s.capacity) for s in records.STRING_SLOTS}
+    check_layout(bcc_exchange(places), len(STAT_NAMES))
+    swapped = places | {"b3_span_id": places["b3_parent_span_id"], "b3_parent_span_id": places["b3_span_id"]}
+    with pytest.raises(RuntimeError, match=r"fields \['b3_span_id', 'b3_parent_span_id'\], 952 bytes, 17 counters"):
+        check_layout(bcc_exchange(swapped), len(STAT_NAMES))
+    with pytest.raises(RuntimeError, match=r"fields \[\], 952 bytes, 18 counters"):
+        check_layout(bcc_exchange(places), len(STAT_NAMES) + 1)
+    assert set(DROP_STATS) <= set(STAT_NAMES)
 
 
 def test_a_span_carries_http_fields_sizes_and_the_original_tags() -> None:
@@ -332,3 +365,45 @@ def test_apply_creates_or_updates_and_delete_tolerates_missing_objects() -> None
     assert "ClusterRole/clovisor-read-pods-services not found" in delete(apis, docs)
     with pytest.raises(click.ClickException, match="kind 'Secret' is not one cloverctl can apply"):
         apply(apis, [{"kind": "Secret", "metadata": {"name": "x"}}])
+
+
+def test_the_status_file_and_metrics_show_the_agents_status() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from clovisor.datapath import Limits
+    from clovisor.export import ExportStats
+    from clovisor.metrics import _Collector
+    from clovisor.status import AgentStatus, Counters, JaegerStatus, PluginStatus, PodStatus, ProgramRunTime
+
+    status = AgentStatus(
+        node="node-1",
+        pods={"default/web": PodStatus("veth-web", "10.0.0.2", "web", {8080: "http"})},
+        kernel={"packets": 10, "over_budget": 2},
+        drops={"over_budget": 2},
+        maps={"connections": 1, "exchanges": 0},
+        ring_pending_bytes=0,
+        limits=Limits(),
+        counters=Counters(spans=4, evicted_exchanges=1),
+        span_encoder="c",
+        kafka=ExportStats(produced=5, delivered=3, dropped=1),
+        jaeger=JaegerStatus(ExportStats(produced=4, delivered=4), "agent a:6831"),
+        plugins=PluginStatus(["redis"], {}, 0, 1, "/plugins"),
+        settings_errors=[],
+        bpf_programs={"cv_to_pod": ProgramRunTime(100, 2)},
+    )
+    shown = json.loads(json.dumps(status.to_json()))
+    assert shown["pods"] == {"default/web": {"veth": "veth-web", "ip": "10.0.0.2", "service": "web",
+                                             "ports": {"8080": "http"}}}  # fmt: skip
+    assert shown["kafka"] == {"produced": 5, "delivered": 3, "dropped": 1, "errors": 0, "pending": 2}
+    assert shown["jaeger"] == {"produced": 4, "delivered": 4, "dropped": 0, "errors": 0, "target": "agent a:6831"}
+    assert shown["plugins"] == {"loaded": ["redis"], "errors": {}, "failures": 0, "refused": 1, "directory": "/plugins"}
+    assert shown["bpf_programs"] == {"cv_to_pod": {"run_time_ns": 100, "run_cnt": 2}}
+    assert (shown["counters"]["spans"], shown["limits"]["connections"]) == (4, 16384)
+    assert (shown["kernel"], shown["drops"], shown["ring_pending_bytes"]) == (status.kernel, status.drops, 0)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(lambda: status))
+    lines = generate_latest(registry).decode().splitlines()
+    for line in ('clovisor_drops_total{reason="kafka_buffer_full"} 1.0', 'clovisor_spans_total{exporter="jaeger"} 4.0',
+                 'clovisor_drops_total{reason="evicted_exchanges"} 1.0', "clovisor_pods 1.0",
+                 "clovisor_kafka_pending 2.0", 'clovisor_kernel_total{counter="over_budget"} 2.0'):  # fmt: skip
+        assert line in lines

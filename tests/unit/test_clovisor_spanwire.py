@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from clovisor import records
+from clovisor import _spanwire, records
 from clovisor.spans import Clock, PodInfo, SpanEncoder, trace_context
 from protos import records_pb2
 from tests.unit.exchange_records import exchange_record
@@ -71,6 +71,13 @@ def both(raw: bytes, extra: dict[str, str] | None) -> tuple[records_pb2.Span, re
 
 def test_the_extension_is_built() -> None:
     assert SpanEncoder(Clock()).compiled
+
+
+def test_the_span_field_numbers_it_writes_are_those_of_the_proto() -> None:
+    fields = records_pb2.Span.DESCRIPTOR.fields_by_name
+    assert {name: fields[name].number for name in _spanwire.SPAN_FIELDS} == _spanwire.SPAN_FIELDS
+    tags = fields["tags"].message_type.fields_by_name
+    assert (tags["key"].number, tags["value"].number) == (1, 2)  # the map entry it writes
 
 
 @pytest.mark.parametrize(("kind", "flags", "strings"), list(itertools.product(
@@ -143,8 +150,8 @@ def test_random_records_encode_as_the_python_encoder_encodes_them() -> None:
     alphabet = b"0123456789abcdefABCDEF-?/ \t\xa0\x85\xe9\xffxyz"
     for _ in range(1500):
         strings = {
-            name: bytes(rng.choice(alphabet) for _ in range(rng.randint(0, size)))
-            for name, size in records.STRING_SLOTS
+            slot.name: bytes(rng.choice(alphabet) for _ in range(rng.randint(0, slot.capacity)))
+            for slot in records.STRING_SLOTS
             if rng.random() < 0.5
         }
         if rng.random() < 0.3:
