@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 CLOVERCTL := $(VENV)/bin/cloverctl
 PYTEST_ARGS ?=
 IMAGES_ARGS ?=
+# Every package mypy checks (strict, pyproject.toml); protos/ is generated and excluded there.
+TYPED := clover collector clovisor jobs dashboard controller cloverctl sdc validation stack
 
 .PHONY: setup demo test lint typecheck unit integration bench up down status clean cluster-build cluster-test images images-test
 
@@ -20,8 +22,8 @@ lint: setup
 	@$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	@echo "== mypy clover/ =="
-	@$(VENV)/bin/mypy clover/
+	@echo "== mypy $(TYPED) =="
+	@$(VENV)/bin/mypy $(TYPED)
 
 test: setup lint typecheck
 	@echo "== pytest =="

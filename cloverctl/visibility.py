@@ -107,8 +107,10 @@ def format_stats(stats: Mapping[str, Any], window: bool = False) -> str:
             out.append(f"  {title} ({len(values)}): {shown or '-'}")
     if "metrics_time" in stats:
         out.append("\nMonitoring metrics:")
-        rows = [(m["name"], len(m["values"]), m["values"][-1] if m["values"] else None) for m in stats["metrics_time"]]
-        out.append(columns(("METRIC", "SAMPLES", "LATEST"), rows) if rows else "  no tracked metric")
+        metrics = [
+            (m["name"], len(m["values"]), m["values"][-1] if m["values"] else None) for m in stats["metrics_time"]
+        ]
+        out.append(columns(("METRIC", "SAMPLES", "LATEST"), metrics) if metrics else "  no tracked metric")
     return "\n".join(out).lstrip("\n")
 
 
@@ -165,6 +167,7 @@ def _limits(given: Mapping[str, Sequence[str]]) -> list[checks.Limit]:
 
 def _check_options(fn: Any) -> Any:
     for metric in reversed(checks.METRICS):
+        assert metric.check is not None  # checks.METRICS holds only the figures with a check option
         what = {"ms": "50ms, 0.5s", "fraction": "1% or 0.01", "count": "100"}.get(metric.unit.name, "2.5")
         fn = click.option(
             metric.check,

@@ -26,9 +26,16 @@ def _call(address: str, method: str, request: object, timeout: float) -> object:
         ) from None
 
 
+def _reply(address: str, method: str, request: object, timeout: float) -> str:
+    """The message of a call that returns a CollectorReply."""
+    reply = _call(address, method, request, timeout)
+    assert isinstance(reply, collector_pb2.CollectorReply)
+    return reply.message
+
+
 def init_visibility(address: str, hosts: Iterable[str] = (), port: int = 0, timeout: float = 120) -> str:
     request = collector_pb2.ConfigCassandra(cassandra_hosts=list(hosts), cassandra_port=port)
-    return str(_call(address, "InitVisibility", request, timeout).message)  # type: ignore[attr-defined]
+    return _reply(address, "InitVisibility", request, timeout)
 
 
 def start_collector(
@@ -45,16 +52,16 @@ def start_collector(
     request = collector_pb2.ConfigCollector(
         t_host=t_host, t_port=t_port, m_host=m_host, m_port=m_port, sinterval=sinterval, t_backend=t_backend
     )
-    return str(_call(address, "StartCollector", request, timeout).message)  # type: ignore[attr-defined]
+    return _reply(address, "StartCollector", request, timeout)
 
 
 def stop_collector(address: str, timeout: float = 90) -> str:
-    return str(_call(address, "StopCollector", collector_pb2.ConfigCollector(), timeout).message)  # type: ignore[attr-defined]
+    return _reply(address, "StopCollector", collector_pb2.ConfigCollector(), timeout)
 
 
 def truncate_visibility(address: str, tables: Iterable[str] = (), timeout: float = 300) -> str:
     request = collector_pb2.Schemas(schemas=list(tables))
-    return str(_call(address, "TruncateVisibility", request, timeout).message)  # type: ignore[attr-defined]
+    return _reply(address, "TruncateVisibility", request, timeout)
 
 
 def collector_status(address: str, timeout: float = 5) -> collector_pb2.CollectorStatus:

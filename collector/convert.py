@@ -59,7 +59,7 @@ def _first(tags: Mapping[str, str], names: tuple[str, ...]) -> str | None:
     return None
 
 
-def span_kind(declared: str | None, upstream_cluster: str | None) -> records_pb2.SpanKind.ValueType:
+def span_kind(declared: str | None, upstream_cluster: str | None) -> records_pb2.SpanKind:
     """The span's kind: as the tracer declared it (Jaeger's ``span.kind`` tag, Zipkin's ``kind``),
     else from Envoy's ``upstream_cluster``; unspecified when neither says."""
     kind = SPAN_KINDS.get((declared or "").strip().lower())
@@ -96,7 +96,7 @@ def _host_port(name: str, port: str) -> str:
 
 
 def request_host(
-    tags: Mapping[str, str], url: str, kind: records_pb2.SpanKind.ValueType = records_pb2.SPAN_KIND_UNSPECIFIED
+    tags: Mapping[str, str], url: str, kind: records_pb2.SpanKind = records_pb2.SPAN_KIND_UNSPECIFIED
 ) -> str:
     """The host the request was sent to: the authority of an absolute URL, a Host tag, or the
     server address (with its port) of OpenTelemetry's semantic conventions for the span's ``kind``."""
@@ -154,7 +154,7 @@ def build_span(
     start_us: int,
     duration_us: int,
     tags: Mapping[str, str],
-    source: records_pb2.Source.ValueType,
+    source: records_pb2.Source,
     processes: list[str],
     process_id: str = "",
     kind: str | None = None,

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -39,7 +39,7 @@ class KafkaPublisher:
         bootstrap: str,
         capacity: int = 200_000,
         batch: int = 5_000,
-        compression: str = "lz4",
+        compression: Literal["gzip", "snappy", "lz4", "zstd"] | None = "lz4",
         send_timeout_s: float = 15.0,
     ):
         self.bootstrap = bootstrap

@@ -83,7 +83,7 @@ def seed_default_tracking(store: redis.Redis) -> None:
         store.sadd(keys.METRIC_SUFFIXES, *keys.DEFAULT_METRIC_SUFFIXES)
 
 
-class CollectorService(collector_pb2_grpc.ControllerServicer):  # type: ignore[misc]
+class CollectorService(collector_pb2_grpc.ControllerServicer):  # type: ignore[misc]  # protoc's gRPC base is untyped
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.store = redis.Redis.from_url(cfg.redis_url, socket_timeout=10)

@@ -102,11 +102,11 @@ class Collector:
     # -- configuration -------------------------------------------------------------------------
 
     def _members(self, key: str) -> set[str]:
-        return {m.decode() if isinstance(m, bytes) else m for m in self.store.smembers(key)}  # type: ignore[union-attr]
+        return {m.decode() if isinstance(m, bytes) else m for m in self.store.smembers(key)}
 
     def _watermark(self, service: str, now_us: int) -> int:
         raw = self.store.hget(keys.COLLECTOR_WATERMARKS, service)
-        return int(raw) if raw is not None else now_us - self.first_lookback_us  # type: ignore[arg-type]
+        return int(raw) if raw is not None else now_us - self.first_lookback_us
 
     # -- one cycle -----------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ def from_protobuf(data: Column, message: str, descriptor: Path) -> Column:
     spark = SparkSession.getActiveSession()
     assert spark is not None
     jvm = spark.sparkContext._jvm
+    assert jvm is not None
     options = {"mode": "PERMISSIVE"}
     return Column(
         jvm.org.apache.spark.sql.protobuf.functions.from_protobuf(data._jc, message, str(descriptor), options)

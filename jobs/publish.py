@@ -108,14 +108,16 @@ class Window:
 def _whole(found: Mapping[str, Aggregate], key: str, source: str | None) -> dict[str, str]:
     """The figures of ``found[key]`` over the whole retention."""
     agg = found.get(key)
-    return figures.publish(figures.Period(agg or Aggregate(), agg and seconds_of_data(agg), source))
+    seconds = seconds_of_data(agg) if agg is not None else None
+    return figures.publish(figures.Period(agg or Aggregate(), seconds, source))
 
 
 def _recent(found: Mapping[str, Aggregate], ever: Mapping[str, Aggregate], key: str, source: str | None,
             window: Window) -> dict[str, str]:  # fmt: skip
     """The figures of ``found[key]`` over the window (``ever``: the whole retention's, for its first request)."""
     agg, first = found.get(key), ever[key].first_us if key in ever else None
-    return figures.publish(figures.Period(agg or Aggregate(), agg and window.seconds(first), source))
+    seconds = window.seconds(first) if agg is not None else None
+    return figures.publish(figures.Period(agg or Aggregate(), seconds, source))
 
 
 def service_hashes(totals: Aggregates, window: Aggregates, span: Window, service: str) -> dict[str, dict[str, str]]:
@@ -143,7 +145,7 @@ def _json(fields: Mapping[str, str]) -> str:
 
 
 def tracked(store: redis.Redis, key: str) -> list[str]:
-    return sorted(store.smembers(key))  # type: ignore[arg-type]
+    return sorted(m.decode() if isinstance(m, bytes) else m for m in store.smembers(key))
 
 
 def metric_history(db: Any, name: str) -> list[str]:
@@ -231,7 +233,7 @@ class Publisher:
         with self.store.pipeline(transaction=False) as pipe:
             for key, mapping in results.hashes.items():
                 if mapping:
-                    pipe.hset(tmp(key), mapping=mapping)
+                    pipe.hset(tmp(key), mapping=mapping)  # type: ignore[arg-type]  # redis-py: Mapping key is invariant
             for key, members in results.sets.items():
                 if members:
                     pipe.sadd(tmp(key), *members)
@@ -247,7 +249,8 @@ class Publisher:
             pipe.execute()
         current = results.keys()
         with self.store.pipeline(transaction=True) as tx:
-            tx.watch(keys.PUBLISHED_KEYS, *([lease.key] if lease else []))
+            watched = [keys.PUBLISHED_KEYS, *([lease.key] if lease else [])]
+            tx.watch(*watched)  # type: ignore[no-untyped-call]  # redis-py's Pipeline.watch is unannotated
             if lease is not None and not lease.holds(tx.get(lease.key)):
                 raise LeaseLost(f"lost the lease {lease.key} before publishing")
             previous = set(tx.smembers(keys.PUBLISHED_KEYS))
@@ -259,8 +262,8 @@ class Publisher:
                 tx.persist(key)
             for key in empty:
                 tx.delete(key)
-            for key in previous - current:
-                tx.delete(key)
+            for stale in previous - current:
+                tx.delete(stale)
             tx.delete(keys.PUBLISHED_KEYS)
             tx.sadd(keys.PUBLISHED_KEYS, *sorted(current))
             try:
@@ -300,7 +303,7 @@ def _clear_published(store: redis.Redis) -> None:
         for p in tracked(store, keys.METRIC_PREFIXES)
         for x in tracked(store, keys.METRIC_SUFFIXES)
     ] + tracked(store, keys.CUSTOM_METRICS)
-    published = set(store.smembers(keys.PUBLISHED_KEYS))  # type: ignore[arg-type]
+    published = set(store.smembers(keys.PUBLISHED_KEYS))
     leftovers = list(store.scan_iter(match=f"{keys.PUBLISH_TMP_PREFIX}*"))
     doomed = (
         set(keys.CLEARED_SETS_AND_ZSETS)

@@ -79,7 +79,8 @@ class Inbound:
         self.stats = stats
         self.start = time.perf_counter()
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.client_ip, self.client_port = (peer[0], peer[1]) if peer else ("", 0)
+        self.client_ip: str = peer[0] if peer else ""
+        self.client_port: int = peer[1] if peer else 0
         self.request_id = request.headers.get("x-request-id", "")
         self.request_size = request.content_length or 0
         tel = runtime.telemetry
@@ -96,7 +97,7 @@ class Inbound:
         self.span = tel.start(name, SpanKind.SERVER, tel.extract(request.headers), tags)
         stats.request_started()
 
-    def done(self, response: web.Response, error: str | None = None) -> web.Response:
+    def done(self, response: web.StreamResponse, error: str | None = None) -> web.StreamResponse:
         size = response.content_length or 0
         self.stats.request_finished(response.status, elapsed_ms(self.start), self.request_size, size)
         tr = traceresponse(self.span)

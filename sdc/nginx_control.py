@@ -17,7 +17,7 @@ import grpc
 from aiohttp import web
 
 from protos import nginx_pb2, nginx_pb2_grpc
-from sdc.runtime import ConfigRefused, Runtime, WrongPod
+from sdc.runtime import ConfigRefused, HttpListener, Runtime, WrongPod
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class HttpService:
     """A pod that answers HTTP on its address; subclasses implement the calls that apply."""
 
     kind = ""
+    listener: HttpListener  # set by each subclass
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
@@ -65,7 +66,7 @@ class HttpService:
         raise NotImplementedError
 
 
-class NginxControl(nginx_pb2_grpc.ControllerServicer):
+class NginxControl(nginx_pb2_grpc.ControllerServicer):  # type: ignore[misc]  # protoc's gRPC base is untyped
     """gRPC front of an HttpService."""
 
     def __init__(self, service: HttpService):
@@ -74,7 +75,7 @@ class NginxControl(nginx_pb2_grpc.ControllerServicer):
 
     async def _apply(
         self,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[_Req, nginx_pb2.NginxReply],
         method: str,
         fn: Callable[[_Req], Awaitable[str]],
         request: _Req,
@@ -97,27 +98,37 @@ class NginxControl(nginx_pb2_grpc.ControllerServicer):
         return nginx_pb2.NginxReply(message=message)
 
     async def ModifyProxy(
-        self, request: nginx_pb2.ConfigProxy, context: grpc.aio.ServicerContext
+        self,
+        request: nginx_pb2.ConfigProxy,
+        context: grpc.aio.ServicerContext[nginx_pb2.ConfigProxy, nginx_pb2.NginxReply],
     ) -> nginx_pb2.NginxReply:
         return await self._apply(context, "ModifyProxy", self.service.modify_proxy, request)
 
-    async def ModifyLB(self, request: nginx_pb2.ConfigLB, context: grpc.aio.ServicerContext) -> nginx_pb2.NginxReply:
+    async def ModifyLB(
+        self, request: nginx_pb2.ConfigLB, context: grpc.aio.ServicerContext[nginx_pb2.ConfigLB, nginx_pb2.NginxReply]
+    ) -> nginx_pb2.NginxReply:
         return await self._apply(context, "ModifyLB", self.service.modify_lb, request)
 
     async def ModifyServer(
-        self, request: nginx_pb2.ConfigServer, context: grpc.aio.ServicerContext
+        self,
+        request: nginx_pb2.ConfigServer,
+        context: grpc.aio.ServicerContext[nginx_pb2.ConfigServer, nginx_pb2.NginxReply],
     ) -> nginx_pb2.NginxReply:
         return await self._apply(context, "ModifyServer", self.service.modify_server, request)
 
     async def ProcessAlerts(
-        self, request: nginx_pb2.AlertMessage, context: grpc.aio.ServicerContext
+        self,
+        request: nginx_pb2.AlertMessage,
+        context: grpc.aio.ServicerContext[nginx_pb2.AlertMessage, nginx_pb2.NginxReply],
     ) -> nginx_pb2.NginxReply:
         return await self._apply(
             context, "ProcessAlerts", self.service.process_alert, request, "Failed to process alert"
         )
 
     async def GetConfig(
-        self, request: nginx_pb2.ConfigQuery, context: grpc.aio.ServicerContext
+        self,
+        request: nginx_pb2.ConfigQuery,
+        context: grpc.aio.ServicerContext[nginx_pb2.ConfigQuery, nginx_pb2.ConfigDump],
     ) -> nginx_pb2.ConfigDump:
         return self.service.dump()
 

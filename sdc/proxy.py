@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from opentelemetry.trace import Span
@@ -47,7 +48,11 @@ from sdc.nginx_control import MODIFIED, PROCESSED, HttpService
 from sdc.runtime import ConfigRefused, HttpListener, Runtime
 from sdc.upstream import HOP_BY_HOP
 
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
 log = logging.getLogger(__name__)
+
 
 MIRROR_BACKLOG = 512
 MAX_BLOCK_SECONDS = 7 * 24 * 3600
@@ -119,7 +124,7 @@ class Proxy(HttpService):
         self.gateway_stats = runtime.outbound(topology.HTTP_PORT, runtime.spec.service)
         self.listener = HttpListener(runtime, self.handle, self.inbound_stats)
         self.mirrors: set[asyncio.Task[None]] = set()
-        self.redis: object | None = None
+        self.redis: aioredis.Redis | None = None
         runtime.refreshers.append(self._refresh)
 
     def _refresh(self) -> None:
@@ -297,7 +302,8 @@ class Proxy(HttpService):
         if self.redis is None:
             self.redis = aioredis.Redis.from_url(self.runtime.cfg.redis_url, decode_responses=True, socket_timeout=3)
         try:
-            return await self.redis.hgetall(keys.snort_event(event_id))  # type: ignore[attr-defined,no-any-return]
+            fields = await self.redis.hgetall(keys.snort_event(event_id))
+            return {_text(k): _text(v) for k, v in fields.items()}
         except Exception as exc:
             raise ConfigRefused(f"event_id {event_id}: cannot read the alert from Redis: {exc}") from None
 
@@ -325,6 +331,11 @@ class Proxy(HttpService):
             await asyncio.wait(list(self.mirrors), timeout=2)
         self.upstream.close()
         self.mirror.close()
+
+
+def _text(value: bytes | str) -> str:
+    """A field of a reply read with decode_responses=True: str at run time, typed bytes | str by redis-py."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _host_port(url: str) -> HostPort:

@@ -141,7 +141,7 @@ class Runtime:
         await server.start()
         self.grpc_server = server
 
-    def rpc_span(self, context: grpc.aio.ServicerContext, method: str) -> Any:
+    def rpc_span(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> Any:
         """A SERVER span for an incoming call, continuing the caller's trace."""
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         port = self.ports["grpc"]

@@ -162,7 +162,7 @@ class Server(HttpService):
         response.headers["X-Served-By"] = self.runtime.name
         return inbound.done(response)
 
-    async def _answer(self, request: web.BaseRequest, inbound: Inbound) -> web.Response:
+    async def _answer(self, request: web.BaseRequest, inbound: Inbound) -> web.StreamResponse:
         config = self.config
         path = request.path
         if request.method == "POST" and path in (config.upload_path_config, config.upload_path_test):
@@ -195,7 +195,7 @@ class Server(HttpService):
             return error_response(404, f"{path} was not found on this server", self.runtime.name)
         content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if target.stat().st_size > FILE_CACHE_LIMIT:
-            return web.FileResponse(target, headers={"Content-Type": content_type})  # type: ignore[return-value]
+            return web.FileResponse(target, headers={"Content-Type": content_type})
         data = target.read_bytes()  # small, and in the page cache: cheaper than a thread hop
         if len(self._files) < FILE_CACHE_ENTRIES:
             self._files[path] = CachedFile(data, content_type, time.monotonic(), config)

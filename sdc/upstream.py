@@ -293,7 +293,7 @@ class Pool:
 
     @staticmethod
     async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         total = 0
         while True:
             size_line = await reader.readuntil(b"\r\n")

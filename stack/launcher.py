@@ -171,10 +171,12 @@ class Launcher:
             for part in parts:
                 shutil.rmtree(self.dirs(part.name).root, ignore_errors=True)
             progress("removed the data of " + ", ".join(p.name for p in parts))
-        to_start = [p for p in parts if self.process(p.name) is None]
+        live = {p.name: self.process(p.name) for p in parts}
+        to_start = [p for p in parts if live[p.name] is None]
         for part in parts:
-            if part not in to_start:
-                progress(f"{part.name:<11} already running (pid {self.process(part.name).pid})")  # type: ignore[union-attr]
+            proc = live[part.name]
+            if proc is not None:
+                progress(f"{part.name:<11} already running (pid {proc.pid})")
         self.preflight(to_start)
         started: list[Part] = []
         confirmed: list[Part] = []

@@ -331,7 +331,7 @@ def _summary_message(row: LabelSummary) -> jmeter_pb2.LabelSummary:
     return jmeter_pb2.LabelSummary(**{f: getattr(row, f) for f in LabelSummary.__dataclass_fields__})
 
 
-class Servicer(jmeter_pb2_grpc.ControllerServicer):
+class Servicer(jmeter_pb2_grpc.ControllerServicer):  # type: ignore[misc]  # protoc's gRPC base is untyped
     """gRPC in and out; failures become status codes with the original texts."""
 
     def __init__(self, service: ValidationService):

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import redis
 from cassandra.cluster import Cluster
 from kafka import KafkaProducer
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from bench import stack_env  # noqa: F401  (sets the benchmark stack's ports before main() reads them)
@@ -43,7 +43,7 @@ URLS = [f"/page/{i}" for i in range(20)]
 AGENTS = ["chrome", "safari", "curl/8.0", "jmeter"]
 
 
-def pick(values: list[str], index: F.Column) -> F.Column:
+def pick(values: list[str], index: Column) -> Column:
     return F.element_at(F.array(*[F.lit(v) for v in values]), (index % len(values) + 1).cast("int"))
 
 
@@ -165,7 +165,7 @@ def main() -> None:
         analytics.load_state()
         full = timed_run(analytics)
         print(f"(a) full run over {args.full:,} stored spans: {full:.1f}s (target < 60 s)")
-        print(f"    span_count={store.get(keys.SPAN_COUNT)} trace_count={store.get(keys.TRACE_COUNT)}")
+        print(f"    span_count={store.get(keys.SPAN_COUNT)!s} trace_count={store.get(keys.TRACE_COUNT)!s}")
 
     incremental = {}
     for stored in (args.small, args.large) if "b" in args.parts else ():

@@ -114,6 +114,13 @@ def fixed_rate_load(rate: int) -> tuple[int, int]:
 RATE_SCRIPT = "local d = tonumber(os.getenv('WRK_DELAY_MS'))\nfunction delay() return d end\n"
 
 
+def _search(pattern: str, out: str) -> re.Match[str]:
+    m = re.search(pattern, out)
+    if not m:
+        raise ValueError(f"no {pattern!r} in the output of wrk")
+    return m
+
+
 def wrk(
     url: str, seconds: int, connections: int, delay_ms: int | None = None, script: Path | None = None
 ) -> tuple[int, float, float]:
@@ -123,11 +130,11 @@ def wrk(
         argv += ["-s", str(script)]
         env["WRK_DELAY_MS"] = str(delay_ms)
     out = subprocess.run([*argv, url], capture_output=True, text=True, check=True, env=env).stdout
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    requests = int(_search(r"(\d+) requests in", out).group(1))
     duration = re.search(r"requests in ([\d.]+)(m?s)", out)
-    secs = float(duration.group(1)) * (60 if duration.group(2) == "m" else 1) if duration else float(seconds)  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    value, unit = float(p99.group(1)), p99.group(2)  # type: ignore[union-attr]
+    secs = float(duration.group(1)) * (60 if duration.group(2) == "m" else 1) if duration else float(seconds)
+    p99 = _search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    value, unit = float(p99.group(1)), p99.group(2)
     return requests, secs, value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
@@ -190,7 +197,7 @@ class Bench:
         self.ps = psutil.Process(self.proc.pid)
         self.rss = 0
 
-    def status(self) -> dict:  # type: ignore[type-arg]
+    def status(self) -> dict[str, Any]:
         return json.loads(self.status_file.read_text()) if self.status_file.exists() else {}
 
     def trace(self, on: bool) -> None:

@@ -58,9 +58,10 @@ def refresh_request(base: str) -> dict[str, Any]:
 def baseline(store: redis.Redis, limit: int | None) -> Callable[[], int]:
     """One pipeline for every key the full stats read touches (what the controller reads in two);
     with ``limit``, the highest ``limit`` members of each count list, as the route's default."""
-    services = sorted(store.smembers(keys.VISIBILITY_SERVICES))  # type: ignore[arg-type]
-    prefixes = sorted(store.smembers(keys.METRIC_PREFIXES))  # type: ignore[arg-type]
-    suffixes = sorted(store.smembers(keys.METRIC_SUFFIXES))  # type: ignore[arg-type]
+    services, prefixes, suffixes = (
+        sorted(m.decode() if isinstance(m, bytes) else m for m in store.smembers(key))
+        for key in (keys.VISIBILITY_SERVICES, keys.METRIC_PREFIXES, keys.METRIC_SUFFIXES)
+    )
 
     def fetch() -> int:
         with store.pipeline(transaction=False) as pipe:

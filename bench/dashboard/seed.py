@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from clover import keys
 from clover.figures import BY_JSON
@@ -37,7 +38,7 @@ def service_names(n: int) -> list[str]:
     return (base + [f"svc-{i:03d}" for i in range(len(base), n)])[:n]
 
 
-def figures(rng: random.Random, count: int) -> dict[str, str]:
+def figures(rng: random.Random, count: int) -> dict[FieldT, EncodableT]:
     p50 = rng.uniform(1, 20)
     errors4, errors5 = rng.randint(0, count // 20), rng.randint(0, count // 30)
     by_json = {

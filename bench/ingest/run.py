@@ -20,6 +20,7 @@ import argparse
 import json
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from cassandra.cluster import Cluster
 from cassandra.concurrent import execute_concurrent_with_args
@@ -67,9 +68,14 @@ def make_spans(count: int, run: str, start_us: int) -> list[records_pb2.Span]:
     return spans
 
 
-def baseline_rows(spans: list[records_pb2.Span], bucket_seconds: int) -> tuple[list[tuple], list[tuple], list[tuple]]:
+Row = tuple[Any, ...]  # one CQL row's values
+
+
+def baseline_rows(spans: list[records_pb2.Span], bucket_seconds: int) -> tuple[list[Row], list[Row], list[Row]]:
     insert_time = datetime.now(UTC)
-    span_rows, bucket_rows, traces = [], [], {}
+    span_rows: list[Row] = []
+    bucket_rows: list[Row] = []
+    traces: dict[str, list[str]] = {}
     for s in spans:
         start = datetime.fromtimestamp(s.start_time_us // 1000 / 1000, tz=UTC)
         bucket = datetime.fromtimestamp(bucket_ms(s.start_time_us, bucket_seconds) / 1000, tz=UTC)
@@ -87,19 +93,19 @@ def baseline_rows(spans: list[records_pb2.Span], bucket_seconds: int) -> tuple[l
     return span_rows, bucket_rows, list(traces.items())
 
 
-def run_baseline(session: object, spans: list[records_pb2.Span], cfg: Config, concurrency: int) -> float:
+def run_baseline(session: Any, spans: list[records_pb2.Span], cfg: Config, concurrency: int) -> float:
     span_rows, bucket_rows, trace_rows = baseline_rows(spans, cfg.bucket_seconds)
-    insert_span = session.prepare(  # type: ignore[attr-defined]
+    insert_span = session.prepare(
         "INSERT INTO visibility.spans (traceid, spanid, duration, start_time, processid, operation_name, node_id,"
         " http_url, user_agent, request_size, response_size, status_code, upstream_cluster, insert_time, service,"
         " parent_spanid, http_method, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
-    insert_bucket = session.prepare(  # type: ignore[attr-defined]
+    insert_bucket = session.prepare(
         "INSERT INTO visibility.spans_by_bucket (bucket, shard, traceid, spanid, service, node_id, operation_name,"
         " http_method, http_url, user_agent, status_code, upstream_cluster, duration_us, start_time, request_size,"
         " response_size, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
-    insert_trace = session.prepare("INSERT INTO visibility.traces (traceid, processes) VALUES (?, ?)")  # type: ignore[attr-defined]
+    insert_trace = session.prepare("INSERT INTO visibility.traces (traceid, processes) VALUES (?, ?)")
     started = time.perf_counter()
     for statement, rows in ((insert_bucket, bucket_rows), (insert_trace, trace_rows), (insert_span, span_rows)):
         results = execute_concurrent_with_args(session, statement, rows, concurrency=concurrency)
@@ -111,7 +117,8 @@ def run_baseline(session: object, spans: list[records_pb2.Span], cfg: Config, co
 
 def ingest_report(cfg: Config) -> dict[str, float]:
     try:
-        return json.loads(status_file(cfg).read_text())
+        report: dict[str, float] = json.loads(status_file(cfg).read_text())
+        return report
     except (OSError, ValueError):
         return {}
 
@@ -140,8 +147,8 @@ def run_ingest(spans: list[records_pb2.Span], cfg: Config) -> float:
     return len(spans) / (time.perf_counter() - started)
 
 
-def count_rows(session: object, table: str) -> int:
-    return int(session.execute(f"SELECT count(*) FROM visibility.{table}", timeout=300).one().count)  # type: ignore[attr-defined]
+def count_rows(session: Any, table: str) -> int:
+    return int(session.execute(f"SELECT count(*) FROM visibility.{table}", timeout=300).one().count)
 
 
 def main() -> None:

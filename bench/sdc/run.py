@@ -81,17 +81,24 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
+def _found(pattern: str, out: str) -> str:
+    m = re.search(pattern, out)
+    if not m:
+        raise ValueError(f"no {pattern!r} in the output of wrk")
+    return m.group(1)
+
+
 def wrk(url: str, connections: int, seconds: int) -> tuple[float, float, float, float, int, int]:
     """(requests/s, p50, p90, p99 in ms, requests, non-2xx or socket errors) of one wrk run."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency", url],
         capture_output=True, text=True, check=True, timeout=seconds + 30,
     ).stdout  # fmt: skip
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p90 = _ms(re.search(r"\s90%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(_found(r"Requests/sec:\s+([\d.]+)", out))
+    p50 = _ms(_found(r"\s50%\s+(\S+)", out))
+    p90 = _ms(_found(r"\s90%\s+(\S+)", out))
+    p99 = _ms(_found(r"\s99%\s+(\S+)", out))
+    total = int(_found(r"(\d+) requests in", out))
     errors = 0
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(m.group(1))

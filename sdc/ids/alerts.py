@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 import redis.asyncio as aioredis
 from opentelemetry.trace import SpanKind
+from redis.typing import EncodableT, FieldT
 
 from clover import keys
 from clover.config import Config
@@ -49,13 +50,13 @@ class Alert:
     from_packet: bool = False
 
 
-def event_fields(alert: Alert, event_id: int, trace_id: str = "") -> dict[str, str | bytes]:
+def event_fields(alert: Alert, event_id: int, trace_id: str = "") -> dict[FieldT, EncodableT]:
     """The ``snort_event:<id>`` hash of one alert."""
     s = alert.subject
     second = int(alert.time)
     micro = int((alert.time - second) * 1_000_000)
     icmp = s.proto == "icmp"
-    fields: dict[str, str | bytes] = {
+    fields: dict[FieldT, EncodableT] = {
         "sensor-id": "0",
         "event-id": str(event_id),
         "event-second": str(second),
@@ -169,7 +170,7 @@ class AlertSink:
         event_id = int(await self.redis.incr(keys.SNORT_EVENT_SEQ))
         fields = event_fields(alert, event_id, trace_id_of(alert.traceparent))
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.snort_event(event_id), mapping=fields)  # type: ignore[arg-type]
+            pipe.hset(keys.snort_event(event_id), mapping=fields)
             pipe.sadd(keys.SNORT_EVENTS, str(event_id))
             await pipe.execute()
         return event_id

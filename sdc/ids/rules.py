@@ -163,7 +163,9 @@ class AddressSet:
 
     @classmethod
     def parse(cls, text: str, variables: dict[str, str], where: str) -> AddressSet:
-        include, exclude, any_ = [], [], False
+        include: list[ipaddress.IPv4Network] = []
+        exclude: list[ipaddress.IPv4Network] = []
+        any_ = False
         for item, negated in _flatten(_expand(text, variables)):
             if item == "any":
                 if negated:
@@ -191,7 +193,9 @@ class PortSet:
 
     @classmethod
     def parse(cls, text: str, variables: dict[str, str], where: str) -> PortSet:
-        include, exclude, any_ = [], [], False
+        include: list[tuple[int, int]] = []
+        exclude: list[tuple[int, int]] = []
+        any_ = False
         for item, negated in _flatten(_expand(text, variables)):
             if item == "any":
                 any_ = True

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -337,8 +338,9 @@ class SnortIds:
     async def _reset_events(self) -> None:
         client = aioredis.Redis.from_url(self.runtime.cfg.redis_url, socket_timeout=3, socket_connect_timeout=3)
         try:
-            ids = await client.smembers(keys.SNORT_EVENTS)  # type: ignore[misc]
-            await client.delete(keys.SNORT_EVENTS, keys.SNORT_EVENT_SEQ, *(keys.snort_event(i.decode()) for i in ids))
+            ids = await client.smembers(keys.SNORT_EVENTS)
+            events = (keys.snort_event(i.decode() if isinstance(i, bytes) else i) for i in ids)
+            await client.delete(keys.SNORT_EVENTS, keys.SNORT_EVENT_SEQ, *events)
         except (aioredis.RedisError, OSError) as exc:
             log.warning("could not clear the previous alerts in Redis: %s", exc)
         finally:
@@ -350,13 +352,17 @@ class SnortIds:
             await self._end_engine(engine)
 
 
-class SnortControl(snort_pb2_grpc.ControllerServicer):
+class SnortControl(snort_pb2_grpc.ControllerServicer):  # type: ignore[misc]  # protoc's gRPC base is untyped
     def __init__(self, ids: SnortIds):
         self.ids = ids
         self.runtime = ids.runtime
 
     async def _reply(
-        self, context: grpc.aio.ServicerContext, method: str, failed: str, work: Any
+        self,
+        context: grpc.aio.ServicerContext[Any, snort_pb2.SnortReply],
+        method: str,
+        failed: str,
+        work: Callable[[], Awaitable[str]],
     ) -> snort_pb2.SnortReply:
         span = self.runtime.rpc_span(context, f"snort.Controller/{method}")
         try:
@@ -371,14 +377,18 @@ class SnortControl(snort_pb2_grpc.ControllerServicer):
         span.end()
         return snort_pb2.SnortReply(message=message)
 
-    async def AddRules(self, request: snort_pb2.AddRule, context: grpc.aio.ServicerContext) -> snort_pb2.SnortReply:
+    async def AddRules(
+        self, request: snort_pb2.AddRule, context: grpc.aio.ServicerContext[snort_pb2.AddRule, snort_pb2.SnortReply]
+    ) -> snort_pb2.SnortReply:
         async def work() -> str:
             return await asyncio.to_thread(self.ids.add_rule, request)
 
         return await self._reply(context, "AddRules", FAILED_ADD, work)
 
     async def StartSnort(
-        self, request: snort_pb2.ControlSnort, context: grpc.aio.ServicerContext
+        self,
+        request: snort_pb2.ControlSnort,
+        context: grpc.aio.ServicerContext[snort_pb2.ControlSnort, snort_pb2.SnortReply],
     ) -> snort_pb2.SnortReply:
         async def work() -> str:
             if self.ids.engine is not None:
@@ -389,7 +399,9 @@ class SnortControl(snort_pb2_grpc.ControllerServicer):
         return await self._reply(context, "StartSnort", "Failed to start Snort", work)
 
     async def StopSnort(
-        self, request: snort_pb2.ControlSnort, context: grpc.aio.ServicerContext
+        self,
+        request: snort_pb2.ControlSnort,
+        context: grpc.aio.ServicerContext[snort_pb2.ControlSnort, snort_pb2.SnortReply],
     ) -> snort_pb2.SnortReply:
         async def work() -> str:
             engine = self.ids.engine
@@ -408,7 +420,9 @@ class SnortControl(snort_pb2_grpc.ControllerServicer):
 
         return await self._reply(context, "StopSnort", "Failed to stop Snort", work)
 
-    async def ListRules(self, request: snort_pb2.RuleQuery, context: grpc.aio.ServicerContext) -> snort_pb2.RuleList:
+    async def ListRules(
+        self, request: snort_pb2.RuleQuery, context: grpc.aio.ServicerContext[snort_pb2.RuleQuery, snort_pb2.RuleList]
+    ) -> snort_pb2.RuleList:
         entries = self.ids.local_entries()
         if request.scope == "all":
             entries = self.ids.community_entries() + entries
@@ -427,7 +441,7 @@ class SnortControl(snort_pb2_grpc.ControllerServicer):
         return snort_pb2.RuleList(rules=rules)
 
     async def DeleteRules(
-        self, request: snort_pb2.RuleQuery, context: grpc.aio.ServicerContext
+        self, request: snort_pb2.RuleQuery, context: grpc.aio.ServicerContext[snort_pb2.RuleQuery, snort_pb2.SnortReply]
     ) -> snort_pb2.SnortReply:
         async def work() -> str:
             return await asyncio.to_thread(self.ids.delete_rules, list(request.sids))
@@ -435,7 +449,9 @@ class SnortControl(snort_pb2_grpc.ControllerServicer):
         return await self._reply(context, "DeleteRules", "Failed to delete local rules", work)
 
     async def GetStatus(
-        self, request: snort_pb2.ControlSnort, context: grpc.aio.ServicerContext
+        self,
+        request: snort_pb2.ControlSnort,
+        context: grpc.aio.ServicerContext[snort_pb2.ControlSnort, snort_pb2.SnortStatus],
     ) -> snort_pb2.SnortStatus:
         return self.ids.status()
 

@@ -9,6 +9,7 @@ the Kubernetes module, and three images as OCI archives. The Go module and build
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -70,7 +71,7 @@ class Build:
         ]  # fmt: skip
         for name in versions.BINARIES:
             built = (self.binary(name),)
-            steps.append(Step(name, digest(source_inputs, name), built, lambda n=name: self.kubernetes(n)))
+            steps.append(Step(name, digest(source_inputs, name), built, functools.partial(self.kubernetes, name)))
         steps += [
             Step(f"etcd {versions.ETCD}", digest(*self._module_files("etcd"), go), (self.binary("etcd"),), self.etcd),
             Step(f"coredns {versions.COREDNS}", digest(*self._module_files("coredns"), go), (self.binary("coredns"),),

@@ -21,8 +21,9 @@ from pathlib import Path
 import psutil
 
 from clover.config import Config
-from stack.cluster import build, netfilter, pki
+from stack.cluster import build, netfilter, pki, versions
 from stack.cluster.layout import BRIDGE, ClusterPaths, Network
+from stack.cluster.steps import BuildError
 from stack.hostsetup import Progress
 from stack.launcher import StackError
 
@@ -76,7 +77,7 @@ class ClusterHost:
         started = time.monotonic()
         try:
             build.build(self.cfg, progress)
-        except build.BuildError as exc:
+        except BuildError as exc:
             raise StackError(f"building the cluster failed: {exc}") from None
         progress(f"cluster     built or up to date after {time.monotonic() - started:.1f}s")
         self.paths.root.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,7 @@ class ClusterHost:
     def _link_binaries(self) -> None:
         b = build.Build(self.cfg)
         self.paths.bin.mkdir(parents=True, exist_ok=True)
-        for name in ("kubectl", "etcd", *(n for n in build.versions.BINARIES if n != "kubectl")):
+        for name in ("kubectl", "etcd", *(n for n in versions.BINARIES if n != "kubectl")):
             link = self.paths.bin / name
             if link.is_symlink() or link.exists():
                 link.unlink()

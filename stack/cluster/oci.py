@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -39,7 +40,7 @@ def _info(path: str, kind: bytes, mode: int, size: int = 0, link: str = "") -> t
     return info
 
 
-def _write_layer(layer: io.BufferedWriter, entries: Sequence[Entry]) -> None:
+def _write_layer(layer: IO[bytes], entries: Sequence[Entry]) -> None:
     wanted = {e.path.strip("/"): e for e in entries}
     parents = {str(p) for path in wanted for p in Path(path).parents if str(p) != "."}
     with tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tar:
