@@ -26,7 +26,10 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from controller import guard, schemas
 from controller.errors import ApiError, bad_request
-from controller.service import Backend
+from controller.services.chain import ChainService
+from controller.services.compose import Services
+from controller.services.validation import ValidationService
+from controller.services.visibility import VisibilityService
 from controller.validate import check
 
 log = logging.getLogger(__name__)
@@ -54,9 +57,29 @@ class Route:
     accepts: tuple[str, ...] = ("json", "yaml")  # body kinds (controller.guard.body_kind)
 
 
-def backend() -> Backend:
-    found: Backend = current_app.extensions["clover_backend"]
+SERVICES_EXTENSION = "clover_services"
+
+
+def services_of(app: Flask) -> Services:
+    """The services ``install`` gave ``app`` (whoever made the app closes them)."""
+    found: Services = app.extensions[SERVICES_EXTENSION]
     return found
+
+
+def services() -> Services:
+    return services_of(current_app)
+
+
+def visibility() -> VisibilityService:
+    return services().visibility
+
+
+def chain() -> ChainService:
+    return services().chain
+
+
+def validation() -> ValidationService:
+    return services().validation
 
 
 def body() -> Any:
@@ -107,31 +130,31 @@ def _test_page(what: str) -> str:
 
 
 def collector_init() -> Response:
-    return text_reply(backend().init_visibility())
+    return text_reply(visibility().init_visibility())
 
 
 def collector_truncate() -> Response:
-    return text_reply(backend().truncate())
+    return text_reply(visibility().truncate())
 
 
 def collector_start() -> Response:
-    return text_reply(backend().start_collector(body()))
+    return text_reply(visibility().start_collector(body()))
 
 
 def collector_stop() -> Response:
-    return text_reply(backend().stop_collector())
+    return text_reply(visibility().stop_collector())
 
 
 def collector_status() -> Response:
-    return jsonify(backend().collector_status())
+    return jsonify(visibility().collector_status())
 
 
 def visibility_set() -> Response:
-    return text_reply(backend().set_visibility(body()))
+    return text_reply(visibility().set_visibility(body()))
 
 
 def visibility_clear() -> Response:
-    return text_reply(backend().clear())
+    return text_reply(visibility().clear())
 
 
 def visibility_stats(s_type: str) -> Response:
@@ -141,20 +164,20 @@ def visibility_stats(s_type: str) -> Response:
         s_type = payload.get("stat_type", s_type)
     s_type = request.args.get("stat_type", s_type)
     limit = _int_arg("limit", 51)
-    return jsonify(backend().stats(s_type, None if limit == 0 else limit, request.args.get("source")))
+    return jsonify(visibility().stats(s_type, None if limit == 0 else limit, request.args.get("source")))
 
 
 def visibility_config(c_type: str) -> Response:
-    return jsonify(backend().config(c_type))
+    return jsonify(visibility().config(c_type))
 
 
 def visibility_urls(service: str) -> Response:
-    return jsonify(backend().url_stats(service, _flag("window"), request.args.get("source")))
+    return jsonify(visibility().url_stats(service, _flag("window"), request.args.get("source")))
 
 
 def visibility_metrics() -> Response:
     cells = []
-    for name, value in backend().metric_values():
+    for name, value in visibility().metric_values():
         cells.append(
             '    <div class="large-3 cell">&nbsp;</div>\n'
             f'    <div class="large-5 medium-3 cell">\n        {html.escape(name)}\n    </div>\n'
@@ -165,31 +188,31 @@ def visibility_metrics() -> Response:
 
 
 def nginx_lb() -> Response:
-    return text_reply(backend().modify_lb(body()))
+    return text_reply(chain().modify_lb(body()))
 
 
 def nginx_server() -> Response:
-    return text_reply(backend().modify_server(body()))
+    return text_reply(chain().modify_server(body()))
 
 
 def nginx_proxy() -> Response:
-    return text_reply(backend().modify_proxy(body()))
+    return text_reply(chain().modify_proxy(body()))
 
 
 def nginx_config(name: str) -> Response:
-    return jsonify(backend().chain_config(name))
+    return jsonify(chain().chain_config(name))
 
 
 def snort_addrule() -> Response:
-    return text_reply(backend().add_rule(body()))
+    return text_reply(chain().add_rule(body()))
 
 
 def snort_start() -> Response:
-    return text_reply(backend().start_ids())
+    return text_reply(chain().start_ids())
 
 
 def snort_stop() -> Response:
-    return text_reply(backend().stop_ids())
+    return text_reply(chain().stop_ids())
 
 
 def snort_get_events() -> Response:
@@ -201,7 +224,7 @@ def snort_get_events() -> Response:
     query = {k: request.args[k] for k in ("event_key", "field") if k in request.args}
     merged = {**(payload or {}), **query}
     check(schemas.SNORT_EVENT_QUERY, merged, "Invalid IDS event query")
-    value = backend().event_field(str(merged["event_key"]), str(merged["field"]))
+    value = chain().event_field(str(merged["event_key"]), str(merged["field"]))
     if value is None:
         raise ApiError(404, f"no field {merged['field']!r} in {merged['event_key']!r}", "event_key")
     if wants_json():
@@ -210,32 +233,32 @@ def snort_get_events() -> Response:
 
 
 def snort_events() -> Response:
-    return jsonify(backend().alerts(_int_arg("limit", 20) or 0))
+    return jsonify(chain().alerts(_int_arg("limit", 20) or 0))
 
 
 def snort_status() -> Response:
-    return jsonify(backend().ids_status())
+    return jsonify(chain().ids_status())
 
 
 def snort_rules() -> Response:
-    return jsonify({"rules": backend().ids_rules(request.args.get("scope", "local"), request.args.getlist("sid"))})
+    return jsonify({"rules": chain().ids_rules(request.args.get("scope", "local"), request.args.getlist("sid"))})
 
 
 def snort_delrule() -> Response:
-    return text_reply(backend().delete_rules(body()))
+    return text_reply(chain().delete_rules(body()))
 
 
 def jmeter_gen() -> Response:
-    return text_reply(backend().gen_test(body(), request.args.get("name")))
+    return text_reply(validation().gen_test(body(), request.args.get("name")))
 
 
 def jmeter_start() -> Response:
-    started = backend().start_test(body())
+    started = validation().start_test(body())
     return text_reply(started.message, pid=started.pid, run_id=started.run_id)
 
 
 def jmeter_results(r_type: str) -> Response:
-    results = backend().results(r_type, request.args.get("format", "").lower())
+    results = validation().results(r_type, request.args.get("format", "").lower())
     if wants_json():
         head = results.message[: -len(results.content)] if results.content else results.message
         return jsonify(
@@ -250,24 +273,24 @@ def jmeter_results(r_type: str) -> Response:
 
 
 def jmeter_status() -> Response:
-    return jsonify(backend().test_status())
+    return jsonify(validation().test_status())
 
 
 def jmeter_stop() -> Response:
-    return text_reply(backend().stop_test(_flag("now")))
+    return text_reply(validation().stop_test(_flag("now")))
 
 
 def upload() -> Response:
     fields = {k: v for k, v in request.form.items() if isinstance(k, str)}  # a multipart part may have no name
-    return text_reply(backend().record_upload(fields))
+    return text_reply(chain().record_upload(fields))
 
 
 def upload_get() -> Response:
-    return jsonify(backend().uploads())
+    return jsonify(chain().uploads())
 
 
 def health() -> Response:
-    ok = backend().redis_ok()
+    ok = services().redis.reachable()
     return Response(
         json.dumps({"status": "ok" if ok else "degraded", "redis": "ok" if ok else "unreachable"}),
         status=200 if ok else 503,
@@ -434,10 +457,10 @@ def blueprint() -> Blueprint:
     return bp
 
 
-def install(app: Flask, backend_: Backend) -> None:
+def install(app: Flask, services_: Services) -> None:
     """Register the routes and the error handlers on ``app``."""
-    app.extensions["clover_backend"] = backend_
-    limit = backend_.cfg.api_max_body_bytes
+    app.extensions[SERVICES_EXTENSION] = services_
+    limit = services_.cfg.api_max_body_bytes
     app.config["MAX_CONTENT_LENGTH"] = limit  # a body without Content-Length stops being read there
     app.register_blueprint(blueprint())
 
@@ -457,7 +480,7 @@ def install(app: Flask, backend_: Backend) -> None:
 
     @app.errorhandler(redis.RedisError)
     def _redis_error(exc: redis.RedisError) -> Response:
-        url = backend_.cfg.redis_address
+        url = services_.cfg.redis_address
         log.warning("Redis at %s: %s", url, exc)
         return error_reply(ApiError(503, f"Error connecting to Redis at {url}: {exc}"))
 

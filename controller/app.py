@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from flask import Flask, Response, jsonify, redirect
+from flask.typing import ResponseReturnValue
 
 from clover.config import Config
 from controller import api, openapi
-from controller.service import Backend
+from controller.services.compose import Services
 
 DASHBOARD_PATH = "/dashboard/"
 
@@ -16,9 +17,9 @@ def create_app(cfg: Config, *, dashboard: bool = True) -> Flask:
     from / and /visibility, the original's dashboard paths)."""
     app = Flask("clover-controller")
     app.config["CLOVER_API_TOKEN"] = cfg.api_token
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    backend = Backend(cfg)
-    api.install(app, backend)
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # the default provider (DefaultJSONProvider) has it
+    services = Services.open(cfg)
+    api.install(app, services)
     doc = openapi.document()
 
     @app.get("/openapi.json")
@@ -33,11 +34,11 @@ def create_app(cfg: Config, *, dashboard: bool = True) -> Flask:
     if dashboard:
         from dashboard.app import create_dashboard
 
-        create_dashboard(app, backend, DASHBOARD_PATH)
+        create_dashboard(app, services, DASHBOARD_PATH)
 
         @app.get("/")
         @app.get("/visibility")
-        def dashboard_page() -> Response:
-            return redirect(DASHBOARD_PATH)  # type: ignore[return-value]
+        def dashboard_page() -> ResponseReturnValue:
+            return redirect(DASHBOARD_PATH)
 
     return app

@@ -286,7 +286,7 @@ MESSAGE: dict[str, Any] = {
     "properties": {"message": {"type": "string"}},
 }
 
-_FIGURES = {
+_FIGURES: dict[str, Any] = {
     "type": "object",
     "description": "A service's figures (clover/figures.py): its requests counted once, as the source named in "
     '`source` measured them. "NA" where nothing was measured, null where the analytics have not written the '

@@ -18,6 +18,7 @@ from waitress import create_server
 
 from clover.config import Config, ConfigError, is_loopback_host
 from clover.logs import setup_logging
+from controller.api import services_of
 from controller.app import DASHBOARD_PATH, create_app
 
 log = logging.getLogger("controller")
@@ -55,7 +56,7 @@ def serve(cfg: Config, listen: str | None = None, threads: int = 8) -> None:
         server.run()
     finally:
         server.close()
-        app.extensions["clover_backend"].close()
+        services_of(app).close()
         log.info("stopped")
 
 

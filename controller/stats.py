@@ -173,10 +173,10 @@ def read_url_stats(
     """Per-URL figures of one service (JSON names), over the whole retention or the window, as its
     headline source or ``source`` measured them."""
     key = keys.url_window_stats(service, source) if window else keys.url_stats(service, source)
-    out = {}
-    for url, text in sorted(store.hgetall(key).items()):  # type: ignore[union-attr]
+    out: dict[str, dict[str, Any]] = {}
+    for url, text in sorted(store.hgetall(key).items()):
         try:
-            out[url] = figures.by_json_name(json.loads(text))
+            out[url] = figures.by_json_name(json.loads(text))  # type: ignore[index]  # a decoding client: str keys
         except ValueError:
             continue
     return out
@@ -189,7 +189,7 @@ def metric_values(store: redis.Redis, tracked: Tracked | None = None) -> list[tu
     if not names:
         return []
     values = store.mget(names)
-    return list(zip(names, values, strict=True))  # type: ignore[arg-type]
+    return list(zip(names, values, strict=True))  # type: ignore[arg-type]  # a decoding client: str values
 
 
 def tracing_services(store: redis.Redis) -> list[str]:
@@ -249,7 +249,8 @@ def _event_order(event_id: str) -> tuple[int, str]:
 
 def recent_alerts(raw: redis.Redis, limit: int = 20) -> tuple[int, list[dict[str, str]]]:
     """(number of alerts, the ``limit`` newest as dicts of their readable fields)."""
-    ids = sorted((i.decode(errors="replace") for i in raw.smembers(keys.SNORT_EVENTS)), key=_event_order)  # type: ignore[union-attr]
+    members = raw.smembers(keys.SNORT_EVENTS)
+    ids = sorted((i.decode(errors="replace") for i in members), key=_event_order)  # type: ignore[union-attr]  # raw: bytes
     newest = list(reversed(ids))[: max(0, limit)]
     with raw.pipeline(transaction=False) as pipe:
         for event_id in newest:

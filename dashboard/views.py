@@ -97,6 +97,16 @@ def refresh(stats: Mapping[str, Any], metric_values: Sequence[tuple[str, str | N
     }
 
 
+def ids_status_line(status: Mapping[str, Any]) -> str:
+    running = status.get("running")
+    return (
+        f"{'running' if running else 'stopped'}"
+        + (f" (pid {status.get('pid')})" if running else "")
+        + f", {status.get('rules_loaded', 0)} rules loaded, {status.get('requests_inspected', 0)} requests"
+        f" inspected, {status.get('alerts', 0)} alerts"
+    )
+
+
 def alert_rows(alerts: Sequence[Mapping[str, str]]) -> list[list[str]]:
     rows = []
     for a in alerts:

@@ -22,7 +22,7 @@ from flask import Flask
 from schemathesis.config import SchemathesisConfig
 
 from controller import openapi
-from controller.api import ROUTES
+from controller.api import ROUTES, services_of
 from tests.unit.offline_controller import offline_app
 
 TOKEN = "fuzz-s3cret"
@@ -51,7 +51,7 @@ def controllers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller
     both = Controllers(offline_app(state), offline_app(state, api_token=TOKEN))
     yield both
     for app in (both.open, both.guarded):
-        app.extensions["clover_backend"].close()
+        services_of(app).close()
 
 
 def _no_server_error(reply: Any, what: str) -> None:

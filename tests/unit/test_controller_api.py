@@ -13,10 +13,11 @@ from flask.testing import FlaskClient
 
 from clover.config import Config
 from controller import openapi
-from controller.api import ROUTES
+from controller.api import ROUTES, services_of
 from controller.app import create_app
 from controller.schemas import BODIES, IDS_RULE, LB, PROXY, SERVER
-from controller.service import Backend, field_in
+from controller.services.chain import field_in
+from controller.services.compose import Services
 from sdc import specs as sdc_specs
 from tests.unit.offline_controller import offline_config
 
@@ -31,7 +32,7 @@ def cfg(tmp_path_factory: pytest.TempPathFactory) -> Config:
 def client(cfg: Config) -> Iterator[FlaskClient]:
     app = create_app(cfg, dashboard=False)
     yield app.test_client()
-    app.extensions["clover_backend"].close()
+    services_of(app).close()
 
 
 @pytest.fixture(scope="module")
@@ -143,21 +144,22 @@ def test_a_bad_collector_start_body_is_refused_before_the_collector_is_called(
 
 
 def test_missing_collector_fields_take_the_configured_defaults_one_by_one(cfg: Config) -> None:
-    backend = Backend(cfg)
+    services = Services.open(cfg)
+    visibility = services.visibility
     try:
-        assert backend.collector_settings(None) == {}
-        assert backend.collector_settings({"sample_interval": "2"}) == {"sinterval": 2.0}
-        host_only = backend.collector_settings({"t_host": "tracing.istio-system"})
+        assert visibility.collector_settings(None) == {}
+        assert visibility.collector_settings({"sample_interval": "2"}) == {"sinterval": 2.0}
+        host_only = visibility.collector_settings({"t_host": "tracing.istio-system"})
         assert host_only == {"t_host": "tracing.istio-system", "t_port": 16686}
-        partial = backend.collector_settings({"m_port": "9091", "t_backend": "zipkin", "t_port": 80})
+        partial = visibility.collector_settings({"m_port": "9091", "t_backend": "zipkin", "t_port": 80})
         assert partial == {"t_backend": "zipkin", "t_host": "127.0.0.1", "t_port": 80, "m_host": "prom.example",
                            "m_port": 9091}  # fmt: skip
         full = {"sample_interval": "10", "t_port": "80", "t_host": "jaeger-query.istio-system", "m_host": "p",
                 "m_port": 1}  # fmt: skip
-        assert backend.collector_settings(full) == {"sinterval": 10.0, "t_host": "jaeger-query.istio-system",
+        assert visibility.collector_settings(full) == {"sinterval": 10.0, "t_host": "jaeger-query.istio-system",
                                                     "t_port": 80, "m_host": "p", "m_port": 1}  # fmt: skip
     finally:
-        backend.close()
+        services.close()
 
 
 def test_stat_and_config_types_and_query_arguments_are_checked(client: FlaskClient) -> None:

@@ -132,3 +132,9 @@ def test_a_very_long_load_test_series_is_thinned() -> None:
     fig = figures.latency_timeline(samples)
     assert len(fig["data"][0]["y"]) == 15_000  # every 3rd sample
     assert fig["layout"]["title"]["text"] == "Load test latency (ms) (every n-th sample, at most 20,000 per label)"
+
+
+def test_the_ids_status_line_names_the_pid_only_while_running() -> None:
+    running = {"running": True, "pid": 42, "rules_loaded": 3, "requests_inspected": 120, "alerts": 2}
+    assert views.ids_status_line(running) == "running (pid 42), 3 rules loaded, 120 requests inspected, 2 alerts"
+    assert views.ids_status_line({}) == "stopped, 0 rules loaded, 0 requests inspected, 0 alerts"

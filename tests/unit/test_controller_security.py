@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from clover.config import Config, ConfigError
 from controller import openapi
-from controller.api import ROUTES
+from controller.api import ROUTES, services_of
 from controller.guard import MAX_DEPTH
 from tests.unit.offline_controller import offline_app
 
@@ -32,14 +32,14 @@ SERVICES = {"services": [{"name": "proxy-access-control"}]}
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskClient]:
     app = offline_app(tmp_path_factory.mktemp("state"), api_max_body_bytes=4096)
     yield app.test_client()
-    app.extensions["clover_backend"].close()
+    services_of(app).close()
 
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskClient]:
     app = offline_app(tmp_path_factory.mktemp("state"), api_token=TOKEN, api_max_body_bytes=4096)
     yield app.test_client()
-    app.extensions["clover_backend"].close()
+    services_of(app).close()
 
 
 def answer(reply: Any) -> tuple[int, str, str | None]:
