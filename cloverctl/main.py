@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from cloverctl import clover_system, clovisor, images, rest, sdc, validation, validation_system, visibility
+from cloverctl import clover_system, clovisor, images, provider, rest, sdc, validation, validation_system, visibility
 from cloverctl.local import local
+from cloverctl.stack_checks import validate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=rest.EXIT_CODES_HELP)
@@ -27,6 +28,7 @@ def cli(
 
 
 cli.add_command(local)
+cli.add_command(validate)
 
 
 def verb(name: str, summary: str) -> click.Group:
@@ -74,6 +76,7 @@ clovisor.register({"create": create, "delete": delete})
 validation_system.register({"create": create, "delete": delete})
 clover_system.register({"create": create, "delete": delete, "get": get})
 build.add_command(images.build_images)
+provider.register({"create": create, "delete": delete, "get": get})
 
 
 def main() -> None:
