@@ -291,6 +291,7 @@ def with_password(url: str, password: str) -> str:
 def _redis_url(env: Mapping[str, str], url: str, state_dir: Path) -> str:
     """The Redis URL with its password: CLOVER_REDIS_PASSWORD, else one the URL holds, else the
     local stack's (``<state dir>/secrets/redis-password``), else none."""
+    _url_port(url, "CLOVER_REDIS_URL")  # checked as given: a message never shows the password added below
     password = env.get("CLOVER_REDIS_PASSWORD")
     if not password and urlsplit(url).password is None:
         password = read_secret(secret_file(state_dir, REDIS_PASSWORD_FILE))

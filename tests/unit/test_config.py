@@ -77,6 +77,10 @@ def test_environment_overrides_every_endpoint() -> None:
         ({"CLOVER_CASSANDRA_PORT": "ninety"}, "CLOVER_CASSANDRA_PORT='ninety' is not a port number"),
         ({"CLOVER_CASSANDRA_PORT": "70000"}, "CLOVER_CASSANDRA_PORT='70000' is outside 1..65535"),
         ({"CLOVER_REDIS_URL": "redis://localhost/0"}, "CLOVER_REDIS_URL='redis://localhost/0' must name a port"),
+        (
+            {"CLOVER_REDIS_URL": "redis://localhost/0", "CLOVER_REDIS_PASSWORD": "hunter2"},
+            "CLOVER_REDIS_URL='redis://localhost/0' must name a port",
+        ),
         ({"CLOVER_KAFKA_BOOTSTRAP": "kafka"}, "CLOVER_KAFKA_BOOTSTRAP='kafka' must look like host:port"),
         ({"CLOVER_TRACE_BACKEND": "tempo"}, "CLOVER_TRACE_BACKEND='tempo' must be jaeger or zipkin"),
         ({"CLOVER_RETENTION_SECONDS": "-5"}, "CLOVER_RETENTION_SECONDS='-5' must be positive"),
