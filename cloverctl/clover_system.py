@@ -1,6 +1,7 @@
-"""``cloverctl create|delete system datastore|kafka|collector|controller [nodeport|lb]`` and
-``cloverctl get services``: Clover's own systems in the namespace ``clover-system``
-(``k8s/clover-system``, ``k8s/datastore``, ``k8s/kafka``, ``k8s/collector``, ``k8s/controller``),
+"""``cloverctl create|delete system datastore|kafka|collector|controller [nodeport|lb]|visibility``
+and ``cloverctl get services``: Clover's own systems in the namespace ``clover-system``
+(``k8s/clover-system``, ``k8s/datastore``, ``k8s/kafka``, ``k8s/collector``, ``k8s/controller``,
+``k8s/visibility``),
 as the original's commands (docs/compatibility.md §7), with readiness waits, ``--dry-run`` and
 named errors (no cluster, RBAC, a missing image).
 
@@ -8,7 +9,12 @@ named errors (no cluster, RBAC, a missing image).
 they are missing (random values, never replaced: ``clover-redis`` for the datastore,
 ``clover-controller`` for the controller's API token), then waits until every workload it
 applied is ready, printing progress. ``delete`` removes what ``create`` made and waits until
-its pods and volume claims are gone; the namespace stays (other systems live in it)."""
+its pods and volume claims are gone; the namespace stays (other systems live in it).
+
+The visibility system is the ingest and the analytics as Spark applications: each driver runs
+in a pod of its own (the ingest a StatefulSet, its checkpoint on a volume claim; the analytics a
+Deployment) in client mode as the service account ``clover-spark`` and makes its executor pods;
+``create`` also waits until those run, ``delete`` until they are gone."""
 
 from __future__ import annotations
 
@@ -28,6 +34,12 @@ DATASTORE = system.System("datastore", ("redis.yaml", "cassandra.yaml"))
 CONTROLLER = system.System("controller", ("controller.yaml",))
 KAFKA = system.System("kafka", ("kafka.yaml",))
 COLLECTOR = system.System("collector", ("collector.yaml",))
+VISIBILITY_RBAC = system.System("visibility", ("spark-rbac.yaml",))
+VISIBILITY = system.System("visibility", ("visibility.yaml",))
+# What the visibility system reads and writes, by Service, and the system that deploys it.
+VISIBILITY_NEEDS = {"cassandra": "datastore", "redis": "datastore", "kafka": "kafka"}
+EXECUTOR_INSTANCES = "spark.executor.instances"
+EXECUTOR_LABEL = "spark.kubernetes.executor.label.app"
 CONTROLLER_SERVICES = {
     "nodeport": system.System("controller/nodeport", ("service.yaml",)),
     "lb": system.System("controller/lb", ("service.yaml",)),
@@ -51,6 +63,44 @@ def load(*systems: system.System, tag: str | None = None, repo: str | None = Non
                 for container in doc["spec"]["template"]["spec"]["containers"]:
                     container["image"] = f"{repo.rstrip('/')}/{container['image'].rsplit('/', 1)[-1]}"
     return docs
+
+
+def _conf_index(doc: dict[str, Any], key: str) -> int | None:
+    """Where ``--conf key=...`` is in the Spark job's container arguments (the value's index)."""
+    args = doc["spec"]["template"]["spec"]["containers"][0].get("args") or []
+    for i, arg in enumerate(args):
+        if arg.startswith(f"{key}=") and i > 0 and args[i - 1] == "--conf":
+            return i
+    return None
+
+
+def spark_conf(doc: dict[str, Any], key: str) -> str | None:
+    """The value of ``--conf key=...`` in a Spark job's workload, or None."""
+    at = _conf_index(doc, key)
+    return None if at is None else doc["spec"]["template"]["spec"]["containers"][0]["args"][at].split("=", 1)[1]
+
+
+def set_executors(docs: list[dict[str, Any]], instances: int) -> None:
+    """``spark.executor.instances`` of every Spark job in ``docs``: its number of executor pods."""
+    if instances < 1:
+        raise click.ClickException(f"--executors {instances}: a job needs at least one executor")
+    for doc in docs:
+        if doc["kind"] not in system.WORKLOADS:
+            continue
+        at = _conf_index(doc, EXECUTOR_INSTANCES)
+        if at is None:
+            raise click.ClickException(f"{doc['kind']}/{doc['metadata']['name']}: its arguments have no "
+                                       f"--conf {EXECUTOR_INSTANCES}=N to change")  # fmt: skip
+        doc["spec"]["template"]["spec"]["containers"][0]["args"][at] = f"{EXECUTOR_INSTANCES}={instances}"
+
+
+def executor_selector(doc: dict[str, Any]) -> str:
+    """The label selector of a Spark job's executor pods (the label its driver gives them)."""
+    label = spark_conf(doc, EXECUTOR_LABEL)
+    if not label:
+        raise click.ClickException(f"{doc['kind']}/{doc['metadata']['name']}: its arguments have no "
+                                   f"--conf {EXECUTOR_LABEL}=<name> for its executor pods")  # fmt: skip
+    return f"spark-role=executor,app={label}"
 
 
 def connect(kubeconfig: str | None, context: str | None) -> dict[str, Any]:
@@ -204,6 +254,84 @@ def wait_gone(apis: Mapping[str, Any], docs: list[dict[str, Any]], timeout: floa
         time.sleep(poll)
 
 
+def _executor_pods(core: Any, doc: dict[str, Any]) -> list[Any]:
+    return list(core.list_namespaced_pod(doc["metadata"]["namespace"], label_selector=executor_selector(doc)).items)
+
+
+def _unschedulable(pod: Any) -> str:
+    for condition in pod.status.conditions or []:
+        if condition.type == "PodScheduled" and condition.status == "False" and condition.message:
+            return f" ({condition.message})"
+    return ""
+
+
+def wait_executors(apis: Mapping[str, Any], docs: list[dict[str, Any]], timeout: float, say: Callable[[str], None],
+                   poll: float = 2.0) -> None:  # fmt: skip
+    """Wait until every Spark job in ``docs`` has its ``spark.executor.instances`` executor pods running."""
+    jobs = [d for d in docs if d["kind"] in system.WORKLOADS]
+    started = time.monotonic()
+    last_said: dict[str, str] = {}
+    while jobs:
+        for doc in list(jobs):
+            name, wanted = doc["metadata"]["name"], int(spark_conf(doc, EXECUTOR_INSTANCES) or "1")
+            pods = [p for p in _executor_pods(apis["core"], doc) if not p.metadata.deletion_timestamp]
+            running = sorted(p.metadata.name for p in pods if p.status.phase == "Running")
+            for pod in pods:
+                problem = pod_problem(pod)
+                if problem:
+                    raise click.ClickException(f"{name}: executor pod {pod.metadata.name}: {problem}")
+            if len(running) >= wanted:
+                say(f"{name}: {len(running)} executor pod(s) running after {time.monotonic() - started:.1f}s: "
+                    f"{', '.join(running)}")  # fmt: skip
+                jobs.remove(doc)
+                continue
+            states = ", ".join(f"{p.metadata.name} {p.status.phase}{_unschedulable(p)}" for p in pods) or "none yet"
+            line = f"{name}: {len(running)}/{wanted} executor pods running ({states})"
+            if last_said.get(name) != line:
+                say(f"waiting: {line}")
+                last_said[name] = line
+        if not jobs:
+            return
+        if time.monotonic() - started > timeout:
+            states = "; ".join(last_said.values())
+            hint = f"kubectl -n {NAMESPACE} describe pods -l spark-role=executor"
+            raise click.ClickException(f"executor pods not running after {timeout:.0f}s: {states} (see {hint})")
+        time.sleep(poll)
+
+
+def wait_executors_gone(apis: Mapping[str, Any], docs: list[dict[str, Any]], timeout: float,
+                        say: Callable[[str], None], poll: float = 1.0) -> None:  # fmt: skip
+    """Wait until the executor pods of the Spark jobs in ``docs`` are gone (their drivers own them)."""
+    jobs = [d for d in docs if d["kind"] in system.WORKLOADS]
+    started = time.monotonic()
+    while True:
+        left = [p.metadata.name for d in jobs for p in _executor_pods(apis["core"], d)]
+        if not left:
+            say(f"executor pods gone after {time.monotonic() - started:.1f}s")
+            return
+        if time.monotonic() - started > timeout:
+            raise click.ClickException(f"executor pods still there after {timeout:.0f}s: {', '.join(left)}")
+        time.sleep(poll)
+
+
+def missing_needs(core: Any, needs: Mapping[str, str]) -> list[str]:
+    """What of ``needs`` (Services, by the system that deploys them) and Redis's Secret is missing."""
+    from kubernetes.client.exceptions import ApiException
+
+    wanted = [("Service", name, f"cloverctl create system {system_name}") for name, system_name in needs.items()]
+    wanted.append(("Secret", "clover-redis", "Redis's password: cloverctl create system datastore"))
+    missing = []
+    for kind, name, how in wanted:
+        read = core.read_namespaced_service if kind == "Service" else core.read_namespaced_secret
+        try:
+            read(name, NAMESPACE)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise click.ClickException(f"reading {kind}/{name} failed: {system.describe(exc)}") from None
+            missing.append(f"{kind}/{name} ({how})")
+    return missing
+
+
 def create(docs: list[dict[str, Any]], secret_names: list[tuple[str, str, str]], kubeconfig: str | None,
            context: str | None, dry_run: bool, wait: bool, timeout: float) -> None:  # fmt: skip
     apis = connect(kubeconfig, context)
@@ -337,6 +465,44 @@ def delete_collector(wait: bool, timeout: float, kubeconfig: str | None, context
     remove(load(COLLECTOR), [], kubeconfig, context, wait, timeout)
 
 
+@click.command("visibility")
+@click.option(
+    "--executors",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Executor pods of each job (spark.executor.instances; default: the manifest's, 1).",
+)
+@create_options
+def create_visibility(executors: int | None, repo: str | None, tag: str | None, dry_run: bool, wait: bool,
+                      timeout: float, kubeconfig: str | None, context: str | None) -> None:  # fmt: skip
+    """Deploy the visibility system in clover-system: the ingest (Kafka -> Cassandra) and the
+    analytics (Cassandra -> Redis) as Spark applications, each driver in a pod of its own (service
+    account clover-spark, a namespaced Role) with its executor pods. Needs the datastore and Kafka."""
+    docs = load(VISIBILITY_RBAC, VISIBILITY, tag=tag, repo=repo)
+    if executors is not None:
+        set_executors(docs, executors)
+    missing = missing_needs(connect(kubeconfig, context)["core"], VISIBILITY_NEEDS)
+    if missing and not dry_run:
+        raise click.ClickException(f"the visibility system needs, in {NAMESPACE}: {'; '.join(missing)}")
+    create(docs, [], kubeconfig, context, dry_run, wait, timeout)
+    if missing:
+        click.echo(f"note: the visibility system will need, in {NAMESPACE}: {'; '.join(missing)}")
+    if wait and not dry_run:
+        wait_executors(connect(kubeconfig, context), docs, timeout, click.echo)
+
+
+@click.command("visibility")
+@common
+def delete_visibility(wait: bool, timeout: float, kubeconfig: str | None, context: str | None) -> None:
+    """Remove the ingest (and its checkpoint's volume claim), the analytics and their executor
+    pods, then the service account clover-spark and its Role."""
+    jobs = load(VISIBILITY)
+    remove(jobs, [], kubeconfig, context, wait, timeout)
+    if wait:
+        wait_executors_gone(connect(kubeconfig, context), jobs, timeout, click.echo)
+    remove(load(VISIBILITY_RBAC), [], kubeconfig, context, False, timeout)
+
+
 variant_argument = click.argument("variant", required=False, type=click.Choice(sorted(CONTROLLER_SERVICES)))
 
 
@@ -408,4 +574,5 @@ def register(verbs: Mapping[str, click.Group]) -> None:
     system.register(verbs, create_controller, delete_controller)
     system.register(verbs, create_kafka, delete_kafka)
     system.register(verbs, create_collector, delete_collector)
+    system.register(verbs, create_visibility, delete_visibility)
     verbs["get"].add_command(get_services)

@@ -49,6 +49,11 @@ KINDS = {
     "Service": Kind(
         "core", "create_namespaced_service", "patch_namespaced_service", "delete_namespaced_service", True
     ),
+    "Role": Kind("rbac", "create_namespaced_role", "replace_namespaced_role", "delete_namespaced_role", True),
+    "RoleBinding": Kind(
+        "rbac", "create_namespaced_role_binding", "replace_namespaced_role_binding", "delete_namespaced_role_binding",
+        True,
+    ),
     "ClusterRole": Kind("rbac", "create_cluster_role", "replace_cluster_role", "delete_cluster_role", False),
     "ClusterRoleBinding": Kind(
         "rbac", "create_cluster_role_binding", "replace_cluster_role_binding", "delete_cluster_role_binding", False

@@ -6,20 +6,25 @@ Needs root, the built cluster (``make cluster-build``) and the images (``make im
 own state directory (fresh: an empty etcd) it times
 
 * ``local up cluster`` from built binaries to every part ready (node Ready, cluster DNS);
-* loading the controller's, Redis's and Cassandra's images into the cluster's containerd;
+* loading the images (controller, Redis, Cassandra, Kafka, Spark) into the cluster's containerd;
 * ``create system datastore`` (Cassandra StatefulSet on a volume, Redis) and ``create system
   controller`` + ``nodeport`` until the controller answers ``/health`` through NodePort 32044;
-* ``delete system ...`` until the pods and the volume claim are gone; ``local down cluster``;
+* ``create system kafka``; then, with ``--spans`` requests of a made-up tracked service waiting
+  in Kafka (the analytics enabled in Redis, as ``start visibility`` does), ``create system
+  visibility`` until its drivers are ready and their executor pods run, and until the first
+  figures of those requests are in Redis (exactly ``--spans`` requests);
+* ``delete system ...`` until the pods and the volume claims are gone; ``local down cluster``;
 
 and the idle CPU (% of one core) and memory (RSS) of every process of the cluster, over
-``--idle`` seconds, with the datastore and controller deployed beside the baseline: the same
-cluster idle with nothing of Clover's in it. Not yet here (issue 19): the visibility system's
-time to first figures and the ingest rate with Spark on Kubernetes.
+``--idle`` seconds, with the datastore, Kafka, the controller and the visibility system deployed
+beside the baseline: the same cluster idle with nothing of Clover's in it. Not yet here (issue
+19): the ingest rate with Spark on Kubernetes beside the local spark-submit.sh run.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import subprocess
@@ -29,10 +34,14 @@ import urllib.error
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psutil
+import redis
 
+from clover import keys, topics
 from clover.config import Config
+from protos import records_pb2
 from stack.catalogue import local_stack
 from stack.cluster import containers
 from stack.cluster.layout import ClusterPaths
@@ -41,7 +50,8 @@ from stack.images import build
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOVERCTL = Path(sys.executable).parent / "cloverctl"
-IMAGES = ["clover-redis", "clover-cassandra", "clover-controller"]
+IMAGES = ["clover-redis", "clover-cassandra", "clover-controller", "clover-kafka", "clover-spark"]
+NAMESPACE = "clover-system"
 HEALTH = "http://10.251.0.1:32044/health"
 
 
@@ -94,10 +104,54 @@ def until_healthy(timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def kubectl_json(paths: ClusterPaths, *args: str) -> Any:
+    argv = [str(paths.bin / "kubectl"), "--kubeconfig", str(paths.kubeconfig), "-n", NAMESPACE, *args, "-o", "json"]
+    return json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+
+
+def redis_of(paths: ClusterPaths) -> redis.Redis:
+    """The cluster's Redis at its pod's address, with the password from its Secret."""
+    pod = kubectl_json(paths, "get", "pods", "-l", "app=redis")["items"][0]
+    secret = kubectl_json(paths, "get", "secret", "clover-redis")["data"]["password"]
+    return redis.Redis(host=pod["status"]["podIP"], port=6379, password=base64.b64decode(secret).decode(),
+                       decode_responses=True, socket_timeout=10)  # fmt: skip
+
+
+def waiting_requests(paths: ClusterPaths, service: str, count: int) -> None:
+    """``count`` requests of ``service`` (server spans) in Kafka, acknowledged."""
+    from kafka import KafkaProducer
+
+    bootstrap = f"{kubectl_json(paths, 'get', 'pod', 'kafka-0')['status']['podIP']}:9092"
+    topics.ensure_topics(bootstrap)
+    start_us = int(time.time() * 1_000_000)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, compression_type="lz4")
+    try:
+        for i in range(count):
+            span = records_pb2.Span(
+                trace_id=f"{service}-{i}", span_id="s", service=service, operation_name="GET /b",
+                start_time_us=start_us + i * 1000, duration_us=1000 + i % 500, http_method="GET", http_url="/b",
+                http_status_code=200, user_agent="bench", node_id=service, source=records_pb2.JAEGER,
+                kind=records_pb2.SPAN_KIND_SERVER, upstream_cluster="none",
+            )  # fmt: skip
+            producer.send(topics.SPANS, key=span.trace_id.encode(), value=span.SerializeToString())
+        producer.flush(timeout=120)
+    finally:
+        producer.close(timeout=10)
+
+
+def until_figures(store: redis.Redis, service: str, count: int, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while store.hget(keys.service_stats(service), "request_count") != str(count):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no figures for {count} requests of {service} in Redis after {timeout:.0f}s")
+        time.sleep(0.5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle measurement")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".clover-bench-cluster")
+    parser.add_argument("--spans", type=int, default=10_000, help="requests waiting in Kafka for the visibility system")
     args = parser.parse_args()
     cfg = replace(Config.from_env(), state_dir=args.state_dir.resolve())
     paths = ClusterPaths.of(cfg)
@@ -114,7 +168,7 @@ def main() -> int:
         figures["baseline: idle cluster CPU %"], figures["baseline: idle cluster RSS MiB"] = idle(paths, args.idle)
         started = time.monotonic()
         containers.import_images(paths, archives)
-        figures["load 3 images s"] = time.monotonic() - started
+        figures[f"load {len(archives)} images s"] = time.monotonic() - started
         started = time.monotonic()
         cloverctl(paths, "create", "system", "datastore")
         figures["create system datastore (ready) s"] = time.monotonic() - started
@@ -123,10 +177,25 @@ def main() -> int:
         cloverctl(paths, "create", "system", "controller", "nodeport")
         until_healthy()
         figures["create system controller + nodeport -> /health 200 s"] = time.monotonic() - started
+        started = time.monotonic()
+        cloverctl(paths, "create", "system", "kafka")
+        figures["create system kafka (ready) s"] = time.monotonic() - started
+        service = f"bench{int(time.time())}"
+        waiting_requests(paths, service, args.spans)
+        store = redis_of(paths)
+        store.sadd(keys.VISIBILITY_SERVICES, service)
+        store.set(keys.ANALYTICS_ENABLED, "1")
+        started = time.monotonic()
+        cloverctl(paths, "create", "system", "visibility")
+        figures["create system visibility -> drivers ready, executors running s"] = time.monotonic() - started
+        until_figures(store, service, args.spans)
+        figures[f"create system visibility -> first figures in Redis ({args.spans} requests) s"] = (
+            time.monotonic() - started
+        )
         cpu, rss = idle(paths, args.idle)
         figures["with Clover: idle cluster CPU %"], figures["with Clover: idle cluster RSS MiB"] = cpu, rss
         started = time.monotonic()
-        for system in (("controller", "nodeport"), ("controller",), ("datastore",)):
+        for system in (("visibility",), ("controller", "nodeport"), ("controller",), ("kafka",), ("datastore",)):
             cloverctl(paths, "delete", "system", *system)
         figures["delete systems (gone) s"] = time.monotonic() - started
     finally:

@@ -3,18 +3,28 @@
 Spark starts its pods with this image's entry point and the arguments ``driver ...`` (the
 driver of a ``--deploy-mode cluster`` application: run ``spark-submit`` in client mode on the
 pod's address) or ``executor`` (an executor backend whose settings come in ``SPARK_*``
-variables). Anything else runs as given, so the image also serves ``spark-submit`` and plain
-commands. The connector jars are in ``$SPARK_HOME/jars``, the project on ``python3``'s path,
-so ``local:///opt/clover/jobs/<job>.py`` is all a submission names.
+variables). ``client ...`` runs a long-lived driver in a pod of its own (the visibility
+system, k8s/visibility/visibility.yaml): ``spark-submit`` in client mode against the API server
+of the cluster the pod is in, with executor pods of the pod's own image. Anything else runs as
+given, so the image also serves ``spark-submit`` and plain commands. The connector jars are in
+``$SPARK_HOME/jars``, the project on ``python3``'s path, so ``local:///opt/clover/jobs/<job>.py``
+is all a submission names.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
+import ssl
 import sys
-from collections.abc import Mapping
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 EXECUTOR_BACKEND = "org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend"
 # The executor's settings: (variable Spark sets on the pod, the backend's option).
@@ -26,6 +36,21 @@ EXECUTOR_OPTIONS = (
     ("SPARK_EXECUTOR_POD_IP", "--hostname"),
     ("SPARK_RESOURCE_PROFILE_ID", "--resourceProfileId"),
     ("SPARK_EXECUTOR_POD_NAME", "--podName"),
+)
+
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+# A driver in a pod: its fixed ports (the executors connect to them at the pod's address) and the
+# executors' pod template, in the image with the project.
+DRIVER_PORT = 7078
+DRIVER_BLOCK_MANAGER_PORT = 7079
+EXECUTOR_TEMPLATE = "/opt/clover/k8s/visibility/executor-template.yaml"
+CONTAINER = "spark"
+# What spark-submit.sh gives every job (the parallel collector, no console progress), and the log
+# configuration, in the image.
+JOB_DEFAULTS = {"spark.ui.showConsoleProgress": "false", "spark.executor.extraJavaOptions": "-XX:+UseParallelGC"}
+DRIVER_JAVA_OPTIONS = (
+    "-XX:+UseParallelGC -Dlog4j2.configurationFile=file:/opt/clover/stack/conf/spark-log4j2.properties"
 )
 
 
@@ -54,8 +79,83 @@ def java_options(env: Mapping[str, str]) -> list[str]:
     return [value for _, value in sorted(numbered)]
 
 
-def command(args: list[str], env: Mapping[str, str]) -> list[str]:
+def api_server(env: Mapping[str, str]) -> str:
+    """The API server of the cluster this pod runs in (the variables every pod gets)."""
+    host = env.get("KUBERNETES_SERVICE_HOST")
+    if not host:
+        raise EntryError("client: not in a Kubernetes pod (KUBERNETES_SERVICE_HOST is not set)")
+    port = env.get("KUBERNETES_SERVICE_PORT_HTTPS") or env.get("KUBERNETES_SERVICE_PORT") or "443"
+    return f"https://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def read_own_pod(env: Mapping[str, str], account: Path = SERVICE_ACCOUNT, tries: int = 5) -> dict[str, Any]:
+    """This pod as the API server has it (the Role clover-spark allows ``get pods``)."""
+    name = env.get("POD_NAME")
+    if not name:
+        raise EntryError("client: POD_NAME is not set (give it from the downward API: metadata.name)")
+    try:
+        token = (account / "token").read_text().strip()
+        namespace = (account / "namespace").read_text().strip()
+    except OSError as exc:
+        raise EntryError(f"client: no service-account token in the pod ({exc}); the driver needs one") from None
+    url = f"{api_server(env)}/api/v1/namespaces/{namespace}/pods/{name}"
+    context = ssl.create_default_context(cafile=str(account / "ca.crt"))
+    asked = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+    for attempt in range(tries):
+        try:
+            with urllib.request.urlopen(asked, context=context, timeout=30) as answer:
+                found: dict[str, Any] = json.load(answer)
+                return found
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise EntryError(f"client: the API server refused to show pod {namespace}/{name} ({exc.code}): "
+                                 "the pod's service account needs a Role allowing get pods "
+                                 "(k8s/visibility/spark-rbac.yaml)") from None  # fmt: skip
+            problem: Exception = exc
+        except (OSError, ValueError) as exc:
+            problem = exc
+        if attempt + 1 < tries:
+            time.sleep(2)
+    raise EntryError(f"client: reading pod {namespace}/{name} at {url} failed: {problem}")
+
+
+def client_command(args: list[str], env: Mapping[str, str], pod: Mapping[str, Any]) -> list[str]:
+    """``spark-submit`` for a driver in this pod (client mode) whose executors are pods of the same
+    image, in the same namespace, owned by this pod. ``args`` (a submission's options, the job
+    and its arguments) come last, so a ``--conf`` there overrides one here."""
+    ip = env.get("POD_IP")
+    if not ip:
+        raise EntryError("client: POD_IP is not set (give it from the downward API: status.podIP)")
+    containers = pod["spec"]["containers"]
+    spark = next((c for c in containers if c["name"] == CONTAINER), containers[0])
+    confs = {
+        "spark.kubernetes.namespace": pod["metadata"]["namespace"],
+        "spark.kubernetes.driver.pod.name": pod["metadata"]["name"],
+        "spark.kubernetes.container.image": spark["image"],
+        "spark.kubernetes.container.image.pullPolicy": spark.get("imagePullPolicy") or "IfNotPresent",
+        "spark.kubernetes.executor.podTemplateFile": EXECUTOR_TEMPLATE,
+        "spark.kubernetes.executor.podTemplateContainerName": CONTAINER,
+        "spark.kubernetes.authenticate.caCertFile": str(SERVICE_ACCOUNT / "ca.crt"),
+        "spark.driver.host": ip,
+        "spark.driver.bindAddress": ip,
+        "spark.driver.port": str(DRIVER_PORT),
+        "spark.driver.blockManager.port": str(DRIVER_BLOCK_MANAGER_PORT),
+        "spark.ui.enabled": "false",
+        **JOB_DEFAULTS,
+    }
+    argv = [f"{env['SPARK_HOME']}/bin/spark-submit", "--master", f"k8s://{api_server(env)}", "--deploy-mode", "client"]
+    for key, value in confs.items():
+        argv += ["--conf", f"{key}={value}"]
+    return [*argv, "--driver-java-options", DRIVER_JAVA_OPTIONS, *args]
+
+
+def command(args: list[str], env: Mapping[str, str],
+            own_pod: Callable[[Mapping[str, str]], Mapping[str, Any]] = read_own_pod) -> list[str]:  # fmt: skip
     """What to run for the container's arguments."""
+    if args[:1] == ["client"]:
+        if len(args) < 2:
+            raise EntryError("client: give the job (and spark-submit options before it)")
+        return client_command(args[1:], env, own_pod(env))
     if args[:1] == ["driver"]:
         bind = env.get("SPARK_DRIVER_BIND_ADDRESS")
         if not bind:

@@ -1,6 +1,6 @@
 """Spark on Kubernetes for real: ``spark-submit --master k8s://https://<api-server> --deploy-mode
 cluster`` from this machine runs a driver pod of the Spark image in clover-system (service
-account and Role from ``k8s/visibility``, applied with ``kubectl apply -k``), which makes executor
+account and Role from ``k8s/visibility/spark-rbac.yaml``, applied with ``kubectl apply -f``), which makes executor
 pods that do the work; everything under the namespace's restricted Pod Security. Needs the image
 (``make images``)."""
 
@@ -37,7 +37,7 @@ def test_a_spark_application_runs_on_executor_pods(cluster_paths: ClusterPaths, 
     containers.import_images(cluster_paths, [archive])
     timings["import the Spark image"] = time.monotonic() - started
     kubectl("apply", "-k", str(ROOT / "k8s" / "clover-system"))
-    kubectl("apply", "-k", str(ROOT / "k8s" / "visibility"))
+    kubectl("apply", "-f", str(ROOT / "k8s" / "visibility" / "spark-rbac.yaml"))  # the Role only, not the jobs
     templates = ROOT / "k8s" / "visibility"
     argv = [str(submit), "--master", "k8s://https://10.251.0.1:6443", "--deploy-mode", "cluster",
             "--name", "clover-spark-check",
@@ -84,7 +84,9 @@ def test_a_spark_application_runs_on_executor_pods(cluster_paths: ClusterPaths, 
         assert phase == "Succeeded"
     finally:
         kubectl("-n", NAMESPACE, "delete", "pod", DRIVER, "--ignore-not-found", "--wait=true", timeout=180)
-        kubectl("delete", "-k", str(ROOT / "k8s" / "visibility"), "--ignore-not-found", "--wait=true")
+        kubectl(
+            "delete", "-f", str(ROOT / "k8s" / "visibility" / "spark-rbac.yaml"), "--ignore-not-found", "--wait=true"
+        )
         deadline = time.monotonic() + 120  # the driver's Service and config map go with it (owner references)
         while time.monotonic() < deadline:
             left = kubectl("-n", NAMESPACE, "get", "pods,services,configmaps", "-o", "name").split()

@@ -151,7 +151,8 @@ def test_the_clover_system_manifests_are_least_privilege_and_kustomize_friendly(
                 if doc["kind"] not in ("Deployment", "StatefulSet"):
                     continue
                 pod = doc["spec"]["template"]["spec"]
-                assert pod["automountServiceAccountToken"] is False, path
+                # A token only where it is used: a Spark driver makes its executor pods (Role clover-spark).
+                assert pod["automountServiceAccountToken"] is (pod.get("serviceAccountName") == "clover-spark"), path
                 assert pod["securityContext"]["runAsNonRoot"] is True
                 for container in pod["containers"]:
                     sc = container["securityContext"]
@@ -170,6 +171,83 @@ def test_cloverctl_loads_the_systems_with_repo_and_tag() -> None:
     assert images == {f"reg.example:5000/me/clover-{n}:v9" for n in ("redis", "cassandra", "controller")}
     node_port = clover_system.load(clover_system.CONTROLLER_SERVICES["nodeport"])[0]
     assert (node_port["metadata"]["name"], node_port["spec"]["ports"][0]["nodePort"]) == ("clover-controller", 32044)
+
+
+def test_the_visibility_system_runs_both_jobs_as_spark_drivers_with_scalable_executors() -> None:
+    from cloverctl import clover_system, system
+
+    docs = clover_system.load(clover_system.VISIBILITY_RBAC, clover_system.VISIBILITY, tag="v9", repo="reg:5000/me")
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("ServiceAccount", "clover-spark"), ("Role", "clover-spark"), ("RoleBinding", "clover-spark"),
+        ("Service", "clover-ingest"), ("StatefulSet", "clover-ingest"), ("Deployment", "clover-analytics"),
+    ]  # fmt: skip
+    assert all(d["kind"] in system.KINDS for d in docs)  # cloverctl can apply each
+    role = docs[1]
+    assert {v for rule in role["rules"] for v in rule["verbs"]} >= {"create", "get", "delete"}
+    assert all(rule["apiGroups"] == [""] for rule in role["rules"])  # core objects only: no secrets, no RBAC
+    assert not any("secrets" in rule["resources"] for rule in role["rules"])
+    jobs = [d for d in docs if d["kind"] in system.WORKLOADS]
+    for job in jobs:
+        pod = job["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "clover-spark"
+        container = pod["containers"][0]
+        assert container["image"] == "reg:5000/me/clover-spark:v9"
+        assert container["args"][0] == "client"  # stack.images.sparkentry: the driver, in client mode
+        assert clover_system.spark_conf(job, "spark.executor.instances") == "1"
+        env = {e["name"]: e for e in container["env"]}
+        assert env["CLOVER_KAFKA_BOOTSTRAP"]["value"] == "kafka.clover-system:9092"
+        assert env["CLOVER_REDIS_PASSWORD"]["valueFrom"] == {
+            "secretKeyRef": {"name": "clover-redis", "key": "password"}
+        }
+    assert [clover_system.executor_selector(j) for j in jobs] == [
+        "spark-role=executor,app=clover-ingest-executor",
+        "spark-role=executor,app=clover-analytics-executor",
+    ]
+    clover_system.set_executors(docs, 3)
+    assert [clover_system.spark_conf(j, "spark.executor.instances") for j in jobs] == ["3", "3"]
+    assert jobs[0]["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "checkpoints"
+    assert "/var/lib/clover/checkpoints/ingest" in jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_a_driver_in_a_pod_submits_in_client_mode_with_executors_of_its_own_image() -> None:
+    from stack.images import sparkentry
+
+    env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443", "POD_IP": "10.244.0.9",
+           "POD_NAME": "clover-ingest-0", "SPARK_HOME": "/spark"}  # fmt: skip
+    pod = {"metadata": {"name": "clover-ingest-0", "namespace": "clover-system"},
+           "spec": {"containers": [{"name": "spark", "image": "reg:5000/me/clover-spark:v9",
+                                    "imagePullPolicy": "Never"}]}}  # fmt: skip
+    given = ["client", "--conf", "spark.executor.instances=2", "/opt/clover/jobs/ingest.py", "--once"]
+    argv = sparkentry.command(given, env, lambda _: pod)
+    assert argv[:5] == ["/spark/bin/spark-submit", "--master", "k8s://https://10.96.0.1:443", "--deploy-mode", "client"]
+    confs = dict(argv[i + 1].split("=", 1) for i, a in enumerate(argv) if a == "--conf")
+    assert confs["spark.kubernetes.container.image"] == "reg:5000/me/clover-spark:v9"
+    assert confs["spark.kubernetes.container.image.pullPolicy"] == "Never"
+    assert confs["spark.kubernetes.namespace"] == "clover-system"
+    assert confs["spark.kubernetes.driver.pod.name"] == "clover-ingest-0"  # the executors' owner
+    assert confs["spark.driver.host"] == confs["spark.driver.bindAddress"] == "10.244.0.9"
+    assert confs["spark.executor.instances"] == "2"
+    assert confs["spark.kubernetes.executor.podTemplateFile"] == "/opt/clover/k8s/visibility/executor-template.yaml"
+    assert (K8S / "visibility" / "executor-template.yaml").is_file()
+    assert argv[-2:] == ["/opt/clover/jobs/ingest.py", "--once"]  # the job and its arguments last
+    for missing, named in (("POD_IP", "POD_IP"), ("KUBERNETES_SERVICE_HOST", "not in a Kubernetes pod")):
+        with pytest.raises(sparkentry.EntryError, match=named):
+            sparkentry.command(["client", "/opt/clover/jobs/ingest.py"], {k: v for k, v in env.items() if k != missing},
+                               lambda _: pod)  # fmt: skip
+    with pytest.raises(sparkentry.EntryError, match="give the job"):
+        sparkentry.command(["client"], env, lambda _: pod)
+    with pytest.raises(sparkentry.EntryError, match="POD_NAME"):
+        sparkentry.read_own_pod({})
+
+
+def test_the_executor_count_must_be_positive() -> None:
+    import click
+
+    from cloverctl import clover_system
+
+    docs = clover_system.load(clover_system.VISIBILITY)
+    with pytest.raises(click.ClickException, match="at least one executor"):
+        clover_system.set_executors(docs, 0)
 
 
 def test_a_pod_waiting_for_a_missing_image_is_named() -> None:
