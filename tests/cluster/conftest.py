@@ -18,8 +18,10 @@ import pytest
 
 from clover.config import Config
 from stack.catalogue import local_stack
+from stack.cluster import containers
 from stack.cluster.layout import ClusterPaths
 from stack.cluster.parts import GROUP
+from stack.images import build
 from stack.launcher import Launcher
 from tests.cluster.machine import Snapshot, snapshot
 
@@ -49,6 +51,17 @@ def cluster_paths(cluster_cfg: Config) -> ClusterPaths:
 
 class Timings(dict[str, float]):
     """Seconds each phase took, printed at the end of the session (tests assert no timing)."""
+
+
+def load_images(cluster_paths: ClusterPaths, timings: Timings, names: tuple[str, ...]) -> None:
+    """Import the built image archives ``names`` into the cluster's containerd (fails if one is not built)."""
+    archives = build.archives(Config.from_env(), names=list(names))
+    missing = [a.name for a in archives if not a.exists()]
+    if missing:
+        pytest.fail(f"no image archives {missing}: build them first (make images)")
+    started = time.monotonic()
+    containers.import_images(cluster_paths, archives)
+    timings[f"import {len(archives)} images"] = time.monotonic() - started
 
 
 @pytest.fixture(scope="session")

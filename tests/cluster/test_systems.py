@@ -20,12 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from clover.config import Config
 from stack import probes
-from stack.cluster import containers
 from stack.cluster.layout import ClusterPaths
-from stack.images import build
-from tests.cluster.conftest import Kubectl, Timings
+from tests.cluster.conftest import Kubectl, Timings, load_images
 
 CLOVERCTL = Path(sys.executable).parent / "cloverctl"
 K8S = Path(__file__).resolve().parents[2] / "k8s"
@@ -55,13 +52,7 @@ def namespace_contents(kubectl: Kubectl) -> set[str]:
 @pytest.fixture(scope="module")
 def loaded(cluster_paths: ClusterPaths, timings: Timings) -> None:
     """The images the systems need, imported into the cluster's containerd."""
-    archives = build.archives(Config.from_env(), names=list(IMAGES))
-    missing = [a.name for a in archives if not a.exists()]
-    if missing:
-        pytest.fail(f"no image archives {missing}: build them first (make images)")
-    started = time.monotonic()
-    containers.import_images(cluster_paths, archives)
-    timings[f"import {len(archives)} images"] = time.monotonic() - started
+    load_images(cluster_paths, timings, IMAGES)
 
 
 @pytest.fixture(scope="module")

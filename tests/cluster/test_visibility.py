@@ -28,12 +28,9 @@ from typing import Any
 import pytest
 
 from clover import topics
-from clover.config import Config
 from protos import records_pb2
-from stack.cluster import containers
 from stack.cluster.layout import ClusterPaths
-from stack.images import build
-from tests.cluster.conftest import Kubectl, Timings
+from tests.cluster.conftest import Kubectl, Timings, load_images
 from tests.cluster.test_systems import NODE_PORT_URL, OWN, cloverctl, cql, get_json, namespace_contents
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,13 +47,7 @@ ANALYTICS_EXECUTORS = "spark-role=executor,app=clover-analytics-executor"
 
 @pytest.fixture(scope="module")
 def loaded(cluster_paths: ClusterPaths, timings: Timings) -> None:
-    archives = build.archives(Config.from_env(), names=list(IMAGES))
-    missing = [a.name for a in archives if not a.exists()]
-    if missing:
-        pytest.fail(f"no image archives {missing}: build them first (make images)")
-    started = time.monotonic()
-    containers.import_images(cluster_paths, archives)
-    timings[f"import {len(archives)} images"] = time.monotonic() - started
+    load_images(cluster_paths, timings, IMAGES)
 
 
 @pytest.fixture(scope="module")
