@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +33,10 @@ def set_cpu_priority(name: str) -> None:
 
 def status_path(cfg: Config) -> Path:
     return cfg.state_dir / "clovisor" / "status.json"
+
+
+# A running agent rewrites its status every AgentOptions.status_interval (2 s).
+STALE_STATUS_SECONDS = 10.0
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,6 +156,12 @@ def status() -> None:
     path = status_path(Config.from_env())
     if not path.exists():
         raise click.ClickException(f"no status at {path}: is clovisor running?")
+    age = time.time() - path.stat().st_mtime
+    if age > STALE_STATUS_SECONDS:
+        raise click.ClickException(
+            f"the status at {path} was written {age:.0f} s ago and a running clovisor rewrites it every few "
+            "seconds: clovisor is not running"
+        )
     click.echo(json.dumps(json.loads(path.read_text()), indent=2, sort_keys=True))
 
 
