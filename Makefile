@@ -25,9 +25,9 @@ typecheck: setup
 	@echo "== mypy $(TYPED) =="
 	@$(VENV)/bin/mypy $(TYPED)
 
-test: setup lint typecheck
-	@echo "== pytest =="
-	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+# Lint, types, the suite, then the cluster tests (stack/test.sh builds the cluster meanwhile).
+test: setup
+	@PYTEST_ARGS="$(PYTEST_ARGS)" TYPED="$(TYPED)" bash stack/test.sh
 
 unit: setup
 	@$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
@@ -35,7 +35,8 @@ unit: setup
 integration: setup
 	@$(VENV)/bin/pytest -m "integration or spark" $(PYTEST_ARGS)
 
-# The local one-node Kubernetes (stack/cluster): not part of setup (about 20 minutes cold).
+# The local one-node Kubernetes (stack/cluster): built by `make test` in the background, or here
+# (about 15 minutes cold).
 cluster-build: setup
 	@$(PY) -m stack.cluster.build
 
