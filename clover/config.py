@@ -74,13 +74,28 @@ class Config:
     # The sample chain (sdc/): "auto" runs each pod in its own network namespace as root, else
     # on its own loopback address; the subnet defaults to 10.177.0.0/24 (namespaces) or
     # 127.177.0.0/24 (loopback); the tag prefixes namespace and veth names; each pod serves its
-    # Prometheus metrics on 127.0.0.1:<sdc_stats_port + pod index>.
+    # Prometheus metrics on 127.0.0.1:<sdc_stats_port + pod index>. "cluster": each pod is a
+    # Kubernetes pod (its own address, stats on every address at sdc_stats_port).
     sdc_mode: str = "auto"
     sdc_subnet: str | None = None
     sdc_tag: str = "sdc"
     sdc_stats_port: int = 15090
     sdc_block_seconds: int = 60
     sdc_trace_ratio: float = 1.0
+    # The namespace the chain's short names (snort-ids, proxy-access-control) mean when its
+    # clients run in another one (the controller in clover-system: "default"); None: as given.
+    sdc_namespace: str | None = None
+    # The WAF (sdc/waf): whether proxy-access-control asks modsecurity-crs about each request,
+    # what it does when the WAF cannot answer ("closed": 403, "open": forward), how much of a
+    # body it sends, and the Core Rule Set's mode ("anomaly" scoring or "self-contained") and
+    # paranoia level (1-4); where the proxy finds the WAF (host:port; empty: the chain's
+    # modsecurity-crs pod; in a cluster "modsecurity-crs.clover-gateway:80").
+    waf_check: bool = False
+    waf_failure_mode: str = "closed"
+    waf_body_limit: int = 64 * 1024
+    waf_crs_mode: str = "anomaly"
+    waf_paranoia_level: int = 1
+    waf_address: str = ""
     jaeger_url: str = f"http://{LOOPBACK}:16686"
     zipkin_url: str = f"http://{LOOPBACK}:9411"
     otlp_http_url: str = f"http://{LOOPBACK}:4318"
@@ -143,6 +158,13 @@ class Config:
             sdc_stats_port=_port(env, "CLOVER_SDC_STATS_PORT", d.sdc_stats_port),
             sdc_block_seconds=_positive(env, "CLOVER_SDC_BLOCK_SECONDS", d.sdc_block_seconds),
             sdc_trace_ratio=_ratio(env, "CLOVER_SDC_TRACE_RATIO", d.sdc_trace_ratio),
+            waf_check=_choice(env, "CLOVER_WAF", "on" if d.waf_check else "off", WAF_CHECK_VALUES) == "on",
+            waf_failure_mode=_choice(env, "CLOVER_WAF_FAILURE_MODE", d.waf_failure_mode, WAF_FAILURE_MODES),
+            waf_body_limit=_positive(env, "CLOVER_WAF_BODY_LIMIT", d.waf_body_limit),
+            waf_crs_mode=_choice(env, "CLOVER_WAF_CRS_MODE", d.waf_crs_mode, WAF_CRS_MODES),
+            waf_paranoia_level=_paranoia_level(env, d.waf_paranoia_level),
+            waf_address=env.get("CLOVER_WAF_ADDRESS") or d.waf_address,
+            sdc_namespace=_sdc_namespace(env),
             jaeger_url=env.get("CLOVER_JAEGER_URL", d.jaeger_url).rstrip("/"),
             zipkin_url=env.get("CLOVER_ZIPKIN_URL", d.zipkin_url).rstrip("/"),
             otlp_http_url=env.get("CLOVER_OTLP_HTTP_URL", d.otlp_http_url).rstrip("/"),
@@ -191,6 +213,8 @@ class Config:
         if self.clovisor_jaeger_agent:
             _host_port(self.clovisor_jaeger_agent, "CLOVER_CLOVISOR_JAEGER_AGENT")
         _host_port(self.validation_grpc, "CLOVER_VALIDATION_GRPC")
+        if self.waf_address:
+            _host_port(self.waf_address, "CLOVER_WAF_ADDRESS")
 
     @property
     def redis_port(self) -> int:
@@ -361,7 +385,7 @@ def _cluster_networks(env: Mapping[str, str], d: Config) -> dict[str, str]:
     }
 
 
-SDC_MODES = ("auto", "netns", "loopback")
+SDC_MODES = ("auto", "netns", "loopback", "cluster")
 
 
 def _sdc_mode(env: Mapping[str, str]) -> str:
@@ -369,6 +393,13 @@ def _sdc_mode(env: Mapping[str, str]) -> str:
     if mode not in SDC_MODES:
         raise ConfigError(f"CLOVER_SDC_MODE={mode!r} must be one of {', '.join(SDC_MODES)}")
     return mode
+
+
+def _sdc_namespace(env: Mapping[str, str]) -> str | None:
+    namespace = env.get("CLOVER_SDC_NAMESPACE") or None
+    if namespace is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
+        raise ConfigError(f"CLOVER_SDC_NAMESPACE={namespace!r} is not a Kubernetes namespace name")
+    return namespace
 
 
 def _sdc_subnet(env: Mapping[str, str]) -> str | None:
@@ -389,6 +420,27 @@ def _sdc_tag(env: Mapping[str, str], default: str) -> str:
     if not re.fullmatch(r"[a-z][a-z0-9]{0,6}", tag):
         raise ConfigError(f"CLOVER_SDC_TAG={tag!r} must be 1-7 lower-case letters or digits, starting with a letter")
     return tag
+
+
+# CLOVER_WAF (on|off), CLOVER_WAF_FAILURE_MODE, CLOVER_WAF_BODY_LIMIT (bytes), CLOVER_WAF_CRS_MODE,
+# CLOVER_WAF_PARANOIA_LEVEL (1-4), CLOVER_WAF_ADDRESS (host:port).
+WAF_CHECK_VALUES = ("on", "off")
+WAF_FAILURE_MODES = ("closed", "open")
+WAF_CRS_MODES = ("anomaly", "self-contained")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _paranoia_level(env: Mapping[str, str], default: int) -> int:
+    level = _positive(env, "CLOVER_WAF_PARANOIA_LEVEL", default)
+    if level > 4:
+        raise ConfigError(f"CLOVER_WAF_PARANOIA_LEVEL={level} must be 1, 2, 3 or 4")
+    return level
 
 
 def _ratio(env: Mapping[str, str], name: str, default: float) -> float:

@@ -212,6 +212,27 @@ SNORT_EVENT_FIELDS = (
 # New fields of snort_event:<id>: the rule's msg and classtype, and the trace of the request.
 SNORT_EVENT_EXTRA_FIELDS = ("msg", "classtype", "trace-id")
 
+# New: the WAF (modsecurity-crs, sdc/waf), in the IDS events' style: one hash per alert (a
+# request some CRS rule matched), the set of their ids and the last id handed out; the newest
+# audit log entries (JSON, newest first, capped); the WAF pod's settings and the proxy's check
+# counters.
+WAF_EVENTS = "waf_events"
+WAF_EVENT_SEQ = "waf_event_seq"
+WAF_AUDIT_LOG = "waf_audit_log"
+WAF_AUDIT_LOG_LENGTH = 500
+WAF_STATUS = "waf_status"
+WAF_CHECK = "waf_check"
+
+
+def waf_event(event_id: str | int) -> str:
+    """Hash of one WAF alert."""
+    return f"waf_event:{event_id}"
+
+
+WAF_EVENT_FIELDS = ("event-id", "event-second", "transaction-id", "rule-id", "msg", "anomaly-score", "rules",
+                    "blocked", "status", "client-ip", "method", "url", "user-agent", "trace-id",
+                    "request-id")  # fmt: skip
+
 # 3g. Controller file upload
 UPLOAD_METADATA = "upload_metadata"
 

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import click
 
-from cloverctl import clover_system, clovisor, images, provider, rest, sdc, validation, validation_system, visibility
+from cloverctl import (
+    clover_system,
+    clovisor,
+    images,
+    monitoring_system,
+    provider,
+    rest,
+    sdc,
+    sdc_system,
+    validation,
+    validation_system,
+    visibility,
+    waf,
+)
 from cloverctl.local import local
 from cloverctl.stack_checks import validate
 
@@ -74,9 +87,12 @@ get.add_command(validation.get_teststatus)
 sdc.register({"set": set_, "create": create, "start": start, "stop": stop, "get": get, "delete": delete})
 clovisor.register({"create": create, "delete": delete})
 validation_system.register({"create": create, "delete": delete})
+sdc_system.register({"create": create, "delete": delete})
 clover_system.register({"create": create, "delete": delete, "get": get})
+monitoring_system.register({"create": create, "delete": delete})
 build.add_command(images.build_images)
 provider.register({"create": create, "delete": delete, "get": get})
+waf.register({"get": get})
 
 
 def main() -> None:

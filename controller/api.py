@@ -30,6 +30,7 @@ from controller.services.chain import ChainService
 from controller.services.compose import Services
 from controller.services.validation import ValidationService
 from controller.services.visibility import VisibilityService
+from controller.services.waf import WafService
 from controller.validate import check
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ def chain() -> ChainService:
 
 def validation() -> ValidationService:
     return services().validation
+
+
+def waf() -> WafService:
+    return services().waf
 
 
 def body() -> Any:
@@ -248,6 +253,18 @@ def snort_delrule() -> Response:
     return text_reply(chain().delete_rules(body()))
 
 
+def waf_events() -> Response:
+    return jsonify(waf().alerts(_int_arg("limit", 20) or 0))
+
+
+def waf_audit() -> Response:
+    return jsonify(waf().audit_log(_int_arg("limit", 20) or 0))
+
+
+def waf_status() -> Response:
+    return jsonify(waf().status())
+
+
 def jmeter_gen() -> Response:
     return text_reply(validation().gen_test(body(), request.args.get("name")))
 
@@ -381,6 +398,13 @@ ROUTES: tuple[Route, ...] = (
           SAMPLE_CHAIN,
           mutating=True, new=True, body="IdsRuleDelete", body_required=True),
     Route("/snort/test", ("GET",), "Test page", _html(_test_page("Snort API Test Response")), SAMPLE_CHAIN, reply=HTML),
+    Route("/waf/events", ("GET",), "The newest WAF alerts (modsecurity-crs)", waf_events, SAMPLE_CHAIN, reply=JSON,
+          reply_schema="Object", new=True, query=(("limit", "integer", "how many (default 20)"),)),
+    Route("/waf/audit", ("GET",), "The newest entries of the WAF's audit log (ModSecurity JSON)", waf_audit,
+          SAMPLE_CHAIN, reply=JSON, reply_schema="Object", new=True,
+          query=(("limit", "integer", "how many (default 20)"),)),
+    Route("/waf/status", ("GET",), "The WAF's CRS mode and counts, and the proxy's check settings and counts",
+          waf_status, SAMPLE_CHAIN, reply=JSON, reply_schema="Object", new=True),
     Route("/jmeter/gen", GET_OR_POST, "Generate the JMeter plan from a test-plan body (GenTest)", jmeter_gen,
           VALIDATION,
           mutating=True, body="TestPlan", body_required=True,

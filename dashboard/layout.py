@@ -140,6 +140,8 @@ def _chain_tab() -> dcc.Tab:
             ], className="row"),
             _panel("Recent IDS alerts", html.Div(id="alerts-count", className="muted"),
                    html.Div(id="alerts-table", className="scroll")),
+            _panel("WAF (modsecurity-crs)", html.Div(id="waf-status", className="muted"),
+                   html.Div(id="waf-alerts", className="scroll")),
         ],
     )  # fmt: skip
 

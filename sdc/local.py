@@ -11,6 +11,7 @@ import requests
 
 from clover.config import Config
 from sdc import topology
+from sdc.waf.settings import waf_env
 from stack.parts import Launch, Part, PartDirs
 from stack.probes import ProbeFailed
 
@@ -43,6 +44,7 @@ def pod_env(cfg: Config) -> dict[str, str]:
         "CLOVER_SDC_STATS_PORT": str(cfg.sdc_stats_port),
         "CLOVER_SDC_BLOCK_SECONDS": str(cfg.sdc_block_seconds),
         "CLOVER_SDC_TRACE_RATIO": str(cfg.sdc_trace_ratio),
+        **waf_env(cfg),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -59,7 +61,7 @@ def part(cfg: Config, name: str) -> Part:
     return Part(
         name=name,
         ports={"stats": topology.stats_port(cfg, name)},
-        health="pod ready (HTTP + gRPC listening)",
+        health=f"pod ready ({'Apache' if topology.spec(name).kind == topology.WAF else 'HTTP + gRPC'} listening)",
         probe=lambda: _probe(cfg, name),
         prepare=prepare,
         startup_timeout=40,

@@ -29,6 +29,7 @@ from sdc.nginx_control import HttpService
 from sdc.proxy import Proxy
 from sdc.runtime import Runtime, run_loop
 from sdc.server import Server
+from sdc.waf.service import ModSecurityCrs
 from stack.parts import prometheus_targets_dir
 
 log = logging.getLogger("sdc.pod")
@@ -36,8 +37,10 @@ log = logging.getLogger("sdc.pod")
 DRAIN_SECONDS = 5.0
 
 
-def build(runtime: Runtime) -> HttpService | SnortIds:
+def build(runtime: Runtime) -> HttpService | SnortIds | ModSecurityCrs:
     kind = runtime.spec.kind
+    if kind == topology.WAF:
+        return ModSecurityCrs(runtime)
     if kind == topology.PROXY:
         return Proxy(runtime)
     if kind == topology.LB:
@@ -66,7 +69,7 @@ async def run(cfg: Config, name: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    service: HttpService | SnortIds | None = None
+    service: HttpService | SnortIds | ModSecurityCrs | None = None
     started_network = False
     status = 0
     try:
@@ -76,20 +79,23 @@ async def run(cfg: Config, name: str) -> int:
         runtime.placement.open()
         await runtime.start_stats()
         service = build(runtime)
-        await service.listener.bind(runtime.ports["http"])
-        if isinstance(service, SnortIds):
+        if isinstance(service, ModSecurityCrs):
+            pass  # Apache listens itself
+        elif isinstance(service, SnortIds):
             ids = service
+            await service.listener.bind(runtime.ports["http"])
             await runtime.start_grpc(lambda server: add_snort(server, ids), runtime.ports["grpc"])
         else:
             http = service
+            await service.listener.bind(runtime.ports["http"])
             await runtime.start_grpc(lambda server: nginx_control.add_to(server, http), runtime.ports["grpc"])
         await service.start()
         pods.register(cfg, runtime.local_pod())
         write_target(runtime)
         runtime.ready = True
-        where = f"namespace {runtime.netns} (veth {runtime.host_veth})" if runtime.netns else "loopback"
-        log.info("%s ready on %s: http %s, grpc %s, stats 127.0.0.1:%s, %s", name, runtime.ip,
-                 runtime.ports["http"], runtime.ports["grpc"], runtime.stats_port, where)  # fmt: skip
+        where = f"namespace {runtime.netns} (veth {runtime.host_veth})" if runtime.netns else runtime.mode
+        log.info("%s ready on %s: http %s, grpc %s, stats %s:%s, %s", name, runtime.ip, runtime.ports["http"],
+                 runtime.ports.get("grpc", "-"), topology.stats_host(cfg), runtime.stats_port, where)  # fmt: skip
         await stop.wait()
         log.info("%s stopping", name)
     except Exception as exc:
@@ -100,7 +106,7 @@ async def run(cfg: Config, name: str) -> int:
         pods.unregister(cfg, name)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(target_file(cfg, name))
-        if service is not None:
+        if service is not None and not isinstance(service, ModSecurityCrs):
             await service.listener.close(DRAIN_SECONDS)
         if runtime.grpc_server is not None:
             await runtime.grpc_server.stop(2.0)

@@ -4,6 +4,8 @@
   for ``block_seconds`` (a new alert extends the block).
 * Other requests under ``location_path`` go to ``proxy_path`` (default ``http://http-lb:9180``:
   the service's pods, v1 and v2, taken in turn like Istio's default round-robin).
+* With the WAF on (``CLOVER_WAF=on``), a request that passed the block list is checked by
+  modsecurity-crs first and forwarded only when it allows it (sdc/waf/check.py).
 * Every request, blocked or not, is copied to ``mirror_path`` (default ``http://snort-ids:80``)
   once it has been answered, like the original's ``post_action``. The copy carries the
   client's headers plus ``X-Real-IP``/``X-Forwarded-For`` and an RFC 7239 ``Forwarded`` header
@@ -47,6 +49,7 @@ from sdc.names import HostPort
 from sdc.nginx_control import MODIFIED, PROCESSED, HttpService
 from sdc.runtime import ConfigRefused, HttpListener, Runtime
 from sdc.upstream import HOP_BY_HOP
+from sdc.waf.check import WafCheck
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -124,6 +127,7 @@ class Proxy(HttpService):
         self.gateway_stats = runtime.outbound(topology.HTTP_PORT, runtime.spec.service)
         self.listener = HttpListener(runtime, self.handle, self.inbound_stats)
         self.mirrors: set[asyncio.Task[None]] = set()
+        self.waf = WafCheck(runtime)
         self.redis: aioredis.Redis | None = None
         runtime.refreshers.append(self._refresh)
 
@@ -151,22 +155,16 @@ class Proxy(HttpService):
             response, error = error_response(404, f"no location matches {request.path}", self.runtime.name), None
         else:
             body = await request_body(request)
-            if not isinstance(body, bytes):
-                body = Tee(body)
-            candidates = await self.upstream.ordered()
-            if candidates:
-                headers = forwarded_headers(request, inbound.client_ip, candidates[0].label, True, request_id)
-                answer, _, error = await relay(
-                    self.runtime, Outgoing.of(request), candidates, headers, body, inbound.span
-                )
-                if answer is not None:
-                    response, error = client_response(answer, self.runtime.name), None
-                else:
-                    status = 504 if "did not answer" in error else 502
-                    response = error_response(status, error, self.runtime.name)
+            refusal: web.Response | None = None
+            if self.waf.enabled:
+                verdict = await self.waf.check(request, inbound, request_id, body)
+                body, refusal, error = verdict.body, verdict.refusal, verdict.reason
+            if refusal is not None:
+                response = refusal
             else:
-                error = f"{config.proxy_path} resolves to no address"
-                response = error_response(503, error, self.runtime.name)
+                if not isinstance(body, bytes):
+                    body = Tee(body)  # its head is the IDS copy's body
+                response, error = await self._forward(request, inbound, request_id, body)
         inbound.done(response, error)
         self.gateway_stats.request_finished(
             response.status, (time.perf_counter() - inbound.start) * 1000, inbound.request_size,
@@ -175,6 +173,20 @@ class Proxy(HttpService):
         if config.mirror_path != MIRROR_OFF:
             self._mirror(request, inbound, request_id, body)
         return response
+
+    async def _forward(
+        self, request: web.BaseRequest, inbound: Inbound, request_id: str, body: bytes | AsyncIterable[bytes]
+    ) -> tuple[web.Response, str | None]:
+        candidates = await self.upstream.ordered()
+        if not candidates:
+            error = f"{self.config.proxy_path} resolves to no address"
+            return error_response(503, error, self.runtime.name), error
+        headers = forwarded_headers(request, inbound.client_ip, candidates[0].label, True, request_id)
+        answer, _, error = await relay(self.runtime, Outgoing.of(request), candidates, headers, body, inbound.span)
+        if answer is not None:
+            return client_response(answer, self.runtime.name), None
+        status = 504 if "did not answer" in error else 502
+        return error_response(status, error, self.runtime.name), error
 
     # -- the IDS copy ------------------------------------------------------------------------
 
@@ -326,7 +338,11 @@ class Proxy(HttpService):
         ]  # fmt: skip
         return nginx_pb2.ConfigDump(kind=self.kind, pod=self.runtime.name, proxy=proxy, blocked=blocked)
 
+    async def start(self) -> None:
+        self.waf.start()
+
     async def stop(self) -> None:
+        await self.waf.stop()
         if self.mirrors:
             await asyncio.wait(list(self.mirrors), timeout=2)
         self.upstream.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,8 @@ IDS_GRPC_PORT = 50052
 IDS_HTTP_PORT = 80
 # Without root a pod cannot bind port 80; the IDS sink then listens here instead.
 IDS_HTTP_PORT_UNPRIVILEGED = 8080
+WAF_HTTP_PORT = 80
+WAF_HTTP_PORT_UNPRIVILEGED = 8080
 
 NETNS_SUBNET = "10.177.0.0/24"
 LOOPBACK_SUBNET = "127.177.0.0/24"
@@ -34,6 +37,7 @@ PROXY = "proxy"
 LB = "lb"
 SERVER = "server"
 IDS = "ids"
+WAF = "waf"
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ def _pods() -> list[PodSpec]:
         for v in ("v1", "v2")
     ]
     pods.append(PodSpec("snort-ids", "snort-ids", IDS, 8, 30, "snort"))
+    pods.append(PodSpec("modsecurity-crs", "modsecurity-crs", WAF, 9, 40, "waf"))
     pods.append(PodSpec("proxy-access-control", "proxy-access-control", PROXY, 0, 10, "proxy"))
     for i, pod in enumerate(pods):
         labels = {"app": pod.service}
@@ -70,7 +75,7 @@ def _pods() -> list[PodSpec]:
     return pods
 
 
-# Start order: servers, load balancers, the IDS, then the proxy that calls them all.
+# Start order: servers, load balancers, the IDS, the WAF, then the proxy that calls them all.
 POD_SPECS: tuple[PodSpec, ...] = tuple(_pods())
 POD_NAMES: tuple[str, ...] = tuple(p.name for p in POD_SPECS)
 STATS_PORT_COUNT = len(POD_SPECS)
@@ -92,8 +97,12 @@ def netns_available() -> bool:
     return os.geteuid() == 0 and shutil.which("ip") is not None
 
 
+CLUSTER = "cluster"
+
+
 def mode(cfg: Config) -> str:
-    """``netns`` or ``loopback``: the configured mode, ``auto`` resolved for this machine."""
+    """``netns``, ``loopback`` or ``cluster`` (a Kubernetes pod): the configured mode, ``auto``
+    resolved for this machine."""
     if cfg.sdc_mode == "auto":
         return "netns" if netns_available() else "loopback"
     return cfg.sdc_mode
@@ -106,6 +115,10 @@ def subnet(cfg: Config) -> ipaddress.IPv4Network:
 
 
 def pod_ip(cfg: Config, name: str) -> str:
+    """The pod's address; in a cluster this process's own pod's (its host name's, as the kubelet
+    writes /etc/hosts), which only the pod itself asks for."""
+    if mode(cfg) == CLUSTER:
+        return socket.gethostbyname(socket.gethostname())
     return str(subnet(cfg).network_address + spec(name).host)
 
 
@@ -120,7 +133,14 @@ def client_ips(cfg: Config) -> list[str]:
 
 
 def stats_port(cfg: Config, name: str) -> int:
-    return cfg.sdc_stats_port + spec(name).index
+    """Locally one port per pod on the host's loopback; in a cluster every pod has its own."""
+    return cfg.sdc_stats_port if mode(cfg) == CLUSTER else cfg.sdc_stats_port + spec(name).index
+
+
+def stats_host(cfg: Config) -> str:
+    """Where the stats endpoint listens: the host's loopback, or in a cluster every address of
+    the pod (the kubelet's readiness probe and Prometheus come from outside it)."""
+    return "0.0.0.0" if mode(cfg) == CLUSTER else "127.0.0.1"
 
 
 def netns_name(cfg: Config, name: str) -> str:
@@ -136,10 +156,17 @@ def ids_http_port() -> int:
     return IDS_HTTP_PORT if os.geteuid() == 0 else IDS_HTTP_PORT_UNPRIVILEGED
 
 
+def waf_http_port() -> int:
+    """Apache's port in the modsecurity-crs pod (80, as the original's Service; 8080 without root)."""
+    return WAF_HTTP_PORT if os.geteuid() == 0 else WAF_HTTP_PORT_UNPRIVILEGED
+
+
 def ports(name: str) -> dict[str, int]:
     """The pod's service ports (on its own address)."""
     if spec(name).kind == IDS:
         return {"http": ids_http_port(), "grpc": IDS_GRPC_PORT}
+    if spec(name).kind == WAF:
+        return {"http": waf_http_port()}
     return {"http": HTTP_PORT, "grpc": GRPC_PORT}
 
 

@@ -35,7 +35,7 @@ stamp_ok() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
 APT_PACKAGES=(redis-server prometheus python3-bpfcc bpfcc-tools linux-headers-amd64 iproute2
-  iputils-ping chromium chromium-driver nginx-light wrk)
+  iputils-ping chromium chromium-driver nginx-light wrk apache2 libapache2-mod-security2 modsecurity-crs)
 
 step "Debian packages"
 missing=()
@@ -52,7 +52,7 @@ else
     fail "apt-get could not install: ${missing[*]}"
   fi
   # Debian enables and starts these services; Clover runs its own instances on its own ports.
-  for svc in redis-server prometheus prometheus-node-exporter nginx; do
+  for svc in redis-server prometheus prometheus-node-exporter nginx apache2; do
     systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
   done
   done_step "installed ${missing[*]}"

@@ -3,25 +3,31 @@
     .venv/bin/python bench/sdc/run.py [--seconds 4] [--connections 1,16] [--path /about.html]
                                       [--mode auto|netns|loopback] [--trace-ratio 1.0]
 
-Starts its own Redis, Jaeger and sample chain (state in ``.clover/bench-sdc/``, subnet
-10.177.200.0/24 in namespace mode (root), else 127.177.200.0/24, ports of its own) unless ``--reuse`` finds them
-running, and stops what it started. Spans are exported to Jaeger and every request is copied
-to snort-ids, as in normal use (``--trace-ratio`` lowers the sampling).
+Starts its own Redis, Jaeger and sample chain (state in ``.clover/bench-sdc/``, or
+CLOVER_BENCH_STATE_DIR; subnet 10.177.200.0/24 in namespace mode (root), else 127.177.200.0/24,
+ports of its own) unless ``--reuse`` finds them running, and stops what it started. Spans are
+exported to Jaeger and every request is copied to snort-ids, as in normal use (``--trace-ratio``
+lowers the sampling).
 
 For each number of keep-alive connections, wrk (1 thread) runs ``--seconds`` against, in turn:
 
 1. ``server``: clover-server1 directly (the baseline);
 2. ``lb``: http-lb-v1 -> clover-server1..3;
-3. ``chain``: proxy-access-control -> http-lb v1/v2 -> servers, with the IDS mirror.
+3. ``chain``: proxy-access-control -> http-lb v1/v2 -> servers, with the IDS mirror;
+4. ``chain+waf``: the same with the proxy restarted with ``CLOVER_WAF=on``: each request is
+   first checked by modsecurity-crs (Apache, ModSecurity, the CRS in anomaly mode).
 
-It prints requests/s, p50/p90/p99 for each; the throughput ratio chain/server; the p50 and p99
-each hop adds (lb - server, chain - lb); and the CPU the pods used per 1,000 requests. The
-machine is shared (2 cores): keep runs short, and read p99 with the machine's load in mind.
+It prints requests/s, p50/p90/p99 for each; the throughput ratios chain/server and
+chain+waf/chain; the p50 and p99 each hop adds (lb - server, chain - lb, chain+waf - chain); and
+the CPU the pods (Apache included) used per 1,000 requests. wrk sends ``User-Agent: wrk`` (the
+CRS notes a request without one). The machine is shared (2 cores): keep runs short, and read p99
+with the machine's load in mind.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -29,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -39,12 +46,13 @@ sys.path.insert(0, str(ROOT))
 
 from clover.config import Config  # noqa: E402
 from sdc import grpc_client, topology  # noqa: E402
+from sdc.waf.check import ext_authz_metric  # noqa: E402
 from stack.catalogue import local_stack  # noqa: E402
 from stack.launcher import Launcher  # noqa: E402
 from stack.secrets import local_config  # noqa: E402
 
 BENCH_ENV = {
-    "CLOVER_STATE_DIR": str(ROOT / ".clover" / "bench-sdc"),
+    "CLOVER_STATE_DIR": os.environ.get("CLOVER_BENCH_STATE_DIR") or str(ROOT / ".clover" / "bench-sdc"),
     "CLOVER_REDIS_URL": "redis://127.0.0.1:46379/0",
     "CLOVER_JAEGER_URL": "http://127.0.0.1:46686",
     "CLOVER_JAEGER_QUERY_GRPC_PORT": "46685",
@@ -58,6 +66,7 @@ BENCH_ENV = {
     "CLOVER_SDC_STATS_PORT": "45090",
 }
 PARTS = ["redis", "jaeger", "sdc"]
+PROXY = "proxy-access-control"
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -91,7 +100,8 @@ def _found(pattern: str, out: str) -> str:
 def wrk(url: str, connections: int, seconds: int) -> tuple[float, float, float, float, int, int]:
     """(requests/s, p50, p90, p99 in ms, requests, non-2xx or socket errors) of one wrk run."""
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency", "-H", "User-Agent: wrk",
+         url],
         capture_output=True, text=True, check=True, timeout=seconds + 30,
     ).stdout  # fmt: skip
     rps = float(_found(r"Requests/sec:\s+([\d.]+)", out))
@@ -155,34 +165,54 @@ def main() -> None:
             launcher.down(started)
 
 
+@contextlib.contextmanager
+def waf_checked_proxy(cfg: Config) -> Iterator[None]:
+    """The proxy restarted with the WAF check on, and back as it was afterwards."""
+    launchers = [local_stack(dataclasses.replace(cfg, waf_check=on)) for on in (True, cfg.waf_check)]
+    launchers[0].down([PROXY])
+    launchers[0].up([PROXY])
+    try:
+        yield
+    finally:
+        launchers[1].down([PROXY])
+        launchers[1].up([PROXY])
+
+
+def measure(launcher: Launcher, name: str, url: str, connections: int, seconds: int) -> Result:
+    assert requests.get(url, headers={"User-Agent": "wrk"}, timeout=5).status_code == 200, url
+    wrk(url, connections, 1)  # warm the pools
+    cpu = pod_cpu(launcher)
+    rps, p50, p90, p99, total, errors = wrk(url, connections, seconds)
+    return Result(name, connections, rps, p50, p90, p99, total, errors, pod_cpu(launcher) - cpu)
+
+
 def run(cfg: Config, launcher: Launcher, args: argparse.Namespace) -> None:
     targets = {
         "server": f"http://{topology.pod_ip(cfg, 'clover-server1')}:9180{args.path}",
         "lb": f"http://{topology.pod_ip(cfg, 'http-lb-v1')}:9180{args.path}",
-        "chain": f"http://{topology.pod_ip(cfg, 'proxy-access-control')}:9180{args.path}",
+        "chain": f"http://{topology.pod_ip(cfg, PROXY)}:9180{args.path}",
     }
-    for url in targets.values():
-        assert requests.get(url, timeout=5).status_code == 200, url
     ids_before = grpc_client.snort_status(cfg)["requests_inspected"]
-    results: list[Result] = []
-    for connections in [int(c) for c in args.connections.split(",")]:
-        for name, url in targets.items():
-            wrk(url, connections, 1)  # warm the pools
-            cpu = pod_cpu(launcher)
-            rps, p50, p90, p99, total, errors = wrk(url, connections, args.seconds)
-            results.append(Result(name, connections, rps, p50, p90, p99, total, errors, pod_cpu(launcher) - cpu))
+    connection_counts = [int(c) for c in args.connections.split(",")]
+    results = [measure(launcher, name, url, connections, args.seconds)
+               for connections in connection_counts for name, url in targets.items()]  # fmt: skip
+    proxy_stats = requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, PROXY)}/stats", timeout=5).json()["metrics"]
+    with waf_checked_proxy(cfg):
+        results += [measure(launcher, "chain+waf", targets["chain"], connections, args.seconds)
+                    for connections in connection_counts]  # fmt: skip
+        waf_metrics = requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, PROXY)}/stats",
+                                   timeout=5).json()["metrics"]  # fmt: skip
     time.sleep(1.0)
     ids = grpc_client.snort_status(cfg)
-    proxy_stats = requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, 'proxy-access-control')}/stats",
-                               timeout=5).json()["metrics"]  # fmt: skip
 
     print(f"\nwrk -t1 -d{args.seconds:g}s against {args.path} (keep-alive); pods' CPU per 1,000 requests")
-    print(f"{'target':<30} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7} "
+    print(f"{'target':<33} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7} "
           f"{'CPU s/1k':>9}")  # fmt: skip
-    labels = {"server": "server (baseline)", "lb": "lb -> server", "chain": "proxy -> lb -> server (+IDS)"}
-    for r in results:
+    labels = {"server": "server (baseline)", "lb": "lb -> server", "chain": "proxy -> lb -> server (+IDS)",
+              "chain+waf": "proxy+WAF -> lb -> server (+IDS)"}  # fmt: skip
+    for r in sorted(results, key=lambda r: (r.connections, list(labels).index(r.name))):
         per_k = r.cpu_s / r.requests * 1000 if r.requests else 0.0
-        print(f"{labels[r.name]:<30} {r.connections:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p90_ms:>8.2f} "
+        print(f"{labels[r.name]:<33} {r.connections:>5} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p90_ms:>8.2f} "
               f"{r.p99_ms:>8.2f} {r.errors:>7} {per_k:>9.2f}")  # fmt: skip
     print()
     for connections in sorted({r.connections for r in results}):
@@ -193,10 +223,16 @@ def run(cfg: Config, launcher: Launcher, args: argparse.Namespace) -> None:
         print(f"{connections:>3} conns: throughput chain/server = {ratio:.2f}; added by the lb hop: "
               f"p50 {lb_hop[0]:+.2f} ms, p99 {lb_hop[1]:+.2f} ms; by the proxy hop (with the IDS copy): "
               f"p50 {proxy_hop[0]:+.2f} ms, p99 {proxy_hop[1]:+.2f} ms")  # fmt: skip
-    chain_requests = sum(r.requests for r in results if r.name == "chain")
+        waf_hop = (by["chain+waf"].p50_ms - by["chain"].p50_ms, by["chain+waf"].p99_ms - by["chain"].p99_ms)
+        print(f"{'':>10} with the WAF: throughput chain+waf/chain = {by['chain+waf'].rps / by['chain'].rps:.2f}; "
+              f"added by the WAF check: p50 {waf_hop[0]:+.2f} ms, p99 {waf_hop[1]:+.2f} ms")  # fmt: skip
+    chain_requests = sum(r.requests for r in results if r.name.startswith("chain"))
     print(f"\nIDS: {ids['requests_inspected'] - ids_before} copies inspected for ~{chain_requests} chain requests "
           f"(+ warm-ups); proxy dropped {proxy_stats.get('clover_sdc_proxy_mirror_dropped_total', 0):.0f} copies, "
-          f"{proxy_stats.get('clover_sdc_proxy_mirror_errors_total', 0):.0f} failed")  # fmt: skip
+          f"{proxy_stats.get('clover_sdc_proxy_mirror_errors_total', 0):.0f} failed (without the WAF)")  # fmt: skip
+    checks = {o: waf_metrics.get(ext_authz_metric(PROXY, o), 0) for o in ("ok", "denied", "error")}
+    print(f"WAF checks at the proxy: ok {checks['ok']:.0f}, denied {checks['denied']:.0f}, "
+          f"error {checks['error']:.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from controller.services.chain import ChainService
 from controller.services.store import RedisStore
 from controller.services.validation import ValidationService
 from controller.services.visibility import VisibilityService
+from controller.services.waf import WafService
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,13 @@ class Services:
     visibility: VisibilityService
     chain: ChainService
     validation: ValidationService
+    waf: WafService
 
     @classmethod
     def open(cls, cfg: Config) -> Services:
         redis = RedisStore.connect(cfg.redis_url)
-        return cls(cfg, redis, VisibilityService(cfg, redis.text), ChainService(cfg, redis), ValidationService(cfg))
+        return cls(cfg, redis, VisibilityService(cfg, redis.text), ChainService(cfg, redis), ValidationService(cfg),
+                   WafService(redis))  # fmt: skip
 
     def close(self) -> None:
         self.redis.close()

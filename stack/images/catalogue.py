@@ -82,6 +82,8 @@ LAYERS: dict[str, LayerSpec] = {
         DebianLayer("java", ("openjdk-17-jre-headless",)),
         DebianLayer("bcc", ("python3-bpfcc", "xz-utils")),
         DebianLayer("redis", ("redis-server",)),
+        # Apache's binary and modules without Debian's /etc/apache2 (the WAF renders its own configuration).
+        DebianLayer("modsecurity", ("apache2-bin", "libapache2-mod-security2", "modsecurity-crs")),
         # The classic web UI's time-zone data in every packaging (212 MB); the UI loads the one
         # moment-timezone-with-data.min.js above it.
         DebianLayer("prometheus", ("prometheus",), drop=("usr/share/javascript/moment-timezone/data",)),
@@ -155,6 +157,9 @@ def images() -> list[Image]:
         Image("clover-ns-snort-ids", BASE,
               _run(sdc, ["snort-ids"], [topology.IDS_HTTP_PORT, topology.IDS_GRPC_PORT, d.sdc_stats_port]),
               "sample chain: snort-ids"),
+        Image("clover-modsecurity-crs", (*BASE, "modsecurity"),
+              _run(sdc, ["modsecurity-crs"], [topology.WAF_HTTP_PORT_UNPRIVILEGED, d.sdc_stats_port]),
+              "the WAF in front of the sample chain: Apache, ModSecurity 2 and the OWASP CRS (k8s/gateway)"),
         Image("clover-jmeter-master", (*BASE, "java", "jmeter"),
               _run(["python", "-m", "validation.server"], [*grpc, "0.0.0.0:50054"], [50054], JAVA,
                    ("CLOVER_JMETER_HOME", JMETER_HOME)),

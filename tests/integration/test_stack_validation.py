@@ -81,7 +81,7 @@ def test_validate_all_passes_on_a_healthy_stack(healthy: Launcher, cfg: Config) 
     )  # fmt: skip
     conf = cfg.state_dir / "prometheus" / "prometheus.yml"
     assert table["monitoring: scrape jobs"][1] == f"prometheus, clover (from {conf})"
-    assert table["monitoring: chain targets up"][1] == "all 9 pods of the chain scraped and up"
+    assert table["monitoring: chain targets up"][1] == f"all {len(topology.POD_NAMES)} pods of the chain scraped and up"
     assert table["tracing: chain services traced"][1] == (
         "all 6 services of the chain: proxy-access-control, http-lb, snort-ids, "
         "clover-server1, clover-server2, clover-server3"

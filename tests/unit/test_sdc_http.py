@@ -156,11 +156,12 @@ def test_pods_get_fixed_addresses_names_and_stats_ports() -> None:
     assert topology.pod_ip(cfg, "http-lb-v2") == "10.177.0.12"
     assert topology.pod_ip(cfg, "clover-server5") == "10.177.0.25"
     assert topology.pod_ip(cfg, "snort-ids") == "10.177.0.30"
+    assert topology.pod_ip(cfg, "modsecurity-crs") == "10.177.0.40"
     assert topology.gateway_ip(cfg) == "10.177.0.1"
     veths = [topology.host_veth(cfg, n) for n in topology.POD_NAMES]
     assert max(len(v) for v in veths) == 15 and len(set(veths)) == len(veths)
     ports = sorted(topology.stats_port(cfg, n) for n in topology.POD_NAMES)
-    assert ports == list(range(15090, 15099))
+    assert ports == list(range(15090, 15100))
     loop_cfg = dataclasses.replace(cfg, sdc_mode="loopback")
     assert topology.pod_ip(loop_cfg, "http-lb-v1") == "127.177.0.11"
     assert topology.POD_NAMES[-1] == "proxy-access-control"  # started last: it calls the others

@@ -53,8 +53,8 @@ def test_every_target_up_with_every_job_and_pod_passes() -> None:
     checks = stack_checks.evaluate_targets(healthy_targets(), ["prometheus", "clover"], PODS, "conf.yml")
     assert [(c.check, c.passed, c.detail) for c in checks] == [
         ("scrape jobs", True, "prometheus, clover (from conf.yml)"),
-        ("targets up", True, "10 of 10 up"),
-        ("chain targets up", True, "all 9 pods of the chain scraped and up"),
+        ("targets up", True, "11 of 11 up"),
+        ("chain targets up", True, "all 10 pods of the chain scraped and up"),
     ]
 
 
@@ -67,7 +67,7 @@ def test_a_missing_job_a_down_target_and_an_unscraped_pod_each_fail_and_are_name
     checks = stack_checks.evaluate_targets(targets, ["prometheus", "clover", "node"], PODS, "conf.yml")
     assert [(c.check, c.result, c.detail) for c in checks] == [
         ("scrape jobs", "FAIL", "no target for job node (jobs of conf.yml)"),
-        ("targets up", "FAIL", "8 of 9 up; down: clover/http-lb-v2 (connection refused)"),
+        ("targets up", "FAIL", "9 of 10 up; down: clover/http-lb-v2 (connection refused)"),
         ("chain targets up", "FAIL",
          "not scraped: clover-server3; down: clover/http-lb-v2 (connection refused)"),
     ]  # fmt: skip
