@@ -46,6 +46,9 @@ KINDS = {
         "core", "create_namespaced_service_account", "patch_namespaced_service_account",
         "delete_namespaced_service_account", True,
     ),
+    "ConfigMap": Kind(
+        "core", "create_namespaced_config_map", "replace_namespaced_config_map", "delete_namespaced_config_map", True
+    ),
     "Service": Kind(
         "core", "create_namespaced_service", "patch_namespaced_service", "delete_namespaced_service", True
     ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fnmatch
@@ -11,13 +12,14 @@ import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute, NetNS
 from pyroute2.netlink.exceptions import NetlinkError
 
 NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
 _CLONE_NEWNET = 0x40000000
+DISCARD_PORT = 9
 T = TypeVar("T")
 
 
@@ -101,17 +103,49 @@ def veth_peer(netns: str) -> tuple[str, str] | None:
     return None
 
 
+def _kind(link: Any) -> str | None:
+    info = link.get_attr("IFLA_LINKINFO")
+    return None if info is None else str(info.get_attr("IFLA_INFO_KIND"))
+
+
+def bridge_port_for_ip(ipr: IPRoute, bridge: int, ip: str) -> str | None:
+    """The veth of ``bridge`` behind which ``ip`` lives: its MAC from the bridge's neighbour
+    table, then the bridge port that learnt that MAC (its forwarding database). Reads only the
+    host's tables, so it needs no capability and enters no namespace. When the host has not
+    resolved ``ip`` yet, one UDP datagram to its discard port makes it ARP for the next call."""
+    macs = {
+        str(n.get_attr("NDA_LLADDR")).lower()
+        for n in ipr.get_neighbours(family=socket.AF_INET, dst=ip, ifindex=bridge)
+        if n.get_attr("NDA_LLADDR")
+    }
+    if not macs:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nudge, contextlib.suppress(OSError):
+            nudge.sendto(b"", (ip, DISCARD_PORT))
+        return None
+    for entry in ipr.get_neighbours(family=socket.AF_BRIDGE):
+        if str(entry.get_attr("NDA_LLADDR") or "").lower() not in macs or entry.get_attr("NDA_MASTER") != bridge:
+            continue
+        port = ipr.get_links(entry["ifindex"])[0]
+        if _kind(port) == "veth":
+            return str(port.get_attr("IFLA_IFNAME"))
+    return None
+
+
 def veth_for_ip(ip: str) -> str | None:
-    """The host-side veth leading to ``ip``: from the route (routed CNIs), else by finding the
-    named network namespace that holds the address (bridged CNIs: containerd, CRI-O)."""
+    """The host-side veth leading to ``ip``: from the route (routed CNIs), from the bridge's
+    neighbour and forwarding tables (bridged CNIs), else by finding the named network namespace
+    that holds the address."""
     with IPRoute() as ipr:
         try:
             route = ipr.route("get", dst=ip)[0]
             oif = route.get_attr("RTA_OIF")
             link = ipr.get_links(oif)[0]
-            info = link.get_attr("IFLA_LINKINFO")
-            if info is not None and info.get_attr("IFLA_INFO_KIND") == "veth":
+            if _kind(link) == "veth":
                 return str(link.get_attr("IFLA_IFNAME"))
+            if _kind(link) == "bridge":
+                port = bridge_port_for_ip(ipr, oif, ip)
+                if port:
+                    return port
         except (NetlinkError, IndexError):
             pass
     for name in named_namespaces():

@@ -3,9 +3,9 @@
 Each function takes the configuration and the request body (the controller's JSON or the yaml
 file, as a mapping), sends it to the pod it names and returns the pod's reply text. Names go
 through the local pod registry first (``http-lb-v2.default`` -> the pod's address), else they
-are dialled as host names (a real cluster). Problems raise ``SdcError`` with a message fit to
-show a user: a refused change carries the pod's reason, an unreachable pod says which address
-was dialled.
+are dialled as host names (a real cluster; short ones in ``CLOVER_SDC_NAMESPACE`` when set).
+Problems raise ``SdcError`` with a message fit to show a user: a refused change carries the
+pod's reason, an unreachable pod says which address was dialled.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from google.protobuf.json_format import MessageToDict
 from clover.config import Config
 from protos import nginx_pb2, nginx_pb2_grpc, snort_pb2, snort_pb2_grpc
 from sdc import specs, topology
-from sdc.names import registry_lookup
+from sdc.names import in_namespace, registry_lookup
 
 TIMEOUT = 30.0
 SNORT = "snort-ids"
@@ -43,7 +43,7 @@ class Endpoint:
 def endpoint(cfg: Config, name: str, port: int) -> Endpoint:
     """Where the pod or service ``name`` answers gRPC on ``port``."""
     ips, _ = registry_lookup(cfg, name)
-    host = ips[0] if ips else name
+    host = ips[0] if ips else in_namespace(cfg, name)
     return Endpoint(name, f"{host}:{port}")
 
 

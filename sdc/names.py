@@ -80,6 +80,15 @@ def registry_lookup(cfg: Config, host: str) -> tuple[list[str], str | None]:
     return [p.ip for p in chosen], chosen[0].service
 
 
+def in_namespace(cfg: Config, host: str) -> str:
+    """``host`` as a client outside the chain's namespace dials it: a short name the local pod
+    registry does not know gets ``cfg.sdc_namespace`` when one is set (``snort-ids`` ->
+    ``snort-ids.default`` for the controller in clover-system); anything else is kept."""
+    if cfg.sdc_namespace and "." not in host and not registry_lookup(cfg, host)[0]:
+        return f"{host}.{cfg.sdc_namespace}"
+    return host
+
+
 class Resolver:
     """Cached resolution (the registry is re-read at most every ``ttl`` seconds per name)."""
 

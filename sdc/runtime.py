@@ -2,8 +2,8 @@
 
 A pod's service (proxy, lb, server, ids) builds on a ``Runtime``. Listeners are made by the
 pod's ``Placement`` (its namespace or loopback address); the stats endpoint listens on the
-host's loopback (``127.0.0.1:<stats port>``: ``/metrics`` for Prometheus, ``/ready`` for the
-launcher, ``/stats`` as JSON).
+host's loopback (``127.0.0.1:<stats port>``; in a cluster on the pod's addresses): ``/metrics``
+for Prometheus, ``/ready`` for the launcher or the kubelet, ``/stats`` as JSON.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ class Runtime:
     async def start_stats(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.stats_port))
+        sock.bind((topology.stats_host(self.cfg), self.stats_port))
         sock.listen(64)
         sock.setblocking(False)
         self._stats_server = web.Server(self._stats_handler, access_log=None)

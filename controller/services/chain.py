@@ -21,6 +21,7 @@ from controller.services.store import RedisStore
 from controller.validate import check
 from sdc import grpc_client as sdc
 from sdc import specs as sdc_specs
+from sdc.names import in_namespace
 
 UPLOADED = "Uploaded file(s) successfully"
 
@@ -120,7 +121,7 @@ class ChainService:
         except pods.UnknownService:
             pass
         try:
-            socket.getaddrinfo(name, None)
+            socket.getaddrinfo(in_namespace(self.cfg, name), None)
         except (OSError, UnicodeError):
             raise bad_request(
                 f"Invalid value in json/yaml: {field}: no pod or service named {name!r} "

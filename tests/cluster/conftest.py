@@ -53,9 +53,9 @@ class Timings(dict[str, float]):
     """Seconds each phase took, printed at the end of the session (tests assert no timing)."""
 
 
-def load_images(cluster_paths: ClusterPaths, timings: Timings, names: tuple[str, ...]) -> None:
+def load_images(cluster_paths: ClusterPaths, timings: Timings, names: tuple[str, ...], tag: str = "latest") -> None:
     """Import the built image archives ``names`` into the cluster's containerd (fails if one is not built)."""
-    archives = build.archives(Config.from_env(), names=list(names))
+    archives = build.archives(Config.from_env(), tag=tag, names=list(names))
     missing = [a.name for a in archives if not a.exists()]
     if missing:
         pytest.fail(f"no image archives {missing}: build them first (make images)")

@@ -44,13 +44,15 @@ def test_the_manifests_are_valid_and_least_privileged() -> None:
         assert pod["automountServiceAccountToken"] is False
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
         assert container["securityContext"] == {
-            "privileged": False,
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         }
-        assert set(container["resources"]) == {"requests", "limits"}
-        writable = {v["name"] for v in pod["volumes"] if v == {"name": v["name"], "emptyDir": {}}}
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for bound in ("requests", "limits"):
+            assert set(container["resources"][bound]) == {"cpu", "memory", "ephemeral-storage"}
+        assert set(container) >= {"readinessProbe", "livenessProbe"}
+        writable = {v["name"] for v in pod["volumes"] if set(v["emptyDir"]) == {"sizeLimit"}}
         assert {m["name"] for m in container["volumeMounts"]} == writable == {"state", "tmp"}
         assert _env(doc)["CLOVER_STATE_DIR"] == "/var/lib/clover"
         assert _env(doc)["CLOVER_JMETER_RMI_HOST"] == "$(POD_IP)"
@@ -72,12 +74,12 @@ def test_the_manifests_are_valid_and_least_privileged() -> None:
     assert names.index("POD_IP") < names.index("CLOVER_JMETER_RMI_HOST")
 
 
-def test_namespace_tag_and_image_overrides() -> None:
-    docs = validation_system.load_manifests(namespace="load", tag="opnfv-7.0.0", slave_image="reg:5000/slave@x")
-    assert {d["metadata"]["namespace"] for d in docs} == {"load"}
+def test_tag_and_repository_overrides() -> None:
+    docs = validation_system.load_manifests(tag="opnfv-7.0.0", repo="reg:5000/clover")
+    assert {d["metadata"]["namespace"] for d in docs} == {"default"}
     assert [_pod(d)["containers"][0]["image"] for d in docs[0::2]] == [
-        "reg:5000/slave@x",
-        "opnfv/clover-jmeter-master:opnfv-7.0.0",
+        "reg:5000/clover/clover-jmeter-slave:opnfv-7.0.0",
+        "reg:5000/clover/clover-jmeter-master:opnfv-7.0.0",
     ]
     assert system.with_tag("reg:5000/a/b", "2") == "reg:5000/a/b:2"
     assert system.with_tag("reg:5000/a/b:1", "2") == "reg:5000/a/b:2"
@@ -121,7 +123,9 @@ class FakeCluster:
 def test_create_again_and_delete_against_a_fake_api_server() -> None:
     cluster = FakeCluster()
     apis = {"core": cluster, "rbac": cluster, "apps": cluster}
-    docs = validation_system.load_manifests(namespace="load")
+    docs = validation_system.load_manifests()
+    for doc in docs:
+        doc["metadata"]["namespace"] = "load"
     objects = [f"{kind}/{name}" for kind, name in zip(KINDS, NAMES, strict=True)]
 
     assert system.apply(apis, docs, dry_run=True) == [f"{o} created" for o in objects]
