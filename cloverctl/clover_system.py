@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -51,12 +51,16 @@ SECRETS = {
 }
 IMAGE_ERRORS = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
 CONFIG_ERRORS = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+# The kubelet retries these by itself: its secret/configmap cache had not caught up with a new object yet.
+TRANSIENT_CONFIG_MESSAGES = ("failed to sync secret cache", "failed to sync configmap cache")
 
 
-def load(*systems: system.System, tag: str | None = None, repo: str | None = None) -> list[dict[str, Any]]:
+def load(*systems: system.System, tag: str | None = None, repo: str | None = None,
+         env: Mapping[str, Mapping[str, str]] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The systems' documents with ``tag``, ``repo`` and ``env`` (by workload name) applied."""
     docs: list[dict[str, Any]] = []
     for one in systems:
-        docs += system.load_manifests(one, tag=tag)
+        docs += system.load_manifests(one, tag=tag, env=env)
     if repo:
         for doc in docs:
             if doc["kind"] in system.WORKLOADS:
@@ -168,7 +172,8 @@ def pod_problem(pod: Any) -> str | None:
                     "Build the images (make images) and load them into the cluster "
                     "(cloverctl build images --load), or push them to a registry the cluster pulls from "
                     "and use -r/--repo")  # fmt: skip
-        if waiting.reason in CONFIG_ERRORS:
+        transient = any(m in (waiting.message or "") for m in TRANSIENT_CONFIG_MESSAGES)
+        if waiting.reason in CONFIG_ERRORS and not transient:
             return f"container {status.name} cannot start: {waiting.reason}: {waiting.message}"
     return None
 
@@ -227,7 +232,8 @@ def wait_ready(apis: Mapping[str, Any], docs: list[dict[str, Any]], timeout: flo
             break
         if time.monotonic() - started > timeout:
             names = ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in pending)
-            raise click.ClickException(f"not ready after {timeout:.0f}s: {names} (see kubectl -n {NAMESPACE} "
+            namespace = pending[0]["metadata"]["namespace"]
+            raise click.ClickException(f"not ready after {timeout:.0f}s: {names} (see kubectl -n {namespace} "
                                        "describe pods)")  # fmt: skip
         time.sleep(poll)
 
@@ -332,20 +338,62 @@ def missing_needs(core: Any, needs: Mapping[str, str]) -> list[str]:
     return missing
 
 
+def copy_secrets(core: Any, names: Sequence[str], namespace: str, dry_run: bool) -> list[str]:
+    """Copy each Secret of clover-system into ``namespace``: created, or replaced by the current
+    value (a new datastore makes a new password)."""
+    from kubernetes.client.exceptions import ApiException
+
+    lines = []
+    for name in names:
+        try:
+            source = core.read_namespaced_secret(name, NAMESPACE)
+        except ApiException as exc:
+            how = " (cloverctl create system datastore)" if exc.status == 404 else f": {system.describe(exc)}"
+            raise click.ClickException(f"reading Secret/{name} of {NAMESPACE} to copy it into {namespace} "
+                                       f"failed{how}") from None  # fmt: skip
+        labels = {"app.kubernetes.io/part-of": "clover", "clover/copied-from": NAMESPACE}
+        body = {"apiVersion": "v1", "kind": "Secret", "type": source.type or "Opaque", "data": source.data,
+                "metadata": {"name": name, "namespace": namespace, "labels": labels}}  # fmt: skip
+        extra = {"dry_run": "All"} if dry_run else {}
+        try:
+            try:
+                core.create_namespaced_secret(namespace, body, **extra)
+                lines.append(f"Secret/{name} copied from {NAMESPACE} into {namespace}")
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                core.replace_namespaced_secret(name, namespace, body, **extra)
+                lines.append(f"Secret/{name} in {namespace} updated from {NAMESPACE}")
+        except ApiException as exc:
+            raise click.ClickException(f"copying Secret/{name} into {namespace} failed: "
+                                       f"{system.describe(exc)}") from None  # fmt: skip
+    return lines
+
+
 def create(docs: list[dict[str, Any]], secret_names: list[tuple[str, str, str]], kubeconfig: str | None,
-           context: str | None, dry_run: bool, wait: bool, timeout: float) -> None:  # fmt: skip
+           context: str | None, dry_run: bool, wait: bool, timeout: float,
+           copied_secrets: Sequence[str] = ()) -> None:  # fmt: skip
+    """Apply the namespace clover-system and the Namespaces in ``docs``, make the Secrets
+    ``secret_names`` of clover-system, copy the Secrets ``copied_secrets`` of clover-system into
+    the namespace of ``docs``' workloads, then apply the rest and wait until it is ready."""
     apis = connect(kubeconfig, context)
-    namespace_docs = system.load_manifests(NAMESPACE_SYSTEM)
-    for line in system.apply(apis, namespace_docs, dry_run):
+    namespaces = [d for d in docs if d["kind"] == "Namespace"]
+    docs = [d for d in docs if d["kind"] != "Namespace"]
+    for line in system.apply(apis, system.load_manifests(NAMESPACE_SYSTEM) + namespaces, dry_run):
         click.echo(line)
-    if dry_run and not _namespace_exists(apis["core"]):
+    used = sorted({d["metadata"]["namespace"] for d in docs if d["metadata"].get("namespace")} | {NAMESPACE})
+    absent = [n for n in used if not _namespace_exists(apis["core"], n)] if dry_run else []
+    if absent:
         # The API server validates namespaced objects only in an existing namespace.
-        click.echo(f"(dry run: namespace {NAMESPACE} does not exist yet; the rest is checked locally only)")
+        click.echo(f"(dry run: namespace {', '.join(absent)} does not exist yet; the rest is checked locally only)")
         for doc in docs:
             click.echo(f"{doc['kind']}/{doc['metadata']['name']} would be created")
         return
     for line in ensure_secrets(apis["core"], secret_names, dry_run):
         click.echo(line)
+    for namespace in {d["metadata"]["namespace"] for d in docs if d["kind"] in system.WORKLOADS} - {NAMESPACE}:
+        for line in copy_secrets(apis["core"], copied_secrets, namespace, dry_run):
+            click.echo(line)
     for line in system.apply(apis, docs, dry_run):
         click.echo(line)
     if dry_run:
@@ -376,31 +424,37 @@ def _has_ready_endpoint(core: Any, service: dict[str, Any]) -> bool:
     return any(c.type == "Ready" and c.status == "True" for p in found for c in p.status.conditions or [])
 
 
-def _namespace_exists(core: Any) -> bool:
+def _namespace_exists(core: Any, name: str = NAMESPACE) -> bool:
     from kubernetes.client.exceptions import ApiException
 
     try:
-        core.read_namespace(NAMESPACE)
+        core.read_namespace(name)
         return True
     except ApiException:
         return False
 
 
 def remove(docs: list[dict[str, Any]], secret_names: list[tuple[str, str, str]], kubeconfig: str | None,
-           context: str | None, wait: bool, timeout: float) -> None:  # fmt: skip
+           context: str | None, wait: bool, timeout: float, copied_secrets: Sequence[str] = ()) -> None:  # fmt: skip
+    """Delete ``docs``, the Secrets ``secret_names`` of clover-system and the copies
+    ``copied_secrets`` made in the namespace of ``docs``' workloads, then wait until they are gone."""
     from kubernetes.client.exceptions import ApiException
 
     apis = connect(kubeconfig, context)
     for line in system.delete(apis, docs):
         click.echo(line)
-    for name, _, _ in secret_names:
+    copies = {d["metadata"]["namespace"] for d in docs if d["kind"] in system.WORKLOADS} - {NAMESPACE}
+    targets = [(name, NAMESPACE) for name, _, _ in secret_names]
+    targets += [(name, namespace) for namespace in sorted(copies) for name in copied_secrets]
+    for name, namespace in targets:
+        where = "" if namespace == NAMESPACE else f" in {namespace}"
         try:
-            apis["core"].delete_namespaced_secret(name, NAMESPACE)
-            click.echo(f"Secret/{name} deleted")
+            apis["core"].delete_namespaced_secret(name, namespace)
+            click.echo(f"Secret/{name}{where} deleted")
         except ApiException as exc:
             if exc.status != 404:
-                raise click.ClickException(f"deleting Secret/{name} failed: {system.describe(exc)}") from None
-            click.echo(f"Secret/{name} not found")
+                raise click.ClickException(f"deleting Secret/{name}{where} failed: {system.describe(exc)}") from None
+            click.echo(f"Secret/{name}{where} not found")
     if wait:
         wait_gone(apis, docs, timeout, click.echo)
 
@@ -451,11 +505,20 @@ def delete_kafka(wait: bool, timeout: float, kubeconfig: str | None, context: st
 
 
 @click.command("collector")
+@click.option("--jaeger-url", default=None, help="The trace backend's query API (CLOVER_JAEGER_URL; default "
+              "http://jaeger.clover-system:16686, cloverctl create system monitoring).")  # fmt: skip
+@click.option("--prometheus-url", default=None, help="Prometheus (CLOVER_PROMETHEUS_URL; default "
+              "http://prometheus.clover-system:9090).")  # fmt: skip
 @create_options
-def create_collector(repo: str | None, tag: str | None, dry_run: bool, wait: bool, timeout: float,
-                     kubeconfig: str | None, context: str | None) -> None:  # fmt: skip
-    """Deploy clover-collector (gRPC 50054) in clover-system; it needs the datastore and Kafka."""
-    create(load(COLLECTOR, tag=tag, repo=repo), [], kubeconfig, context, dry_run, wait, timeout)
+def create_collector(jaeger_url: str | None, prometheus_url: str | None, repo: str | None, tag: str | None,
+                     dry_run: bool, wait: bool, timeout: float, kubeconfig: str | None,
+                     context: str | None) -> None:  # fmt: skip
+    """Deploy clover-collector (gRPC 50054) in clover-system; it needs the datastore and Kafka, and
+    reads the trace backend and Prometheus of cloverctl create system monitoring, or existing ones
+    (--jaeger-url, --prometheus-url)."""
+    urls = (("CLOVER_JAEGER_URL", jaeger_url), ("CLOVER_PROMETHEUS_URL", prometheus_url))
+    env = {"clover-collector": {name: url for name, url in urls if url}}
+    create(load(COLLECTOR, tag=tag, repo=repo, env=env), [], kubeconfig, context, dry_run, wait, timeout)
 
 
 @click.command("collector")

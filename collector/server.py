@@ -99,6 +99,7 @@ class CollectorService(collector_pb2_grpc.ControllerServicer):  # type: ignore[m
     def StartCollector(self, request: collector_pb2.ConfigCollector, context: Any) -> collector_pb2.CollectorReply:
         with self._lock:
             if self.running():
+                self.store.set(keys.ANALYTICS_ENABLED, "1")  # a Redis that lost its data gets the flag back
                 return collector_pb2.CollectorReply(message=f"Collector already running on pid: {os.getpid()}")
             try:
                 settings = settings_from(request, self.cfg)

@@ -46,6 +46,7 @@ DESCRIPTOR = CHECKOUT_DIR / "protos" / "clover.desc"
 SPAN_MESSAGE = "clover.records.Span"
 METRIC_MESSAGE = "clover.records.Metric"
 INT_MAX = 2**31 - 1
+KAFKA_API_TIMEOUT_MS = 15_000
 
 
 def from_protobuf(data: Column, message: str, descriptor: Path) -> Column:
@@ -143,11 +144,26 @@ class ChangeMarks:
     """Writes ``visibility.bucket_changes``: which buckets a batch touched, and when."""
 
     def __init__(self, cfg: Config):
-        self.cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
+        self.cfg = cfg
+        self._connect()
+
+    def _connect(self) -> None:
+        """A Cassandra session, the hosts' names resolved now (the driver resolves them only here)."""
+        self.cluster = Cluster(list(self.cfg.cassandra_hosts), port=self.cfg.cassandra_port)
         self.session = self.cluster.connect(schema.KEYSPACE)
         self.insert = self.session.prepare(
             "INSERT INTO bucket_changes (ingest_minute, changed_at, bucket) VALUES (?, ?, ?)"
         )
+
+    def reconnect(self) -> None:
+        """A new session: a Cassandra replaced meanwhile may be at another address (a new pod),
+        which the old session, knowing only the old one, would never reach. If Cassandra is still
+        away, the next batch's marks fail and so the query, and the restart comes here again."""
+        self.cluster.shutdown()
+        try:
+            self._connect()
+        except Exception as exc:
+            log.warning("reconnecting to Cassandra failed: %s", str(exc)[:300])
 
     def mark(self, bucket_ms: set[int]) -> None:
         now = datetime.now(UTC)
@@ -358,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
             backoff = 1.0  # the query had recovered from any earlier failure
         log.warning("query failed (%s); restarting in %.0fs", str(exception).splitlines()[0][:300], backoff)
         log.info("closed %d Cassandra sessions of the connector", drop_cassandra_sessions(spark))
+        marks.reconnect()
         stop.wait(backoff)
         backoff = min(backoff * 2, 30.0)
     marks.close()
@@ -374,6 +391,12 @@ def start_query(spark: SparkSession, cfg: Config, batch_writer: BatchWriter, arg
         .option("startingOffsets", "earliest")
         .option("maxOffsetsPerTrigger", args.max_offsets)
         .option("failOnDataLoss", "false")
+        # A consumer that knows the broker only at an address gone (a Kafka pod replaced: a new
+        # address) gives up after this, and the task's retry bootstraps a new one; the default
+        # (60 s, per consumer, one after the other) held the ingest for 6-7 minutes. The admin
+        # client wants its request timeout no longer than its API timeout.
+        .option("kafka.default.api.timeout.ms", str(KAFKA_API_TIMEOUT_MS))
+        .option("kafka.request.timeout.ms", str(KAFKA_API_TIMEOUT_MS))
         .load()
     )
     writer = source.writeStream.foreachBatch(batch_writer).option("checkpointLocation", args.checkpoint)

@@ -42,7 +42,7 @@ from jobs.facts import SPAN_COLUMNS, bucket_facts, fold_facts
 from jobs.kinds import AggregateKey
 from jobs.publish import Publisher, ResultSet, build_results
 from jobs.retry import Stopped, with_backoff
-from jobs.session import spark_session
+from jobs.session import drop_cassandra_sessions, spark_session
 from jobs.state import AnalyticsState, StateStore, select_by_buckets
 from jobs.status import analytics_status_file, write_report
 
@@ -67,12 +67,25 @@ class VisibilityAnalytics:
         self.spark = spark
         self.cfg = cfg
         self.window_s = window_s
-        self.cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
-        self.db = self.cluster.connect(schema.KEYSPACE)
+        self._connect()
         self.store = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
         self.publisher = Publisher(self.store)
-        self.states = StateStore(self.db)
         self.state = AnalyticsState()
+
+    def _connect(self) -> None:
+        """A Cassandra session, the hosts' names resolved now (the driver resolves them only here)."""
+        self.cluster = Cluster(list(self.cfg.cassandra_hosts), port=self.cfg.cassandra_port)
+        self.db = self.cluster.connect(schema.KEYSPACE)
+        self.states = StateStore(self.db)
+
+    def reconnect(self) -> None:
+        """New Cassandra sessions after a failed run, the connector's and the analytics' own: a
+        connector session whose schema refresh failed while Cassandra was away waits forever on
+        the next read (jobs/session.py), and a Cassandra replaced meanwhile may be at another
+        address (a new pod), which the old session, knowing only the old one, would never reach."""
+        log.info("closed %d Cassandra sessions of the connector", drop_cassandra_sessions(self.spark))
+        self.cluster.shutdown()
+        self._connect()
 
     def close(self) -> None:
         self.cluster.shutdown()
@@ -369,13 +382,15 @@ class VisibilityAnalytics:
                 log.warning("run failed (%s); retrying in %.0fs", exc, backoff)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
-                self._reload_quietly()
+                self._reload_quietly(reconnect=True)
                 continue
             write_report(analytics_status_file(self.cfg), runs=runs, enabled=enabled, last_run_seconds=last_seconds)
             stop.wait(poll_s)
 
-    def _reload_quietly(self) -> None:
+    def _reload_quietly(self, reconnect: bool = False) -> None:
         try:
+            if reconnect:
+                self.reconnect()
             self.load_state()
         except Exception as reload_error:  # still down: the next attempt retries
             log.warning("state reload failed: %s", reload_error)

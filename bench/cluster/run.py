@@ -17,8 +17,12 @@ own state directory (fresh: an empty etcd) it times
 
 and the idle CPU (% of one core) and memory (RSS) of every process of the cluster, over
 ``--idle`` seconds, with the datastore, Kafka, the controller and the visibility system deployed
-beside the baseline: the same cluster idle with nothing of Clover's in it. Not yet here (issue
-19): the ingest rate with Spark on Kubernetes beside the local spark-submit.sh run.
+beside the baseline: the same cluster idle with nothing of Clover's in it; and the ingest rate
+(Kafka -> Spark -> Cassandra, end to end, bench/ingest/load.py's spans after as many to warm
+up) of the ingest running as Spark on Kubernetes (its driver pod and one executor pod of at most
+one core, as ``create system visibility`` makes them) beside the same load through the local
+``spark-submit.sh`` run (``python -m bench.ingest.run --down``: the benchmark stack, ports
++20000, started after the cluster is down and taken down after), and their ratio.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any
 import psutil
 import redis
 
+from bench.ingest.load import feed, make_spans
 from clover import keys, topics
 from clover.config import Config
 from protos import records_pb2
@@ -147,11 +152,46 @@ def until_figures(store: redis.Redis, service: str, count: int, timeout: float =
         time.sleep(0.5)
 
 
+def ingest_report(paths: ClusterPaths) -> dict[str, float]:
+    """The ingest driver's progress report, in its pod."""
+    argv = [str(paths.bin / "kubectl"), "--kubeconfig", str(paths.kubeconfig), "-n", NAMESPACE, "exec",
+            "clover-ingest-0", "-c", "spark", "--", "cat", "/var/lib/clover/ingest/status.json"]  # fmt: skip
+    report: dict[str, float] = json.loads(subprocess.run(argv, check=True, capture_output=True, text=True).stdout)
+    return report
+
+
+def cluster_ingest_rate(paths: ClusterPaths, spans: int, warmup: int) -> float:
+    """Spans per second through the ingest in the cluster, after ``warmup`` spans through it."""
+    bootstrap = f"{kubectl_json(paths, 'get', 'pod', 'kafka-0')['status']['podIP']}:9092"
+    start_us = int(time.time() * 1_000_000)
+    if warmup:
+        warm = feed(bootstrap, make_spans(warmup, f"warm{int(time.time())}", start_us),
+                    lambda: ingest_report(paths).get("spans", 0))  # fmt: skip
+        print(f"  cluster ingest warm-up ({warmup:,} spans, not counted): {warm:,.0f} spans/s")
+    rate = feed(bootstrap, make_spans(spans, f"ing{int(time.time())}", start_us),
+                lambda: ingest_report(paths).get("spans", 0))  # fmt: skip
+    print(f"  cluster ingest ({spans:,} spans): {rate:,.0f} spans/s", flush=True)
+    return rate
+
+
+def local_ingest_rate(spans: int, warmup: int) -> dict[str, float]:
+    """bench/ingest's run on the benchmark stack (started, then taken down): its JSON line."""
+    argv = [sys.executable, "-m", "bench.ingest.run", "--spans", str(spans), "--warmup", str(warmup), "--down"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
+    if done.returncode != 0:
+        raise SystemExit(f"python -m bench.ingest.run exited {done.returncode}")
+    result: dict[str, float] = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of each idle measurement")
     parser.add_argument("--state-dir", type=Path, default=ROOT / ".clover-bench-cluster")
     parser.add_argument("--spans", type=int, default=10_000, help="requests waiting in Kafka for the visibility system")
+    parser.add_argument("--ingest-spans", type=int, default=10_000, help="spans of each ingest rate measured")
+    parser.add_argument("--ingest-warmup", type=int, default=10_000, help="spans through each ingest before")
     args = parser.parse_args()
     cfg = replace(Config.from_env(), state_dir=args.state_dir.resolve())
     paths = ClusterPaths.of(cfg)
@@ -161,6 +201,8 @@ def main() -> int:
         return 1
     stack = local_stack(cfg)
     figures: dict[str, float] = {}
+    in_cluster = f"ingest rate, Spark on Kubernetes ({args.ingest_spans} spans) spans/s"
+    cluster_rate = 0.0
     try:
         started = time.monotonic()
         stack.up([GROUP], fresh=True)
@@ -192,6 +234,7 @@ def main() -> int:
         figures[f"create system visibility -> first figures in Redis ({args.spans} requests) s"] = (
             time.monotonic() - started
         )
+        cluster_rate = figures[in_cluster] = cluster_ingest_rate(paths, args.ingest_spans, args.ingest_warmup)
         cpu, rss = idle(paths, args.idle)
         figures["with Clover: idle cluster CPU %"], figures["with Clover: idle cluster RSS MiB"] = cpu, rss
         started = time.monotonic()
@@ -202,6 +245,10 @@ def main() -> int:
         started = time.monotonic()
         stack.down([GROUP])
         figures["local down cluster s"] = time.monotonic() - started
+    if in_cluster in figures:  # the same load through the local stack, with the cluster down
+        local = local_ingest_rate(args.ingest_spans, args.ingest_warmup)["ingest_spans_per_s"]
+        figures[f"ingest rate, local spark-submit.sh ({args.ingest_spans} spans) spans/s"] = local
+        figures["ingest rate ratio, Kubernetes / local"] = cluster_rate / local
     width = max(len(k) for k in figures)
     for name, value in figures.items():
         print(f"{name:<{width}}  {value:8.1f}")

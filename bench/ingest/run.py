@@ -1,6 +1,6 @@
 """Benchmark: sustained ingest rate, Kafka -> Cassandra, with zero loss.
 
-  .venv/bin/python -m bench.ingest.run [--spans 200000]
+  .venv/bin/python -m bench.ingest.run [--spans 200000] [--warmup 400000] [--down]
 
 Runs on the benchmark stack (bench/stack_env.py: ports +20000, state in .clover-bench/),
 started if needed:
@@ -11,7 +11,8 @@ started if needed:
    too), then the measured spans are produced to Kafka (with librdkafka, so the producer is
    not what is measured) and the clock runs from the first record produced until the job
    reports the last one written;
-then every row is counted (zero loss) and both rates and their ratio are printed.
+then every row is counted (zero loss) and both rates and their ratio are printed, then as one
+line of JSON (read by bench/cluster/run.py). ``--down`` takes the stack down at the end.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from typing import Any
 
 from cassandra.cluster import Cluster
 from cassandra.concurrent import execute_concurrent_with_args
-from confluent_kafka import Producer
 
 from bench import stack_env  # noqa: F401  (first: the benchmark stack's ports and state directory)
-from clover import schema, topics
+from bench.ingest.load import feed, make_spans
+from clover import schema
 from clover.config import Config
 from jobs.buckets import bucket_ms, shard_of
 from jobs.status import ingest_status_file as status_file
@@ -35,39 +36,7 @@ from protos import records_pb2
 from stack.catalogue import local_stack
 from stack.secrets import local_config
 
-SERVICES = ["proxy-access-control", "http-lb", "clover-server1", "clover-server2", "clover-server3"]
-URLS = ["/", "/index.html", "/upload", "/test", "/clover/testurl"]
-AGENTS = ["chrome", "safari", "curl/8.0", "jmeter"]
-
-
-def make_spans(count: int, run: str, start_us: int) -> list[records_pb2.Span]:
-    spans = []
-    for i in range(count):
-        trace = i // 4
-        span = records_pb2.Span(
-            trace_id=f"{run}-{trace:08d}",
-            span_id=f"{i % 4:016x}",
-            parent_span_id="" if i % 4 == 0 else f"{0:016x}",
-            service=SERVICES[i % len(SERVICES)],
-            operation_name=f"GET {URLS[i % len(URLS)]}",
-            start_time_us=start_us + i * 50,
-            duration_us=500 + (i * 37) % 20000,
-            http_method="GET",
-            http_url=URLS[(i // 3) % len(URLS)],
-            user_agent=AGENTS[i % len(AGENTS)],
-            upstream_cluster="inbound|9180||" + SERVICES[i % len(SERVICES)],
-            node_id=SERVICES[i % len(SERVICES)],
-            source=records_pb2.JAEGER,
-            trace_processes=SERVICES[:3],
-            process_id="p1",
-        )
-        span.http_status_code = 200 if i % 50 else 503
-        span.request_size = 0
-        span.response_size = 1000 + i % 5000
-        spans.append(span)
-    return spans
-
-
+PARTS = ["infra", "ingest"]
 Row = tuple[Any, ...]  # one CQL row's values
 
 
@@ -124,27 +93,7 @@ def ingest_report(cfg: Config) -> dict[str, float]:
 
 
 def run_ingest(spans: list[records_pb2.Span], cfg: Config) -> float:
-    before = ingest_report(cfg).get("spans", 0)
-    records = [(span.trace_id.encode(), span.SerializeToString()) for span in spans]
-    # librdkafka, so that producing is not what is measured.
-    producer = Producer({"bootstrap.servers": cfg.kafka_bootstrap, "compression.type": "lz4", "linger.ms": 20})
-    started = time.perf_counter()
-    for key, value in records:
-        while True:
-            try:
-                producer.produce(topics.SPANS, value=value, key=key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush()
-    produced = time.perf_counter()
-    print(f"  produced {len(spans):,} records to Kafka in {produced - started:.1f}s")
-    target = before + len(spans)
-    while ingest_report(cfg).get("spans", 0) < target:
-        if time.perf_counter() - started > 900:
-            raise SystemExit(f"ingest: only {ingest_report(cfg).get('spans', 0) - before:,.0f} spans after 900s")
-        time.sleep(0.2)
-    return len(spans) / (time.perf_counter() - started)
+    return feed(cfg.kafka_bootstrap, spans, lambda: ingest_report(cfg).get("spans", 0))
 
 
 def count_rows(session: Any, table: str) -> int:
@@ -156,11 +105,20 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--concurrency", type=int, default=48, help="baseline in-flight inserts")
     parser.add_argument("--warmup", type=int, default=400_000, help="spans through the ingest before measuring")
+    parser.add_argument("--down", action="store_true", help="take the benchmark stack down at the end")
     args = parser.parse_args()
     cfg = local_config()
     stack = local_stack(cfg)
     print(f"stack in {cfg.state_dir}")
-    stack.up(["infra", "ingest"], progress=lambda m: print(f"  {m}"))
+    stack.up(PARTS, progress=lambda m: print(f"  {m}"))
+    try:
+        measure(cfg, args)
+    finally:
+        if args.down:
+            stack.down(PARTS, progress=lambda m: print(f"  {m}"))
+
+
+def measure(cfg: Config, args: argparse.Namespace) -> None:
     cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
     session = cluster.connect()
     session.default_timeout = 60
@@ -183,6 +141,7 @@ def main() -> None:
     print(f"ingest (Kafka -> Spark -> Cassandra, end to end): {rate:,.0f} spans/s")
     print(f"rows: {rows} (expected spans={args.spans:,}, traces={args.spans // 4:,}); lost: {lost}")
     print(f"ratio ingest/baseline: {rate / baseline:.2f}")
+    print(json.dumps({"ingest_spans_per_s": round(rate, 1), "baseline_spans_per_s": round(baseline, 1), "lost": lost}))
     cluster.shutdown()
 
 

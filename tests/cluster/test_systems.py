@@ -57,17 +57,19 @@ def loaded(cluster_paths: ClusterPaths, timings: Timings) -> None:
 
 @pytest.fixture(scope="module")
 def deployed(cluster_paths: ClusterPaths, kubectl: Kubectl, loaded: None, timings: Timings) -> Iterator[None]:
-    started = time.monotonic()
-    cloverctl(cluster_paths, "create", "system", "datastore")
-    timings["create system datastore (ready)"] = time.monotonic() - started
-    started = time.monotonic()
-    cloverctl(cluster_paths, "create", "system", "controller")
-    cloverctl(cluster_paths, "create", "system", "controller", "nodeport")
-    timings["create system controller + nodeport (ready)"] = time.monotonic() - started
-    yield
-    # Whatever a test left: the module's own teardown, in case a test failed half-way.
-    for args in (("controller", "nodeport"), ("controller",), ("collector",), ("kafka",), ("datastore",)):
-        cloverctl(cluster_paths, "delete", "system", *args, check=False)
+    try:
+        started = time.monotonic()
+        cloverctl(cluster_paths, "create", "system", "datastore")
+        timings["create system datastore (ready)"] = time.monotonic() - started
+        started = time.monotonic()
+        cloverctl(cluster_paths, "create", "system", "controller")
+        cloverctl(cluster_paths, "create", "system", "controller", "nodeport")
+        timings["create system controller + nodeport (ready)"] = time.monotonic() - started
+        yield
+    finally:
+        # Whatever the module left, also when a create or a test failed half-way: later modules start empty.
+        for args in (("controller", "nodeport"), ("controller",), ("collector",), ("kafka",), ("datastore",)):
+            cloverctl(cluster_paths, "delete", "system", *args, check=False)
 
 
 def test_dry_run_creates_nothing(cluster_paths: ClusterPaths, kubectl: Kubectl, loaded: None) -> None:

@@ -14,29 +14,33 @@ Needs the images (``make images``: the archives in stack/cache/images)."""
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from clover import topics
-from protos import records_pb2
 from stack.cluster.layout import ClusterPaths
 from tests.cluster.conftest import Kubectl, Timings, load_images
-from tests.cluster.test_systems import NODE_PORT_URL, OWN, cloverctl, cql, get_json, namespace_contents
+from tests.cluster.pipeline import (
+    IMAGES,
+    NAMESPACE,
+    deployed_systems,
+    kafka_address,
+    pods,
+    produce,
+    requests,
+    rest,
+    shown,
+    track,
+    wait_shown,
+)
+from tests.cluster.test_systems import OWN, cloverctl, cql, namespace_contents
 
 ROOT = Path(__file__).resolve().parents[2]
-CLOVERCTL = Path(sys.executable).parent / "cloverctl"
-NAMESPACE = "clover-system"
-IMAGES = ("clover-redis", "clover-cassandra", "clover-kafka", "clover-collector", "clover-controller", "clover-spark")
 RUN = uuid.uuid4().hex[:8]
 # Made up here: two services (one per way of running the jobs) and their user agents.
 ONCE_SERVICE, ONCE_AGENT, ONCE_COUNT = f"once{RUN}", f"clover-cluster-test/once-{RUN}", 37
@@ -52,85 +56,7 @@ def loaded(cluster_paths: ClusterPaths, timings: Timings) -> None:
 
 @pytest.fixture(scope="module")
 def systems(cluster_paths: ClusterPaths, kubectl: Kubectl, loaded: None, timings: Timings) -> Iterator[str]:
-    """Datastore, Kafka, collector, controller and its NodePort; yields the controller's API token."""
-    started = time.monotonic()
-    for args in (("datastore",), ("kafka",), ("collector",), ("controller",), ("controller", "nodeport")):
-        cloverctl(cluster_paths, "create", "system", *args)
-    get_json(f"{NODE_PORT_URL}/health")  # retried while kube-proxy writes the new Service's rules
-    timings["create system datastore, kafka, collector, controller + nodeport (ready)"] = time.monotonic() - started
-    encoded = kubectl.json("-n", NAMESPACE, "get", "secret", "clover-controller")["data"]["token"]
-    yield base64.b64decode(encoded).decode()
-    for args in (("visibility",), ("controller", "nodeport"), ("controller",), ("collector",), ("kafka",),
-                 ("datastore",)):  # fmt: skip
-        cloverctl(cluster_paths, "delete", "system", *args, check=False)
-
-
-def rest(token: str, *args: str) -> str:
-    """cloverctl through the controller's NodePort, as a user outside the cluster."""
-    argv = [str(CLOVERCTL), "--controller", NODE_PORT_URL, "--token", token, *args]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    print(f"$ cloverctl {' '.join(args)}\n{done.stdout[-1500:]}{done.stderr[-1500:]}", flush=True)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def track(token: str, tmp_path: Path, *services: str) -> None:
-    spec = tmp_path / "set_visibility.yaml"
-    spec.write_text(json.dumps({"services": [{"name": s} for s in services]}))
-    rest(token, "set", "visibility", "-f", str(spec))
-
-
-def kafka_address(kubectl: Kubectl) -> str:
-    """The broker at its pod's address (what it advertises; pods are routable from this node)."""
-    return f"{kubectl.json('-n', NAMESPACE, 'get', 'pod', 'kafka-0')['status']['podIP']}:9092"
-
-
-def requests(service: str, agent: str, count: int) -> list[records_pb2.Span]:
-    """``count`` requests of ``service`` (one server span each, HTTP 200), sent by ``agent``."""
-    start_us = int(time.time() * 1_000_000)
-    return [records_pb2.Span(
-        trace_id=f"{service}-{uuid.uuid4().hex}", span_id="s", service=service, operation_name="GET /visible",
-        start_time_us=start_us + i * 1000, duration_us=2000 + i, http_method="GET", http_url=f"/visible/{i % 3}",
-        http_status_code=200, user_agent=agent, node_id=f"{service}-pod", source=records_pb2.JAEGER,
-        kind=records_pb2.SPAN_KIND_SERVER, upstream_cluster="none",
-    ) for i in range(count)]  # fmt: skip
-
-
-def produce(bootstrap: str, spans: list[records_pb2.Span]) -> None:
-    """Send ``spans`` to clover.spans as the collector does (keyed by trace id) and wait until
-    Kafka acknowledged every one."""
-    from kafka import KafkaProducer
-
-    topics.ensure_topics(bootstrap)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, compression_type="lz4")
-    try:
-        sent = [producer.send(topics.SPANS, key=s.trace_id.encode(), value=s.SerializeToString()) for s in spans]
-        producer.flush(timeout=60)
-        for future in sent:
-            future.get(timeout=0)
-    finally:
-        producer.close(timeout=10)
-
-
-def shown(token: str, service: str, agent: str) -> tuple[float | None, ...]:
-    """(the service's request count, the user agent's span count) as ``cloverctl get visibility`` shows them."""
-    stats = json.loads(rest(token, "get", "visibility", "-s", "tracing", "--limit", "0", "-o", "json"))
-    requests_seen = next((r.get("request_count") for r in stats["response_times"] if r["name"] == service), None)
-    spans_seen = next((count for member, count in stats["user_agent_count"] if member == agent), None)
-    return tuple(None if v is None else float(v) for v in (requests_seen, spans_seen))  # "53" and 53.0: both 53
-
-
-def wait_shown(token: str, service: str, agent: str, count: int, timeout: float = 420) -> tuple[float | None, ...]:
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = shown(token, service, agent)
-        if seen == (count, count) or time.monotonic() > deadline:
-            return seen
-        time.sleep(3)
-
-
-def pods(kubectl: Kubectl, selector: str) -> list[dict[str, Any]]:
-    return list(kubectl.json("-n", NAMESPACE, "get", "pods", "-l", selector)["items"])
+    yield from deployed_systems(cluster_paths, kubectl, timings)
 
 
 def submit(kubectl: Kubectl, cluster_paths: ClusterPaths, name: str, job: str, *job_args: str) -> None:
@@ -223,7 +149,7 @@ def test_executors_scale_and_new_drivers_resume(
         assert len(running) == 2 and not running & before, (selector, running)  # new drivers, two executors each
     # The new ingest driver resumes from its checkpoint (its volume claim): the new spans are
     # counted once more, the earlier ones not again.
-    produce(kafka_address(kubectl), requests(LIVE_SERVICE, LIVE_AGENT, MORE_COUNT))
+    produce(kafka_address(kubectl), requests(LIVE_SERVICE, LIVE_AGENT, MORE_COUNT, first=LIVE_COUNT))
     total = LIVE_COUNT + MORE_COUNT
     assert wait_shown(token, LIVE_SERVICE, LIVE_AGENT, total) == (total, total)
     assert shown(token, ONCE_SERVICE, ONCE_AGENT) == (ONCE_COUNT, ONCE_COUNT)

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
-from clover import schema
+from clover import keys, schema
 from clover.config import Config
 from collector import client
 from collector.server import start_server
@@ -27,10 +28,14 @@ def collector_address(stack: Launcher, cfg: Config) -> Iterator[str]:
     server.stop(grace=1).wait()
 
 
-def test_starting_twice_leaves_one_worker_and_stopping_twice_says_so(collector_address: str) -> None:
+def test_starting_twice_leaves_one_worker_and_stopping_twice_says_so(collector_address: str,
+                                                                      store: redis.Redis) -> None:  # fmt: skip
     pid = os.getpid()
     assert client.start_collector(collector_address, sinterval=30) == f"Started collector on pid: {pid}"
+    assert store.get(keys.ANALYTICS_ENABLED) == "1"
+    store.delete(keys.ANALYTICS_ENABLED)  # as after a Redis that lost its data
     assert client.start_collector(collector_address) == f"Collector already running on pid: {pid}"
+    assert store.get(keys.ANALYTICS_ENABLED) == "1"
     status = client.collector_status(collector_address)
     assert status.running and status.config.sinterval == 30
     assert client.stop_collector(collector_address) == f"Stopped collector on pid: {pid}"

@@ -263,6 +263,22 @@ def test_a_pod_waiting_for_a_missing_image_is_named() -> None:
     assert clover_system.pod_problem(NS(status=NS(container_statuses=[running], init_container_statuses=None))) is None
 
 
+def test_a_missing_secret_fails_but_a_kubelet_cache_still_syncing_is_waited_for() -> None:
+    from types import SimpleNamespace as NS
+
+    from cloverctl import clover_system
+
+    def problem(message: str) -> str | None:
+        waiting = NS(reason="CreateContainerConfigError", message=message)
+        status = NS(image="x", name="c", state=NS(waiting=waiting))
+        return clover_system.pod_problem(NS(status=NS(container_statuses=[status], init_container_statuses=None)))
+
+    assert problem('secret "clover-redis" not found') == (
+        'container c cannot start: CreateContainerConfigError: secret "clover-redis" not found'
+    )
+    assert problem("failed to sync secret cache: timed out waiting for the condition") is None
+
+
 def test_the_provisioner_makes_and_removes_volumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
     from types import SimpleNamespace as NS
