@@ -7,6 +7,7 @@ import click
 from cloverctl import (
     clover_system,
     clovisor,
+    gateway_system,
     images,
     monitoring_system,
     provider,
@@ -90,6 +91,7 @@ validation_system.register({"create": create, "delete": delete})
 sdc_system.register({"create": create, "delete": delete})
 clover_system.register({"create": create, "delete": delete, "get": get})
 monitoring_system.register({"create": create, "delete": delete})
+gateway_system.register({"create": create, "delete": delete})
 build.add_command(images.build_images)
 provider.register({"create": create, "delete": delete, "get": get})
 waf.register({"get": get})
