@@ -25,7 +25,7 @@ typecheck: setup
 	@echo "== mypy $(TYPED) =="
 	@$(VENV)/bin/mypy $(TYPED)
 
-# Lint, types, the suite, then the cluster tests (stack/test.sh builds the cluster meanwhile).
+# Lint, types, the suite; with CLOVER_CLUSTER_TESTS=1 also the cluster tests (stack/test.sh).
 test: setup
 	@PYTEST_ARGS="$(PYTEST_ARGS)" TYPED="$(TYPED)" bash stack/test.sh
 
