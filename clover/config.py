@@ -193,6 +193,8 @@ class Config:
             **_cluster_networks(env, d),
             clovisor_metrics_port=_port(env, "CLOVER_CLOVISOR_METRICS_PORT", d.clovisor_metrics_port),
             clovisor_metrics_host=env.get("CLOVER_CLOVISOR_METRICS_HOST") or d.clovisor_metrics_host,
+            clovisor_jaeger_collector=env.get("CLOVER_CLOVISOR_JAEGER_COLLECTOR") or d.clovisor_jaeger_collector,
+            clovisor_jaeger_agent=env.get("CLOVER_CLOVISOR_JAEGER_AGENT") or d.clovisor_jaeger_agent,
             clovisor_plugin_dir=_absolute(env, "CLOVER_CLOVISOR_PLUGIN_DIR", d.clovisor_plugin_dir),
         )
         cfg.validate()

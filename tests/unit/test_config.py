@@ -58,6 +58,8 @@ def test_environment_overrides_every_endpoint() -> None:
             "CLOVER_STATE_DIR": "/tmp/clover-state",
             "CLOVER_API_TOKEN": "s3cret",
             "CLOVER_TRACE_BACKEND": "zipkin",
+            "CLOVER_CLOVISOR_JAEGER_COLLECTOR": "jaeger.clover-system:14268",
+            "CLOVER_CLOVISOR_JAEGER_AGENT": "jaeger.clover-system:6831",
         }
     )
     assert cfg.redis_port == 7000
@@ -69,6 +71,8 @@ def test_environment_overrides_every_endpoint() -> None:
     assert cfg.state_dir == Path("/tmp/clover-state")
     assert cfg.api_token == "s3cret"
     assert cfg.trace_query_url == cfg.zipkin_url
+    assert cfg.clovisor_jaeger_collector == "jaeger.clover-system:14268"  # the DaemonSet's (it was never read)
+    assert cfg.clovisor_jaeger_agent == "jaeger.clover-system:6831"
 
 
 @pytest.mark.parametrize(
@@ -85,6 +89,7 @@ def test_environment_overrides_every_endpoint() -> None:
         ({"CLOVER_TRACE_BACKEND": "tempo"}, "CLOVER_TRACE_BACKEND='tempo' must be jaeger or zipkin"),
         ({"CLOVER_RETENTION_SECONDS": "-5"}, "CLOVER_RETENTION_SECONDS='-5' must be positive"),
         ({"CLOVER_CLOVISOR_PLUGIN_DIR": "plugins"}, "CLOVER_CLOVISOR_PLUGIN_DIR='plugins' must be an absolute path"),
+        ({"CLOVER_CLOVISOR_JAEGER_AGENT": "jaeger"}, "CLOVER_CLOVISOR_JAEGER_AGENT='jaeger' must look like host:port"),
     ],
 )
 def test_a_bad_value_is_named(env: dict[str, str], message: str) -> None:
