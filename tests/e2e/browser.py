@@ -70,7 +70,9 @@ def log_in(driver: WebDriver, cfg: Config) -> None:
     field = wait_until(lambda: next(iter(driver.find_elements(By.ID, "token-input")), None), 20, what="the token field")
     field.clear()
     field.send_keys(cfg.api_token + Keys.ENTER)
-    wait_until(lambda: text(driver, "token-state") == "token accepted", 20, what="the token accepted")
+    checked = wait_until(lambda: (t := text(driver, "token-state")) not in ("", "not logged in") and t, 60,
+                         what="the dashboard to check the token")  # fmt: skip
+    assert checked == "token accepted", checked
 
 
 def open_tab(driver: WebDriver, label: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -49,17 +50,27 @@ def restart(cfg: Config, pods: list[str], **settings: Any) -> Config:
     return changed
 
 
-@pytest.fixture(scope="module")
-def waf_chain(cfg: Config) -> Iterator[Config]:
+@contextmanager
+def chain_behind_the_waf(cfg: Config) -> Iterator[Config]:
+    """The sample chain started fresh with the proxy's WAF check on (and Redis and Jaeger if they
+    were not running); stopped again afterwards. Yields the configuration the pods run with."""
     on = dataclasses.replace(cfg, waf_check=True)
     launcher = local_stack(on)
     started = [p.name for p in launcher.select(BACKENDS) if launcher.process(p.name) is None]
     launcher.up(BACKENDS)
     launcher.up(["sdc"], fresh=True)
-    # No copies to the IDS: its alerts would block this process's address at the proxy.
-    assert grpc_client.modify_proxy(on, {"mirror_path": "off"}) == "Modified nginx config"
-    yield on
-    launcher.down(["sdc", *started])
+    try:
+        # No copies to the IDS: its alerts would block this process's address at the proxy.
+        assert grpc_client.modify_proxy(on, {"mirror_path": "off"}) == "Modified nginx config"
+        yield on
+    finally:
+        launcher.down(["sdc", *started])
+
+
+@pytest.fixture(scope="module")
+def waf_chain(cfg: Config) -> Iterator[Config]:
+    with chain_behind_the_waf(cfg) as on:
+        yield on
 
 
 @pytest.fixture(scope="module")
