@@ -25,7 +25,7 @@ typecheck: setup
 	@echo "== mypy $(TYPED) =="
 	@$(VENV)/bin/mypy $(TYPED)
 
-# Lint, types, the suite; with CLOVER_CLUSTER_TESTS=1 also the cluster tests (stack/test.sh).
+# Lint, types, the suite, then the cluster tests (stack/test.sh; CLOVER_CLUSTER_TESTS=0 leaves them out).
 test: setup
 	@PYTEST_ARGS="$(PYTEST_ARGS)" TYPED="$(TYPED)" bash stack/test.sh
 
