@@ -9,6 +9,7 @@ from cloverctl import (
     clovisor,
     gateway_system,
     images,
+    logs,
     monitoring_system,
     provider,
     rest,
@@ -95,6 +96,7 @@ gateway_system.register({"create": create, "delete": delete})
 build.add_command(images.build_images)
 provider.register({"create": create, "delete": delete, "get": get})
 waf.register({"get": get})
+get.add_command(logs.get_logs)
 
 
 def main() -> None:

@@ -104,7 +104,7 @@ class LogStore:
         try:
             answer = requests.post(f"{self.url}/select/logsql/query", data=params, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise LogStoreError(f"the log store at {self.url} did not answer: {type(exc).__name__}") from None
+            raise LogStoreError(f"Error connecting to the log store at {self.url}: {type(exc).__name__}") from None
         if answer.status_code != 200:
             raise LogStoreError(f"the log store at {self.url} answered {answer.status_code}: {answer.text[:300]}")
         for line in answer.text.splitlines():
