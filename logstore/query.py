@@ -15,8 +15,9 @@ from stack.probes import ProbeFailed
 
 # What an entry shows, in order (the store keeps more: the raw line, the file it came from).
 ENTRY_FIELDS = ("_time", "pod", "source", "user", "destination", "responseCode", "responseSize", "latency",
-                "method", "url", "userAgent", "traceId", "spanId", "requestId", "level", "kind")  # fmt: skip
-NUMBERS = {"responseCode": int, "responseSize": int, "latency": float}
+                "method", "url", "userAgent", "traceId", "spanId", "requestId", "sid", "msg", "classtype", "priority",
+                "eventId", "sourceIp", "destinationIp", "level", "kind")  # fmt: skip
+NUMBERS = {"responseCode": int, "responseSize": int, "latency": float, "sid": int, "priority": int, "eventId": int}
 TRACE_ID = re.compile(r"[0-9a-f]{32}|[0-9a-f]{16}")
 SERVICE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 SINCE = re.compile(r"([1-9][0-9]{0,8})([smhd])")
@@ -119,11 +120,11 @@ class LogStore:
             raise ProbeFailed(str(exc)) from None
 
     def search(self, where: LogFilter, limit: int = 100) -> list[dict[str, Any]]:
-        """The entries ``where`` selects, oldest first (at most ``limit``: the newest ones)."""
+        """The access and alert entries ``where`` selects, oldest first (at most ``limit``: the newest ones)."""
         if not 1 <= limit <= MAX_LIMIT:
             raise LogQueryError("limit", f"limit {limit} must be between 1 and {MAX_LIMIT}")
         fields = ", ".join(ENTRY_FIELDS)
-        query = f"{where.logsql()} kind:=access | sort by (_time desc) | limit {limit} | fields {fields}"
+        query = f"{where.logsql()} kind:in(access, alert) | sort by (_time desc) | limit {limit} | fields {fields}"
         rows = [entry(row) for row in self._rows(query)]
         return rows[::-1]
 

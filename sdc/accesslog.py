@@ -1,4 +1,5 @@
-"""Each pod's access log: one JSON line per request it answered, read by the log shipper.
+"""Each pod's access log: one JSON line per request it answered, read by the log shipper; and
+the IDS's alert log, one JSON line per alert, beside them.
 
 The original's fields (``source``, ``user``, ``destination``, ``responseCode``, ``responseSize``,
 ``latency``) plus the request's method, URL, user-agent, trace and span ids. ``source`` is the
@@ -50,6 +51,28 @@ class AccessEntry:
         return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
+@dataclass(frozen=True)
+class AlertEntry:
+    """One IDS alert: the rule that fired, the addresses of the request, its trace."""
+
+    time: str
+    stream: str
+    pod: str
+    sid: int
+    msg: str
+    classtype: str
+    priority: int
+    eventId: int  # the original's snort_event:<id> in Redis (camelCase like the access fields)
+    sourceIp: str
+    destinationIp: str
+    traceId: str
+    level: str = "warning"
+    kind: str = "alert"
+
+    def line(self) -> bytes:
+        return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
 def timestamp(epoch_seconds: float) -> str:
     return datetime.datetime.fromtimestamp(epoch_seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -66,7 +89,7 @@ class AccessLog:
         self._size = self._file.tell()
         self.written = 0
 
-    def write(self, entry: AccessEntry) -> None:
+    def write(self, entry: AccessEntry | AlertEntry) -> None:
         line = entry.line()
         if self._size and self._size + len(line) > self.max_bytes:
             self.rotate()

@@ -14,10 +14,12 @@ import shutil
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import yaml
 from click.testing import CliRunner
 
 from clover.config import Config
@@ -25,7 +27,7 @@ from cloverctl.main import cli
 from logstore.local import GROUP, SHIPPER, STORE
 from logstore.query import LogFilter, LogStore
 from logstore.settings import LogSettings
-from sdc import topology
+from sdc import grpc_client, topology
 from stack.launcher import Launcher
 from tests.integration.controller_parts import running
 from tests.waiting import wait_until
@@ -33,6 +35,7 @@ from tests.waiting import wait_until
 PROXY = "proxy-access-control"
 ROTATE_BYTES = "8192"
 IDS = "snort-ids"
+SAMPLES = Path(__file__).resolve().parents[2] / "cloverctl" / "yaml"
 HOPS = 4  # proxy, load balancer, server, and the copy the proxy sends the IDS
 
 
@@ -201,3 +204,28 @@ def test_validate_logging_passes_and_names_a_stopped_store(logged: LogSettings, 
         assert "logging validation has failed" in result.output
     finally:
         stack.up([STORE])
+
+
+def test_an_ids_alert_is_an_entry_of_the_request_that_raised_it(logged: LogSettings, cfg: Config) -> None:
+    rule = yaml.safe_load((SAMPLES / "idsrule_scan.yaml").read_text())
+    assert grpc_client.add_rule(cfg, rule) == "Added to local rules"
+    grpc_client.stop_snort(cfg)
+    grpc_client.start_snort(cfg)
+    try:
+        answer = requests.get(proxy_url(cfg), headers={"User-Agent": "asafaweb.com"}, timeout=10)
+        assert answer.status_code == 200
+        trace_id = answer.headers["traceresponse"].split("-")[1]
+        store = LogStore(logged.store_url)
+
+        def alerts() -> list[dict[str, Any]]:
+            return [e for e in store.search(LogFilter(trace=trace_id, stream=logged.stream)) if e["kind"] == "alert"]
+
+        found = wait_until(lambda: [a for a in alerts() if a["sid"] == 10000003], 60, 0.25, "the scan alert's entry")
+        assert len(found) == 1
+        (scan,) = found
+        assert (scan["pod"], scan["msg"], scan["level"]) == (IDS, "MALWARE-CNC User-Agent ASafaWeb Scan", "warning")
+        assert all(a["traceId"] == trace_id for a in alerts())
+    finally:
+        grpc_client.delete_rules(cfg, ["10000003"])
+        grpc_client.stop_snort(cfg)
+        grpc_client.start_snort(cfg)

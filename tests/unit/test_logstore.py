@@ -4,11 +4,14 @@ writer and its rotation."""
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from pathlib import Path
 
 import pytest
 
 from clover.config import ConfigError
+from clover.logs import JsonFormatter, setup_logging
 from logstore.query import LogFilter, LogQueryError, entry
 from logstore.settings import LogSettings
 from sdc.accesslog import AccessEntry, AccessLog, timestamp
@@ -114,3 +117,22 @@ def test_a_reopened_log_appends_and_rotates_from_its_size(tmp_path: Path) -> Non
     again.write(make_entry(3))
     again.close()
     assert [len(p.read_text().splitlines()) for p in [*again.rotated(), again.path]] == [3, 1]
+
+
+def test_clovers_own_logs_as_json_lines_with_levels() -> None:
+    try:
+        raise ValueError("bad field x")
+    except ValueError:
+        record = logging.LogRecord("collector", logging.WARNING, __file__, 1, "retry %d", (3,), sys.exc_info())
+    record.created = 1_765_000_000.25
+    entry = json.loads(JsonFormatter().format(record))
+    shown = {k: entry[k] for k in ("time", "level", "logger", "message")}
+    assert shown == {"time": "2025-12-06T05:46:40.250000Z", "level": "warning", "logger": "collector",
+                     "message": "retry 3"}  # fmt: skip
+    assert entry["error"].endswith("ValueError: bad field x")
+
+
+def test_an_unknown_log_format_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOVER_LOG_FORMAT", "xml")
+    with pytest.raises(ValueError, match="CLOVER_LOG_FORMAT='xml' must be text or json"):
+        setup_logging()
