@@ -25,9 +25,9 @@ class LogSettings:
     stream: str = "clover"
     # Each chain pod writes <access_log_dir>/<pod>.log and rotates it past access_log_max_bytes.
     access_log_dir: Path = Path(".clover/access-logs")
-    access_log_max_bytes: int = 64 * 1024 * 1024
+    access_log_max_bytes: int = 16 * 1024 * 1024
     # Rotated generations a pod keeps (older ones are removed: the shipper must have read them).
-    access_log_keep: int = 5
+    access_log_keep: int = 3
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LogSettings:
