@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -129,15 +130,23 @@ def test_the_shipper_stopped_and_started_during_the_load_loses_and_doubles_nothi
     logged: LogSettings, cfg: Config, stack: Launcher
 ) -> None:
     agent = f"logging-test-restart/{uuid.uuid4().hex}"
-    send(cfg, 25, agent)
+    total = 300
+    sent: list[tuple[str, str, str]] = []
+    loader = threading.Thread(target=lambda: [sent.extend(send(cfg, 1, agent)) for _ in range(total)])
+    loader.start()
+    wait_until(lambda: len(sent) >= 30, 60, 0.02, "30 requests sent")
     stack.down([SHIPPER])
-    send(cfg, 25, agent)
+    stopped_at = len(sent)
+    wait_until(lambda: len(sent) >= stopped_at + 30 or not loader.is_alive(), 60, 0.02, "30 more requests sent")
+    during = len(sent) - stopped_at
     stack.up([SHIPPER])
-    send(cfg, 25, agent)
+    loader.join()
+    assert during >= 30, f"only {during} requests were sent while the shipper was stopped"
+    assert len(sent) == total
     drained(cfg, logged)
-    entries = stored(logged, agent, HOPS * 75)
-    assert len(entries) == HOPS * 75
-    assert len({(e["pod"], e["spanId"]) for e in entries}) == HOPS * 75
+    entries = stored(logged, agent, HOPS * total)
+    assert len(entries) == HOPS * total
+    assert len({(e["pod"], e["spanId"]) for e in entries}) == HOPS * total
 
 
 def test_malformed_lines_are_counted_and_the_lines_around_them_shipped(logged: LogSettings, cfg: Config) -> None:
