@@ -16,8 +16,10 @@ from stack.probes import ProbeFailed
 # What an entry shows, in order (the store keeps more: the raw line, the file it came from).
 ENTRY_FIELDS = ("_time", "pod", "source", "user", "destination", "responseCode", "responseSize", "latency",
                 "method", "url", "userAgent", "traceId", "spanId", "requestId", "sid", "msg", "classtype", "priority",
-                "eventId", "sourceIp", "destinationIp", "level", "kind")  # fmt: skip
-NUMBERS = {"responseCode": int, "responseSize": int, "latency": float, "sid": int, "priority": int, "eventId": int}
+                "eventId", "sourceIp", "destinationIp", "ruleId", "rules", "anomalyScore", "blocked", "clientIp",
+                "level", "kind")  # fmt: skip
+NUMBERS = {"responseCode": int, "responseSize": int, "latency": float, "sid": int, "priority": int, "eventId": int,
+           "anomalyScore": int}  # fmt: skip
 TRACE_ID = re.compile(r"[0-9a-f]{32}|[0-9a-f]{16}")
 SERVICE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 SINCE = re.compile(r"([1-9][0-9]{0,8})([smhd])")

@@ -73,6 +73,33 @@ class AlertEntry:
         return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
+@dataclass(frozen=True)
+class WafAlertEntry:
+    """One WAF alert (modsecurity-crs), as the waf_event:<id> hash has it, with the request's trace."""
+
+    time: str
+    stream: str
+    pod: str
+    ruleId: str
+    msg: str
+    anomalyScore: int
+    rules: str
+    blocked: bool
+    responseCode: int
+    clientIp: str
+    method: str
+    url: str
+    userAgent: str
+    traceId: str
+    requestId: str
+    eventId: int
+    level: str = "warning"
+    kind: str = "alert"
+
+    def line(self) -> bytes:
+        return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
 def timestamp(epoch_seconds: float) -> str:
     return datetime.datetime.fromtimestamp(epoch_seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -89,7 +116,7 @@ class AccessLog:
         self._size = self._file.tell()
         self.written = 0
 
-    def write(self, entry: AccessEntry | AlertEntry) -> None:
+    def write(self, entry: AccessEntry | AlertEntry | WafAlertEntry) -> None:
         line = entry.line()
         if self._size and self._size + len(line) > self.max_bytes:
             self.rotate()
