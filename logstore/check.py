@@ -89,7 +89,7 @@ def pods_read(store: LogStore, settings: LogSettings, cfg: Config) -> list[Loggi
         log = settings.access_log_dir / f"{pod.name}.log"
         if not log.exists() or log.stat().st_size == 0:
             continue
-        found = store.count(f"stream:={settings.stream} pod:={pod.name} kind:=access")
+        found = store.count(f"stream:={settings.stream} pod:={pod.name} kind:in(access, alert)")
         out.append(LoggingCheck(f"log of {pod.name} read", found > 0, f"{found} entries in the store from {log}"))
     return out
 
