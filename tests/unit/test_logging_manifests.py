@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cloverctl import clover_system, logging_system
 from stack.parts import render
 
 pytestmark = pytest.mark.unit
@@ -42,3 +43,11 @@ def test_the_shippers_configuration_is_the_local_template_with_the_clusters_valu
                    access_log_dir="/var/log/clover/access-logs", stream="clover",
                    store_url="http://log-store.logging:9428", bind_host="0.0.0.0", metrics_port=8889)  # fmt: skip
     assert in_cluster == yaml.safe_load(local.read_text())
+
+
+def test_create_system_logging_names_the_images_of_the_chosen_repository_and_tag() -> None:
+    docs = clover_system.load(logging_system.SYSTEM, tag="7", repo="reg:5000/clover")
+    images = {d["metadata"]["name"]: [c["image"] for c in d["spec"]["template"]["spec"]["containers"]]
+              for d in docs if d["kind"] in ("StatefulSet", "DaemonSet")}  # fmt: skip
+    assert images == {"log-store": ["reg:5000/clover/clover-log-store:7"],
+                      "log-shipper": ["reg:5000/clover/clover-log-shipper:7"]}  # fmt: skip
