@@ -6,7 +6,7 @@ CLOVERCTL := $(VENV)/bin/cloverctl
 PYTEST_ARGS ?=
 IMAGES_ARGS ?=
 # Every package mypy checks (strict, pyproject.toml); protos/ is generated and excluded there.
-TYPED := clover collector clovisor jobs dashboard controller cloverctl sdc validation stack
+TYPED := clover collector clovisor jobs dashboard controller cloverctl sdc validation stack logstore
 
 .PHONY: setup demo test lint typecheck unit integration bench up down status clean cluster-build cluster-test images images-test
 

@@ -9,6 +9,8 @@ from cloverctl import (
     clovisor,
     gateway_system,
     images,
+    logging_system,
+    logs,
     monitoring_system,
     provider,
     rest,
@@ -95,6 +97,8 @@ gateway_system.register({"create": create, "delete": delete})
 build.add_command(images.build_images)
 provider.register({"create": create, "delete": delete, "get": get})
 waf.register({"get": get})
+get.add_command(logs.get_logs)
+logging_system.register({"create": create, "delete": delete})
 
 
 def main() -> None:

@@ -36,12 +36,15 @@ from google.protobuf.json_format import MessageToDict
 
 from clover.config import Config, ConfigError
 from cloverctl import rest
+from logstore.check import validate_logging
+from logstore.settings import LogSettings
 from protos import nginx_pb2, nginx_pb2_grpc, snort_pb2, snort_pb2_grpc
 from sdc import topology
 from stack.parts import CONF_DIR, prometheus_targets_dir
 
 PASS, FAIL = "PASS", "FAIL"
 SECTIONS = ("monitoring", "tracing", "mesh")
+LOGGING = "logging"  # not in "all": it needs `cloverctl local up logging` and sends a load of its own
 TIMEOUT = 5.0
 GRPC_TIMEOUT = 3.0
 PROMETHEUS_CONF = "prometheus.yml"
@@ -367,6 +370,14 @@ def workload_checks(apps: Any, core: Any, namespace: str) -> list[Check]:
     return checks
 
 
+def logging_checks(cfg: Config) -> list[Check]:
+    try:
+        settings = LogSettings.from_env(os.environ)
+    except ConfigError as exc:
+        return [Check(LOGGING, "configuration", False, str(exc))]
+    return [Check(LOGGING, c.check, c.passed, c.detail) for c in validate_logging(cfg, settings)]
+
+
 # -- the command -----------------------------------------------------------------------------
 
 
@@ -377,6 +388,8 @@ def run(cfg: Config, sections: Sequence[str], cluster: Callable[[], list[Check]]
             out += monitoring(cfg)
         elif section == "tracing":
             out += tracing(cfg)
+        elif section == "logging":
+            out += logging_checks(cfg)
         elif cluster is not None:
             out += [*cluster(), controller_check(cfg)]
         else:
@@ -415,7 +428,7 @@ def report(checks: Sequence[Check], sections: Sequence[str], as_json: bool) -> t
 
 @click.command("validate", epilog="Exit codes: 0 every check passed; 1 a check failed (or a backend did not answer); "
                "2 usage problem.")  # fmt: skip
-@click.argument("what", type=click.Choice([*SECTIONS, "all"]))
+@click.argument("what", type=click.Choice([*SECTIONS, LOGGING, "all"]))
 @click.option("--wait", type=click.FloatRange(min=0), default=0.0, metavar="SECONDS",
               help="Check again every 2 s until every check passes or SECONDS have passed (e.g. right after "
                    "`local up`).")  # fmt: skip
@@ -430,7 +443,8 @@ def validate(
 ) -> None:
     """Validate the stack, as the original's validation scripts: `monitoring` (Prometheus and its
     scrape targets), `tracing` (the trace backend lists the chain's services), `mesh` (the
-    chain's pods and the controller answer), or `all`. Prints a table of checks and
+    chain's pods and the controller answer), `logging` (the log store and shipper hold a load the
+    check sends, once per hop; not part of `all`), or `all`. Prints a table of checks and
     "<section> validation has passed" (or "failed") per section; a failed check exits 1."""
     try:
         cfg = Config.from_env()

@@ -28,6 +28,7 @@ from controller import guard, schemas
 from controller.errors import ApiError, bad_request
 from controller.services.chain import ChainService
 from controller.services.compose import Services
+from controller.services.logs import logs_page, search_logs
 from controller.services.validation import ValidationService
 from controller.services.visibility import VisibilityService
 from controller.services.waf import WafService
@@ -265,6 +266,16 @@ def waf_status() -> Response:
     return jsonify(waf().status())
 
 
+def logs() -> Response:
+    args = request.args
+    limit = _int_arg("limit", 100, 1) or 100
+    found = search_logs(args.get("trace"), args.get("service"), args.get("since"), limit)
+    if args.get("format") == "html":
+        what = f"trace {args['trace']}" if args.get("trace") else f"service {args.get('service') or 'all'}"
+        return Response(logs_page(found, f"Logs of {what}"), mimetype="text/html")
+    return jsonify(found)
+
+
 def jmeter_gen() -> Response:
     return text_reply(validation().gen_test(body(), request.args.get("name")))
 
@@ -405,6 +416,11 @@ ROUTES: tuple[Route, ...] = (
           query=(("limit", "integer", "how many (default 20)"),)),
     Route("/waf/status", ("GET",), "The WAF's CRS mode and counts, and the proxy's check settings and counts",
           waf_status, SAMPLE_CHAIN, reply=JSON, reply_schema="Object", new=True),
+    Route("/logs", ("GET",), "The sample chain's access-log entries (log store): of a trace, of a service, since",
+          logs, VISIBILITY, reply=JSON, reply_schema="Object", new=True,
+          query=(("trace", "string", "trace id (32 hex digits)"), ("service", "string", "service or pod name"),
+                 ("since", "string", "e.g. 30s, 10m, 2h, 7d"), ("limit", "integer", "how many, newest (default 100)"),
+                 ("format", "string", "json (default) or html (a page, what the dashboard links open)"))),
     Route("/jmeter/gen", GET_OR_POST, "Generate the JMeter plan from a test-plan body (GenTest)", jmeter_gen,
           VALIDATION,
           mutating=True, body="TestPlan", body_required=True,

@@ -6,8 +6,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from dash import dcc, html
 
@@ -15,7 +17,7 @@ from clover.figures import TABLE_FIGURES
 from dashboard import figures
 
 NA = "—"
-RT_HEADER = ("Service", *(f.header for f in TABLE_FIGURES))
+RT_HEADER = ("Service", *(f.header for f in TABLE_FIGURES), "Logs")
 DETAIL_LIMIT = 500  # lines shown in a details tab; the rest are counted
 
 
@@ -30,18 +32,39 @@ def _md(value: Any) -> str:
     return _MARKDOWN_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
 
 
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links somewhere (its text escaped, its address URL-encoded)."""
+
+    text: str
+    href: str
+
+    def markdown(self) -> str:
+        return f"[{_md(self.text)}]({self.href})"
+
+
+def logs_link(service: Any) -> Link | str:
+    """'logs': the access-log entries of ``service`` in the last hour (GET /logs as a page)."""
+    if service in (None, "", "NA"):
+        return NA
+    return Link("logs", "/logs?" + urlencode({"service": str(service), "since": "1h", "format": "html"}))
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str, empty: str = "nothing yet") -> Any:
     """A table as one Markdown component (a refresh builds hundreds of rows: one component is far
     cheaper to make, send and render than a component per cell)."""
     lines = ["| " + " | ".join(_md(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(c.markdown() if isinstance(c, Link) else _md(c) for c in row) + " |" for row in rows]
     if not rows:
         lines.append("| " + _md(empty) + " |" + " |" * (len(header) - 1))
     return dcc.Markdown("\n".join(lines), id=table_id, className="grid")
 
 
-def response_time_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    return [[cell(r.get("name"))] + [cell(f.unit.show(r.get(f.json))) for f in TABLE_FIGURES] for r in rows]
+def response_time_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[str | Link]]:
+    return [
+        [cell(r.get("name")), *(cell(f.unit.show(r.get(f.json))) for f in TABLE_FIGURES), logs_link(r.get("name"))]
+        for r in rows
+    ]
 
 
 def text_list(values: Sequence[str], what: str) -> html.Pre:

@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from opentelemetry.trace import Span, SpanKind
 
 from sdc import topology
+from sdc.accesslog import UNKNOWN, AccessEntry, timestamp
 from sdc.metrics import ClusterStats
 from sdc.names import HostPort, ResolveError
 from sdc.runtime import Runtime, elapsed_ms
@@ -104,7 +105,22 @@ class Inbound:
         if tr:
             response.headers["traceresponse"] = tr
         finish(self.span, response.status, size, error)
+        self._log(response.status, size)
         return response
+
+    def _log(self, status: int, size: int) -> None:
+        runtime, request = self.runtime, self.request
+        source, user = runtime.sources.get(self.client_ip, (UNKNOWN, UNKNOWN))
+        ids = self.span.get_span_context()
+        runtime.access_log.write(
+            AccessEntry(
+                time=timestamp(time.time()), stream=runtime.log_stream, pod=runtime.name, source=source, user=user,
+                destination=runtime.spec.service, responseCode=status, responseSize=size,
+                latency=round(elapsed_ms(self.start), 3), method=request.method,
+                url=f"http://{request.host}{request.raw_path}", userAgent=request.headers.get("User-Agent", ""),
+                traceId=f"{ids.trace_id:032x}", spanId=f"{ids.span_id:016x}", requestId=self.request_id,
+            )
+        )  # fmt: skip
 
 
 def forwarded_headers(

@@ -115,6 +115,7 @@ async def run(cfg: Config, name: str) -> int:
                 await service.stop()
         await runtime.close_stats()
         await asyncio.to_thread(runtime.telemetry.shutdown)
+        runtime.access_log.close()
         runtime.placement.close()
         if started_network and runtime.netns and runtime.host_veth:
             netns.delete_pod_network(runtime.netns, runtime.host_veth)

@@ -25,6 +25,7 @@ from opentelemetry.trace import SpanKind
 from clover import pods
 from clover.config import Config
 from sdc import topology
+from sdc.accesslog import open_access_log, sources
 from sdc.metrics import ClusterStats, Registry, envoy_metric
 from sdc.names import Resolver
 from sdc.netns import Placement
@@ -111,6 +112,8 @@ class Runtime:
         self.registry = Registry()
         self.resolver = Resolver(cfg)
         self.telemetry = Telemetry(cfg, pod)
+        self.access_log, self.log_stream = open_access_log(pod)
+        self.sources = sources(cfg)
         self.stats_port = topology.stats_port(cfg, pod)
         self.rootfs = topology.rootfs(cfg, pod)
         self.ready = False

@@ -7,6 +7,7 @@ from clovisor.local import clovisor_parts
 from collector.local import collector_part
 from controller import local as controller
 from jobs.local import analytics_part, ingest_part
+from logstore import local as logging_parts
 from sdc import local as sdc
 from stack.cluster import parts as cluster
 from stack.launcher import Launcher
@@ -30,6 +31,7 @@ def local_stack(cfg: Config) -> Launcher:
         (sdc.LOAD_GROUP, [sdc.load_part(cfg)]),
         ("clovisor", clovisor_parts(cfg)),
         (controller.GROUP, controller.local_parts(cfg)),
+        (logging_parts.GROUP, logging_parts.local_parts(cfg)),
         (cluster.GROUP, cluster.cluster_parts(cfg)),
     ):
         parts.update({p.name: p for p in extra})

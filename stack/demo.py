@@ -32,7 +32,7 @@ Progress = Callable[[str], None]
 
 def demo_groups() -> list[str]:
     """What the demo runs, in start order; Clovisor only as root (it loads BPF programs)."""
-    groups = ["infra", "sdc", "visibility", "controller"]
+    groups = ["infra", "sdc", "logging", "visibility", "controller"]
     if os.geteuid() == 0:
         groups.append("clovisor")
     return [*groups, "load"]

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs everything Clover needs on this machine, idempotently: a second run only checks.
 # Steps: Debian packages, kernel headers for BCC, the virtualenv, generated protobuf modules,
-# the pinned JVM artifacts (Maven) and the trace backend (Jaeger, built with the Go toolchain).
+# the pinned JVM artifacts (Maven), the trace backend (Jaeger) and the log store and shipper
+# (VictoriaLogs, an OpenTelemetry Collector), built with the Go toolchain.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${CLOVER_STACK_CACHE:-$ROOT/stack/cache}
 VENV=$ROOT/.venv
 PYTHON=${CLOVER_PYTHON:-python3}
-STEPS=8
+STEPS=9
 step_no=0
 step_start=0
 
@@ -165,6 +166,25 @@ else
   echo "$want" >"$CACHE/jaeger/.built"
   done_step "built $JAEGER"
 fi
+
+step "Log store and shipper (VictoriaLogs, OTel Collector)"
+built=()
+for part in victorialogs:victoria-logs:github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs otelcol:otelcol:.; do
+  IFS=: read -r dir binary package <<<"$part"
+  src=$ROOT/stack/$dir
+  want=$(hash_of "$src"/go.mod "$src"/go.sum $(ls "$src"/*.go 2>/dev/null))
+  [ -x "$CACHE/$dir/$binary" ] && stamp_ok "$CACHE/$dir/.built" "$want" && continue
+  command -v go >/dev/null || fail "Go is not installed"
+  mkdir -p "$CACHE/$dir"
+  log=$(mktemp)
+  if ! (cd "$src" && go build -o "$CACHE/$dir/$binary" "$package") >"$log" 2>&1; then
+    tail -20 "$log" >&2
+    fail "go build of $dir failed"
+  fi
+  echo "$want" >"$CACHE/$dir/.built"
+  built+=("$dir")
+done
+if [ ${#built[@]} -eq 0 ]; then done_step "up to date"; else done_step "built ${built[*]}"; fi
 
 step "Java"
 if "$VENV/bin/python" -c 'from stack.java import find_java; print(find_java())' >/dev/null 2>&1; then

@@ -44,6 +44,8 @@ TEST_ENV = {
     "CLOVER_OTLP_GRPC_PORT": _port(14317),
     "CLOVER_ZIPKIN_URL": f"http://127.0.0.1:{_port(19411)}",
     "CLOVER_CONTROLLER_URL": f"http://127.0.0.1:{_port(18000)}",
+    "CLOVER_LOG_STORE_URL": f"http://127.0.0.1:{_port(19428)}",
+    "CLOVER_LOG_SHIPPER_METRICS_PORT": _port(18889),
     "CLOVER_COLLECTOR_GRPC": f"127.0.0.1:{_port(50154)}",
 }
 # Clovisor's plugins: from a directory of the test stack's (root-owned, as the tests run as root).

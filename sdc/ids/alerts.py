@@ -27,6 +27,7 @@ from clover import keys
 from clover.config import Config
 from protos import nginx_pb2, nginx_pb2_grpc
 from sdc import topology
+from sdc.accesslog import AlertEntry, open_access_log, timestamp
 from sdc.ids.rules import PROTO_NUMBERS, Rule, Subject
 from sdc.names import Resolver
 from sdc.tracing import Telemetry
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 PROXY = "proxy-access-control"
 ALERT_LOG = "alert"
+IDS_POD = "snort-ids"
+ALERTS_LOG_NAME = "snort-ids-alerts"  # <access log dir>/snort-ids-alerts.log, shipped with the access logs
 QUEUE_LIMIT = 10_000
 PACKET_ALERT_COALESCE_SECONDS = 1.0
 
@@ -108,6 +111,14 @@ def fast_line(alert: Alert) -> str:
     )
 
 
+def alert_entry(alert: Alert, event_id: int, stream: str) -> AlertEntry:
+    """The alert as the structured entry the log shipper reads (``<access log dir>/snort-ids-alerts.log``)."""
+    r, s = alert.rule, alert.subject
+    return AlertEntry(time=timestamp(alert.time), stream=stream, pod=IDS_POD, sid=int(r.sid), msg=r.msg,
+                      classtype=r.classtype or "", priority=int(r.priority), eventId=event_id, sourceIp=str(s.src),
+                      destinationIp=str(s.dst), traceId=trace_id_of(alert.traceparent))  # fmt: skip
+
+
 def trace_id_of(traceparent: str) -> str:
     parts = traceparent.split("-")
     return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else ""
@@ -121,6 +132,7 @@ class AlertSink:
         self.cfg = cfg
         self.telemetry = telemetry
         self.log_path = log_dir / ALERT_LOG
+        self.alert_log, self.stream = open_access_log(ALERTS_LOG_NAME)
         self.redis = aioredis.Redis.from_url(cfg.redis_url, socket_timeout=5, socket_connect_timeout=3)
         self.resolver = Resolver(cfg)
         self.queue: asyncio.Queue[Alert] = asyncio.Queue(QUEUE_LIMIT)
@@ -158,6 +170,7 @@ class AlertSink:
             self.counts["alerts"] += 1
             with contextlib.suppress(OSError), open(self.log_path, "a") as f:
                 f.write(fast_line(alert))
+            self.alert_log.write(alert_entry(alert, event_id, self.stream))
             await self._process_alert(alert, event_id)
             self.busy = False
 
@@ -225,6 +238,7 @@ class AlertSink:
         for channel in self.channels.values():
             await channel.close()
         await self.redis.aclose()
+        self.alert_log.close()
 
 
 def valid_ip(text: str) -> bool:

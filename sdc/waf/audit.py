@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sdc.accesslog import WafAlertEntry, timestamp
+
 # Clover's own rules in crs-setup.conf (ModSecurity's local-use id range): they report the
 # anomaly score and are not CRS matches.
 SCORE_RULE_ID = "10100"
@@ -132,6 +134,15 @@ def parse_entry(line: str | bytes) -> tuple[WafAlert, dict[str, Any]]:
     )
     kept = {**entry, "audit_data": {k: v for k, v in audit.items() if k != "error_messages"}}
     return alert, kept
+
+
+def alert_entry(alert: WafAlert, event_id: int, pod: str, stream: str) -> WafAlertEntry:
+    """The alert as the structured entry the log shipper reads (in the WAF pod's own log)."""
+    return WafAlertEntry(time=timestamp(alert.time), stream=stream, pod=pod, ruleId=alert.rule_id, msg=alert.msg,
+                         anomalyScore=alert.anomaly_score, rules=",".join(alert.rules), blocked=alert.blocked,
+                         responseCode=alert.status, clientIp=alert.client_ip, method=alert.method, url=alert.url,
+                         userAgent=alert.user_agent, traceId=alert.trace_id, requestId=alert.request_id,
+                         eventId=event_id)  # fmt: skip
 
 
 def event_fields(alert: WafAlert, event_id: int) -> dict[str, str]:

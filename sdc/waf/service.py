@@ -27,7 +27,15 @@ from clover import keys
 from clover.config import Config
 from sdc import topology
 from sdc.runtime import Runtime
-from sdc.waf.audit import SCORE_LOG_RULE_ID, SCORE_RULE_ID, AuditEntryError, WafAlert, event_fields, parse_entry
+from sdc.waf.audit import (
+    SCORE_LOG_RULE_ID,
+    SCORE_RULE_ID,
+    AuditEntryError,
+    WafAlert,
+    alert_entry,
+    event_fields,
+    parse_entry,
+)
 from stack.parts import CONF_DIR, render
 
 log = logging.getLogger(__name__)
@@ -244,6 +252,8 @@ class ModSecurityCrs:
                 pipe.sadd(keys.WAF_EVENTS, str(event_id))
             pipe.hset(keys.WAF_STATUS, mapping={k: str(v) for k, v in self.counts.items()})
             await pipe.execute()
+        if event_id is not None:
+            self.runtime.access_log.write(alert_entry(alert, event_id, self.runtime.name, self.runtime.log_stream))
         return event_id
 
     def _refresh(self) -> None:

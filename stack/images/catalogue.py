@@ -73,6 +73,8 @@ EXTRA_PINS = {"async-timeout": "5.0.1"}
 # Requirements that no image runs: nothing imports them outside tests, or only at build time.
 NOT_IN_IMAGES = ("selenium", "grpcio-tools", "pyspark", "pyarrow", "pandas", "numpy")
 
+VICTORIA_LOGS, OTELCOL = "victorialogs/victoria-logs", "otelcol/otelcol"  # built by make setup (stack/setup.sh)
+
 LAYERS: dict[str, LayerSpec] = {
     spec.name: spec
     for spec in (
@@ -93,6 +95,8 @@ LAYERS: dict[str, LayerSpec] = {
         FilesLayer("cassandra", copies=(("cassandra/lib", f"/{PROJECT}/stack/cache/cassandra/lib"),)),
         FilesLayer("jmeter", copies=(("jmeter/home", JMETER_HOME),)),
         FilesLayer("jaeger", copies=(("jaeger/jaeger", f"/{PROJECT}/stack/cache/jaeger/jaeger"),)),
+        FilesLayer("victorialogs", copies=((VICTORIA_LOGS, f"/{PROJECT}/stack/cache/{VICTORIA_LOGS}"),)),
+        FilesLayer("otelcol", copies=((OTELCOL, f"/{PROJECT}/stack/cache/{OTELCOL}"),)),
     )
 }
 BASE = ("debian", "python", "clover")
@@ -196,6 +200,13 @@ def images() -> list[Image]:
                                               d.otlp_http_port, d.jaeger_thrift_port, f"{d.jaeger_agent_port}/udp",
                                               d.jaeger_health_port]),
               "Jaeger all-in-one (built by make setup) with the local stack's jaeger.yaml"),
+        Image("clover-log-store", (*BASE, "victorialogs"),
+              _run([f"/{PROJECT}/stack/cache/{VICTORIA_LOGS}"],
+                   [f"-storageDataPath={STATE_DIR}/log-store", "-httpListenAddr=:9428"], [9428]),
+              "VictoriaLogs (built by make setup): the log store of k8s/logging"),
+        Image("clover-log-shipper", (*BASE, "otelcol"),
+              _run([f"/{PROJECT}/stack/cache/{OTELCOL}"], ["--config=file:/etc/clover/log-shipper.yaml"], [8889]),
+              "the OpenTelemetry Collector (built by make setup): the log shipper of k8s/logging"),
     ]  # fmt: skip
 
 

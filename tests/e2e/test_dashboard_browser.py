@@ -91,9 +91,9 @@ def test_the_page_shows_the_seeded_results_and_a_screenshot_is_saved(
     assert [text(browser, f"count-{n}") for n in ("traces", "spans", "metrics")] == ["31", "124", "40"]
     rows = browser.find_elements(By.CSS_SELECTOR, "#rt-table-grid tbody tr")
     assert [r.text.split() for r in rows] == [
-        ["clover-server1", "60", "0.50", "1.20", "7.00", "1.00", "2.00", "6.00", "—", "0.00%", "—", "jaeger"],
+        ["clover-server1", "60", "0.50", "1.20", "7.00", "1.00", "2.00", "6.00", "—", "0.00%", "—", "jaeger", "logs"],
         ["proxy-access-control", "200", "1.00", "5.00", "90.00", "4.00", "9.00", "60.00", "90.00", "3.00%", "3.33",
-         "jaeger"],
+         "jaeger", "logs"],
     ]  # fmt: skip
     urls = wait_until(lambda: trace(browser, "per-url-chart"), 20, what="the per-URL chart")
     assert (urls["y"], urls["x"]) == (["/c", "/b", "/a", "/"], [1, 3, 30, 90])
@@ -119,9 +119,9 @@ def test_the_page_shows_the_seeded_results_and_a_screenshot_is_saved(
     # The figures as Clovisor measured them: the proxy's network view; clover-server1 has none.
     click_option(browser, "figures-source", "clovisor")
     wait_until(lambda: cells(browser, "rt-table-grid") == [
-        ["clover-server1", *["—"] * 11],
+        ["clover-server1", *["—"] * 11, "logs"],
         ["proxy-access-control", "198", "1.10", "5.20", "91.00", "4.10", "9.20", "61.00", "91.00", "3.03%", "3.30",
-         "clovisor"],
+         "clovisor", "logs"],
     ], 20, what="the Clovisor figures")  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +22,7 @@ import requests
 
 from clover import keys
 from clover.config import Config
+from logstore.settings import LogSettings
 from sdc import grpc_client, topology
 from sdc.waf.check import ext_authz_metric
 from stack.catalogue import local_stack
@@ -139,6 +141,10 @@ def test_attack_is_refused_and_recorded_with_its_rule_ids(
         "client-ip": client_ip(waf_chain), "method": "GET", "url": sent, "trace-id": trace_id,
     }  # fmt: skip
     assert event["msg"].startswith("Inbound Anomaly Score Exceeded (Total Score: ")
+    waf_log = LogSettings.from_env(os.environ).access_log_dir / f"{WAF}.log"
+    logged = [e for e in map(json.loads, waf_log.read_text().splitlines()) if e["traceId"] == trace_id]
+    assert [(e["kind"], e["ruleId"], e["rules"], e["anomalyScore"], e["blocked"], e["responseCode"], e["eventId"])
+            for e in logged] == [("alert", decided, rules, score, True, 403, int(event["event-id"]))]  # fmt: skip
     entry = audit_entry(store, event["transaction-id"])
     assert entry["request"]["request_line"] == f"GET {sent} HTTP/1.1"
     matched = [m.split('[id "', 1)[1].split('"', 1)[0] for m in entry["audit_data"]["messages"]]

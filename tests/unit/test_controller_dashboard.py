@@ -105,9 +105,11 @@ def test_the_response_time_table_rows() -> None:
            "p99": "3.00", "p999": "3.10", "error_rate": "0.0125", "request_rate": "0.50",
            "source": "jaeger"}  # fmt: skip
     rows = views.response_time_rows([row])
-    assert rows == [["a", "3", "1.00", "—", "—", "2.00", "2.50", "3.00", "3.10", "1.25%", "0.50", "jaeger"]]
+    logs = views.Link("logs", "/logs?service=a&since=1h&format=html")
+    assert rows == [["a", "3", "1.00", "—", "—", "2.00", "2.50", "3.00", "3.10", "1.25%", "0.50", "jaeger", logs]]
     assert views.RT_HEADER == ("Service", "Requests", "Min (ms)", "Avg (ms)", "Max (ms)", "p50 (ms)", "p90 (ms)",
-                               "p99 (ms)", "p99.9 (ms)", "Error rate", "Req/s", "Source")  # fmt: skip
+                               "p99 (ms)", "p99.9 (ms)", "Error rate", "Req/s", "Source", "Logs")  # fmt: skip
+    assert "[logs](/logs?service=a&since=1h&format=html)" in views.table(views.RT_HEADER, rows, "t").children
 
 
 def test_alert_rows_read_the_alert_hash_fields() -> None:

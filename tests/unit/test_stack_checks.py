@@ -241,9 +241,9 @@ def test_validate_monitoring_with_nothing_listening_exits_1_naming_the_url(monke
 
 
 def test_validate_refuses_an_unknown_section() -> None:
-    result = CliRunner().invoke(cli, ["validate", "logging"])
+    result = CliRunner().invoke(cli, ["validate", "storage"])
     assert result.exit_code == 2
-    assert "'logging' is not one of 'monitoring', 'tracing', 'mesh', 'all'" in result.output
+    assert "'storage' is not one of 'monitoring', 'tracing', 'mesh', 'logging', 'all'" in result.output
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,158 @@
+"""Each pod's access log: one JSON line per request it answered, read by the log shipper; and
+the IDS's alert log, one JSON line per alert, beside them.
+
+The original's fields (``source``, ``user``, ``destination``, ``responseCode``, ``responseSize``,
+``latency``) plus the request's method, URL, user-agent, trace and span ids. ``source`` is the
+calling pod's service (``unknown`` for a client outside the chain) and ``user`` its identity, the
+pod's name; ``destination`` is this pod's service. The file is rotated past a size: renamed to
+``<pod>.log.<n>`` (the shipper reads the rotated generations too) and the oldest beyond
+``keep`` removed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO
+
+from clover.config import Config
+from logstore.settings import LogSettings
+from sdc import topology
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class AccessEntry:
+    """One request as a pod answered it."""
+
+    time: str
+    stream: str
+    pod: str
+    source: str
+    user: str
+    destination: str
+    responseCode: int  # the original's field names (camelCase)
+    responseSize: int
+    latency: float
+    method: str
+    url: str
+    userAgent: str
+    traceId: str
+    spanId: str
+    requestId: str
+    level: str = "info"
+    kind: str = "access"
+
+    def line(self) -> bytes:
+        return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class AlertEntry:
+    """One IDS alert: the rule that fired, the addresses of the request, its trace."""
+
+    time: str
+    stream: str
+    pod: str
+    sid: int
+    msg: str
+    classtype: str
+    priority: int
+    eventId: int  # the original's snort_event:<id> in Redis (camelCase like the access fields)
+    sourceIp: str
+    destinationIp: str
+    traceId: str
+    level: str = "warning"
+    kind: str = "alert"
+
+    def line(self) -> bytes:
+        return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class WafAlertEntry:
+    """One WAF alert (modsecurity-crs), as the waf_event:<id> hash has it, with the request's trace."""
+
+    time: str
+    stream: str
+    pod: str
+    ruleId: str
+    msg: str
+    anomalyScore: int
+    rules: str
+    blocked: bool
+    responseCode: int
+    clientIp: str
+    method: str
+    url: str
+    userAgent: str
+    traceId: str
+    requestId: str
+    eventId: int
+    level: str = "warning"
+    kind: str = "alert"
+
+    def line(self) -> bytes:
+        return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def timestamp(epoch_seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch_seconds, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class AccessLog:
+    """Appends entries to ``<directory>/<pod>.log``, one flushed line each, rotating by size."""
+
+    def __init__(self, directory: Path, pod: str, max_bytes: int, keep: int = 5):
+        self.path = directory / f"{pod}.log"
+        self.max_bytes = max_bytes
+        self.keep = keep
+        directory.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 - held for the pod's life
+        self._size = self._file.tell()
+        self.written = 0
+
+    def write(self, entry: AccessEntry | AlertEntry | WafAlertEntry) -> None:
+        line = entry.line()
+        if self._size and self._size + len(line) > self.max_bytes:
+            self.rotate()
+        self._file.write(line)
+        self._file.flush()
+        self._size += len(line)
+        self.written += 1
+
+    def rotated(self) -> list[Path]:
+        """The rotated generations, oldest first."""
+        found = [p for p in self.path.parent.glob(f"{self.path.name}.*") if p.suffix[1:].isdigit()]
+        return sorted(found, key=lambda p: int(p.suffix[1:]))
+
+    def rotate(self) -> None:
+        generations = self.rotated()
+        number = int(generations[-1].suffix[1:]) + 1 if generations else 1
+        self._file.close()
+        os.rename(self.path, self.path.with_name(f"{self.path.name}.{number}"))
+        self._file = open(self.path, "ab")  # noqa: SIM115
+        self._size = 0
+        for old in generations[: max(0, len(generations) + 1 - self.keep)]:
+            old.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def open_access_log(pod: str) -> tuple[AccessLog, str]:
+    """The pod's access log as ``CLOVER_ACCESS_LOG_*`` configure it, and the stream its entries name."""
+    settings = LogSettings.from_env(os.environ)
+    log = AccessLog(settings.access_log_dir, pod, settings.access_log_max_bytes, settings.access_log_keep)
+    return log, settings.stream
+
+
+def sources(cfg: Config) -> dict[str, tuple[str, str]]:
+    """The chain's pods by address: (service, pod name), to name who sent a request."""
+    if topology.mode(cfg) == topology.CLUSTER:
+        return {}
+    return {topology.pod_ip(cfg, p.name): (p.service, p.name) for p in topology.POD_SPECS}

@@ -1,0 +1,53 @@
+"""k8s/logging: valid objects in namespace logging, and the shipper's configuration there is the
+local stack's template (stack/conf/log-shipper.yaml) with the cluster's values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cloverctl import clover_system, logging_system
+from stack.parts import render
+
+pytestmark = pytest.mark.unit
+K8S = Path(__file__).resolve().parents[2] / "k8s" / "logging"
+
+
+def documents() -> list[dict[str, object]]:
+    found = []
+    for name in yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]:
+        found += [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+    return found
+
+
+def test_the_manifests_are_valid_objects_in_the_logging_namespace() -> None:
+    import kubernetes_validate  # type: ignore[import-untyped]  # no type information
+
+    docs = documents()
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [  # type: ignore[index]  # yaml mappings
+        ("Namespace", "logging"), ("StatefulSet", "log-store"), ("Service", "log-store"),
+        ("ConfigMap", "log-shipper"), ("DaemonSet", "log-shipper"),
+    ]  # fmt: skip
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.31", strict=True)
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == "logging"  # type: ignore[index]  # yaml mappings
+
+
+def test_the_shippers_configuration_is_the_local_template_with_the_clusters_values(tmp_path: Path) -> None:
+    (config_map,) = [d for d in documents() if d["kind"] == "ConfigMap"]
+    in_cluster = yaml.safe_load(config_map["data"]["log-shipper.yaml"])  # type: ignore[index]  # yaml mappings
+    local = render("log-shipper.yaml", tmp_path / "shipper.yaml", storage_dir="/var/lib/clover/log-shipper",
+                   access_log_dir="/var/log/clover/access-logs", stream="clover",
+                   store_url="http://log-store.logging:9428", bind_host="0.0.0.0", metrics_port=8889)  # fmt: skip
+    assert in_cluster == yaml.safe_load(local.read_text())
+
+
+def test_create_system_logging_names_the_images_of_the_chosen_repository_and_tag() -> None:
+    docs = clover_system.load(logging_system.SYSTEM, tag="7", repo="reg:5000/clover")
+    images = {d["metadata"]["name"]: [c["image"] for c in d["spec"]["template"]["spec"]["containers"]]
+              for d in docs if d["kind"] in ("StatefulSet", "DaemonSet")}  # fmt: skip
+    assert images == {"log-store": ["reg:5000/clover/clover-log-store:7"],
+                      "log-shipper": ["reg:5000/clover/clover-log-shipper:7"]}  # fmt: skip
