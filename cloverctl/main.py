@@ -8,6 +8,7 @@ from cloverctl import (
     clover_system,
     clovisor,
     gateway_system,
+    graph,
     images,
     monitoring_system,
     provider,
@@ -95,6 +96,7 @@ gateway_system.register({"create": create, "delete": delete})
 build.add_command(images.build_images)
 provider.register({"create": create, "delete": delete, "get": get})
 waf.register({"get": get})
+graph.register({"get": get})
 
 
 def main() -> None:
