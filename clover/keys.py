@@ -140,6 +140,28 @@ def metric_history(prefix: str, service: str, suffix: str) -> str:
     return METRICS_HISTORY_PREFIX + metric_value(prefix, service, suffix)
 
 
+# The graph (jobs/graph.py): hash "<caller> -> <callee>" -> JSON of the edge's figures (the
+# service hash's fields), ``urls`` (URL -> figures) and ``status_codes`` (status -> count).
+GRAPH = "visibility_graph"
+GRAPH_EDGE_SEPARATOR = " -> "
+
+
+def graph(window: bool = False, source: str | None = None) -> str:
+    """Hash of the graph's edges over the whole retention or the sliding window; without ``source``
+    each edge as the source that saw most of its requests measured it."""
+    return _of_source(f"{GRAPH}:window" if window else GRAPH, source)
+
+
+def graph_edge_field(caller: str, callee: str) -> str:
+    return f"{caller}{GRAPH_EDGE_SEPARATOR}{callee}"
+
+
+def graph_edge_of_field(member: str) -> tuple[str, str]:
+    """(caller, callee) of a field of a graph hash."""
+    caller, _, callee = member.partition(GRAPH_EDGE_SEPARATOR)
+    return caller, callee
+
+
 def status_url_member(status_code: str, url: str) -> str:
     """Member of ``span_status_codes_z``."""
     return f"{status_code}, {url}"

@@ -8,6 +8,7 @@ from cloverctl import (
     clover_system,
     clovisor,
     gateway_system,
+    graph,
     images,
     logging_system,
     logs,
@@ -99,6 +100,7 @@ provider.register({"create": create, "delete": delete, "get": get})
 waf.register({"get": get})
 get.add_command(logs.get_logs)
 logging_system.register({"create": create, "delete": delete})
+graph.register({"get": get})
 
 
 def main() -> None:

@@ -181,6 +181,10 @@ def visibility_urls(service: str) -> Response:
     return jsonify(visibility().url_stats(service, _flag("window"), request.args.get("source")))
 
 
+def visibility_graph() -> Response:
+    return jsonify(services().graph.graph(_flag("window"), request.args.get("source")))
+
+
 def visibility_metrics() -> Response:
     cells = []
     for name, value in visibility().metric_values():
@@ -369,6 +373,11 @@ ROUTES: tuple[Route, ...] = (
           VISIBILITY, reply=JSON, reply_schema="UrlStats", new=True,
           query=(("window", "boolean", "the sliding window's figures instead of the whole retention"), SOURCE_Q),
           path_params={"service": "service name (- or _)"}),
+    Route("/visibility/get/graph", ("GET",), "The mesh as a graph: caller -> callee edges with their figures",
+          visibility_graph, VISIBILITY, reply=JSON, reply_schema="Graph", new=True,
+          query=(("window", "boolean", "the sliding window's edges instead of the whole retention"),
+                 ("source", "string", "edges as one source measured them: jaeger, zipkin or clovisor (default: each "
+                  "edge's source that saw the most of its requests)"))),
     Route("/visibility/get/<c_type>", GET_OR_POST, "What visibility tracks: services, metrics or all",
           visibility_config, VISIBILITY, reply=JSON, reply_schema="VisibilityConfigReply",
           path_params={"c_type": "services, metrics or all"}),

@@ -333,6 +333,26 @@ CONFIG_REPLY: dict[str, Any] = {
 URL_STATS_REPLY: dict[str, Any] = {"title": "UrlStats", "type": "object", "additionalProperties": _FIGURES}
 ANY_OBJECT: dict[str, Any] = {"title": "Object", "type": "object"}
 
+GRAPH_REPLY: dict[str, Any] = {
+    "title": "Graph",
+    "type": "object",
+    "description": "The mesh as a graph (jobs/graph.py): a node per service or caller address, an edge per caller "
+    "and callee with the callee's figures for the caller's requests.",
+    "properties": {
+        "window": {"type": "boolean"},
+        "source": {"type": ["string", "null"]},
+        "nodes": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "request_count": {"type": "integer"}, "errors": {"type": "integer"},
+            "error_rate": {"type": ["number", "null"]}, "request_rate": {"type": "number"},
+            "callers": {"type": "array", "items": {"type": "string"}},
+            "callees": {"type": "array", "items": {"type": "string"}}}}},
+        "edges": {"type": "array", "items": {"type": "object", "properties": {
+            "caller": {"type": "string"}, "callee": {"type": "string"}, **_FIGURES["properties"],
+            "urls": {"type": "object", "additionalProperties": _FIGURES},
+            "status_codes": {"type": "object", "additionalProperties": {"type": "integer"}}}}},
+    },
+}  # fmt: skip
+
 REPLIES: dict[str, dict[str, Any]] = {
-    s["title"]: s for s in (ERROR, MESSAGE, STATS_REPLY, CONFIG_REPLY, URL_STATS_REPLY, ANY_OBJECT)
+    s["title"]: s for s in (ERROR, MESSAGE, STATS_REPLY, CONFIG_REPLY, URL_STATS_REPLY, ANY_OBJECT, GRAPH_REPLY)
 }

@@ -9,7 +9,7 @@ from dash import Dash
 from flask import Flask
 
 from controller.services.compose import Services
-from dashboard.callbacks import chain, token, validation, visibility, waf
+from dashboard.callbacks import chain, graph, token, validation, visibility, waf
 from dashboard.layout import layout
 
 ASSETS = Path(__file__).parent / "assets"
@@ -33,4 +33,5 @@ def create_dashboard(server: Flask, services: Services, path: str = "/dashboard/
     chain.register(app, services.chain, gate)
     validation.register(app, services.validation)
     waf.register(app, services.waf)
+    graph.register(app, services.graph)
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import dash_cytoscape as cyto
 from dash import dcc, html
 
 from clover.figures import SOURCES
@@ -159,6 +160,45 @@ def _validation_tab() -> dcc.Tab:
     )  # fmt: skip
 
 
+GRAPH_STYLE = [
+    {"selector": "node", "style": {"label": "data(label)", "width": "data(size)", "height": "data(size)",
+                                   "background-color": "data(colour)", "font-size": "12px"}},
+    {"selector": "edge", "style": {"label": "data(label)", "curve-style": "bezier", "target-arrow-shape": "triangle",
+                                   "width": 2, "font-size": "10px", "text-rotation": "autorotate",
+                                   "text-background-color": "#ffffff", "text-background-opacity": 0.8}},
+    {"selector": ":selected", "style": {"border-width": 3, "border-color": "#1565c0", "line-color": "#1565c0",
+                                        "target-arrow-color": "#1565c0"}},
+]  # fmt: skip
+
+
+def _graph_tab() -> dcc.Tab:
+    """The mesh as a graph (dashboard/callbacks/graph.py)."""
+    sources = [{"label": "the main source of each edge", "value": ""}, *SOURCE_CHOICES[1:]]
+    periods = [{"label": "whole retention", "value": "whole"}, {"label": "last 5 minutes", "value": "window"}]
+    return dcc.Tab(
+        label="Graph",
+        value="graph",
+        children=[
+            _panel("Who calls whom", html.Div([
+                html.Div([html.Label("Edges measured by"),
+                          dcc.RadioItems(id="graph-source", options=sources, value="", inline=True)]),
+                html.Div([html.Label("Period"),
+                          dcc.RadioItems(id="graph-period", options=periods, value="whole", inline=True)]),
+                html.Div(id="graph-updated", className="muted"),
+            ], className="controls"), html.Div(
+                "Nodes are sized by the requests they answer per second and coloured by their error rate (green "
+                "none, yellow 1%, orange 5%, red 20% or more; grey: a caller only). Select a node or an edge.",
+                className="muted")),
+            html.Div([
+                _panel("Mesh", cyto.Cytoscape(id="mesh-graph", elements=[], layout={"name": "breadthfirst",
+                                              "directed": True}, stylesheet=GRAPH_STYLE,
+                                              style={"width": "100%", "height": "520px"})),
+                _panel("Selected", html.Div("Select a node or an edge.", id="graph-details", className="muted")),
+            ], className="row"),
+        ],
+    )  # fmt: skip
+
+
 def layout(token_required: bool) -> html.Div:
     login = []
     if token_required:
@@ -174,7 +214,11 @@ def layout(token_required: bool) -> html.Div:
             dcc.Store(id="val-seen"),
             dcc.Interval(id="tick", interval=REFRESH_MS),
             html.Div(
-                dcc.Tabs(id="tabs", value="visibility", children=[_visibility_tab(), _chain_tab(), _validation_tab()]),
+                dcc.Tabs(
+                    id="tabs",
+                    value="visibility",
+                    children=[_visibility_tab(), _graph_tab(), _chain_tab(), _validation_tab()],
+                ),
                 className="page",
             ),
         ]

@@ -46,7 +46,8 @@ def url_target(url: Column) -> Column:
 
 
 def span_facts(spans: DataFrame) -> DataFrame:
-    """The stored spans with what the aggregate keys are made of and what makes a request."""
+    """The stored spans with what the aggregate keys are made of and what makes a request; the
+    ``caller`` is jobs/graph.py's column, null when the spans come without it (no graph)."""
     status, grpc, span_kind = F.col("status_code"), F.col("grpc_status"), F.col("span_kind")
     upstream = F.col("upstream_cluster")
     envoy_server_side = upstream.isNull() | ~upstream.startswith("outbound")
@@ -70,6 +71,7 @@ def span_facts(spans: DataFrame) -> DataFrame:
         (server_side & (status.isNotNull() | grpc.isNotNull())).alias("is_request"),
         F.coalesce((status >= 400) | (grpc != 0), F.lit(False)).alias("is_error"),
         status.alias("status_code"),
+        (F.col("caller") if "caller" in spans.columns else F.lit(None).cast("string")).alias("caller"),
     )
 
 

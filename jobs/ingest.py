@@ -106,6 +106,10 @@ def span_kind_column() -> Column:
     return F.when(kind != "unspecified", kind)
 
 
+# The record's fields the graph needs (jobs/graph.py), as spans_by_bucket's columns; "" is null.
+GRAPH_FIELDS = (("parent_span_id", "parent_spanid"), ("src_ip", "src_ip"), ("dst_ip", "dst_ip"))
+
+
 def bucket_table_rows(spans: DataFrame, bucket_seconds: int) -> DataFrame:
     """Rows of ``visibility.spans_by_bucket``."""
     return spans.select(
@@ -129,6 +133,7 @@ def bucket_table_rows(spans: DataFrame, bucket_seconds: int) -> DataFrame:
         span_kind_column().alias("span_kind"),
         F.when(F.col("http_host") != "", F.col("http_host")).alias("http_host"),
         F.col("grpc_status_code").alias("grpc_status"),
+        *[F.when(F.col(name) != "", F.col(name)).alias(column) for name, column in GRAPH_FIELDS],
     )
 
 

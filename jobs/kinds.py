@@ -42,5 +42,12 @@ UPSTREAM = Kind("upstream", ("upstream_cluster",))
 STATUS = Kind("status", ("status",))
 REQUESTS = Kind("requests", ("service", "source"), requests=True)
 URL_REQUESTS = Kind("url_requests", ("service", "source", "target"), requests=True)
+# The graph (jobs/graph.py): a service's requests by the caller that made them.
+EDGE = Kind("edge", ("caller", "service", "source"), requests=True)
+EDGE_URL = Kind("edge_url", ("caller", "service", "source", "target"), requests=True)
+EDGE_STATUS = Kind("edge_status", ("caller", "service", "source", "status"), requests=True)
+GRAPH_KINDS = (EDGE, EDGE_URL, EDGE_STATUS)
 
-SPAN_KINDS = (SPANS, URL, AGENT, NODE, STATUS_URL, NODE_URL, OPERATION, UPSTREAM, STATUS, REQUESTS, URL_REQUESTS)
+SPAN_KINDS = (
+    SPANS, URL, AGENT, NODE, STATUS_URL, NODE_URL, OPERATION, UPSTREAM, STATUS, REQUESTS, URL_REQUESTS, *GRAPH_KINDS,
+)  # fmt: skip

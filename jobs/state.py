@@ -31,7 +31,7 @@ from jobs.kinds import AggregateKey
 log = logging.getLogger("clover.visibility")
 
 # What the stored aggregates mean. Aggregates of another model are recomputed from the spans.
-MODEL = "2: requests by span kind and source, structured keys"
+MODEL = "3: requests by span kind and source, structured keys, the graph's edges"
 DERIVED_TABLES = ("aggregates_by_bucket", "aggregates_by_key", "counted_traces")
 AGGREGATE_COLUMNS = "count, errors, sum_us, min_us, max_us, n4xx, n5xx, first_us, last_us, bins"
 

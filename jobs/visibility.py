@@ -39,8 +39,9 @@ from jobs import kinds
 from jobs.aggregates import Aggregate, SlidingExtremes
 from jobs.buckets import SHARDS, datetime_to_ms, ms_to_datetime, window_buckets
 from jobs.facts import SPAN_COLUMNS, bucket_facts, fold_facts
+from jobs.graph import GRAPH_COLUMNS, graph_hashes, parents_in, with_callers, with_next_buckets
 from jobs.kinds import AggregateKey
-from jobs.publish import Publisher, ResultSet, build_results
+from jobs.publish import Publisher, ResultSet, Window, build_results
 from jobs.retry import Stopped, with_backoff
 from jobs.session import drop_cassandra_sessions, spark_session
 from jobs.state import AnalyticsState, StateStore, select_by_buckets
@@ -63,10 +64,11 @@ class ClearRequested(RuntimeError):
 class VisibilityAnalytics:
     """The incremental analytics over one Spark session, one Cassandra session and Redis."""
 
-    def __init__(self, spark: SparkSession, cfg: Config, window_s: int = 300):
+    def __init__(self, spark: SparkSession, cfg: Config, window_s: int = 300, graph: bool = True):
         self.spark = spark
         self.cfg = cfg
         self.window_s = window_s
+        self.graph = graph  # the callers of requests, and the graph's edges (jobs/graph.py)
         self._connect()
         self.store = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
         self.publisher = Publisher(self.store)
@@ -153,7 +155,16 @@ class VisibilityAnalytics:
         wanted = spans.where(F.col("bucket").isin([ms_to_datetime(b) for b in buckets])).where(
             F.col("shard").isin(list(range(SHARDS)))
         )
-        return wanted.select(*SPAN_COLUMNS)
+        return wanted.select(*SPAN_COLUMNS, *(GRAPH_COLUMNS if self.graph else ()))
+
+    def with_callers(self, spans: DataFrame) -> DataFrame:
+        """The spans with their callers (jobs/graph.py); parents outside ``spans`` from ``visibility.spans``."""
+        stored = (
+            self.spark.read.format("org.apache.spark.sql.cassandra")
+            .options(keyspace=schema.KEYSPACE, table="spans", directJoinSetting="on")
+            .load()
+        )
+        return with_callers(spans, parents_in(stored))
 
     def count_new_traces(self, spans: DataFrame) -> dict[int, int]:
         """Traces not counted before, by the bucket of their earliest span in this read; they
@@ -213,6 +224,9 @@ class VisibilityAnalytics:
         now_dt = datetime.fromtimestamp(now or time.time(), tz=UTC)
         progress = self.state.progress
         buckets, newest = self.changed_buckets(now_dt)
+        if self.graph and buckets:  # a late parent's child may be in the next bucket
+            width = self.cfg.bucket_seconds * 1000
+            buckets = with_next_buckets(buckets, width, datetime_to_ms(now_dt) // width * width)
         retained = [b for b in buckets if b >= progress.expired_before]  # older ones left the retention
         self.states.begin(progress)
         for start in range(0, len(retained), MAX_BUCKETS_PER_STEP):  # a backlog in bounded steps
@@ -231,6 +245,8 @@ class VisibilityAnalytics:
             for key, agg in aggregates.items():
                 window.setdefault(key, Aggregate()).add(agg)
         results = build_results(self.store, self.db, self.state.totals, window, window_start * 1000, now_ms * 1000)
+        if self.graph:
+            results.hashes.update(graph_hashes(self.state.totals, window, Window(window_start * 1000, now_ms * 1000)))
         self.publisher.publish(results, lease)
         log.info("run: %d buckets recomputed, %d keys published in %.2fs", len(buckets), len(results.keys()),
                  time.monotonic() - started)  # fmt: skip
@@ -280,7 +296,7 @@ class VisibilityAnalytics:
         started = time.monotonic()
         spans = self.read_spans(buckets).persist()
         try:
-            fresh = fold_facts(bucket_facts(spans).collect())
+            fresh = fold_facts(bucket_facts(self.with_callers(spans) if self.graph else spans).collect())
             aggregated = time.monotonic()
             new_traces = self.count_new_traces(spans)
         finally:
@@ -401,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between runs")
     parser.add_argument("--window", type=int, default=300, help="sliding window, seconds")
     parser.add_argument("--once", action="store_true", help="one run, then exit")
+    parser.add_argument("--no-graph", action="store_true", help="leave out the graph's edges (callers)")
     args = parser.parse_args(argv)
     setup_logging()
     logging.getLogger("py4j").setLevel(logging.WARNING)
@@ -411,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     spark = spark_session("clover-visibility", cfg)
     try:
         with_backoff(lambda: schema.ensure_schema(cfg), "creating the visibility schema", stop)
-        analytics = with_backoff(lambda: VisibilityAnalytics(spark, cfg, window_s=args.window), "connecting", stop)
+        analytics = with_backoff(
+            lambda: VisibilityAnalytics(spark, cfg, window_s=args.window, graph=not args.no_graph), "connecting", stop
+        )
         with_backoff(analytics.load_state, "loading the analytics state", stop)
     except Stopped:
         spark.stop()

@@ -4,9 +4,11 @@
 
 On the benchmark stack (bench/stack_env.py), with spans written straight into
 spans_by_bucket by Spark (10,000 per 10-s bucket) and one warm Spark session:
-  (a) a full run over --full stored spans (empty analytics state: every bucket is new);
-  (b) an incremental run adding 10,000 spans on top of --small stored spans, and the same on
-      top of --large; the ratio of the two run times (cost should follow new data);
+  (a) a full run over --full stored spans (empty analytics state: every bucket is new), with the
+      graph (jobs/graph.py: each span after the first of its trace is a call from the span
+      before) and without it, over the same stored spans, and the ratio of the two;
+  (b) an incremental run (with the graph) adding 10,000 spans on top of --small stored spans,
+      and the same on top of --large; the ratio of the two run times (cost should follow new data);
   (c) freshness: with the ingest job and the analytics runner running, the time from a span
       entering Kafka to its URL appearing in Redis, p50 and p95 over --probes spans.
 """
@@ -19,6 +21,7 @@ import statistics
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from cassandra.cluster import Cluster
@@ -32,6 +35,7 @@ from clover.config import Config
 from clover.logs import setup_logging
 from jobs.buckets import shard_column
 from jobs.session import spark_session
+from jobs.state import DERIVED_TABLES
 from jobs.visibility import VisibilityAnalytics
 from protos import records_pb2
 from stack.catalogue import local_stack
@@ -58,6 +62,7 @@ def synthetic_spans(spark: SparkSession, count: int, first_bucket_ms: int, width
         shard_column(trace).alias("shard"),
         trace.alias("traceid"),
         (i % 4).cast("string").alias("spanid"),
+        F.when(i % 4 > 0, (i % 4 - 1).cast("string")).alias("parent_spanid"),
         pick(SERVICES, i).alias("service"),
         pick(SERVICES, i).alias("node_id"),
         F.lit("GET").alias("operation_name"),
@@ -97,6 +102,14 @@ def timed_run(analytics: VisibilityAnalytics) -> float:
     started = time.perf_counter()
     analytics.run_once()
     return time.perf_counter() - started
+
+
+def derived_state_dropped(session: Any, store: redis.Redis) -> None:
+    """The stored spans kept, the analytics' own state and results gone: the next run is a full one."""
+    schema.truncate(session, DERIVED_TABLES)
+    session.execute("DELETE FROM analytics_state WHERE name = 'progress'")
+    for key in store.smembers(keys.PUBLISHED_KEYS):
+        store.delete(key)
 
 
 def fresh_state(session: object, store: redis.Redis) -> None:
@@ -162,9 +175,19 @@ def main() -> None:
     if "a" in args.parts:
         fresh_state(session, store)
         store_spans(spark, args.full, now_ms - (args.full // PER_BUCKET) * width, width)
+        without_graph = VisibilityAnalytics(spark, cfg, graph=False)
+        without_graph.load_state()
+        baseline = timed_run(without_graph)
+        without_graph.close()
+        print(f"(a) full run over {args.full:,} stored spans without the graph: {baseline:.1f}s")
+        derived_state_dropped(session, store)
         analytics.load_state()
         full = timed_run(analytics)
-        print(f"(a) full run over {args.full:,} stored spans: {full:.1f}s (target < 60 s)")
+        edges = len(store.hgetall(keys.graph()))
+        print(
+            f"    with the graph: {full:.1f}s (target < 60 s), {edges} edges; ratio {full / baseline:.2f} "
+            "(target <= 1.15)"
+        )
         print(f"    span_count={store.get(keys.SPAN_COUNT)!s} trace_count={store.get(keys.TRACE_COUNT)!s}")
 
     incremental = {}

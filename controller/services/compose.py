@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from clover.config import Config
 from controller.services.chain import ChainService
+from controller.services.graph import GraphService
 from controller.services.store import RedisStore
 from controller.services.validation import ValidationService
 from controller.services.visibility import VisibilityService
@@ -23,12 +24,13 @@ class Services:
     chain: ChainService
     validation: ValidationService
     waf: WafService
+    graph: GraphService
 
     @classmethod
     def open(cls, cfg: Config) -> Services:
         redis = RedisStore.connect(cfg.redis_url)
         return cls(cfg, redis, VisibilityService(cfg, redis.text), ChainService(cfg, redis), ValidationService(cfg),
-                   WafService(redis))  # fmt: skip
+                   WafService(redis), GraphService(redis.text))  # fmt: skip
 
     def close(self) -> None:
         self.redis.close()

@@ -51,3 +51,9 @@ def requests_counted(store: redis.Redis, expected: dict[str, int], sources: Iter
         for service, count in expected.items()
         for source in sources
     )
+
+
+def edge_counts(store: redis.Redis, source: str | None = None) -> dict[str, int]:
+    """Requests per graph edge ("<caller> -> <callee>") as ``source`` (default: each edge's main one) saw them."""
+    published: dict[str, Any] = store.hgetall(keys.graph(source=source))  # type: ignore[assignment]
+    return {edge: int(json.loads(text)["request_count"]) for edge, text in published.items()}

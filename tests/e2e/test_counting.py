@@ -6,7 +6,8 @@ test sent, whatever traced it.
   service gets the same figures with the gRPC status deciding errors.
 * The demo's traffic through the sample chain with both tracers on (the pods' own OpenTelemetry
   spans through Jaeger and the collector, and Clovisor on their veths): every service counts
-  exactly the requests sent, from either source, and one URL is one key.
+  exactly the requests sent, from either source, and one URL is one key; the graph has exactly
+  the chain's edges with those counts (Clovisor's also the load's own address -> the proxy).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from clover.config import Config
 from collector import client as collector
 from sdc import load, topology
 from stack.launcher import Launcher
-from tests.e2e.collecting import collect_from_now, figures_of, requests_counted, url_counts
+from tests.e2e.collecting import collect_from_now, edge_counts, figures_of, requests_counted, url_counts
 from tests.otel_app import Ports, run_app
 from tests.otel_app.plan import GREETER_METHOD, GREETER_SERVICE
 from tests.waiting import wait_until
@@ -110,3 +111,12 @@ def test_the_demo_traffic_with_both_tracers_counts_each_request_once(chain: Conf
             figures_of(store, server, "jaeger")["request_count"]
             == figures_of(store, server, "clovisor")["request_count"]
         ), server
+    # The graph: the chain's edges, each request once; Clovisor also sees who called the proxy.
+    per_server = {s: int(figures_of(store, s, "jaeger")["request_count"]) for s in SERVERS}
+    edges = {f"{PROXY} -> {LB}": sent, f"{PROXY} -> {IDS}": sent, **{f"{LB} -> {s}": n for s, n in per_server.items()}}
+    wait_until(lambda: edge_counts(store, "jaeger") == edges, 120, 2.0, f"the edges {edges}")
+    network = edge_counts(store, "clovisor")
+    load_edges = {edge: n for edge, n in network.items() if edge.endswith(f" -> {PROXY}")}
+    assert list(load_edges.values()) == [sent], network
+    assert {edge: n for edge, n in network.items() if edge not in load_edges} == edges
+    assert edge_counts(store) == {**edges, **load_edges}

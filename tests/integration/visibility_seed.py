@@ -28,6 +28,9 @@ class SeedSpan:
     kind: str | None = "server"
     source: str = "jaeger"
     grpc: int | None = None
+    parent: str | None = None
+    src_ip: str | None = None
+    dst_ip: str | None = None
 
 
 def make_spans(now_us: int, bucket_us: int) -> list[SeedSpan]:
@@ -73,11 +76,13 @@ def make_spans(now_us: int, bucket_us: int) -> list[SeedSpan]:
 
 
 def seed(cassandra: Any, spans: list[SeedSpan], bucket_seconds: int) -> None:
+    """The spans in spans_by_bucket, and what the graph looks parents up by in spans."""
     insert = cassandra.prepare(
         "INSERT INTO spans_by_bucket (bucket, shard, traceid, spanid, service, node_id, operation_name, http_url,"
-        " user_agent, status_code, upstream_cluster, duration_us, start_time, span_kind, source, grpc_status)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " user_agent, status_code, upstream_cluster, duration_us, start_time, span_kind, source, grpc_status,"
+        " parent_spanid, src_ip, dst_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
+    insert_span = cassandra.prepare("INSERT INTO spans (traceid, spanid, service, parent_spanid) VALUES (?, ?, ?, ?)")
     buckets = set()
     for s in spans:
         bucket = bucket_ms(s.start_us, bucket_seconds)
@@ -85,8 +90,10 @@ def seed(cassandra: Any, spans: list[SeedSpan], bucket_seconds: int) -> None:
         cassandra.execute(insert, (
             datetime.fromtimestamp(bucket / 1000, tz=UTC), shard_of(s.trace), s.trace, s.span, s.service,
             s.node, s.operation, s.url, s.agent, s.status, s.upstream, s.duration_us,
-            datetime.fromtimestamp(s.start_us / 1_000_000, tz=UTC), s.kind, s.source, s.grpc,
+            datetime.fromtimestamp(s.start_us / 1_000_000, tz=UTC), s.kind, s.source, s.grpc, s.parent, s.src_ip,
+            s.dst_ip,
         ))  # fmt: skip
+        cassandra.execute(insert_span, (s.trace, s.span, s.service, s.parent))
     mark_changed(cassandra, buckets)
 
 

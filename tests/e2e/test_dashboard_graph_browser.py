@@ -1,0 +1,130 @@
+"""The dashboard's Graph tab in headless Chromium, served by the controller running as a part of
+the test stack: the graph the test publishes to Redis (as the analytics would: jobs/graph.py) is
+drawn, a click on an edge shows its URLs and status codes, a click on a node its figures, and the
+source selector redraws it. A screenshot is saved as ``artifacts/dashboard-graph.png``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+from clover import keys
+from clover.config import Config
+from jobs import kinds
+from jobs.graph import graph_hashes
+from jobs.publish import Window
+from stack.launcher import Launcher
+from tests.e2e.browser import cells, click_option, log_in, open_page, open_tab, screenshot, text
+from tests.integration.controller_parts import flush_visibility, running
+from tests.unit.test_figures import requests
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.browser
+
+NOW_US = 1_700_000_000_000_000
+FIRST_US = NOW_US - 100_000_000
+# The page's Cytoscape instance: cytoscape registers it on its container.
+CY = "const cy = [...document.querySelectorAll('#mesh-graph, #mesh-graph div')].find(e => e._cyreg)?._cyreg.cy;"
+
+
+@pytest.fixture(scope="module")
+def parts(stack: Launcher) -> Iterator[Launcher]:
+    with running(stack, ["controller"]) as launcher:
+        yield launcher
+
+
+@pytest.fixture(scope="module")
+def store(parts: Launcher, cfg: Config) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
+    yield client
+    flush_visibility(client)
+    client.close()
+
+
+def seed(store: redis.Redis) -> None:
+    """proxy-access-control -> http-lb (4 requests, one 503, two URLs), http-lb -> clover-server1 (9),
+    and nginx called by an address only Clovisor saw (2, both 404)."""
+    flush_visibility(store)
+    totals = {
+        kinds.EDGE.key("proxy-access-control", "http-lb", "jaeger"): requests([1000, 2000, 3000, 4000], errors=1,
+                                                                              first_us=FIRST_US),
+        kinds.EDGE_URL.key("proxy-access-control", "http-lb", "jaeger", "/a"): requests([1000, 2000, 3000],
+                                                                                        first_us=FIRST_US),
+        kinds.EDGE_URL.key("proxy-access-control", "http-lb", "jaeger", "/b"): requests([4000], errors=1,
+                                                                                        first_us=FIRST_US),
+        kinds.EDGE_STATUS.key("proxy-access-control", "http-lb", "jaeger", "200"): requests([1000, 2000, 3000]),
+        kinds.EDGE_STATUS.key("proxy-access-control", "http-lb", "jaeger", "503"): requests([4000], errors=1),
+        kinds.EDGE.key("http-lb", "clover-server1", "jaeger"): requests([500] * 9, first_us=FIRST_US),
+        kinds.EDGE.key("10.0.0.9", "nginx", "clovisor"): requests([700] * 2, errors=2, n4xx=2, first_us=FIRST_US),
+    }  # fmt: skip
+    hashes = graph_hashes(totals, {}, Window(NOW_US - 300_000_000, NOW_US))
+    for key, mapping in hashes.items():
+        store.hset(key, mapping=mapping)
+    store.sadd(keys.PUBLISHED_KEYS, *hashes)
+
+
+def drawn(driver: WebDriver) -> dict[str, Any]:
+    """The nodes (with their size and colour) and edges (with their label) Cytoscape holds."""
+    found = driver.execute_script(
+        CY + "return cy ? {nodes: cy.nodes().map(n => [n.id(), n.data('size'), n.data('colour')]),"
+        " edges: cy.edges().map(e => [e.id(), e.data('label')])} : null;"
+    )
+    return found if isinstance(found, dict) else {"nodes": [], "edges": []}
+
+
+def click_element(driver: WebDriver, element_id: str) -> None:
+    """Click where Cytoscape draws a node (its centre) or an edge (its midpoint), as a person does."""
+    x, y = driver.execute_script(
+        CY + "const e = cy.getElementById(arguments[0]); const p = e.isNode() ? e.renderedPosition() :"
+        " e.renderedMidpoint(); return [p.x, p.y];",
+        element_id,
+    )
+    canvas = driver.find_element(By.CSS_SELECTOR, "#mesh-graph canvas:last-of-type")
+    size = canvas.size
+    ActionChains(driver).move_to_element_with_offset(
+        canvas, int(x - size["width"] / 2), int(y - size["height"] / 2)
+    ).click().perform()
+
+
+def test_the_graph_tab_draws_the_edges_and_a_click_shows_an_edges_urls_and_a_nodes_figures(
+    browser: WebDriver, store: redis.Redis, cfg: Config
+) -> None:
+    seed(store)
+    open_page(browser, cfg.controller_url + "/dashboard/", lambda: text(browser, "tabs"), "the dashboard's tabs")
+    log_in(browser, cfg)
+    open_tab(browser, "Graph")
+    wait_until(lambda: len(drawn(browser)["edges"]) == 3, 30, what="the graph's three edges")
+    graph = drawn(browser)
+    assert sorted(graph["nodes"]) == [
+        ["10.0.0.9", 30, "#9e9e9e"],  # a caller only
+        ["clover-server1", 90, "#2e7d32"],  # the busiest, no errors
+        ["http-lb", 56, "#c62828"],  # 25% errors
+        ["nginx", 43, "#c62828"],  # 0.22 req/s, all errors
+        ["proxy-access-control", 30, "#9e9e9e"],
+    ]
+    labels = dict(graph["edges"])
+    assert labels["proxy-access-control -> http-lb"].startswith("0.44 req/s · p99 ")
+    assert labels["http-lb -> clover-server1"].startswith("1.00 req/s · p99 ")
+    assert text(browser, "graph-updated") == "5 nodes, 3 edges"
+    screenshot(browser, "dashboard-graph")
+
+    click_element(browser, "proxy-access-control -> http-lb")
+    wait_until(lambda: cells(browser, "graph-edge-codes"), 20, what="the edge's status codes")
+    assert cells(browser, "graph-edge-codes") == [["200", "3"], ["503", "1"]]
+    assert [row[:2] for row in cells(browser, "graph-edge-urls")] == [["/a", "3"], ["/b", "1"]]
+
+    click_element(browser, "http-lb")
+    wait_until(lambda: cells(browser, "graph-node-table"), 20, what="the node's figures")
+    assert cells(browser, "graph-node-table") == [
+        ["Requests answered", "4"], ["Request rate (req/s)", "0.44"], ["Errors", "1"], ["Error rate", "25.00%"],
+        ["Called by", "proxy-access-control"], ["Calls", "clover-server1"],
+    ]  # fmt: skip
+
+    click_option(browser, "graph-source", "clovisor")
+    wait_until(lambda: [e[0] for e in drawn(browser)["edges"]] == ["10.0.0.9 -> nginx"], 30, what="Clovisor's edge")

@@ -1,0 +1,113 @@
+"""The graph's callers (jobs/graph.py) and its edge aggregates (jobs/facts.py) on a local Spark
+session, over spans the test makes: no stack needed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType, TimestampType
+
+from jobs import kinds
+from jobs.facts import SPAN_COLUMNS, bucket_facts, fold_facts
+from jobs.graph import GRAPH_COLUMNS, parents_in, with_callers
+
+pytestmark = pytest.mark.spark
+
+BUCKET = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+TYPES = {"status_code": IntegerType(), "grpc_status": IntegerType(), "duration_us": LongType(),
+         "bucket": TimestampType(), "start_time": TimestampType()}  # fmt: skip
+SCHEMA = StructType([StructField(c, TYPES.get(c, StringType())) for c in (*SPAN_COLUMNS, *GRAPH_COLUMNS)])
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[SparkSession]:
+    session = (
+        SparkSession.builder.master("local[1]")
+        .appName("clover-graph-test")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+def span(trace: str, span_id: str, service: str, *, parent: str | None = None, kind: str = "server",
+         status: int | None = 200, source: str = "jaeger", src: str | None = None, dst: str | None = None,
+         url: str = "/", duration_us: int = 1000) -> dict[str, Any]:  # fmt: skip
+    return {
+        "bucket": BUCKET, "traceid": trace, "service": service, "source": source, "span_kind": kind,
+        "node_id": service, "operation_name": "GET", "http_url": url, "user_agent": "test",
+        "status_code": status, "grpc_status": None, "upstream_cluster": None, "duration_us": duration_us,
+        "start_time": BUCKET, "spanid": span_id, "parent_spanid": parent, "src_ip": src, "dst_ip": dst,
+    }  # fmt: skip
+
+
+def spans_of_the_test() -> list[dict[str, Any]]:
+    rows = []
+    for i in range(3):  # proxy -> lb: proxy's server span, its client span, lb's server span (child of the client)
+        rows += [
+            span(f"t{i}", "s1", "proxy"),
+            span(f"t{i}", "c1", "proxy", parent="s1", kind="client", status=None),
+            span(f"t{i}", "s2", "lb", parent="c1", url=f"/lb{i % 2}", status=503 if i == 2 else 200),
+        ]
+    rows.append(span("t9", "s3", "lb", parent="stored-client"))  # its parent is in another bucket: stored only
+    rows.append(span("t8", "s4", "lb", parent="t8-internal"))  # a child of its own service: no edge
+    rows.append(span("t8", "t8-internal", "lb", kind="internal", status=None))
+    rows.append(span("t7", "s5", "lb", parent="nowhere"))  # a parent never stored: no caller
+    # Clovisor: proxy (10.0.0.1) calls lb (10.0.0.2), both traced; nginx (10.0.0.3, no tracer) is
+    # called twice by 10.0.0.9, which Clovisor does not trace.
+    rows.append(span("u1", "x1", "proxy", kind="client", source="clovisor", src="10.0.0.1", dst="10.0.0.2"))
+    rows.append(span("u1", "x2", "lb", source="clovisor", src="10.0.0.1", dst="10.0.0.2", parent="c1"))
+    for i in range(2):
+        rows.append(span(f"n{i}", "x3", "nginx", source="clovisor", src="10.0.0.9", dst="10.0.0.3", status=404))
+    return rows
+
+
+def test_callers_are_the_parent_service_or_the_pod_at_the_client_address(spark: SparkSession) -> None:
+    spans = spark.createDataFrame(spans_of_the_test(), SCHEMA)
+    stored = spark.createDataFrame(
+        [("t9", "stored-client", "proxy"), ("t0", "c1", "proxy")], "traceid string, spanid string, service string"
+    )
+    callers = {(r.traceid, r.spanid, r.source): r.caller for r in with_callers(spans, parents_in(stored)).collect()}
+    assert callers == {
+        **{(f"t{i}", "s1", "jaeger"): None for i in range(3)},
+        **{(f"t{i}", "c1", "jaeger"): None for i in range(3)},
+        **{(f"t{i}", "s2", "jaeger"): "proxy" for i in range(3)},
+        ("t9", "s3", "jaeger"): "proxy",
+        ("t8", "s4", "jaeger"): None,
+        ("t8", "t8-internal", "jaeger"): None,
+        ("t7", "s5", "jaeger"): None,
+        ("u1", "x1", "clovisor"): None,
+        ("u1", "x2", "clovisor"): "proxy",
+        ("n0", "x3", "clovisor"): "10.0.0.9",
+        ("n1", "x3", "clovisor"): "10.0.0.9",
+    }
+
+    bucket_ms = int(BUCKET.timestamp() * 1000)
+    facts = fold_facts(bucket_facts(with_callers(spans, parents_in(stored))).collect())[bucket_ms]
+    edges = {key: agg for key, agg in facts.items() if key[0] in {k.name for k in kinds.GRAPH_KINDS}}
+    assert {key: (agg.count, agg.errors, agg.n4xx, agg.n5xx) for key, agg in edges.items()} == {
+        kinds.EDGE.key("proxy", "lb", "jaeger"): (4, 1, 0, 1),
+        kinds.EDGE_URL.key("proxy", "lb", "jaeger", "/lb0"): (2, 1, 0, 1),
+        kinds.EDGE_URL.key("proxy", "lb", "jaeger", "/lb1"): (1, 0, 0, 0),
+        kinds.EDGE_URL.key("proxy", "lb", "jaeger", "/"): (1, 0, 0, 0),
+        kinds.EDGE_STATUS.key("proxy", "lb", "jaeger", "200"): (3, 0, 0, 0),
+        kinds.EDGE_STATUS.key("proxy", "lb", "jaeger", "503"): (1, 1, 0, 1),
+        kinds.EDGE.key("proxy", "lb", "clovisor"): (1, 0, 0, 0),
+        kinds.EDGE_URL.key("proxy", "lb", "clovisor", "/"): (1, 0, 0, 0),
+        kinds.EDGE_STATUS.key("proxy", "lb", "clovisor", "200"): (1, 0, 0, 0),
+        kinds.EDGE.key("10.0.0.9", "nginx", "clovisor"): (2, 2, 2, 0),
+        kinds.EDGE_URL.key("10.0.0.9", "nginx", "clovisor", "/"): (2, 2, 2, 0),
+        kinds.EDGE_STATUS.key("10.0.0.9", "nginx", "clovisor", "404"): (2, 2, 2, 0),
+    }
+
+
+def test_without_the_graph_no_edge_is_aggregated(spark: SparkSession) -> None:
+    spans = spark.createDataFrame(spans_of_the_test(), SCHEMA).select(*SPAN_COLUMNS)
+    facts = fold_facts(bucket_facts(spans).collect())
+    assert not [key for found in facts.values() for key in found if key[0] in {k.name for k in kinds.GRAPH_KINDS}]
