@@ -6,9 +6,11 @@ On the benchmark stack (bench/stack_env.py), with spans written straight into
 spans_by_bucket by Spark (10,000 per 10-s bucket) and one warm Spark session:
   (a) a full run over --full stored spans (empty analytics state: every bucket is new), with the
       graph (jobs/graph.py: each span after the first of its trace is a call from the span
-      before) and without it, over the same stored spans, and the ratio of the two;
-  (b) an incremental run (with the graph) adding 10,000 spans on top of --small stored spans,
-      and the same on top of --large; the ratio of the two run times (cost should follow new data);
+      before) and without it, over the same stored spans, alternated --repeat times; the medians
+      and their ratio;
+  (b) an incremental run adding 10,000 spans on top of --small stored spans, and the same on top
+      of --large, each without and with the graph (each its own new bucket, on the same state); the
+      ratio of the run times on the two sizes (cost should follow new data);
   (c) freshness: with the ingest job and the analytics runner running, the time from a span
       entering Kafka to its URL appearing in Redis, p50 and p95 over --probes spans.
 """
@@ -107,7 +109,7 @@ def timed_run(analytics: VisibilityAnalytics) -> float:
 def derived_state_dropped(session: Any, store: redis.Redis) -> None:
     """The stored spans kept, the analytics' own state and results gone: the next run is a full one."""
     schema.truncate(session, DERIVED_TABLES)
-    session.execute("DELETE FROM analytics_state WHERE name = 'progress'")
+    session.execute(f"DELETE FROM {schema.KEYSPACE}.analytics_state WHERE name = 'progress'")
     for key in store.smembers(keys.PUBLISHED_KEYS):
         store.delete(key)
 
@@ -154,6 +156,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=100_000)
     parser.add_argument("--large", type=int, default=2_000_000)
     parser.add_argument("--probes", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=2, help="(a): full runs of each, alternated")
     parser.add_argument("--parts", default="abc", help="which measurements to make (a, b, c)")
     args = parser.parse_args()
     setup_logging()
@@ -176,33 +179,44 @@ def main() -> None:
         fresh_state(session, store)
         store_spans(spark, args.full, now_ms - (args.full // PER_BUCKET) * width, width)
         without_graph = VisibilityAnalytics(spark, cfg, graph=False)
-        without_graph.load_state()
-        baseline = timed_run(without_graph)
+        timings: dict[bool, list[float]] = {False: [], True: []}
+        for graph in (False, True) * args.repeat:  # alternated: a warmer JVM or cache favours neither
+            derived_state_dropped(session, store)
+            chosen = analytics if graph else without_graph
+            chosen.load_state()
+            timings[graph].append(timed_run(chosen))
+            print(f"    full run {'with' if graph else 'without'} the graph: {timings[graph][-1]:.1f}s")
         without_graph.close()
-        print(f"(a) full run over {args.full:,} stored spans without the graph: {baseline:.1f}s")
-        derived_state_dropped(session, store)
-        analytics.load_state()
-        full = timed_run(analytics)
+        baseline, full = statistics.median(timings[False]), statistics.median(timings[True])
         edges = len(store.hgetall(keys.graph()))
         print(
-            f"    with the graph: {full:.1f}s (target < 60 s), {edges} edges; ratio {full / baseline:.2f} "
+            f"(a) full run over {args.full:,} stored spans (median of {args.repeat}): without the graph "
+            f"{baseline:.1f}s, with it {full:.1f}s (target < 60 s, {edges} edges); ratio {full / baseline:.2f} "
             "(target <= 1.15)"
         )
         print(f"    span_count={store.get(keys.SPAN_COUNT)!s} trace_count={store.get(keys.TRACE_COUNT)!s}")
 
-    incremental = {}
+    incremental: dict[tuple[int, bool], float] = {}
     for stored in (args.small, args.large) if "b" in args.parts else ():
         fresh_state(session, store)
-        store_spans(spark, stored, now_ms - (stored // PER_BUCKET + 1) * width, width)
+        store_spans(spark, stored, now_ms - (stored // PER_BUCKET + 2) * width, width)
         analytics.load_state()
         analytics.run_once()  # absorb what is stored
-        store_spans(spark, 10_000, now_ms, width)
-        incremental[stored] = timed_run(analytics)
-        assert store.get(keys.SPAN_COUNT) == str(stored + 10_000), store.get(keys.SPAN_COUNT)
-        print(f"(b) +10,000 spans on top of {stored:,}: {incremental[stored]:.2f}s")
+        for graph, bucket in ((False, now_ms - width), (True, now_ms)):  # the same state, a new bucket each
+            chosen = analytics if graph else VisibilityAnalytics(spark, cfg, graph=False)
+            chosen.load_state()
+            store_spans(spark, 10_000, bucket, width)
+            incremental[(stored, graph)] = timed_run(chosen)
+            if not graph:
+                chosen.close()
+        assert store.get(keys.SPAN_COUNT) == str(stored + 20_000), store.get(keys.SPAN_COUNT)
+        print(f"(b) +10,000 spans on top of {stored:,}: {incremental[(stored, True)]:.2f}s with the graph, "
+              f"{incremental[(stored, False)]:.2f}s without")  # fmt: skip
     if incremental:
-        ratio = incremental[args.large] / incremental[args.small]
-        print(f"    ratio {args.large:,} / {args.small:,}: {ratio:.2f} (target < 1.5)")
+        for graph in (True, False):
+            ratio = incremental[(args.large, graph)] / incremental[(args.small, graph)]
+            print(f"    ratio {args.large:,} / {args.small:,} {'with' if graph else 'without'} the graph: {ratio:.2f} "
+                  "(target < 1.5)")  # fmt: skip
     analytics.close()
     spark.stop()
     if "c" not in args.parts:

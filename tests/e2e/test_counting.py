@@ -8,11 +8,15 @@ test sent, whatever traced it.
   spans through Jaeger and the collector, and Clovisor on their veths): every service counts
   exactly the requests sent, from either source, and one URL is one key; the graph has exactly
   the chain's edges with those counts (Clovisor's also the load's own address -> the proxy).
+* The graph after ``set lb -f lbv2.yaml`` (http-lb-v2 to clover-server4/5) with errors injected on
+  clover-server2: its edges are the chain's new ones, and the 5xx are on http-lb -> clover-server2
+  (and, answered back, on proxy -> http-lb), on no other edge.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -22,9 +26,10 @@ from typing import Any
 import pytest
 import redis
 
+from clover import keys
 from clover.config import Config
 from collector import client as collector
-from sdc import load, topology
+from sdc import grpc_client, load, topology
 from stack.launcher import Launcher
 from tests.e2e.collecting import collect_from_now, edge_counts, figures_of, requests_counted, url_counts
 from tests.otel_app import Ports, run_app
@@ -120,3 +125,43 @@ def test_the_demo_traffic_with_both_tracers_counts_each_request_once(chain: Conf
     assert list(load_edges.values()) == [sent], network
     assert {edge: n for edge, n in network.items() if edge not in load_edges} == edges
     assert edge_counts(store) == {**edges, **load_edges}
+
+
+def lb_body(lb: str, servers: tuple[str, ...]) -> dict[str, Any]:
+    return {"server_port": "9180", "server_name": lb, "lb_name": f"{lb}.default", "lb_group": "cloverlb",
+            "lb_path": "/", "lb_list": [{"url": f"{s}:9180"} for s in servers]}  # fmt: skip
+
+
+def server_body(locations: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"server_port": "9180", "server_name": "clover-server2", "locations": locations}
+
+
+def test_the_graph_follows_the_load_balancers_and_shows_a_servers_errors_on_its_edge(
+    chain: Config, store: redis.Redis
+) -> None:
+    cfg = chain
+    servers = (*SERVERS, "clover-server4", "clover-server5")
+    collect_from_now(cfg, store, (PROXY, LB, IDS, *servers))
+    assert grpc_client.modify_lb(cfg, lb_body("http-lb-v2", servers[3:])) == "Modified nginx config"
+    grpc_client.modify_server(cfg, server_body([{"uri_match": "/", "status": 503}]))
+    try:
+        sent = 6 * len(load.MIX)
+        base_url = f"http://{topology.pod_ip(cfg, PROXY)}:{topology.HTTP_PORT}"
+        answers = asyncio.run(load.drive(base_url, 50.0, asyncio.Event(), count=sent))
+        assert sum(answers.values()) == sent and answers["503"] > 0, answers
+        wait_until(lambda: requests_counted(store, {PROXY: sent, LB: sent, IDS: sent}, ("jaeger",)), 300, 2.0,
+                   f"{sent} requests per hop")  # fmt: skip
+        per_server = {s: int(figures_of(store, s, "jaeger").get("request_count", 0)) for s in servers}
+        assert sum(per_server.values()) == sent and per_server["clover-server4"] > 0, per_server
+        edges = {f"{PROXY} -> {LB}": sent, f"{PROXY} -> {IDS}": sent,
+                 **{f"{LB} -> {s}": n for s, n in per_server.items() if n}}  # fmt: skip
+        wait_until(lambda: edge_counts(store, "jaeger") == edges, 120, 2.0, f"the edges {edges}")
+        published = {e: json.loads(v) for e, v in store.hgetall(keys.graph(source="jaeger")).items()}  # type: ignore[union-attr]
+        failed = figures_of(store, "clover-server2", "jaeger")["errors_5xx"]
+        assert int(failed) == answers["503"], answers
+        assert {edge: figures["errors_5xx"] for edge, figures in published.items()} == {
+            edge: failed if edge in (f"{LB} -> clover-server2", f"{PROXY} -> {LB}") else "0" for edge in edges
+        }
+    finally:
+        grpc_client.modify_lb(cfg, lb_body("http-lb-v2", SERVERS))
+        grpc_client.modify_server(cfg, server_body([]))

@@ -14,21 +14,15 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from clover import keys
 from clover.config import Config
-from jobs import kinds
-from jobs.graph import graph_hashes
-from jobs.publish import Window
 from stack.launcher import Launcher
 from tests.e2e.browser import cells, click_option, log_in, open_page, open_tab, screenshot, text
+from tests.graph_sample import publish_sample_graph
 from tests.integration.controller_parts import flush_visibility, running
-from tests.unit.test_figures import requests
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 
-NOW_US = 1_700_000_000_000_000
-FIRST_US = NOW_US - 100_000_000
 # The page's Cytoscape instance: cytoscape registers it on its container.
 CY = "const cy = [...document.querySelectorAll('#mesh-graph, #mesh-graph div')].find(e => e._cyreg)?._cyreg.cy;"
 
@@ -45,28 +39,6 @@ def store(parts: Launcher, cfg: Config) -> Iterator[redis.Redis]:
     yield client
     flush_visibility(client)
     client.close()
-
-
-def seed(store: redis.Redis) -> None:
-    """proxy-access-control -> http-lb (4 requests, one 503, two URLs), http-lb -> clover-server1 (9),
-    and nginx called by an address only Clovisor saw (2, both 404)."""
-    flush_visibility(store)
-    totals = {
-        kinds.EDGE.key("proxy-access-control", "http-lb", "jaeger"): requests([1000, 2000, 3000, 4000], errors=1,
-                                                                              first_us=FIRST_US),
-        kinds.EDGE_URL.key("proxy-access-control", "http-lb", "jaeger", "/a"): requests([1000, 2000, 3000],
-                                                                                        first_us=FIRST_US),
-        kinds.EDGE_URL.key("proxy-access-control", "http-lb", "jaeger", "/b"): requests([4000], errors=1,
-                                                                                        first_us=FIRST_US),
-        kinds.EDGE_STATUS.key("proxy-access-control", "http-lb", "jaeger", "200"): requests([1000, 2000, 3000]),
-        kinds.EDGE_STATUS.key("proxy-access-control", "http-lb", "jaeger", "503"): requests([4000], errors=1),
-        kinds.EDGE.key("http-lb", "clover-server1", "jaeger"): requests([500] * 9, first_us=FIRST_US),
-        kinds.EDGE.key("10.0.0.9", "nginx", "clovisor"): requests([700] * 2, errors=2, n4xx=2, first_us=FIRST_US),
-    }  # fmt: skip
-    hashes = graph_hashes(totals, {}, Window(NOW_US - 300_000_000, NOW_US))
-    for key, mapping in hashes.items():
-        store.hset(key, mapping=mapping)
-    store.sadd(keys.PUBLISHED_KEYS, *hashes)
 
 
 def drawn(driver: WebDriver) -> dict[str, Any]:
@@ -95,7 +67,8 @@ def click_element(driver: WebDriver, element_id: str) -> None:
 def test_the_graph_tab_draws_the_edges_and_a_click_shows_an_edges_urls_and_a_nodes_figures(
     browser: WebDriver, store: redis.Redis, cfg: Config
 ) -> None:
-    seed(store)
+    flush_visibility(store)
+    publish_sample_graph(store)
     open_page(browser, cfg.controller_url + "/dashboard/", lambda: text(browser, "tabs"), "the dashboard's tabs")
     log_in(browser, cfg)
     open_tab(browser, "Graph")

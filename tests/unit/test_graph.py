@@ -15,6 +15,7 @@ from jobs import kinds
 from jobs.aggregates import bin_of, bin_value
 from jobs.graph import graph_hashes, with_next_buckets
 from jobs.publish import Window
+from tests.graph_sample import PROXY, sample_graph_hashes
 from tests.unit.offline_controller import offline_config
 from tests.unit.test_figures import requests
 
@@ -81,45 +82,43 @@ def test_a_graph_field_names_the_caller_and_the_callee() -> None:
 
 
 def published_graph() -> dict[str, str]:
-    first = NOW_US - 100_000_000
-    totals = {
-        kinds.EDGE.key("proxy", "lb", "jaeger"): requests([1000, 2000, 3000, 4000], errors=1, first_us=first),
-        kinds.EDGE_URL.key("proxy", "lb", "jaeger", "/a"): requests([1000, 2000, 3000, 4000], errors=1, first_us=first),
-        kinds.EDGE_STATUS.key("proxy", "lb", "jaeger", "200"): requests([1000, 2000, 3000]),
-        kinds.EDGE_STATUS.key("proxy", "lb", "jaeger", "503"): requests([4000], errors=1),
-        kinds.EDGE.key("lb", "server1", "jaeger"): requests([500] * 9, first_us=first),
-    }
-    return graph_hashes(totals, {}, Window(NOW_US - 300_000_000, NOW_US))[keys.graph()]
+    return sample_graph_hashes()[keys.graph()]
 
 
 def test_the_controller_reads_nodes_and_edges_from_the_published_graph() -> None:
     graph = graph_of(published_graph())
     assert graph["nodes"] == [
-        {"name": "lb", "request_count": 4, "errors": 1, "error_rate": 0.25, "request_rate": 0.44,
-         "callers": ["proxy"], "callees": ["server1"]},
-        {"name": "proxy", "request_count": 0, "errors": 0, "error_rate": None, "request_rate": 0.0,
-         "callers": [], "callees": ["lb"]},
-        {"name": "server1", "request_count": 9, "errors": 0, "error_rate": 0.0, "request_rate": 1.0,
-         "callers": ["lb"], "callees": []},
+        {"name": "10.0.0.9", "request_count": 0, "errors": 0, "error_rate": None, "request_rate": 0.0,
+         "callers": [], "callees": ["nginx"]},
+        {"name": "clover-server1", "request_count": 9, "errors": 0, "error_rate": 0.0, "request_rate": 1.0,
+         "callers": ["http-lb"], "callees": []},
+        {"name": "http-lb", "request_count": 4, "errors": 1, "error_rate": 0.25, "request_rate": 0.44,
+         "callers": ["proxy-access-control"], "callees": ["clover-server1"]},
+        {"name": "nginx", "request_count": 2, "errors": 2, "error_rate": 1.0, "request_rate": 0.22,
+         "callers": ["10.0.0.9"], "callees": []},
+        {"name": "proxy-access-control", "request_count": 0, "errors": 0, "error_rate": None, "request_rate": 0.0,
+         "callers": [], "callees": ["http-lb"]},
     ]  # fmt: skip
-    lb = next(e for e in graph["edges"] if e["callee"] == "lb")
-    assert (lb["caller"], lb["request_count"], lb["p99"], lb["source"]) == ("proxy", "4", sketched_ms(3000), "jaeger")
-    assert (lb["urls"]["/a"]["request_count"], lb["status_codes"]) == ("4", {"200": 3, "503": 1})
+    lb = next(e for e in graph["edges"] if e["callee"] == "http-lb")
+    assert (lb["caller"], lb["request_count"], lb["p99"], lb["source"]) == (PROXY, "4", sketched_ms(3000), "jaeger")
+    assert {url: f["request_count"] for url, f in lb["urls"].items()} == {"/a": "3", "/b": "1"}
+    assert lb["status_codes"] == {"200": 3, "503": 1}
 
 
 def test_cloverctl_prints_the_edges_busiest_first_and_as_dot() -> None:
     graph = graph_of(published_graph())
     lines = format_graph({"window": False, **graph}).splitlines()
-    assert lines[0] == "Edges (whole retention; 3 nodes, 2 edges):"
+    assert lines[0] == "Edges (whole retention; 5 nodes, 3 edges):"
     assert lines[1].split() == ["CALLER", "CALLEE", "REQUESTS", "REQ/S", "4XX", "5XX", "ERROR", "RATE", "P50", "(MS)",
                                 "P90", "(MS)", "P99", "(MS)", "SOURCE", "STATUS", "CODES"]  # fmt: skip
-    assert lines[2].split()[:3] == ["lb", "server1", "9"]
-    assert lines[3].split() == ["proxy", "lb", "4", "0.44", "0", "0", "25.00%", sketched_ms(2000), sketched_ms(3000),
-                                sketched_ms(3000), "jaeger", "200:3", "503:1"]  # fmt: skip
+    assert lines[2].split()[:3] == ["http-lb", "clover-server1", "9"]
+    assert lines[3].split() == [PROXY, "http-lb", "4", "0.44", "0", "0", "25.00%", sketched_ms(2000),
+                                sketched_ms(3000), sketched_ms(3000), "jaeger", "200:3", "503:1"]  # fmt: skip
+    assert lines[4].split()[:7] == ["10.0.0.9", "nginx", "2", "0.22", "2", "0", "100.00%"]
     assert format_graph({"window": True, "nodes": [], "edges": []}).startswith("No edges (the last 5 minutes)")
     dot = format_dot(graph)
     assert dot.splitlines()[0] == "digraph clover {"
-    assert f'  "proxy" -> "lb" [label="0.44 req/s, p99 {sketched_ms(3000)} ms"];' in dot.splitlines()
+    assert f'  "{PROXY}" -> "http-lb" [label="0.44 req/s, p99 {sketched_ms(3000)} ms"];' in dot.splitlines()
     assert format_dot({"nodes": [{"name": 'a"b', "request_count": 0}], "edges": []}).splitlines()[3] == (
         '  "a\\"b" [tooltip="0 requests"];'
     )
@@ -127,13 +126,14 @@ def test_cloverctl_prints_the_edges_busiest_first_and_as_dot() -> None:
 
 def test_the_dashboard_sizes_nodes_by_rate_colours_them_by_errors_and_labels_edges() -> None:
     found = {e["data"]["id"]: e["data"] for e in elements(graph_of(published_graph()))}
-    assert {n: (found[n]["size"], found[n]["colour"]) for n in ("proxy", "lb", "server1")} == {
-        "proxy": (30, "#9e9e9e"), "lb": (56, "#c62828"), "server1": (90, "#2e7d32"),
+    assert {n: (found[n]["size"], found[n]["colour"]) for n in (PROXY, "http-lb", "clover-server1", "nginx")} == {
+        PROXY: (30, "#9e9e9e"), "http-lb": (56, "#c62828"), "clover-server1": (90, "#2e7d32"),
+        "nginx": (43, "#c62828"),
     }  # fmt: skip
-    edge = found["proxy -> lb"]
+    edge = found[f"{PROXY} -> http-lb"]
     assert (edge["source"], edge["target"], edge["label"]) == (
-        "proxy",
-        "lb",
+        PROXY,
+        "http-lb",
         f"0.44 req/s · p99 {sketched_ms(3000)} ms",
     )
 
