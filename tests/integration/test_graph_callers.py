@@ -11,9 +11,11 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType, TimestampType
 
+from clover.config import Config
 from jobs import kinds
 from jobs.facts import SPAN_COLUMNS, bucket_facts, fold_facts
 from jobs.graph import GRAPH_COLUMNS, parents_in, with_callers
+from jobs.session import spark_session
 
 pytestmark = pytest.mark.spark
 
@@ -24,14 +26,10 @@ SCHEMA = StructType([StructField(c, TYPES.get(c, StringType())) for c in (*SPAN_
 
 
 @pytest.fixture(scope="module")
-def spark() -> Iterator[SparkSession]:
-    session = (
-        SparkSession.builder.master("local[1]")
-        .appName("clover-graph-test")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
+def spark(cfg: Config) -> Iterator[SparkSession]:
+    # The jobs' own session (with the connector jars): the first session of the test process sets
+    # the driver's class path for every later one, such as test_spark_connectors'.
+    session = spark_session("clover-graph-test", cfg, shuffle_partitions=2)
     yield session
     session.stop()
 
