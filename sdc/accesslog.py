@@ -26,7 +26,15 @@ UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
-class AccessEntry:
+class JsonLine:
+    """An entry written as one JSON line (compact, UTF-8), as the shipper reads it."""
+
+    def line(self) -> bytes:
+        return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class AccessEntry(JsonLine):
     """One request as a pod answered it."""
 
     time: str
@@ -47,12 +55,9 @@ class AccessEntry:
     level: str = "info"
     kind: str = "access"
 
-    def line(self) -> bytes:
-        return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-
 
 @dataclass(frozen=True)
-class AlertEntry:
+class AlertEntry(JsonLine):
     """One IDS alert: the rule that fired, the addresses of the request, its trace."""
 
     time: str
@@ -69,12 +74,9 @@ class AlertEntry:
     level: str = "warning"
     kind: str = "alert"
 
-    def line(self) -> bytes:
-        return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-
 
 @dataclass(frozen=True)
-class WafAlertEntry:
+class WafAlertEntry(JsonLine):
     """One WAF alert (modsecurity-crs), as the waf_event:<id> hash has it, with the request's trace."""
 
     time: str
@@ -95,9 +97,6 @@ class WafAlertEntry:
     eventId: int
     level: str = "warning"
     kind: str = "alert"
-
-    def line(self) -> bytes:
-        return (json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
 def timestamp(epoch_seconds: float) -> str:

@@ -9,11 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from clover.config import Config
 from stack.launcher import Launcher
+from tests.integration.controller_parts import flush_visibility
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -32,3 +35,12 @@ def browser(parts: Launcher, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(scope="module")
+def flushed_store(parts: Launcher, cfg: Config) -> Iterator[redis.Redis]:
+    """Redis for a module that publishes visibility figures of its own: they are removed after it."""
+    client = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
+    yield client
+    flush_visibility(client)
+    client.close()

@@ -34,11 +34,8 @@ def parts(stack: Launcher) -> Iterator[Launcher]:
 
 
 @pytest.fixture(scope="module")
-def store(parts: Launcher, cfg: Config) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
-    yield client
-    flush_visibility(client)
-    client.close()
+def store(flushed_store: redis.Redis) -> redis.Redis:
+    return flushed_store
 
 
 def drawn(driver: WebDriver) -> dict[str, Any]:

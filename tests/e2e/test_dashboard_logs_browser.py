@@ -24,7 +24,7 @@ from sdc.accesslog import AccessEntry, AccessLog, timestamp
 from stack.launcher import Launcher
 from tests.e2e.browser import open_page, screenshot
 from tests.e2e.test_dashboard_browser import open_dashboard, seed
-from tests.integration.controller_parts import flush_visibility, running
+from tests.integration.controller_parts import running
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.browser
@@ -43,11 +43,8 @@ def parts(stack: Launcher) -> Iterator[Launcher]:
 
 
 @pytest.fixture(scope="module")
-def store(parts: Launcher, cfg: Config) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(cfg.redis_url, decode_responses=True)
-    yield client
-    flush_visibility(client)
-    client.close()
+def store(flushed_store: redis.Redis) -> redis.Redis:
+    return flushed_store
 
 
 def hop(pod: str, source: str, destination: str, trace_id: str, n: int, agent: str) -> AccessEntry:
