@@ -11,7 +11,7 @@ from typing import Any
 import redis
 
 from clover import figures, keys
-from controller.services.visibility import _source as graph_source  # the same check as the stats'
+from controller.services.visibility import chosen_source
 
 
 def _number(text: str | None) -> float:
@@ -73,6 +73,6 @@ class GraphService:
 
     def graph(self, window: bool = False, source: str | None = None) -> dict[str, Any]:
         """The graph over the whole retention or the sliding window, as ``source`` measured it."""
-        chosen = graph_source(source)
+        chosen = chosen_source(source)
         published: Mapping[str, str] = self.store.hgetall(keys.graph(window, chosen))  # type: ignore[assignment]  # a decoding client
         return {"window": window, "source": chosen, **graph_of(published)}

@@ -22,7 +22,7 @@ UPDATED = "Updated visibility config"
 TRACK_ONE = "Specify at least one service to track"
 
 
-def _source(source: str | None) -> str | None:
+def chosen_source(source: str | None) -> str | None:
     """A figures source from a request (None: each service's headline source)."""
     if source in (None, ""):
         return None
@@ -146,7 +146,7 @@ class VisibilityService:
     ) -> dict[str, Any]:
         if s_type not in stats.STAT_TYPES:
             raise bad_request(f"stat type {s_type!r} must be one of {', '.join(stats.STAT_TYPES)}", "s_type")
-        return stats.read_stats(self.store, s_type, limit, _source(source))
+        return stats.read_stats(self.store, s_type, limit, chosen_source(source))
 
     def config(self, c_type: str) -> dict[str, list[str]]:
         if c_type not in stats.CONFIG_TYPES:
@@ -154,7 +154,7 @@ class VisibilityService:
         return stats.read_config(self.store, c_type)
 
     def url_stats(self, service: str, window: bool, source: str | None = None) -> dict[str, Any]:
-        return stats.read_url_stats(self.store, service, window, _source(source))
+        return stats.read_url_stats(self.store, service, window, chosen_source(source))
 
     def metric_values(self) -> list[tuple[str, str | None]]:
         return stats.metric_values(self.store)
