@@ -4,8 +4,8 @@ figures a fresh full recompute over the same rows publishes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
-import subprocess
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -14,9 +14,11 @@ import psutil
 import redis
 
 from clover import keys, schema
-from clover.config import CHECKOUT_DIR, Config
+from clover.config import Config
+from jobs.session import spark_session
 from jobs.state import DERIVED_TABLES
 from jobs.status import analytics_status_file, read_report
+from jobs.visibility import VisibilityAnalytics
 from stack.launcher import Launcher
 from tests.integration.visibility_seed import INBOUND, SeedSpan
 
@@ -88,10 +90,21 @@ def kill_tree(process: psutil.Process) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
+def run_in_this_process(cfg: Config, **changes: Any) -> None:
+    """One run of the analytics job (what ``spark-submit.sh jobs/visibility.py --once`` does) in the
+    test process's Spark session, with ``changes`` to the configuration: the job's code without a
+    JVM start per run. spark-submit.sh itself runs in test_visibility_job and the runner's tests."""
+    cfg = dataclasses.replace(cfg, **changes)
+    analytics = VisibilityAnalytics(spark_session("clover-visibility", cfg), cfg)
+    try:
+        analytics.load_state()
+        assert analytics.run_once() is not None, "a clear held the visibility lease"
+    finally:
+        analytics.close()
+
+
 def recompute_from_scratch(cfg: Config, cassandra: Any) -> None:
     """What a fresh full recompute over the same rows publishes: no derived state, one run."""
     schema.truncate(cassandra, DERIVED_TABLES)
     cassandra.execute("DELETE FROM analytics_state WHERE name = 'progress'")
-    result = subprocess.run([str(CHECKOUT_DIR / "spark-submit.sh"), str(CHECKOUT_DIR / "jobs" / "visibility.py"),
-                             "--once"], capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_in_this_process(cfg)

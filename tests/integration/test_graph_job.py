@@ -14,7 +14,7 @@ import redis
 from clover import keys, schema
 from clover.config import Config
 from stack.launcher import Launcher
-from tests.integration.test_visibility_job import run_job
+from tests.integration.analytics_support import run_in_this_process
 from tests.integration.visibility_seed import INBOUND, SeedSpan, seed
 
 pytestmark = pytest.mark.spark
@@ -69,7 +69,7 @@ def test_edges_are_exact_incremental_and_per_source(
     late = call("late", "proxy", "lb", recent + bucket_us - 15)
     later = call("later", "proxy", "lb", recent + 6 * bucket_us - 15, status=500)
     seed(cassandra, [*spans, late[2], *later[:2]], cfg.bucket_seconds)
-    run_job(cfg)
+    run_in_this_process(cfg)
     assert counts(edges(store, source="jaeger")) == {
         "proxy -> lb": ("5", {"200": 4, "503": 1}),
         "lb -> server1": ("3", {"200": 3}),
@@ -92,5 +92,5 @@ def test_edges_are_exact_incremental_and_per_source(
     assert counts(edges(store, window=True, source="jaeger")) == {"proxy -> lb": ("5", {"200": 4, "503": 1})}
 
     seed(cassandra, [*late[:2], later[2]], cfg.bucket_seconds)
-    run_job(cfg)
+    run_in_this_process(cfg)
     assert counts(edges(store, source="jaeger"))["proxy -> lb"] == ("7", {"200": 5, "500": 1, "503": 1})

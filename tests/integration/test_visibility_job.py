@@ -1,4 +1,5 @@
-"""The analytics job over a data set the test seeds in Cassandra, run through spark-submit.sh.
+"""The analytics job over a data set the test seeds in Cassandra: its first run through spark-submit.sh,
+the later ones in the test's Spark session.
 
 Every Redis key is compared with what plain Python computes from the same rows: counts, sets
 and min/avg/max exactly (in the original's 2-decimal format), percentiles within the sketch's
@@ -12,7 +13,6 @@ one URL written absolute and relative is one URL.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -25,6 +25,7 @@ from clover import figures, keys, schema
 from clover.config import CHECKOUT_DIR, Config
 from jobs.aggregates import RELATIVE_ACCURACY
 from stack.launcher import Launcher
+from tests.integration.analytics_support import run_in_this_process
 from tests.integration.visibility_seed import INBOUND, SeedSpan, make_spans, seed, seed_metric
 
 pytestmark = pytest.mark.spark
@@ -32,10 +33,10 @@ pytestmark = pytest.mark.spark
 PREFIX, SUFFIX = "cltest_", "_rq"
 
 
-def run_job(cfg: Config, **env: str) -> None:
+def run_job() -> None:
     result = subprocess.run(
         [str(CHECKOUT_DIR / "spark-submit.sh"), str(CHECKOUT_DIR / "jobs" / "visibility.py"), "--once"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, **env},
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -166,7 +167,7 @@ def test_every_key_is_exact_and_a_second_run_updates_window_and_totals(
     cfg: Config, cassandra: Any, store: redis.Redis, seeded: tuple[list[SeedSpan], list[str], int]
 ) -> None:
     spans, metric_values, now_us = seeded
-    run_job(cfg)
+    run_job()
     window_start_us = now_us - 300 * 1_000_000
     assert_results(store, spans, window_start_us)
     assert store.get(keys.METRIC_COUNT) == "120"
@@ -185,12 +186,12 @@ def test_every_key_is_exact_and_a_second_run_updates_window_and_totals(
         ),
     ]
     seed(cassandra, more, cfg.bucket_seconds)
-    run_job(cfg)
+    run_in_this_process(cfg)
     assert_results(store, spans + more, window_start_us)
 
     # A retention of 10 minutes: the buckets of 20 minutes ago leave the totals. A trace counts
     # where its first span is, so it leaves with that span's bucket.
-    run_job(cfg, CLOVER_RETENTION_SECONDS="600")
+    run_in_this_process(cfg, retention_seconds=600)
     kept = [s for s in spans + more if s.start_us >= now_us - 600 * 1_000_000]
     first_span = {}
     for span in sorted(spans + more, key=lambda x: x.start_us):
