@@ -3,11 +3,12 @@
     .venv/bin/python bench/sdc/run.py [--seconds 4] [--connections 1,16] [--path /about.html]
                                       [--mode auto|netns|loopback] [--trace-ratio 1.0]
 
-Starts its own Redis, Jaeger and sample chain (state in ``.clover/bench-sdc/``, or
-CLOVER_BENCH_STATE_DIR; subnet 10.177.200.0/24 in namespace mode (root), else 127.177.200.0/24,
-ports of its own) unless ``--reuse`` finds them running, and stops what it started. Spans are
-exported to Jaeger and every request is copied to snort-ids, as in normal use (``--trace-ratio``
-lowers the sampling).
+Starts its own Redis, Jaeger and sample chain (``bench/sdc/chain.py``: state in
+``.clover/bench-sdc/`` or CLOVER_BENCH_STATE_DIR, ports 31xxx, subnet 10.177.200.0/24 in
+namespace mode (root), else 127.177.200.0/24; one run at a time, a previous run's leftovers
+waited for or removed) unless ``--reuse`` finds them running, and stops what it started, also on
+SIGTERM or a failure. Spans are exported to Jaeger and every request is copied to snort-ids, as
+in normal use (``--trace-ratio`` lowers the sampling).
 
 For each number of keep-alive connections, wrk (1 thread) runs ``--seconds`` against, in turn:
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import re
 import shutil
 import subprocess
@@ -44,28 +44,13 @@ import requests
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from bench.sdc.chain import BenchBusy, BenchStack, bench_env  # noqa: E402
 from clover.config import Config  # noqa: E402
 from sdc import grpc_client, topology  # noqa: E402
 from sdc.waf.check import ext_authz_metric  # noqa: E402
 from stack.catalogue import local_stack  # noqa: E402
-from stack.launcher import Launcher  # noqa: E402
-from stack.secrets import local_config  # noqa: E402
+from stack.launcher import Launcher, StackError  # noqa: E402
 
-BENCH_ENV = {
-    "CLOVER_STATE_DIR": os.environ.get("CLOVER_BENCH_STATE_DIR") or str(ROOT / ".clover" / "bench-sdc"),
-    "CLOVER_REDIS_URL": "redis://127.0.0.1:46379/0",
-    "CLOVER_JAEGER_URL": "http://127.0.0.1:46686",
-    "CLOVER_JAEGER_QUERY_GRPC_PORT": "46685",
-    "CLOVER_JAEGER_THRIFT_PORT": "44268",
-    "CLOVER_JAEGER_AGENT_PORT": "46831",
-    "CLOVER_JAEGER_HEALTH_PORT": "43133",
-    "CLOVER_OTLP_HTTP_URL": "http://127.0.0.1:44318",
-    "CLOVER_OTLP_GRPC_PORT": "44317",
-    "CLOVER_PROMETHEUS_URL": "http://127.0.0.1:49090",
-    "CLOVER_SDC_TAG": "sdcb",
-    "CLOVER_SDC_STATS_PORT": "45090",
-}
-PARTS = ["redis", "jaeger", "sdc"]
 PROXY = "proxy-access-control"
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -146,23 +131,17 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed")
 
-    env = dict(BENCH_ENV)
-    netns = args.mode == "netns" or (args.mode == "auto" and topology.netns_available())
-    env["CLOVER_SDC_MODE"] = "netns" if netns else "loopback"
-    env["CLOVER_SDC_SUBNET"] = "10.177.200.0/24" if netns else "127.177.200.0/24"
+    env = bench_env(netns_mode=args.mode == "netns" or (args.mode == "auto" and topology.netns_available()))
     if args.trace_ratio is not None:
         env["CLOVER_SDC_TRACE_RATIO"] = args.trace_ratio
-    os.environ.update(env)
-    cfg = local_config()
-    launcher = local_stack(cfg)
-    started = [p.name for p in launcher.select(PARTS) if launcher.process(p.name) is None]
-    print(f"sample chain in {topology.mode(cfg)} mode, state in {cfg.state_dir}")
-    launcher.up(PARTS, progress=lambda m: None)
     try:
-        run(cfg, launcher, args)
-    finally:
-        if not args.reuse and started:
-            launcher.down(started)
+        with BenchStack(env, reuse=args.reuse) as stack:
+            if stack.removed:
+                print(f"removed what a previous run left: {', '.join(stack.removed)}")
+            print(f"sample chain in {topology.mode(stack.cfg)} mode, state in {stack.cfg.state_dir}")
+            run(stack.cfg, stack.launcher, args)
+    except (BenchBusy, StackError) as exc:
+        sys.exit(f"bench/sdc: {exc}")
 
 
 @contextlib.contextmanager
