@@ -26,6 +26,7 @@ from sdc.ids.service import SnortIds
 from sdc.ids.service import add_to as add_snort
 from sdc.lb import LoadBalancer
 from sdc.nginx_control import HttpService
+from sdc.nginx_lb import NginxLoadBalancer
 from sdc.proxy import Proxy
 from sdc.runtime import Runtime, run_loop
 from sdc.server import Server
@@ -60,7 +61,7 @@ def build(runtime: Runtime) -> HttpService | SnortIds | ModSecurityCrs:
     if kind == topology.PROXY:
         return Proxy(runtime)
     if kind == topology.LB:
-        return LoadBalancer(runtime)
+        return NginxLoadBalancer(runtime) if runtime.dataplane == "nginx" else LoadBalancer(runtime)
     if kind == topology.SERVER:
         return Server(runtime)
     return SnortIds(runtime)
