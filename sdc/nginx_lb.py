@@ -55,6 +55,7 @@ PR_SET_PDEATHSIG = 1
 PIPE_SIZE = 1024 * 1024
 START_SECONDS = 10.0
 REGISTRY_SECONDS = 2.0
+READ_SECONDS = 0.05
 TRACEPARENT = "~^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$"
 
 LOG_FIELDS = {
@@ -233,6 +234,7 @@ class NginxListener:
         self.process: subprocess.Popen[bytes] | None = None
         self._fifo: int | None = None
         self._pending = b""
+        self._reader: asyncio.Task[None] | None = None
 
     # -- the access log FIFO ---------------------------------------------------------------
 
@@ -244,7 +246,14 @@ class NginxListener:
         self._fifo = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # a larger pipe: nginx never waits for the reader
             fcntl.fcntl(self._fifo, F_SETPIPE_SZ, PIPE_SIZE)
-        asyncio.get_running_loop().add_reader(self._fifo, self.drain)
+        self._reader = asyncio.create_task(self._read_every(READ_SECONDS))
+
+    async def _read_every(self, seconds: float) -> None:
+        """Read what nginx logged every ``seconds``: many lines per read under load, where
+        waking up for each line would cost more than the line."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.drain()
 
     def drain(self) -> None:
         """Read and account every complete line nginx wrote so far."""
@@ -353,7 +362,8 @@ class NginxListener:
                 self.process.wait(5)
         if self._fifo is not None:
             self.drain()
-            asyncio.get_running_loop().remove_reader(self._fifo)
+            if self._reader is not None:
+                self._reader.cancel()
             os.close(self._fifo)
             self._fifo = None
 
