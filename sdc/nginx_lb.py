@@ -156,6 +156,7 @@ http {{
         add_header Via $clover_via always;
         location {config.lb_path} {{
             proxy_pass http://{config.slb_group};
+            proxy_bind {ip};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
