@@ -55,7 +55,6 @@ PR_SET_PDEATHSIG = 1
 PIPE_SIZE = 1024 * 1024
 START_SECONDS = 10.0
 REGISTRY_SECONDS = 2.0
-READ_SECONDS = 0.05
 TRACEPARENT = "~^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$"
 
 LOG_FIELDS = {
@@ -235,7 +234,6 @@ class NginxListener:
         self.process: subprocess.Popen[bytes] | None = None
         self._fifo: int | None = None
         self._pending = b""
-        self._reader: asyncio.Task[None] | None = None
 
     # -- the access log FIFO ---------------------------------------------------------------
 
@@ -247,17 +245,12 @@ class NginxListener:
         self._fifo = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # a larger pipe: nginx never waits for the reader
             fcntl.fcntl(self._fifo, F_SETPIPE_SZ, PIPE_SIZE)
-        self._reader = asyncio.create_task(self._read_every(READ_SECONDS))
-
-    async def _read_every(self, seconds: float) -> None:
-        """Read what nginx logged every ``seconds``: many lines per read under load, where
-        waking up for each line would cost more than the line."""
-        while True:
-            await asyncio.sleep(seconds)
-            self.drain()
+        asyncio.get_running_loop().add_reader(self._fifo, self.drain)
 
     def drain(self) -> None:
-        """Read and account every complete line nginx wrote so far."""
+        """Read and account every complete line nginx wrote so far. The pod reads as soon as
+        nginx writes (just after the answer went out) and takes that time as the request's end:
+        nginx's ``$msec`` has only millisecond resolution, too coarse to order the hops' entries."""
         if self._fifo is None:
             return
         while True:
@@ -268,12 +261,13 @@ class NginxListener:
             if not chunk:
                 break
             self._pending += chunk
+        now = time.time()
         lines = self._pending.split(b"\n")
         self._pending = lines.pop()
         for line in lines:
             if line:
                 try:
-                    self.lb.account(json.loads(line))
+                    self.lb.account(json.loads(line), now)
                 except (ValueError, KeyError) as exc:
                     log.warning("unreadable nginx log line %r: %s", line[:200], exc)
 
@@ -363,8 +357,7 @@ class NginxListener:
                 self.process.wait(5)
         if self._fifo is not None:
             self.drain()
-            if self._reader is not None:
-                self._reader.cancel()
+            asyncio.get_running_loop().remove_reader(self._fifo)
             os.close(self._fifo)
             self._fifo = None
 
@@ -467,9 +460,9 @@ class NginxLoadBalancer(HttpService):
 
     # -- what nginx logged -------------------------------------------------------------------
 
-    def account(self, entry: dict[str, str]) -> None:
-        """One request nginx answered: stats, spans, the access-log entry."""
-        end = float(entry["msec"])
+    def account(self, entry: dict[str, str], read_at: float) -> None:
+        """One request nginx answered (its line read at ``read_at``): stats, spans, the access-log entry."""
+        end = max(float(entry["msec"]), min(read_at, float(entry["msec"]) + 0.001))
         took = _seconds(entry["rt"])
         status = _int(entry["status"])
         size = _int(entry["bytes"])
