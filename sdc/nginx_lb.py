@@ -212,6 +212,15 @@ def established(pid: int) -> list[tuple[str, int, str, int]]:
     return found
 
 
+def _serving(pid: int) -> bool:
+    """Whether an nginx worker still takes requests on its idle keep-alive connections: once
+    told to stop it closes them and only finishes the requests in flight."""
+    try:
+        return "shutting down" not in " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return False
+
+
 def _end_with_parent() -> None:
     """In the child before exec: nginx gets SIGTERM if the pod process dies without stopping it."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -320,13 +329,14 @@ class NginxListener:
         return ""
 
     async def apply(self, candidate: Path) -> None:
-        """Switch to a checked configuration: reload, and wait for the new worker."""
+        """Switch to a checked configuration: reload, and wait for the new worker and for the
+        old one to stop taking requests (from then on every request gets the new list)."""
         assert self.process is not None
         old = self._workers()
         os.replace(candidate, self.conf)
         self.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + START_SECONDS
-        while not (self._workers() - old):
+        while not (self._workers() - old) or any(_serving(pid) for pid in old):
             if time.monotonic() > deadline:
                 raise ConfigRefused(f"nginx did not reload: {self._last_error()}")
             await asyncio.sleep(0.02)
