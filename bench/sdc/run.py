@@ -149,6 +149,8 @@ def main() -> None:
             report(args, results, load, os.getloadavg())
     except (BenchBusy, StackError) as exc:
         sys.exit(f"bench/sdc: {exc}")
+    except KeyboardInterrupt:
+        sys.exit("bench/sdc: interrupted; what this run started was stopped")
 
 
 @dataclasses.dataclass
