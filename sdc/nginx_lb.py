@@ -426,12 +426,14 @@ class NginxLoadBalancer(HttpService):
         """Re-render when a server's address changes or its pod stops or comes back."""
         while True:
             await asyncio.sleep(REGISTRY_SECONDS)
+            config = self.config
+            try:
+                wanted = await self.resolve(config.slb_list)  # outside the lock: a lookup may take a while
+            except ResolveError:
+                continue
             async with self.lock:
-                try:
-                    wanted = await self.resolve(self.config.slb_list)
-                except ResolveError:
-                    continue
-                if not wanted or {f"{u.ip}:{u.port}" for u in wanted} == set(self.upstreams):
+                unchanged = {f"{u.ip}:{u.port}" for u in wanted} == set(self.upstreams)
+                if config is not self.config or not wanted or unchanged:
                     continue
                 try:
                     await self.switch(self.config, wanted)
