@@ -32,7 +32,7 @@ from jobs.kinds import AggregateKey
 
 SPAN_COLUMNS = (
     "bucket", "traceid", "service", "source", "span_kind", "node_id", "operation_name", "http_url", "user_agent",
-    "status_code", "grpc_status", "upstream_cluster", "duration_us", "start_time",
+    "status_code", "grpc_status", "upstream_cluster", "duration_us", "start_time", "request_size", "response_size",
 )  # fmt: skip
 
 BucketAggregates = dict[AggregateKey, Aggregate]
@@ -58,6 +58,8 @@ def span_facts(spans: DataFrame) -> DataFrame:
     return spans.select(
         F.unix_millis("bucket").alias("bucket_ms"),
         "duration_us",
+        "request_size",
+        "response_size",
         F.unix_micros("start_time").alias("start_us"),
         "service",
         F.coalesce(F.col("source"), F.lit("unknown")).alias("source"),
@@ -97,6 +99,8 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
             "bucket_ms",
             duration,
             status,
+            "request_size",
+            "response_size",
             "start_us",
             "is_error",
             sketch_bin.cast("int").alias("bin"),
@@ -121,6 +125,8 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
         F.max(when_timed(duration)).alias("max_us"),
         counted_when((status >= 400) & (status < 500)).alias("n4xx"),
         counted_when(status >= 500).alias("n5xx"),
+        F.sum(when_timed(F.col("request_size"))).alias("request_bytes"),
+        F.sum(when_timed(F.col("response_size"))).alias("response_bytes"),
         F.min(when_timed(F.col("start_us"))).alias("first_us"),
         F.max(when_timed(F.col("start_us"))).alias("last_us"),
     )  # fmt: skip
@@ -133,6 +139,8 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
         F.max("max_us").alias("max_us"),
         F.sum("n4xx").alias("n4xx"),
         F.sum("n5xx").alias("n5xx"),
+        F.sum("request_bytes").alias("request_bytes"),
+        F.sum("response_bytes").alias("response_bytes"),
         F.min("first_us").alias("first_us"),
         F.max("last_us").alias("last_us"),
         F.map_from_entries(F.collect_list(F.when(F.col("bin").isNotNull(), F.struct("bin", "count")))).alias("bins"),
@@ -151,6 +159,8 @@ def fold_facts(rows: Iterable[Any]) -> dict[int, BucketAggregates]:
             max_us=row["max_us"],
             n4xx=row["n4xx"],
             n5xx=row["n5xx"],
+            request_bytes=row["request_bytes"] or 0,
+            response_bytes=row["response_bytes"] or 0,
             first_us=row["first_us"],
             last_us=row["last_us"],
             bins=dict(row["bins"] or {}),

@@ -88,6 +88,9 @@ def test_the_graph_tab_draws_the_edges_and_a_click_shows_an_edges_urls_and_a_nod
     wait_until(lambda: cells(browser, "graph-edge-codes"), 20, what="the edge's status codes")
     assert cells(browser, "graph-edge-codes") == [["200", "3"], ["503", "1"]]
     assert [row[:2] for row in cells(browser, "graph-edge-urls")] == [["/a", "3"], ["/b", "1"]]
+    assert cells(browser, "graph-edge-figures") == [
+        ["Req/s", "0.44"], ["Error rate", "25.00%"], ["Request bytes", "400"], ["Response bytes", "8000"],
+    ]  # fmt: skip
 
     click_element(browser, "http-lb")
     wait_until(lambda: cells(browser, "graph-node-table"), 20, what="the node's figures")

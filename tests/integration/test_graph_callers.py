@@ -21,7 +21,8 @@ pytestmark = pytest.mark.spark
 
 BUCKET = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 TYPES = {"status_code": IntegerType(), "grpc_status": IntegerType(), "duration_us": LongType(),
-         "bucket": TimestampType(), "start_time": TimestampType()}  # fmt: skip
+         "bucket": TimestampType(), "start_time": TimestampType(), "request_size": LongType(),
+         "response_size": LongType()}  # fmt: skip
 SCHEMA = StructType([StructField(c, TYPES.get(c, StringType())) for c in (*SPAN_COLUMNS, *GRAPH_COLUMNS)])
 
 
@@ -41,7 +42,8 @@ def span(trace: str, span_id: str, service: str, *, parent: str | None = None, k
         "bucket": BUCKET, "traceid": trace, "service": service, "source": source, "span_kind": kind,
         "node_id": service, "operation_name": "GET", "http_url": url, "user_agent": "test",
         "status_code": status, "grpc_status": None, "upstream_cluster": None, "duration_us": duration_us,
-        "start_time": BUCKET, "spanid": span_id, "parent_spanid": parent, "src_ip": src, "dst_ip": dst,
+        "start_time": BUCKET, "request_size": 10, "response_size": 100,
+        "spanid": span_id, "parent_spanid": parent, "src_ip": src, "dst_ip": dst,
     }  # fmt: skip
 
 
@@ -103,6 +105,8 @@ def test_callers_are_the_parent_service_or_the_pod_at_the_client_address(spark: 
         kinds.EDGE_URL.key("10.0.0.9", "nginx", "clovisor", "/"): (2, 2, 2, 0),
         kinds.EDGE_STATUS.key("10.0.0.9", "nginx", "clovisor", "404"): (2, 2, 2, 0),
     }
+    proxy_lb = edges[kinds.EDGE.key("proxy", "lb", "jaeger")]
+    assert (proxy_lb.request_bytes, proxy_lb.response_bytes) == (40, 400)  # 4 requests of 10 bytes, 100 back
 
 
 def test_without_the_graph_no_edge_is_aggregated(spark: SparkSession) -> None:
