@@ -82,7 +82,7 @@ def register(app: Dash, graph: GraphService) -> None:
         Output("graph-updated", "children"),
         Input("tick", "n_intervals"),
         Input("tabs", "value"),
-        Input("graph-source", "value"),
+        Input("figures-source", "value"),
         Input("graph-period", "value"),
     )
     def refresh(_: Any, tab: str, source: str | None, period: str) -> tuple[Any, Any]:
