@@ -137,6 +137,15 @@ class LogStore:
         rows = [entry(row) for row in self._rows(query)]
         return rows[::-1]
 
+    def slowest(self, where: LogFilter, limit: int = 10) -> list[dict[str, Any]]:
+        """The ``limit`` slowest requests ``where`` selects, slowest first: each trace's access
+        entry with the highest latency (its first hop in the chain, which waited for the rest)."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise LogQueryError("limit", f"limit {limit} must be between 1 and {MAX_LIMIT}")
+        query = (f"{where.logsql()} kind:=access | {ONCE} | sort by (latency desc) limit 1 partition by (traceId)"
+                 f" | sort by (latency desc) | limit {limit} | fields {', '.join(ENTRY_FIELDS)}")  # fmt: skip
+        return [entry(row) for row in self._rows(query)]
+
     def count_by(self, field: str, where: LogFilter) -> dict[str, int]:
         """How many entries ``where`` selects (each entryId once), per value of ``field``."""
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", field):
