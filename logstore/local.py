@@ -58,6 +58,7 @@ def shipper_part(cfg: Config, settings: LogSettings, bind: str = LOOPBACK) -> Pa
             dirs.root / "log-shipper.yaml",
             storage_dir=dirs.data / "storage",
             access_log_dir=settings.access_log_dir,
+            state_dir=cfg.state_dir,
             stream=settings.stream,
             store_url=settings.store_url,
             bind_host=bind,

@@ -8,6 +8,7 @@ rotations; the exact counts show nothing was lost or doubled on the way.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ import yaml
 from click.testing import CliRunner
 
 from clover.config import Config
+from clover.logs import JsonFormatter
 from cloverctl.main import cli
 from logstore.local import GROUP, SHIPPER, STORE
 from logstore.query import LogFilter, LogStore
@@ -184,6 +186,22 @@ def test_malformed_lines_are_counted_and_the_lines_around_them_shipped(logged: L
     assert malformed
     send(cfg, 1, agent)
     assert len(stored(logged, agent, 3 + HOPS)) == 3 + HOPS
+
+
+def test_clovers_own_json_log_lines_are_shipped_as_process_entries(logged: LogSettings, cfg: Config) -> None:
+    part = f"logging-test-part-{uuid.uuid4().hex[:8]}"
+    record = logging.LogRecord("clover.test", logging.WARNING, __file__, 1, "disk %s", ("full",), None)
+    log = cfg.state_dir / part / f"{part}.log"
+    log.parent.mkdir()
+    try:
+        log.write_text(f"=== starting {part}\n{JsonFormatter().format(record)}\nplain text\n")
+        store = LogStore(logged.store_url)
+        query = f'stream:="{logged.stream}" pod:="{part}"'
+        wait_until(lambda: store.count(query) > 0, 30, 0.25, f"the entry of {part}")
+        assert store.count(f'{query} kind:=process level:=warning logger:="clover.test" message:="disk full"') == 1
+        assert store.count(query) == 1
+    finally:
+        shutil.rmtree(log.parent)
 
 
 def test_rest_and_cloverctl_give_the_entries_of_a_trace_and_of_a_service(

@@ -41,7 +41,7 @@ def test_the_shippers_configuration_is_the_local_template_reading_the_nodes_cont
     (config_map,) = [d for d in documents() if d["kind"] == "ConfigMap"]
     in_cluster = yaml.safe_load(config_map["data"]["log-shipper.yaml"])  # type: ignore[index]  # yaml mappings
     rendered = render("log-shipper.yaml", tmp_path / "shipper.yaml", storage_dir="/var/lib/clover-log-shipper",
-                      access_log_dir="/unused", stream="clover", store_url="http://log-store.logging:9428",
+                      access_log_dir="/unused", state_dir="/unused", stream="clover", store_url="http://log-store.logging:9428",
                       bind_host="0.0.0.0", metrics_port=8889)  # fmt: skip
     local = yaml.safe_load(rendered.read_text())
     local["extensions"]["file_storage"].pop("create_directory")  # the hostPath is made by the kubelet
@@ -51,6 +51,8 @@ def test_the_shippers_configuration_is_the_local_template_reading_the_nodes_cont
     assert only_entries["type"] == "filter"
     assert receiver.pop("include") == ["/var/log/pods/default_*/*/*.log", "/var/log/pods/clover-gateway_*/*/*.log"]
     assert receiver.pop("include_file_path") is True
+    local["receivers"].pop("file_log/processes")  # the parts of the local stack
+    local["service"]["pipelines"]["logs"]["receivers"].remove("file_log/processes")
     local_receiver = local["receivers"]["file_log"]
     assert parsing == local_receiver.pop("operators")
     local_receiver.pop("include")
