@@ -32,8 +32,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
+from cloverctl import clover_system, logging_system
 from logstore.query import LogFilter, LogStore
 from stack.cluster.layout import ClusterPaths
 from tests.cluster.conftest import Kubectl, Timings, load_images
@@ -201,8 +203,21 @@ def test_logging_has_one_entry_per_hop_of_each_request(cluster_paths: ClusterPat
     assert checks["shipper running"] == "DaemonSet logging/log-shipper: 1 of 1 pods ready"
 
 
-def test_delete_system_logging_leaves_its_namespace_empty(cluster_paths: ClusterPaths, kubectl: Kubectl,
-                                                          token: str) -> None:  # fmt: skip
+def test_refused_shipper_pods_are_named_then_delete_leaves_logging_empty(
+    cluster_paths: ClusterPaths, kubectl: Kubectl, token: str
+) -> None:
+    kubectl("label", "--overwrite", "namespace", "logging", "pod-security.kubernetes.io/enforce=baseline")
+    kubectl("-n", "logging", "delete", "pod", "-l", "app=log-shipper")
+    deadline = time.monotonic() + 30
+    while kubectl.json("-n", "logging", "get", "daemonset", "log-shipper")["status"].get("numberAvailable"):
+        assert time.monotonic() < deadline, "the deleted shipper pod is still counted available"
+        time.sleep(0.5)
+    apis = clover_system.connect(str(cluster_paths.kubeconfig), None)
+    docs = [d for d in logging_system.load_manifests(tag=TAG) if d["kind"] == "DaemonSet"]
+    with pytest.raises(click.ClickException) as refused:
+        clover_system.wait_ready(apis, docs, 60, print)
+    assert refused.value.message.startswith('DaemonSet/log-shipper: its pods are refused: pods "log-shipper-')
+    assert 'violates PodSecurity "baseline:latest": hostPath volumes' in refused.value.message
     cloverctl(cluster_paths, "delete", "system", "logging")
     left = kubectl.json("-n", "logging", "get", "all,pvc,configmap,secret")["items"]
     assert [f"{i['kind']}/{i['metadata']['name']}" for i in left if i["metadata"]["name"] != "kube-root-ca.crt"] == []
