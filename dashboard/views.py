@@ -50,7 +50,7 @@ def logs_link(service: Any) -> Link | str:
     return Link("logs", "/logs?" + urlencode({"service": str(service), "since": "1h", "format": "html"}))
 
 
-SLOWEST_HEADER = ("Time", "Service", "Latency (ms)", "Status", "Method", "URL", "Request's logs", "Service's logs")
+SLOWEST_HEADER = ("Time", "Service", "Latency (ms)", "Status", "Method", "Request's logs", "Service's logs")
 
 
 def slowest_rows(entries: Sequence[Mapping[str, Any]]) -> list[list[str | Link]]:
@@ -62,7 +62,7 @@ def slowest_rows(entries: Sequence[Mapping[str, Any]]) -> list[list[str | Link]]
             Link("logs of this request", "/logs?" + urlencode({"trace": trace, "format": "html"})) if trace else NA
         )
         service = logs_link(e.get("destination"))
-        shown = [cell(e.get(k)) for k in ("time", "destination", "latency", "responseCode", "method", "url")]
+        shown = [cell(e.get(k)) for k in ("time", "destination", "latency", "responseCode", "method")]
         rows.append([*shown, request, Link("logs of this service", service.href) if isinstance(service, Link) else NA])
     return rows
 
