@@ -19,6 +19,7 @@ Deployment) in client mode as the service account ``clover-spark`` and makes its
 from __future__ import annotations
 
 import base64
+import datetime
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -178,6 +179,19 @@ def pod_problem(pod: Any) -> str | None:
     return None
 
 
+def refusal(core: Any, doc: dict[str, Any], since: datetime.datetime) -> str | None:
+    """Why the API server refused the pods of a DaemonSet or StatefulSet since ``since`` (a
+    FailedCreate event of the workload: Pod Security, a quota), or None. A Deployment's pods are
+    its ReplicaSet's, whose events this does not read."""
+    name, namespace = doc["metadata"]["name"], doc["metadata"]["namespace"]
+    selector = f"involvedObject.kind={doc['kind']},involvedObject.name={name},reason=FailedCreate"
+    events = core.list_namespaced_event(namespace, field_selector=selector).items
+    recent = [e for e in events if (e.last_timestamp or e.event_time or since) >= since]
+    if not recent:
+        return None
+    return f"its pods are refused: {recent[-1].message}"
+
+
 def _ready(apis: Mapping[str, Any], doc: dict[str, Any]) -> tuple[bool, str]:
     """Rolled out as ``kubectl rollout status`` sees it: the current generation observed, every
     replica updated and ready, and no replica of an older version left."""
@@ -205,6 +219,7 @@ def wait_ready(apis: Mapping[str, Any], docs: list[dict[str, Any]], timeout: flo
     """Wait until every workload in ``docs`` is ready; fail early on a pod that cannot start."""
     workloads = [d for d in docs if d["kind"] in system.WORKLOADS]
     started = time.monotonic()
+    started_at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=5)
     last_said: dict[str, str] = {}
     pending = list(workloads)
     while pending:
@@ -215,6 +230,9 @@ def wait_ready(apis: Mapping[str, Any], docs: list[dict[str, Any]], timeout: flo
                 say(f"{label} ready after {time.monotonic() - started:.1f}s")
                 pending.remove(doc)
                 continue
+            refused = refusal(apis["core"], doc, started_at)
+            if refused:
+                raise click.ClickException(f"{label}: {refused}")
             pods = _pods(apis["core"], doc)
             wanted = sorted(c["image"] for c in doc["spec"]["template"]["spec"]["containers"])
             for pod in pods:
@@ -223,7 +241,7 @@ def wait_ready(apis: Mapping[str, Any], docs: list[dict[str, Any]], timeout: flo
                 problem = pod_problem(pod)
                 if problem:
                     raise click.ClickException(f"{label}: pod {pod.metadata.name}: {problem}")
-            phases = ", ".join(f"{p.metadata.name} {p.status.phase}" for p in pods) or "no pod yet"
+            phases = ", ".join(f"{p.metadata.name} {p.status.phase}{_unschedulable(p)}" for p in pods) or "no pod yet"
             line = f"{label}: {state} ({phases})"
             if last_said.get(label) != line:
                 say(f"waiting: {line}")

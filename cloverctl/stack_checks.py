@@ -36,7 +36,8 @@ from google.protobuf.json_format import MessageToDict
 
 from clover.config import Config, ConfigError
 from cloverctl import rest
-from logstore.check import validate_logging
+from logstore.check import local_place, validate_logging
+from logstore.cluster import cluster_place
 from logstore.settings import LogSettings
 from protos import nginx_pb2, nginx_pb2_grpc, snort_pb2, snort_pb2_grpc
 from sdc import topology
@@ -370,18 +371,21 @@ def workload_checks(apps: Any, core: Any, namespace: str) -> list[Check]:
     return checks
 
 
-def logging_checks(cfg: Config) -> list[Check]:
+def logging_checks(cfg: Config, apis: Mapping[str, Any] | None = None) -> list[Check]:
+    """The local stack's logging, or with ``apis`` (a cluster's clients) the cluster's."""
     try:
         settings = LogSettings.from_env(os.environ)
     except ConfigError as exc:
         return [Check(LOGGING, "configuration", False, str(exc))]
-    return [Check(LOGGING, c.check, c.passed, c.detail) for c in validate_logging(cfg, settings)]
+    place = cluster_place(dict(apis)) if apis is not None else local_place(cfg, settings)
+    return [Check(LOGGING, c.check, c.passed, c.detail) for c in validate_logging(place, settings)]
 
 
 # -- the command -----------------------------------------------------------------------------
 
 
-def run(cfg: Config, sections: Sequence[str], cluster: Callable[[], list[Check]] | None = None) -> list[Check]:
+def run(cfg: Config, sections: Sequence[str], cluster: Callable[[], list[Check]] | None = None,
+        apis: Mapping[str, Any] | None = None) -> list[Check]:  # fmt: skip
     out: list[Check] = []
     for section in sections:
         if section == "monitoring":
@@ -389,7 +393,7 @@ def run(cfg: Config, sections: Sequence[str], cluster: Callable[[], list[Check]]
         elif section == "tracing":
             out += tracing(cfg)
         elif section == "logging":
-            out += logging_checks(cfg)
+            out += logging_checks(cfg, apis)
         elif cluster is not None:
             out += [*cluster(), controller_check(cfg)]
         else:
@@ -433,7 +437,8 @@ def report(checks: Sequence[Check], sections: Sequence[str], as_json: bool) -> t
               help="Check again every 2 s until every check passes or SECONDS have passed (e.g. right after "
                    "`local up`).")  # fmt: skip
 @click.option("--cluster", is_flag=True, help="mesh: check the workloads of a Kubernetes cluster (KUBECONFIG, "
-              "--kubeconfig) instead of the local chain's pods.")  # fmt: skip
+              "--kubeconfig) instead of the local chain's pods; logging: the cluster's log store, shipper and "
+              "chain (through the API server) instead of the local stack's.")  # fmt: skip
 @click.option("-n", "--namespace", default="clover-system", show_default=True, help="The namespace --cluster checks.")
 @click.option("--kubeconfig", default=None, help="Path of the kubeconfig (default: KUBECONFIG, ~/.kube/config).")
 @click.option("--context", default=None, help="kubeconfig context to use.")
@@ -452,6 +457,7 @@ def validate(
         raise rest.UsageProblem(f"configuration: {exc}") from None
     sections = list(SECTIONS) if what == "all" else [what]
     probe_cluster = None
+    apis: dict[str, Any] | None = None
     if cluster:
         from cloverctl.system import cluster_apis
 
@@ -464,10 +470,10 @@ def validate(
             return workload_checks(apis["apps"], apis["core"], namespace)
 
     deadline = time.monotonic() + wait
-    checks = run(cfg, sections, probe_cluster)
+    checks = run(cfg, sections, probe_cluster, apis)
     while not all(c.passed for c in checks) and time.monotonic() + 2 <= deadline:
         time.sleep(2)
-        checks = run(cfg, sections, probe_cluster)
+        checks = run(cfg, sections, probe_cluster, apis)
     text, code = report(checks, sections, rest.json_output())
     click.echo(text)
     if code:

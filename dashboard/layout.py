@@ -82,6 +82,9 @@ def _visibility_tab() -> dcc.Tab:
             ], className="row"),
             html.Div([_panel("Latency", _graph("latency-chart")), _panel("Errors", _graph("error-chart"))],
                      className="row"),
+            _panel("Slowest Requests (last hour, from the logs)", html.Div(
+                "Each request once, at its first hop in the chain (the latency that hop logged).", className="muted"),
+                   html.Div(id="slowest-table", className="scroll")),
             html.Div("The charts below count spans, as the original's group-by keys do: every span of every "
                      "source (a request crossing three services and two tracers is several spans).",
                      className="muted panel"),

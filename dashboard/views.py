@@ -50,6 +50,23 @@ def logs_link(service: Any) -> Link | str:
     return Link("logs", "/logs?" + urlencode({"service": str(service), "since": "1h", "format": "html"}))
 
 
+SLOWEST_HEADER = ("Time", "Service", "Latency (ms)", "Status", "Method", "Request's logs", "Service's logs")
+
+
+def slowest_rows(entries: Sequence[Mapping[str, Any]]) -> list[list[str | Link]]:
+    """The slowest requests (logstore's ``slowest``), each with links to its logs and its service's."""
+    rows: list[list[str | Link]] = []
+    for e in entries:
+        trace = e.get("traceId")
+        request = (
+            Link("logs of this request", "/logs?" + urlencode({"trace": trace, "format": "html"})) if trace else NA
+        )
+        service = logs_link(e.get("destination"))
+        shown = [cell(e.get(k)) for k in ("time", "destination", "latency", "responseCode", "method")]
+        rows.append([*shown, request, Link("logs of this service", service.href) if isinstance(service, Link) else NA])
+    return rows
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str, empty: str = "nothing yet") -> Any:
     """A table as one Markdown component (a refresh builds hundreds of rows: one component is far
     cheaper to make, send and render than a component per cell)."""

@@ -4,6 +4,8 @@ The store answers a query; the shipper runs (its telemetry answers and counts th
 receiver's entries); a load the check sends itself, with a user-agent made for it, is in the
 store once per hop: as many entries with ``destination=http-lb`` as with ``source=http-lb``, and
 both equal to the requests sent; every chain pod whose log has entries has entries in the store.
+Where the store, the shipper and the chain are is a :class:`Place`: the local stack's, or a
+cluster's (``logstore.cluster``).
 """
 
 from __future__ import annotations
@@ -89,30 +91,50 @@ def pods_read(store: LogStore, settings: LogSettings, cfg: Config) -> list[Loggi
         log = settings.access_log_dir / f"{pod.name}.log"
         if not log.exists() or log.stat().st_size == 0:
             continue
-        found = store.count(f"stream:={settings.stream} pod:={pod.name} kind:in(access, alert)")
+        found = store.count_entries(f"stream:={settings.stream} pod:={pod.name} kind:in(access, alert)")
         out.append(LoggingCheck(f"log of {pod.name} read", found > 0, f"{found} entries in the store from {log}"))
     return out
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where the check looks: the store, how the shipper is seen running, how the load is sent
+    (``count`` requests with a user-agent, returning how many were answered), and which pods'
+    logs must be in the store."""
+
+    store: LogStore
+    shipper: Callable[[], LoggingCheck]
+    load: Callable[[int, str], int]
+    pods_read: Callable[[LogStore], list[LoggingCheck]]
+
+
+def local_place(cfg: Config, settings: LogSettings) -> Place:
+    return Place(
+        LogStore(settings.store_url),
+        lambda: shipper_check(settings),
+        lambda n, agent: send_load(cfg, n, agent),
+        lambda store: pods_read(store, settings, cfg),
+    )
+
+
 def validate_logging(
-    cfg: Config, settings: LogSettings, requests_sent: int = 20, wait: float = 30.0,
-    load: Callable[[Config, int, str], int] = send_load,
-) -> list[LoggingCheck]:  # fmt: skip
-    store = LogStore(settings.store_url)
+    place: Place, settings: LogSettings, requests_sent: int = 20, wait: float = 30.0
+) -> list[LoggingCheck]:
+    store = place.store
     try:
         store.probe()
     except ProbeFailed as exc:
         return [LoggingCheck("store healthy", False, str(exc))]
-    checks = [LoggingCheck("store healthy", True, f"{settings.store_url} answers LogsQL queries")]
-    checks.append(shipper_check(settings))
+    checks = [LoggingCheck("store healthy", True, f"{store.url} answers LogsQL queries")]
+    checks.append(place.shipper())
     agent = f"clover-validate-logging/{uuid.uuid4().hex}"
-    sent = load(cfg, requests_sent, agent)
+    sent = place.load(requests_sent, agent)
     if sent != requests_sent:
         checks.append(LoggingCheck("load sent", False, f"{sent} of {requests_sent} requests answered by {PROXY}"))
         return checks
     try:
         checks += load_checks(store, settings, sent, agent, wait)
-        checks += pods_read(store, settings, cfg)
+        checks += place.pods_read(store)
     except LogStoreError as exc:
         checks.append(LoggingCheck("store queries", False, str(exc)))
     return checks

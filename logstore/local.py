@@ -18,6 +18,10 @@ from stack.parts import Launch, Part, PartDirs, render
 GROUP = "logging"
 STORE = "log-store"
 SHIPPER = "log-shipper"
+# The file-log receiver saves a line's offset only once the line was handed on (without the gate
+# a batch read but not yet sent is lost to a SIGKILL); the entries' entryId takes care of lines
+# sent again.
+SYNCHRONOUS_EMITTER = "stanza.synchronousLogEmitter"
 
 
 def store_part(cfg: Config, settings: LogSettings, bind: str = LOOPBACK) -> Part:
@@ -54,12 +58,13 @@ def shipper_part(cfg: Config, settings: LogSettings, bind: str = LOOPBACK) -> Pa
             dirs.root / "log-shipper.yaml",
             storage_dir=dirs.data / "storage",
             access_log_dir=settings.access_log_dir,
+            state_dir=cfg.state_dir,
             stream=settings.stream,
             store_url=settings.store_url,
             bind_host=bind,
             metrics_port=settings.shipper_metrics_port,
         )
-        return Launch([str(binary), f"--config=file:{conf}"])
+        return Launch([str(binary), f"--config=file:{conf}", f"--feature-gates={SYNCHRONOUS_EMITTER}"])
 
     return Part(
         name=SHIPPER,

@@ -17,13 +17,16 @@ from stack.probes import ProbeFailed
 ENTRY_FIELDS = ("_time", "pod", "source", "user", "destination", "responseCode", "responseSize", "latency",
                 "method", "url", "userAgent", "traceId", "spanId", "requestId", "sid", "msg", "classtype", "priority",
                 "eventId", "sourceIp", "destinationIp", "ruleId", "rules", "anomalyScore", "blocked", "clientIp",
-                "level", "kind")  # fmt: skip
+                "level", "kind", "entryId")  # fmt: skip
 NUMBERS = {"responseCode": int, "responseSize": int, "latency": float, "sid": int, "priority": int, "eventId": int,
            "anomalyScore": int}  # fmt: skip
 TRACE_ID = re.compile(r"[0-9a-f]{32}|[0-9a-f]{16}")
 SERVICE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 SINCE = re.compile(r"([1-9][0-9]{0,8})([smhd])")
 MAX_LIMIT = 10_000
+# Each entry once: a line the shipper sent again (killed before it saved its offset) is stored
+# twice with the same entryId.
+ONCE = "sort by (_time) limit 1 partition by (entryId)"
 
 
 class LogQueryError(ValueError):
@@ -96,16 +99,19 @@ def entry(row: dict[str, Any]) -> dict[str, Any]:
 class LogStore:
     """A client of the VictoriaLogs HTTP API at ``url``."""
 
-    def __init__(self, url: str, timeout: float = 10.0):
+    def __init__(self, url: str, timeout: float = 10.0, session: requests.Session | None = None):
         self.url = url.rstrip("/")
         self.timeout = timeout
+        # A session that carries credentials, e.g. the API server's when url is its service proxy.
+        self.session = session
 
     def _rows(self, query: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
         params: dict[str, str] = {"query": query}
         if limit is not None:
             params["limit"] = str(limit)
         try:
-            answer = requests.post(f"{self.url}/select/logsql/query", data=params, timeout=self.timeout)
+            post = self.session.post if self.session is not None else requests.post
+            answer = post(f"{self.url}/select/logsql/query", data=params, timeout=self.timeout)
         except requests.RequestException as exc:
             raise LogStoreError(f"Error connecting to the log store at {self.url}: {type(exc).__name__}") from None
         if answer.status_code != 200:
@@ -126,18 +132,35 @@ class LogStore:
         if not 1 <= limit <= MAX_LIMIT:
             raise LogQueryError("limit", f"limit {limit} must be between 1 and {MAX_LIMIT}")
         fields = ", ".join(ENTRY_FIELDS)
-        query = f"{where.logsql()} kind:in(access, alert) | sort by (_time desc) | limit {limit} | fields {fields}"
+        query = (f"{where.logsql()} kind:in(access, alert) | {ONCE} | sort by (_time desc) | limit {limit}"
+                 f" | fields {fields}")  # fmt: skip
         rows = [entry(row) for row in self._rows(query)]
         return rows[::-1]
 
+    def slowest(self, where: LogFilter, limit: int = 10) -> list[dict[str, Any]]:
+        """The ``limit`` slowest requests ``where`` selects, slowest first: each trace's access
+        entry with the highest latency (its first hop in the chain, which waited for the rest)."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise LogQueryError("limit", f"limit {limit} must be between 1 and {MAX_LIMIT}")
+        query = (f"{where.logsql()} kind:=access | {ONCE} | sort by (latency desc) limit 1 partition by (traceId)"
+                 f" | sort by (latency desc) | limit {limit} | fields {', '.join(ENTRY_FIELDS)}")  # fmt: skip
+        return [entry(row) for row in self._rows(query)]
+
     def count_by(self, field: str, where: LogFilter) -> dict[str, int]:
-        """How many entries ``where`` selects, per value of ``field``."""
+        """How many entries ``where`` selects (each entryId once), per value of ``field``."""
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", field):
             raise LogQueryError("field", f"field {field!r} is not a field name")
-        rows = self._rows(f"{where.logsql()} | stats by ({field}) count() as n")
+        rows = self._rows(f"{where.logsql()} | stats by ({field}) count_uniq(entryId) as n")
         return {str(row.get(field, "")): int(row["n"]) for row in rows}
 
+    def count_entries(self, query: str) -> int:
+        """How many entries a LogsQL filter selects, each entryId once."""
+        return self._count(query, "count_uniq(entryId)")
+
     def count(self, query: str) -> int:
-        """How many entries a LogsQL filter selects."""
-        rows = list(self._rows(f"{query} | stats count() as n"))
+        """How many stored lines a LogsQL filter selects (a line shipped twice counts twice)."""
+        return self._count(query, "count()")
+
+    def _count(self, query: str, function: str) -> int:
+        rows = list(self._rows(f"{query} | stats {function} as n"))
         return int(rows[0]["n"]) if rows else 0

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from clover.config import LOOPBACK, ConfigError, state_dir_of
 
 STREAM_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+ACCESS_LOG_TARGETS = ("file", "stdout")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class LogSettings:
     access_log_max_bytes: int = 16 * 1024 * 1024
     # Rotated generations a pod keeps (older ones are removed: the shipper must have read them).
     access_log_keep: int = 3
+    # Where the pods write their entries: their own file, or (in the cluster) standard output,
+    # which the container runtime keeps under /var/log/pods for the shipper.
+    access_log: str = "file"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LogSettings:
@@ -42,6 +46,9 @@ class LogSettings:
                 f"CLOVER_LOG_STREAM={stream!r} must be 1-63 of a-z 0-9 _ . - starting with a letter or digit"
             )
         directory = env.get("CLOVER_ACCESS_LOG_DIR")
+        target = env.get("CLOVER_ACCESS_LOG", d.access_log)
+        if target not in ACCESS_LOG_TARGETS:
+            raise ConfigError(f"CLOVER_ACCESS_LOG={target!r} must be one of {', '.join(ACCESS_LOG_TARGETS)}")
         return cls(
             store_url=store_url,
             shipper_metrics_port=_number(env, "CLOVER_LOG_SHIPPER_METRICS_PORT", d.shipper_metrics_port, 65535),
@@ -50,6 +57,7 @@ class LogSettings:
             access_log_dir=Path(directory).resolve() if directory else state_dir_of(env) / "access-logs",
             access_log_max_bytes=_number(env, "CLOVER_ACCESS_LOG_MAX_BYTES", d.access_log_max_bytes, 2**40),
             access_log_keep=_number(env, "CLOVER_ACCESS_LOG_KEEP", d.access_log_keep, 100000),
+            access_log=target,
         )
 
     @property

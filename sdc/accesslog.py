@@ -2,11 +2,11 @@
 the IDS's alert log, one JSON line per alert, beside them.
 
 The original's fields (``source``, ``user``, ``destination``, ``responseCode``, ``responseSize``,
-``latency``) plus the request's method, URL, user-agent, trace and span ids. ``source`` is the
-calling pod's service (``unknown`` for a client outside the chain) and ``user`` its identity, the
-pod's name; ``destination`` is this pod's service. The file is rotated past a size: renamed to
-``<pod>.log.<n>`` (the shipper reads the rotated generations too) and the oldest beyond
-``keep`` removed.
+``latency``) plus the request's method, URL, user-agent, trace and span ids, and the entry's own
+id (``entryId``). ``source`` is the calling pod's service (``unknown`` for a client outside the
+chain) and ``user`` its identity, the pod's name; ``destination`` is this pod's service. The file
+is rotated past a size: renamed to ``<pod>.log.<n>`` (the shipper reads the rotated generations
+too) and the oldest beyond ``keep`` removed.
 """
 
 from __future__ import annotations
@@ -14,15 +14,24 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from dataclasses import asdict, dataclass
+import sys
+import threading
+import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from clover.config import Config
 from logstore.settings import LogSettings
 from sdc import topology
 
 UNKNOWN = "unknown"
+
+
+def unique_id() -> Any:
+    """An entry's ``entryId``, new for each entry: a shipper killed between sending lines and
+    saving its offset sends them again, and every reader counts an entryId once."""
+    return field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class AccessEntry(JsonLine):
     requestId: str
     level: str = "info"
     kind: str = "access"
+    entryId: str = unique_id()
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,7 @@ class AlertEntry(JsonLine):
     traceId: str
     level: str = "warning"
     kind: str = "alert"
+    entryId: str = unique_id()
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,7 @@ class WafAlertEntry(JsonLine):
     eventId: int
     level: str = "warning"
     kind: str = "alert"
+    entryId: str = unique_id()
 
 
 def timestamp(epoch_seconds: float) -> str:
@@ -143,9 +155,32 @@ class AccessLog:
         self._file.close()
 
 
-def open_access_log(pod: str) -> tuple[AccessLog, str]:
-    """The pod's access log as ``CLOVER_ACCESS_LOG_*`` configure it, and the stream its entries name."""
+class StdoutLog:
+    """Entries on the process's standard output, one flushed line each (``CLOVER_ACCESS_LOG=stdout``,
+    in the cluster): the container runtime keeps and rotates the pod's log under /var/log/pods.
+    One lock for the process: the IDS's access entries and its alerts share the stream."""
+
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, entry: AccessEntry | AlertEntry | WafAlertEntry) -> None:
+        line = entry.line()
+        with self._lock:
+            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.flush()
+            self.written += 1
+
+    def close(self) -> None:
+        sys.stdout.buffer.flush()
+
+
+def open_access_log(pod: str) -> tuple[AccessLog | StdoutLog, str]:
+    """The pod's access log as ``CLOVER_ACCESS_LOG*`` configure it, and the stream its entries name."""
     settings = LogSettings.from_env(os.environ)
+    if settings.access_log == "stdout":
+        return StdoutLog(), settings.stream
     log = AccessLog(settings.access_log_dir, pod, settings.access_log_max_bytes, settings.access_log_keep)
     return log, settings.stream
 

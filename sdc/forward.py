@@ -33,8 +33,14 @@ MIRROR_BODY_LIMIT = 64 * 1024
 
 TRACE_HEADERS = frozenset({"traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid",
                            "x-b3-sampled", "x-b3-flags"})  # fmt: skip
+# Who sent a request, as Envoy names the downstream to the next hop (its --service-cluster and
+# --service-node): each hop replaces them with its own service and pod, and the receiver logs them
+# as ``source`` and ``user`` where it cannot tell the sender by address (the cluster).
+SENDER_SERVICE = "x-envoy-downstream-service-cluster"
+SENDER_POD = "x-envoy-downstream-service-node"
 # Added by this chain's hops; the IDS removes them to see the request as the client sent it.
-FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-real-ip", "x-forwarded-proto", "forwarded", "x-clover-mirror"})
+FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-real-ip", "x-forwarded-proto", "forwarded", "x-clover-mirror",
+                                SENDER_SERVICE, SENDER_POD})  # fmt: skip
 
 
 @dataclass
@@ -108,9 +114,18 @@ class Inbound:
         self._log(response.status, size)
         return response
 
+    def sender(self) -> tuple[str, str]:
+        """(service, pod) of the chain's pod that sent the request: by its address, else as it named
+        itself; ``unknown`` for a client outside the chain."""
+        known = self.runtime.sources.get(self.client_ip)
+        if known is not None:
+            return known
+        headers = self.request.headers
+        return headers.get(SENDER_SERVICE, UNKNOWN), headers.get(SENDER_POD, UNKNOWN)
+
     def _log(self, status: int, size: int) -> None:
         runtime, request = self.runtime, self.request
-        source, user = runtime.sources.get(self.client_ip, (UNKNOWN, UNKNOWN))
+        source, user = self.sender()
         ids = self.span.get_span_context()
         runtime.access_log.write(
             AccessEntry(
@@ -123,18 +138,24 @@ class Inbound:
         )  # fmt: skip
 
 
+def sender_headers(runtime: Runtime) -> list[tuple[str, str]]:
+    """This pod named to the next hop (what Envoy sends)."""
+    return [(SENDER_SERVICE, runtime.spec.service), (SENDER_POD, runtime.name)]
+
+
 def forwarded_headers(
-    request: web.BaseRequest, client_ip: str, host: str, first_hop: bool, request_id: str
+    request: web.BaseRequest, inbound: Inbound, host: str, first_hop: bool, request_id: str
 ) -> list[tuple[str, str]]:
     """The request's end-to-end headers plus the forwarding headers for the next hop."""
-    headers: list[tuple[str, str]] = [("Host", host)]
+    client_ip = inbound.client_ip
+    headers: list[tuple[str, str]] = [("Host", host), *sender_headers(inbound.runtime)]
     xff = []
     real_ip = None
     for raw_name, raw_value in request.raw_headers:
         name = raw_name.decode("latin-1")
         lname = name.lower()
         value = raw_value.decode("latin-1")
-        if lname in HOP_BY_HOP or lname in TRACE_HEADERS:
+        if lname in HOP_BY_HOP or lname in TRACE_HEADERS or lname in (SENDER_SERVICE, SENDER_POD):
             continue
         if lname == "x-forwarded-for":
             xff.append(value)

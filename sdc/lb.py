@@ -72,7 +72,7 @@ class LoadBalancer(HttpService):
         if not candidates:
             return inbound.done(error_response(503, "no server of the list resolves", self.runtime.name), "no server")
         target = candidates[0]
-        headers = forwarded_headers(request, inbound.client_ip, target.label, False, request_id)
+        headers = forwarded_headers(request, inbound, target.label, False, request_id)
         body = await request_body(request)
         answer, _, error = await relay(self.runtime, Outgoing.of(request), candidates, headers, body, inbound.span)
         if answer is None:

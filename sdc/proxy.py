@@ -33,6 +33,8 @@ from sdc import topology
 from sdc.checks import host_port_field, path_field, port_field, resolve_reachable
 from sdc.forward import (
     MIRROR_BODY_LIMIT,
+    SENDER_POD,
+    SENDER_SERVICE,
     TRACE_HEADERS,
     Inbound,
     Outgoing,
@@ -44,6 +46,7 @@ from sdc.forward import (
     new_request_id,
     relay,
     request_body,
+    sender_headers,
 )
 from sdc.names import HostPort
 from sdc.nginx_control import MODIFIED, PROCESSED, HttpService
@@ -182,7 +185,7 @@ class Proxy(HttpService):
         if not candidates:
             error = f"{self.config.proxy_path} resolves to no address"
             return error_response(503, error, self.runtime.name), error
-        headers = forwarded_headers(request, inbound.client_ip, candidates[0].label, True, request_id)
+        headers = forwarded_headers(request, inbound, candidates[0].label, True, request_id)
         answer, _, error = await relay(self.runtime, Outgoing.of(request), candidates, headers, body, inbound.span)
         if answer is not None:
             return client_response(answer, self.runtime.name), None
@@ -207,11 +210,18 @@ class Proxy(HttpService):
             lname = name.lower()
             if lname in HOP_BY_HOP and lname != "host":
                 continue
-            if lname in TRACE_HEADERS or lname in ("x-real-ip", "forwarded", "x-clover-mirror"):
+            if lname in TRACE_HEADERS or lname in (
+                "x-real-ip",
+                "forwarded",
+                "x-clover-mirror",
+                SENDER_SERVICE,
+                SENDER_POD,
+            ):
                 continue
             headers.append((name, raw_value.decode("latin-1")))
         xff = [e.strip() for v in request.headers.getall("X-Forwarded-For", []) for e in v.split(",") if e.strip()]
         headers += [
+            *sender_headers(self.runtime),
             ("X-Forwarded-For", ", ".join([*xff, inbound.client_ip])),
             ("X-Real-IP", inbound.client_ip),
             ("X-Forwarded-Proto", "http"),

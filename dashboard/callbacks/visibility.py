@@ -3,6 +3,7 @@ selection (what visibility tracks) and Clear."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -15,6 +16,8 @@ from dashboard import views
 from dashboard.callbacks.replies import failure, ok
 from dashboard.callbacks.token import TokenGate, refused
 from dashboard.layout import GRAPH_CONFIG
+from logstore.query import LogFilter, LogStore, LogStoreError
+from logstore.settings import LogSettings
 
 VIS_OUTPUTS = (
     ("counts", "children", "counts"),
@@ -47,6 +50,18 @@ def visibility_refresh(visibility: VisibilityService, top: int, source: str | No
     return result
 
 
+def slowest_table() -> Any:
+    """The slowest requests of the last hour, as the log store has them."""
+    settings = LogSettings.from_env(os.environ)
+    try:
+        entries = LogStore(settings.store_url).slowest(LogFilter(since="1h", stream=settings.stream))
+    except LogStoreError as exc:
+        return html.Div(f"no logs: {exc}", className="muted")
+    return views.table(
+        views.SLOWEST_HEADER, views.slowest_rows(entries), "slowest", "no request logged in the last hour"
+    )
+
+
 def register(app: Dash, visibility: VisibilityService, gate: TokenGate) -> None:
     @app.callback(Output("tick", "disabled"), Input("refresh-switch", "value"))
     def switch(value: str) -> bool:
@@ -68,6 +83,12 @@ def register(app: Dash, visibility: VisibilityService, gate: TokenGate) -> None:
         except ApiError as exc:
             return [no_update] * (len(VIS_OUTPUTS) - 1) + [failure(exc)]
         return [result[key] for _, _, key in VIS_OUTPUTS]
+
+    @app.callback(Output("slowest-table", "children"), Input("tick", "n_intervals"), Input("tabs", "value"))
+    def slowest(_: Any, tab: str) -> Any:
+        if tab != "visibility":
+            return no_update
+        return slowest_table()
 
     @app.callback(
         Output("services", "options"),

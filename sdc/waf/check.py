@@ -112,7 +112,7 @@ class WafCheck:
         else:
             head, body = await split_head(body, self.body_limit + 1)
             head, partial = head[: self.body_limit], len(head) > self.body_limit
-        headers = forwarded_headers(request, inbound.client_ip, request.host, True, request_id)
+        headers = forwarded_headers(request, inbound, request.host, True, request_id)
         if partial:
             headers.append((PARTIAL_BODY_HEADER, "true"))
         out = Outgoing(request.method, request.raw_path, request.headers.get("User-Agent", ""), len(head))

@@ -69,6 +69,7 @@ class ClusterPaths:
     cni_conf_dir: Path
     ipam_dir: Path
     kubelet_root: Path
+    pod_logs: Path  # the kubelet's podLogsDir (the containers' logs, which the log shipper reads)
     volumes: Path  # persistent volumes (stack/cluster/storage.py): kept by down, like etcd's data
 
     @classmethod
@@ -87,6 +88,7 @@ class ClusterPaths:
             cni_conf_dir=containerd / "net.d",
             ipam_dir=containerd / "ipam",
             kubelet_root=root / "kubelet" / "root",
+            pod_logs=root / "kubelet" / "pod-logs",
             volumes=root / "volumes",
         )
 

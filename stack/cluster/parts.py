@@ -138,7 +138,7 @@ def cluster_parts(cfg: Config) -> list[Part]:
                       health_port=KUBELET_HEALTH_PORT, ca=ca, tls_cert=pki / "kubelet-server.crt",
                       tls_key=pki / "kubelet-server.key", socket=paths.containerd_socket,
                       cluster_domain=CLUSTER_DOMAIN, dns_ip=net.dns_ip, resolv_conf=resolv,
-                      pod_logs=dirs.root / "pod-logs")  # fmt: skip
+                      pod_logs=paths.pod_logs)  # fmt: skip
         return Launch([binary("kubelet"), f"--config={conf}", f"--kubeconfig={pki / 'kubelet.kubeconfig'}",
                        f"--root-dir={paths.kubelet_root}", f"--node-ip={net.node_ip}",
                        f"--hostname-override={NODE_NAME}"])  # fmt: skip

@@ -8,6 +8,10 @@
 * ``create idsrules -f idsrule_scan.yaml``, then ``curl -A asafaweb.com`` through the proxy: one
   alert per matching rule (the community one and its local copy) in Redis, read through the
   controller, and the proxy blocks that client;
+* ``create system logging``: 6 requests through the proxy's Service are 24 entries in the log
+  store, one per hop (proxy, load balancer, server, the IDS's copy), each with its trace id and
+  the sending hop as ``source``; ``validate logging --cluster`` passes; ``delete system logging``
+  leaves namespace ``logging`` empty;
 * ``start testplan -s 2`` runs on two JMeter slave pods: twice the samples of ``-s 1``;
 * ``delete system sdc`` and ``validation`` leave ``default`` without Clover's objects.
 
@@ -22,13 +26,17 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
+from cloverctl import clover_system, logging_system
+from logstore.query import LogFilter, LogStore
 from stack.cluster.layout import ClusterPaths
 from tests.cluster.conftest import Kubectl, Timings, load_images
 from tests.cluster.pipeline import rest
@@ -36,13 +44,15 @@ from tests.cluster.test_systems import NAMESPACE, NODE_PORT_URL, cloverctl, get_
 
 DATASTORE_IMAGES = ("clover-redis", "clover-cassandra")
 IMAGES = ("clover-controller", "clover-ns-nginx-proxy", "clover-ns-nginx-lb", "clover-ns-nginx-server",
-          "clover-ns-snort-ids", "clover-jmeter-master", "clover-jmeter-slave")  # fmt: skip
+          "clover-ns-snort-ids", "clover-jmeter-master", "clover-jmeter-slave", "clover-log-store",
+          "clover-log-shipper")  # fmt: skip
 # The tag of the controller's, the chain's and validation's images (cloverctl build images -t TAG
 # tries a change without replacing the latest ones).
 TAG = os.environ.get("CLOVER_TEST_IMAGE_TAG", "latest")
 CHAIN = ("proxy-access-control", "http-lb-v1", "http-lb-v2", *(f"clover-server{i}" for i in range(1, 6)), "snort-ids")
 LB_V1, LB_V2 = "http-lb-v1", "http-lb-v2"
 SERVERS_V1 = ("clover-server1", "clover-server2", "clover-server3")
+LOGGED_REQUESTS = 6
 REQUESTS = 12  # a multiple of 2 (the lb versions) x 3 (v1's servers) x 2 (v2's servers after lbv2.yaml)
 SCAN_AGENT = "asafaweb.com"
 # The community rule and its copy as a local rule (cloverctl/yaml/idsrule_scan.yaml): one alert each.
@@ -73,7 +83,8 @@ def token(cluster_paths: ClusterPaths, kubectl: Kubectl, loaded: None, timings: 
     timings["create system datastore, controller + nodeport (ready)"] = time.monotonic() - started
     encoded = kubectl.json("-n", NAMESPACE, "get", "secret", "clover-controller")["data"]["token"]
     yield base64.b64decode(encoded).decode()
-    for args in (("sdc",), ("validation",), ("controller", "nodeport"), ("controller",), ("datastore",)):
+    for args in (("logging",), ("sdc",), ("validation",), ("controller", "nodeport"), ("controller",),
+                 ("datastore",)):  # fmt: skip
         cloverctl(cluster_paths, "delete", "system", *args, check=False)
 
 
@@ -155,6 +166,61 @@ def test_set_lb_through_the_node_port_moves_v2_to_servers_4_and_5(kubectl: Kubec
     expected = {(LB_V1, s): REQUESTS // 2 // 3 for s in SERVERS_V1}
     expected |= {(LB_V2, s): REQUESTS // 2 // 2 for s in ("clover-server4", "clover-server5")}
     assert answered_by(url, REQUESTS) == expected
+
+
+def traced_request(url: str, agent: str) -> tuple[str, str]:
+    """(trace id, answering server) of one request that must succeed."""
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": agent}), timeout=30) as answer:
+        assert answer.status == 200
+        return answer.headers["traceresponse"].split("-")[1], answer.headers["X-Served-By"]
+
+
+def test_logging_has_one_entry_per_hop_of_each_request(cluster_paths: ClusterPaths, kubectl: Kubectl, token: str,
+                                                       timings: Timings) -> None:  # fmt: skip
+    started = time.monotonic()
+    cloverctl(cluster_paths, "create", "system", "logging", "-t", TAG, "--pod-logs-dir", str(cluster_paths.pod_logs),
+              "--timeout", "300")  # fmt: skip
+    timings["create system logging (ready)"] = time.monotonic() - started
+    agent = f"clover-walkthrough-logs/{uuid.uuid4().hex}"
+    sent = [traced_request(proxy_url(kubectl), agent) for _ in range(LOGGED_REQUESTS)]
+    address = kubectl.json("-n", "logging", "get", "service", "log-store")["spec"]["clusterIP"]
+    store = LogStore(f"http://{address}:9428")
+    deadline = time.monotonic() + 60
+    while len(entries := store.search(LogFilter(user_agent=agent), limit=1000)) < 4 * LOGGED_REQUESTS:
+        assert time.monotonic() < deadline, f"{len(entries)} entries with user-agent {agent} in the store"
+        time.sleep(0.5)
+    assert len(entries) == 4 * LOGGED_REQUESTS
+    servers = Counter(server for _, server in sent)
+    n = LOGGED_REQUESTS
+    assert Counter(e["destination"] for e in entries) == {CHAIN[0]: n, "http-lb": n, "snort-ids": n, **servers}
+    assert Counter(e["source"] for e in entries) == {"unknown": n, CHAIN[0]: 2 * n, "http-lb": n}
+    assert Counter(e["traceId"] for e in entries) == {trace_id: 4 for trace_id, _ in sent}
+    done = cloverctl(cluster_paths, "validate", "logging", "--cluster", "-o", "json")
+    checks = {c["check"]: c["detail"] for c in json.loads(done.stdout)["checks"]}
+    assert checks["count(destination=http-lb) = count(source=http-lb)"] == (
+        "destination=http-lb: 20, source=http-lb: 20, requests: 20"
+    )
+    assert checks["shipper running"] == "DaemonSet logging/log-shipper: 1 of 1 pods ready"
+
+
+def test_refused_shipper_pods_are_named_then_delete_leaves_logging_empty(
+    cluster_paths: ClusterPaths, kubectl: Kubectl, token: str
+) -> None:
+    kubectl("label", "--overwrite", "namespace", "logging", "pod-security.kubernetes.io/enforce=baseline")
+    kubectl("-n", "logging", "delete", "pod", "-l", "app=log-shipper")
+    deadline = time.monotonic() + 30
+    while kubectl.json("-n", "logging", "get", "daemonset", "log-shipper")["status"].get("numberAvailable"):
+        assert time.monotonic() < deadline, "the deleted shipper pod is still counted available"
+        time.sleep(0.5)
+    apis = clover_system.connect(str(cluster_paths.kubeconfig), None)
+    docs = [d for d in logging_system.load_manifests(tag=TAG) if d["kind"] == "DaemonSet"]
+    with pytest.raises(click.ClickException) as refused:
+        clover_system.wait_ready(apis, docs, 60, print)
+    assert refused.value.message.startswith('DaemonSet/log-shipper: its pods are refused: pods "log-shipper-')
+    assert 'violates PodSecurity "baseline:latest": hostPath volumes' in refused.value.message
+    cloverctl(cluster_paths, "delete", "system", "logging")
+    left = kubectl.json("-n", "logging", "get", "all,pvc,configmap,secret")["items"]
+    assert [f"{i['kind']}/{i['metadata']['name']}" for i in left if i["metadata"]["name"] != "kube-root-ca.crt"] == []
 
 
 def test_start_testplan_on_two_slave_pods_doubles_the_samples(cluster_paths: ClusterPaths, token: str,

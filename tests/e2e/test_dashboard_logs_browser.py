@@ -1,6 +1,7 @@
-"""The dashboard's links into the logs, in headless Chromium: a service's "logs" link in the
-response-time table opens that service's access-log entries from the real store, and a trace id
-there opens every hop of that request. The entries are written by the test into the pods' log
+"""The dashboard's links into the logs, in headless Chromium: the slowest request of the last hour
+links to its entries and its service's; a service's "logs" link in the response-time table opens
+that service's access-log entries from the real store, and a trace id there opens every hop of
+that request. The entries are written by the test into the pods' log
 directory and shipped by the real shipper."""
 
 from __future__ import annotations
@@ -82,6 +83,13 @@ def test_a_services_logs_link_opens_its_entries_and_a_trace_id_that_requests_hop
     traces = write_requests(5)
     seed(store)
     open_dashboard(browser, cfg)
+    # The slowest request is the last one, at the lb (latency 1 + 2n + 1, the highest of its hops).
+    slowest = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#slowest tbody tr:first-child a"), 20,
+                         what="the slowest requests' table")  # fmt: skip
+    assert [a.get_attribute("href") for a in slowest] == [
+        f"{cfg.controller_url}/logs?trace={traces[-1]}&format=html",
+        f"{cfg.controller_url}/logs?service=http-lb&since=1h&format=html",
+    ]
     link = wait_until(
         lambda: next(iter(browser.find_elements(By.XPATH, f"//tr[td[1]='{SERVER}']//a[text()='logs']")), None),
         20, what=f"the logs link of {SERVER}",

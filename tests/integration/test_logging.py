@@ -8,9 +8,11 @@ rotations; the exact counts show nothing was lost or doubled on the way.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import signal
 import threading
 import uuid
 from collections import Counter
@@ -24,6 +26,7 @@ import yaml
 from click.testing import CliRunner
 
 from clover.config import Config
+from clover.logs import JsonFormatter
 from cloverctl.main import cli
 from logstore.local import GROUP, SHIPPER, STORE
 from logstore.query import LogFilter, LogStore
@@ -126,27 +129,41 @@ def jaeger_span_ids(cfg: Config, trace_id: str) -> set[str]:
     return wait_until(probe, 30, 0.25, f"trace {trace_id} in Jaeger")
 
 
+def kill_shipper(stack: Launcher) -> None:
+    proc = stack.process(SHIPPER)
+    assert proc is not None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+
+@pytest.mark.parametrize("stop", ["down", "SIGKILL"])
 def test_the_shipper_stopped_and_started_during_the_load_loses_and_doubles_nothing(
-    logged: LogSettings, cfg: Config, stack: Launcher
+    logged: LogSettings, cfg: Config, stack: Launcher, stop: str
 ) -> None:
-    agent = f"logging-test-restart/{uuid.uuid4().hex}"
-    total = 300
+    agent = f"logging-test-{stop}/{uuid.uuid4().hex}"
+    total = 150
     sent: list[tuple[str, str, str]] = []
     loader = threading.Thread(target=lambda: [sent.extend(send(cfg, 1, agent)) for _ in range(total)])
     loader.start()
     wait_until(lambda: len(sent) >= 30, 60, 0.02, "30 requests sent")
-    stack.down([SHIPPER])
+    if stop == "SIGKILL":
+        kill_shipper(stack)
+    else:
+        stack.down([SHIPPER])
     stopped_at = len(sent)
-    wait_until(lambda: len(sent) >= stopped_at + 30 or not loader.is_alive(), 60, 0.02, "30 more requests sent")
+    wait_until(lambda: len(sent) >= stopped_at + 20 or not loader.is_alive(), 60, 0.02, "20 more requests sent")
     during = len(sent) - stopped_at
     stack.up([SHIPPER])
     loader.join()
-    assert during >= 30, f"only {during} requests were sent while the shipper was stopped"
+    assert during >= 20, f"only {during} requests were sent while the shipper was stopped"
     assert len(sent) == total
     drained(cfg, logged)
     entries = stored(logged, agent, HOPS * total)
     assert len(entries) == HOPS * total
     assert len({(e["pod"], e["spanId"]) for e in entries}) == HOPS * total
+    store = LogStore(logged.store_url)
+    where = LogFilter(user_agent=agent, stream=logged.stream)
+    assert sum(store.count_by("pod", where).values()) == HOPS * total
 
 
 def test_malformed_lines_are_counted_and_the_lines_around_them_shipped(logged: LogSettings, cfg: Config) -> None:
@@ -156,7 +173,11 @@ def test_malformed_lines_are_counted_and_the_lines_around_them_shipped(logged: L
             "user": "unknown", "destination": "by-hand", "responseCode": 200, "responseSize": 1, "latency": 1.0,
             "method": "GET", "url": "http://by-hand/", "userAgent": agent, "traceId": "0" * 32, "spanId": "0" * 16,
             "requestId": "", "level": "info", "kind": "access"}  # fmt: skip
-    lines = [json.dumps(good), "not json at all", '{"half": ', json.dumps(good), "\x00\x01 binary", json.dumps(good)]
+
+    def entry() -> str:
+        return json.dumps({**good, "entryId": uuid.uuid4().hex})
+
+    lines = [entry(), "not json at all", '{"half": ', entry(), "\x00\x01 binary", entry()]
     (logged.access_log_dir / name).write_text("\n".join(lines) + "\n")
     assert len(stored(logged, agent, 3)) == 3
     store = LogStore(logged.store_url)
@@ -165,6 +186,22 @@ def test_malformed_lines_are_counted_and_the_lines_around_them_shipped(logged: L
     assert malformed
     send(cfg, 1, agent)
     assert len(stored(logged, agent, 3 + HOPS)) == 3 + HOPS
+
+
+def test_clovers_own_json_log_lines_are_shipped_as_process_entries(logged: LogSettings, cfg: Config) -> None:
+    part = f"logging-test-part-{uuid.uuid4().hex[:8]}"
+    record = logging.LogRecord("clover.test", logging.WARNING, __file__, 1, "disk %s", ("full",), None)
+    log = cfg.state_dir / part / f"{part}.log"
+    log.parent.mkdir()
+    try:
+        log.write_text(f"=== starting {part}\n{JsonFormatter().format(record)}\nplain text\n")
+        store = LogStore(logged.store_url)
+        query = f'stream:="{logged.stream}" pod:="{part}"'
+        wait_until(lambda: store.count(query) > 0, 30, 0.25, f"the entry of {part}")
+        assert store.count(f'{query} kind:=process level:=warning logger:="clover.test" message:="disk full"') == 1
+        assert store.count(query) == 1
+    finally:
+        shutil.rmtree(log.parent)
 
 
 def test_rest_and_cloverctl_give_the_entries_of_a_trace_and_of_a_service(

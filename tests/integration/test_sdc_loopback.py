@@ -73,6 +73,9 @@ def test_round_robin_and_forwarding_headers_through_the_loopback_chain(loopback:
     assert headers["x-forwarded-for"] == f"127.0.0.1, {proxy_ip}"
     assert headers["x-forwarded-proto"] == "http"
     assert echo["client"].split(":")[0] in (topology.pod_ip(cfg, "http-lb-v1"), topology.pod_ip(cfg, "http-lb-v2"))
+    # The lb names itself as Envoy names the downstream (what the server logs as source and user in the cluster).
+    assert headers["x-envoy-downstream-service-cluster"] == "http-lb"
+    assert topology.pod_ip(cfg, headers["x-envoy-downstream-service-node"]) == echo["client"].split(":")[0]
     assert len(headers["x-request-id"]) == 36 and headers["traceparent"].startswith("00-")
     assert headers["x-b3-traceid"] == headers["traceparent"].split("-")[1]  # B3 for Istio, W3C for the rest
 

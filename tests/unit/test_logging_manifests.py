@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
@@ -36,13 +37,35 @@ def test_the_manifests_are_valid_objects_in_the_logging_namespace() -> None:
             assert doc["metadata"]["namespace"] == "logging"  # type: ignore[index]  # yaml mappings
 
 
-def test_the_shippers_configuration_is_the_local_template_with_the_clusters_values(tmp_path: Path) -> None:
+def test_the_shippers_configuration_is_the_local_template_reading_the_nodes_container_logs(tmp_path: Path) -> None:
     (config_map,) = [d for d in documents() if d["kind"] == "ConfigMap"]
     in_cluster = yaml.safe_load(config_map["data"]["log-shipper.yaml"])  # type: ignore[index]  # yaml mappings
-    local = render("log-shipper.yaml", tmp_path / "shipper.yaml", storage_dir="/var/lib/clover/log-shipper",
-                   access_log_dir="/var/log/clover/access-logs", stream="clover",
-                   store_url="http://log-store.logging:9428", bind_host="0.0.0.0", metrics_port=8889)  # fmt: skip
-    assert in_cluster == yaml.safe_load(local.read_text())
+    rendered = render("log-shipper.yaml", tmp_path / "shipper.yaml", storage_dir="/var/lib/clover-log-shipper",
+                      access_log_dir="/unused", state_dir="/unused", stream="clover", store_url="http://log-store.logging:9428",
+                      bind_host="0.0.0.0", metrics_port=8889)  # fmt: skip
+    local = yaml.safe_load(rendered.read_text())
+    local["extensions"]["file_storage"].pop("create_directory")  # the hostPath is made by the kubelet
+    receiver = in_cluster["receivers"]["file_log"]
+    container, only_entries, *parsing = receiver.pop("operators")
+    assert container == {"type": "container", "add_metadata_from_filepath": True}
+    assert only_entries["type"] == "filter"
+    assert receiver.pop("include") == ["/var/log/pods/default_*/*/*.log", "/var/log/pods/clover-gateway_*/*/*.log"]
+    assert receiver.pop("include_file_path") is True
+    local["receivers"].pop("file_log/processes")  # the parts of the local stack
+    local["service"]["pipelines"]["logs"]["receivers"].remove("file_log/processes")
+    local_receiver = local["receivers"]["file_log"]
+    assert parsing == local_receiver.pop("operators")
+    local_receiver.pop("include")
+    assert in_cluster == local
+
+
+def test_the_shipper_reads_the_pod_logs_dir_it_is_given() -> None:
+    docs = logging_system.load_manifests(pod_logs_dir="/srv/kubelet/pod-logs")
+    (shipper,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    volumes = {v["name"]: v for v in shipper["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["pod-logs"]["hostPath"] == {"path": "/srv/kubelet/pod-logs", "type": "Directory"}
+    with pytest.raises(click.BadParameter, match="'pod-logs' is not an absolute path"):
+        logging_system.load_manifests(pod_logs_dir="pod-logs")
 
 
 def test_create_system_logging_names_the_images_of_the_chosen_repository_and_tag() -> None:

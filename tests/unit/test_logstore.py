@@ -14,7 +14,7 @@ from clover.config import ConfigError
 from clover.logs import JsonFormatter, setup_logging
 from logstore.query import LogFilter, LogQueryError, entry
 from logstore.settings import LogSettings
-from sdc.accesslog import AccessEntry, AccessLog, timestamp
+from sdc.accesslog import AccessEntry, AccessLog, open_access_log, timestamp
 
 
 def make_entry(n: int) -> AccessEntry:
@@ -39,7 +39,7 @@ def test_settings_defaults_and_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [("CLOVER_LOG_STORE_URL", "logs:9428"), ("CLOVER_LOG_STREAM", "Has Spaces"), ("CLOVER_LOG_RETENTION_DAYS", "0"),
-     ("CLOVER_LOG_SHIPPER_METRICS_PORT", "eighty"), ("CLOVER_ACCESS_LOG_KEEP", "-1")],
+     ("CLOVER_LOG_SHIPPER_METRICS_PORT", "eighty"), ("CLOVER_ACCESS_LOG_KEEP", "-1"), ("CLOVER_ACCESS_LOG", "syslog")],
 )  # fmt: skip
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
@@ -83,6 +83,18 @@ def test_an_entry_is_one_json_line_with_the_original_fields() -> None:
         "responseCode": 200, "responseSize": 107, "latency": 1.25}  # fmt: skip
     assert (fields["traceId"], fields["spanId"], fields["time"]) == ("0" * 31 + "7", "0" * 15 + "7",
                                                                       "2025-12-06T05:46:40.007000Z")  # fmt: skip
+
+
+def test_with_clover_access_log_stdout_entries_are_lines_on_stdout_each_with_its_own_id(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CLOVER_ACCESS_LOG", "stdout")
+    log, stream = open_access_log("http-lb-v1")
+    for n in range(3):
+        log.write(make_entry(n))
+    written = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
+    assert [e["responseSize"] for e in written] == [100, 101, 102]
+    assert len({e["entryId"] for e in written}) == 3 and stream == "clover"
 
 
 def test_rotation_keeps_every_line_in_order_across_generations(tmp_path: Path) -> None:
