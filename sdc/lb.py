@@ -94,7 +94,7 @@ class LoadBalancer(HttpService):
         return MODIFIED
 
     def dump(self) -> nginx_pb2.ConfigDump:
-        return dump(self.kind, self.runtime.name, self.config)
+        return config_dump(self.kind, self.runtime.name, self.config)
 
 
 async def checked_config(
@@ -122,7 +122,7 @@ async def checked_config(
     return config, entries
 
 
-def dump(kind: str, pod: str, c: LbConfig) -> nginx_pb2.ConfigDump:
+def config_dump(kind: str, pod: str, c: LbConfig) -> nginx_pb2.ConfigDump:
     lb = nginx_pb2.ConfigLB(
         server_port=str(c.server_port),
         server_name=c.server_name,

@@ -41,7 +41,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from protos import nginx_pb2
 from sdc import topology
 from sdc.accesslog import UNKNOWN, AccessEntry, timestamp
-from sdc.lb import LbConfig, checked_config, dump
+from sdc.lb import LbConfig, checked_config, config_dump
 from sdc.metrics import ClusterStats
 from sdc.names import ResolveError
 from sdc.nginx_control import MODIFIED, HttpService
@@ -468,7 +468,7 @@ class NginxLoadBalancer(HttpService):
         return MODIFIED
 
     def dump(self) -> nginx_pb2.ConfigDump:
-        return dump(self.kind, self.runtime.name, self.config)
+        return config_dump(self.kind, self.runtime.name, self.config)
 
     # -- what nginx logged -------------------------------------------------------------------
 
