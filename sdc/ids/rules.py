@@ -22,6 +22,7 @@ only; the others (tcp or ip) to requests, with the whole request as payload, and
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import warnings
@@ -501,6 +502,9 @@ class Rule:
     flags: tuple[str, int] | None = None
     _http: bool = True
     _packets: bool = True
+    # (buffer, pattern, nocase) of each positive content: the rule cannot match a subject
+    # whose buffer lacks one of them (Snort's fast-pattern prefilter, checked before the rest).
+    _required: tuple[tuple[str, bytes, bool], ...] = ()
 
     @property
     def http_only(self) -> bool:
@@ -516,6 +520,11 @@ class Rule:
         """Fix what the rule applies to, once compiled (checked for every request and packet)."""
         self._http = self.applies_to_http()
         self._packets = self.applies_to_packets()
+        self._required = tuple(
+            (m.buffer, m.pattern.lower() if m.nocase else m.pattern, m.nocase)
+            for m in self.matches
+            if m.kind == "content" and not m.negated
+        )
 
     def _header_ok(self, s: Subject) -> bool:
         if self.proto != "ip" and self.proto != s.proto:
@@ -566,6 +575,9 @@ class Rule:
     def matches_subject(self, s: Subject) -> bool:
         if not (self._http if s.http else self._packets):
             return False
+        for buffer, pattern, nocase in self._required:
+            if pattern not in (s.lowered(buffer) if nocase else s.buffers.get(buffer, b"")):
+                return False
         if not (self._header_ok(s) and self._flow_ok(s) and self._options_ok(s)):
             return False
         return self._match_from(0, s, {})
@@ -770,6 +782,11 @@ def build_rule(fields: dict[str, str]) -> str:
 # -- subjects -----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def _address(text: str) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(text)
+
+
 def http_subject(
     src: str,
     sport: int,
@@ -782,32 +799,40 @@ def http_subject(
 ) -> Subject:
     """An HTTP request as the rules see it."""
     request_line = f"{method} {target} HTTP/1.1\r\n".encode("latin-1")
-    header_lines = [f"{k}: {v}\r\n".encode("latin-1", "replace") for k, v in headers]
-    cookies = [v for k, v in headers if k.lower() == "cookie"]
-    non_cookie = [line for (k, _), line in zip(headers, header_lines, strict=True) if k.lower() != "cookie"]
-
-    def value(name: str) -> bytes:
-        return next((v.encode("latin-1", "replace") for k, v in headers if k.lower() == name), b"")
-
+    header_lines = []
+    non_cookie = []
+    cookies = []
+    found = {"user-agent": b"", "host": b""}
+    for k, v in headers:
+        line = f"{k}: {v}\r\n".encode("latin-1", "replace")
+        header_lines.append(line)
+        lname = k.lower()
+        if lname == "cookie":
+            cookies.append(v)
+            continue
+        non_cookie.append(line)
+        if lname in found and not found[lname]:
+            found[lname] = v.encode("latin-1", "replace")
     raw_header = b"".join(header_lines)
+    cookie = "; ".join(cookies).encode("latin-1", "replace")
     buffers = {
         "raw": request_line + raw_header + b"\r\n" + body,
-        "uri": unquote_to_bytes(target),
+        "uri": unquote_to_bytes(target) if "%" in target else target.encode(),
         "raw_uri": target.encode("latin-1", "replace"),
         "header": b"".join(non_cookie),
         "raw_header": raw_header,
         "method": method.encode("latin-1"),
-        "cookie": "; ".join(cookies).encode("latin-1", "replace"),
-        "raw_cookie": "; ".join(cookies).encode("latin-1", "replace"),
+        "cookie": cookie,
+        "raw_cookie": cookie,
         "client_body": body,
-        "user_agent": value("user-agent"),
-        "host": value("host"),
+        "user_agent": found["user-agent"],
+        "host": found["host"],
     }
     return Subject(
         "tcp",
-        ipaddress.IPv4Address(src),
+        _address(src),
         sport,
-        ipaddress.IPv4Address(dst),
+        _address(dst),
         dport,
         buffers,
         http=True,
