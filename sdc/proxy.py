@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import time
@@ -25,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from opentelemetry.trace import Span
 
 from clover import keys
 from protos import nginx_pb2
@@ -48,6 +46,7 @@ from sdc.forward import (
     request_body,
     sender_headers,
 )
+from sdc.mirror import Copy, MirrorSender
 from sdc.names import HostPort
 from sdc.nginx_control import MODIFIED, PROCESSED, HttpService
 from sdc.runtime import ConfigRefused, HttpListener, Runtime
@@ -130,7 +129,7 @@ class Proxy(HttpService):
         # Istio's ingress gateway would count these for its calls to the proxy (see sdc/metrics.py).
         self.gateway_stats = runtime.outbound(topology.HTTP_PORT, runtime.spec.service)
         self.listener = HttpListener(runtime, self.handle, self.inbound_stats)
-        self.mirrors: set[asyncio.Task[None]] = set()
+        self.sender = MirrorSender(runtime, self.mirror, MIRROR_BACKLOG)
         self.waf = WafCheck(runtime)
         self.redis: aioredis.Redis | None = None
         runtime.refreshers.append(self._refresh)
@@ -140,7 +139,7 @@ class Proxy(HttpService):
         self.gateway_stats.gauges["upstream_cx_active"] = self.inbound_stats.gauges["upstream_cx_active"]
         self.runtime.registry.set("clover_sdc_proxy_blocked_clients", len(self.blocklist.active()),
                                   "Client IPs currently blocked")  # fmt: skip
-        self.runtime.registry.set("clover_sdc_proxy_mirrors_in_flight", len(self.mirrors),
+        self.runtime.registry.set("clover_sdc_proxy_mirrors_in_flight", self.sender.in_flight,
                                   "Mirrored copies not yet answered by the IDS")  # fmt: skip
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -195,8 +194,7 @@ class Proxy(HttpService):
     # -- the IDS copy ------------------------------------------------------------------------
 
     def _mirror(self, request: web.BaseRequest, inbound: Inbound, request_id: str, body: object) -> None:
-        if len(self.mirrors) >= MIRROR_BACKLOG:
-            self.runtime.registry.inc("clover_sdc_proxy_mirror_dropped_total", help="Mirror copies dropped (backlog)")
+        if not self.sender.accepts():
             return
         if isinstance(body, Tee):
             copy, total = bytes(body.head), body.total
@@ -232,23 +230,8 @@ class Proxy(HttpService):
         ]  # fmt: skip
         if not inbound.request_id:
             headers.append(("X-Request-Id", request_id))
-        task = asyncio.create_task(self._send_mirror(request.method, request.raw_path, headers, copy, inbound.span))
-        self.mirrors.add(task)
-        task.add_done_callback(self.mirrors.discard)
-
-    async def _send_mirror(
-        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes, parent: Span
-    ) -> None:
-        candidates = await self.mirror.ordered()
-        answer = None
-        if candidates:
-            ua = next((v for k, v in headers if k.lower() == "user-agent"), "")
-            out = Outgoing(method, target, ua, len(body))
-            answer, _, error = await relay(self.runtime, out, candidates, headers, body, parent)
-            if answer is None:
-                log.debug("mirror to %s failed: %s", self.config.mirror_path, error)
-        if answer is None:
-            self.runtime.registry.inc("clover_sdc_proxy_mirror_errors_total", help="Mirror copies that failed")
+        ua = request.headers.get("User-Agent", "")
+        self.sender.submit(Copy(request.method, request.raw_path, headers, copy, ua, request_id, inbound.span))
 
     # -- control -----------------------------------------------------------------------------
 
@@ -287,8 +270,9 @@ class Proxy(HttpService):
         )
         if upstream_entry is not None:
             await self.upstream.replace([upstream_entry])
-        if mirror_entry is not None:
+        if mirror_entry is not None and f"http://{mirror_entry}" != current.mirror_path:
             await self.mirror.replace([mirror_entry])
+            self.sender.restart()
         return MODIFIED
 
     async def process_alert(self, request: nginx_pb2.AlertMessage) -> str:
@@ -354,8 +338,7 @@ class Proxy(HttpService):
 
     async def stop(self) -> None:
         await self.waf.stop()
-        if self.mirrors:
-            await asyncio.wait(list(self.mirrors), timeout=2)
+        await self.sender.close(2)
         self.upstream.close()
         self.mirror.close()
 

@@ -145,6 +145,10 @@ class Pool:
             raise ConnectFailed(f"connect to {self.ip}:{self.port} failed: {reason}") from None
         return _Conn(reader, writer, self.stats)
 
+    async def open(self) -> _Conn:
+        """A new connection of this pool's own (the caller closes it)."""
+        return await self._connect()
+
     async def _acquire(self) -> tuple[_Conn, bool]:
         while self._idle:
             conn = self._idle.pop()
@@ -225,12 +229,12 @@ class Pool:
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
             raise _Retryable(str(exc)) from None
-        response, keep_alive = await self._read_response(conn.reader, method)
+        response, keep_alive = await self.read_response(conn.reader, method)
         response.tx_bytes = tx
         self._release(conn, keep_alive)
         return response
 
-    async def _read_response(self, reader: asyncio.StreamReader, method: str) -> tuple[Response, bool]:
+    async def read_response(self, reader: asyncio.StreamReader, method: str) -> tuple[Response, bool]:
         while True:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")

@@ -20,6 +20,7 @@ import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -604,6 +605,54 @@ def test_prometheus_scrapes_every_name_set_visibility_yaml_tracks(chain: Config)
     wait_for("Prometheus to scrape the current counts", scraped, timeout=30, every=0.5)
     labels = _prometheus(chain, inbound)[0]["metric"]
     assert (labels["pod"], labels["app"], labels["namespace"]) == ("clover-server1", "clover-server1", "default")
+
+
+MIRROR_ERRORS = "clover_sdc_proxy_mirror_errors_total"
+MIRROR_DROPPED = "clover_sdc_proxy_mirror_dropped_total"
+
+
+def concurrent_gets(target: str, n: int, clients: int = 8) -> list[int]:
+    """The statuses of ``n`` GETs sent by ``clients`` threads, each on its own keep-alive session."""
+    local = threading.local()
+
+    def get(_: int) -> int:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        return local.session.get(target, timeout=10).status_code
+
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(get, range(n)))
+
+
+def test_every_copy_of_a_concurrent_load_reaches_the_ids(chain: Config) -> None:
+    inspected = ids_quiet(chain)
+    before = stats(chain, PROXY)
+    assert concurrent_gets(url(chain, PROXY, "/about.html"), 300) == [200] * 300
+    assert ids_quiet(chain) == inspected + 300
+    after = stats(chain, PROXY)
+    assert [after.get(m, 0) - before.get(m, 0) for m in (MIRROR_ERRORS, MIRROR_DROPPED)] == [0, 0]
+
+
+def test_with_the_ids_gone_every_request_is_answered_and_each_copy_counted_as_failed(
+    chain: Config, stack: Launcher
+) -> None:
+    ids_quiet(chain)
+    stack.down(["snort-ids"])
+    try:
+        errors = stats(chain, PROXY).get(MIRROR_ERRORS, 0)
+        assert concurrent_gets(url(chain, PROXY, "/about.html"), 40) == [200] * 40
+        wait_for(
+            "the proxy to count the 40 copies as failed",
+            lambda: (
+                (s := stats(chain, PROXY)).get(MIRROR_ERRORS, 0) == errors + 40
+                and s["clover_sdc_proxy_mirrors_in_flight"] == 0
+            ),
+        )
+    finally:
+        stack.up(["snort-ids"])
+    inspected = ids_quiet(chain)
+    assert concurrent_gets(url(chain, PROXY, "/about.html"), 10, clients=2) == [200] * 10
+    assert ids_quiet(chain) == inspected + 10  # the proxy connects again once the IDS is back
 
 
 def test_a_server_that_goes_away_is_skipped_and_its_requests_go_to_the_others(chain: Config, stack: Launcher) -> None:
