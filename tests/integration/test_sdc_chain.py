@@ -618,7 +618,8 @@ def concurrent_gets(target: str, n: int, clients: int = 8) -> list[int]:
     def get(_: int) -> int:
         if not hasattr(local, "session"):
             local.session = requests.Session()
-        return local.session.get(target, timeout=10).status_code
+        status: int = local.session.get(target, timeout=10).status_code
+        return status
 
     with ThreadPoolExecutor(clients) as pool:
         return list(pool.map(get, range(n)))
