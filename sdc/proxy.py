@@ -10,8 +10,9 @@
   once it has been answered, like the original's ``post_action``. The copy carries the
   client's headers plus ``X-Real-IP``/``X-Forwarded-For`` and an RFC 7239 ``Forwarded`` header
   with the client's and the proxy's address and port, and at most the first 64 KiB of the body
-  (``X-Clover-Mirror`` says how long the body was). Copies beyond ``MIRROR_BACKLOG`` in flight
-  are dropped and counted rather than slowing the clients down.
+  (``X-Clover-Mirror`` says how long the body was). Copies are sent without waiting for them
+  (``sdc.mirror``); copies beyond ``MIRROR_BACKLOG`` in flight are dropped and counted rather
+  than slowing the clients down.
 """
 
 from __future__ import annotations

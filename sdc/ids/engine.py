@@ -5,7 +5,8 @@ local.rules once at start (like Snort, a rule change needs a restart), inspects 
 request the pod's sink hands it over a SOCK_SEQPACKET socket pair, and, given an interface,
 captured packets. Alerts go to Redis, the fast alert log and the proxy (``AlertSink``).
 
-Messages on the socket pair are JSON. From the pod: ``{"t": "http", ...}``. To the pod:
+Messages on the socket pair are JSON. From the pod: ``{"t": "http", ...}`` records, one or
+more a message, separated by newlines. To the pod:
 ``{"t": "ready", "sids": [...], "errors": [...]}`` once the rules are loaded, then
 ``{"t": "stats", ...}`` every quarter second.
 """
@@ -138,15 +139,16 @@ class Engine:
                 log.info("the snort-ids pod closed the channel; stopping")
                 self.stopping.set()
                 return
-            try:
-                record = json.loads(data)
-            except ValueError:
-                continue
-            if record.get("t") == "http":
+            for line in data.split(b"\n"):
                 try:
-                    self.on_http(record)
-                except Exception:
-                    log.exception("inspecting a request failed")
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("t") == "http":
+                    try:
+                        self.on_http(record)
+                    except Exception:
+                        log.exception("inspecting a request failed")
 
     def stats(self) -> dict[str, Any]:
         return {"t": "stats", **self.counts, **self.sink.counts, "pending": self.sink.pending, "rules": len(self.rules)}

@@ -46,6 +46,7 @@ from sdc.ids.rules import (
     load_classifications,
     read_rules_file,
 )
+from sdc.metrics import Registry
 from sdc.runtime import ConfigRefused, HttpListener, Runtime
 from sdc.tracing import traceresponse
 
@@ -56,6 +57,8 @@ FAILED_ADD = "Failed to add to local rules"
 ALREADY = "Snort already running"
 SINK_BODY_LIMIT = 64 * 1024
 READY_TIMEOUT = 20.0
+HANDOFF_SECONDS = 0.005
+HANDOFF_BYTES = 512 * 1024  # the engine reads messages of up to 1 MiB
 
 
 def parse_forwarded(value: str) -> dict[str, tuple[str, int]]:
@@ -71,11 +74,15 @@ def parse_forwarded(value: str) -> dict[str, tuple[str, int]]:
 
 
 class EngineProcess:
-    """The running engine child, its channel and its latest counts."""
+    """The running engine child, its channel and its latest counts.
 
-    def __init__(self, proc: subprocess.Popen[bytes], channel: socket.socket):
+    Copies are handed over in batches: those that arrive within ``HANDOFF_SECONDS`` go in one
+    message (records separated by newlines), so the engine wakes once per batch, not per copy."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], channel: socket.socket, registry: Registry):
         self.proc = proc
         self.channel = channel
+        self.registry = registry
         self.ready = asyncio.Event()
         self.loaded = False
         self.sids: list[int] = []
@@ -83,18 +90,36 @@ class EngineProcess:
         self.capture = ""
         self.stats: dict[str, int] = {}
         self.dropped = 0
+        self.batch: list[bytes] = []
+        self.batch_bytes = 0
+        self.flush_at: asyncio.TimerHandle | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def send(self, payload: bytes) -> bool:
+    def hand(self, record: bytes) -> None:
+        if self.batch_bytes + len(record) + 1 > HANDOFF_BYTES:
+            self.flush()
+        self.batch.append(record)
+        self.batch_bytes += len(record) + 1
+        if self.flush_at is None:
+            self.flush_at = asyncio.get_running_loop().call_later(HANDOFF_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        if self.flush_at is not None:
+            self.flush_at.cancel()
+            self.flush_at = None
+        batch, self.batch, self.batch_bytes = self.batch, [], 0
+        if not batch:
+            return
         try:
-            self.channel.send(payload)
-            return True
-        except (BlockingIOError, OSError):
-            self.dropped += 1
-            return False
+            self.channel.send(b"\n".join(batch))
+        except OSError:  # full (BlockingIOError) or the engine is gone
+            self.dropped += len(batch)
+            self.registry.inc("clover_sdc_ids_requests_dropped_total", len(batch), help="Copies the engine missed")
+            return
+        self.registry.inc("clover_sdc_ids_requests_handed_total", len(batch), help="Copies handed to the engine")
 
 
 class SnortIds:
@@ -125,11 +150,7 @@ class SnortIds:
             await request.content.read()  # the rest, if any, is not inspected
         engine = self.engine
         if engine is not None and engine.ready.is_set():
-            record = self._record(request, inbound, body)
-            if engine.send(encode_record(record)):
-                self.runtime.registry.inc("clover_sdc_ids_requests_handed_total", help="Copies handed to the engine")
-            else:
-                self.runtime.registry.inc("clover_sdc_ids_requests_dropped_total", help="Copies the engine missed")
+            engine.hand(encode_record(self._record(request, inbound, body)))
         return inbound.done(web.Response(status=200, body=b""))
 
     def _record(self, request: web.BaseRequest, inbound: Inbound, body: bytes) -> dict[str, Any]:
@@ -181,7 +202,7 @@ class SnortIds:
             )
         finally:
             theirs.close()
-        engine = EngineProcess(proc, ours)
+        engine = EngineProcess(proc, ours, self.runtime.registry)
         self.engine = engine
         reader = asyncio.create_task(self._read_engine(engine))
         try:
@@ -225,6 +246,7 @@ class SnortIds:
             self.engine = None
 
     async def _end_engine(self, engine: EngineProcess) -> None:
+        engine.flush()
         if engine.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 engine.proc.terminate()
