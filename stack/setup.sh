@@ -167,9 +167,9 @@ else
   done_step "built $JAEGER"
 fi
 
-step "Log store and shipper (VictoriaLogs, OTel Collector)"
+step "Go tools (VictoriaLogs, otelcol, vegeta)"
 built=()
-for part in victorialogs:victoria-logs:github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs otelcol:otelcol:.; do
+for part in victorialogs:victoria-logs:github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs otelcol:otelcol:. vegeta:vegeta:github.com/tsenart/vegeta/v12; do
   IFS=: read -r dir binary package <<<"$part"
   src=$ROOT/stack/$dir
   want=$(hash_of "$src"/go.mod "$src"/go.sum $(ls "$src"/*.go 2>/dev/null))

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sdc/run.py [--seconds 4] [--connections 16] [--path /about.html]
                                       [--trace-ratios 1.0,0.01] [--dataplanes nginx,python]
-                                      [--mode auto|netns|loopback] [--no-waf] [--reuse]
+                                      [--mode auto|netns|loopback] [--no-waf] [--reuse] [--rate 1000]
 
 Starts its own Redis, Jaeger and sample chain (``bench/sdc/chain.py``: state in
 ``.clover/bench-sdc/`` or CLOVER_BENCH_STATE_DIR, ports 31xxx, subnet 10.177.200.0/24 in
@@ -27,6 +27,12 @@ throughput ratio chain/server, the p50 and p99 each hop adds (lb - server, chain
 copy: chain - chain-ids, the WAF check: chain+waf - chain), and nginx/python for lb and chain.
 wrk sends ``User-Agent: wrk`` (the CRS notes a request without one). The machine is shared: the
 load average is printed before and after; read p99 with it in mind.
+
+wrk keeps 16 requests outstanding, so its p99 is queueing behind the slowest pod. For the p99 a
+hop adds at a given rate, vegeta (``make setup`` builds it) then sends ``--rate`` requests/s on
+schedule (first data plane, each ratio): to the chain, lowered by 30% at a time until every
+answer is a success at >= 95% of the rate, then to the server, the lb and the chain without the
+IDS copy at the rate the chain kept up with; the printed rate says where it ended.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import shutil
@@ -126,6 +133,8 @@ def main() -> None:
     parser.add_argument("--mode", choices=["auto", "netns", "loopback"], default="auto",
                         help="pods in network namespaces (root) or on loopback addresses")  # fmt: skip
     parser.add_argument("--reuse", action="store_true", help="use running parts and leave them running")
+    parser.add_argument("--rate", type=int, default=1000,
+                        help="fixed request rate for the p99 each hop adds (vegeta; 0: skip)")  # fmt: skip
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed")
@@ -146,7 +155,9 @@ def main() -> None:
             print(f"sample chain in {topology.mode(stack.cfg)} mode, state in {stack.cfg.state_dir}")
             load = os.getloadavg()
             results = run(stack.cfg, args, ratios, dataplanes, connection_counts)
+            fixed = fixed_rates(stack.cfg, args, ratios, dataplanes[0]) if args.rate else []
             report(args, results, load, os.getloadavg())
+            report_fixed(args, fixed)
     except (BenchBusy, StackError) as exc:
         sys.exit(f"bench/sdc: {exc}")
     except KeyboardInterrupt:
@@ -218,6 +229,79 @@ def run(base: Config, args: argparse.Namespace, ratios: list[float], dataplanes:
                     results += [measure(cfg, launcher, "chain+waf", urls["chain"], c, args.seconds)
                                 for c in connection_counts]  # fmt: skip
     return results
+
+
+@dataclasses.dataclass
+class FixedRate:
+    name: str
+    ratio: float
+    rate: int
+    p50_ms: float
+    p99_ms: float
+    success: float
+    throughput: float
+
+    def sustained(self) -> bool:
+        return self.success == 1.0 and self.throughput >= 0.95 * self.rate
+
+
+def vegeta(cfg: Config, name: str, url: str, rate: int, seconds: int) -> FixedRate:
+    """One fixed-rate run (an open model: requests are sent on schedule whether or not answers came)."""
+    binary = str(cfg.stack_cache / "vegeta" / "vegeta")
+    attack = subprocess.run(
+        [binary, "attack", f"-rate={rate}/s", f"-duration={seconds}s", "-timeout=5s", "-header", "User-Agent: wrk"],
+        input=f"GET {url}\n".encode(), capture_output=True, check=True, timeout=seconds + 60,
+    )  # fmt: skip
+    out = json.loads(subprocess.run([binary, "report", "-type=json"], input=attack.stdout, capture_output=True,
+                                    check=True, timeout=60).stdout)  # fmt: skip
+    lat = out["latencies"]
+    return FixedRate(name, cfg.sdc_trace_ratio, rate, lat["50th"] / 1e6, lat["99th"] / 1e6, out["success"],
+                     out["throughput"])  # fmt: skip
+
+
+def fixed_rates(base: Config, args: argparse.Namespace, ratios: list[float], dataplane: str) -> list[FixedRate]:
+    """Per tracing ratio: the chain at ``--rate`` (lowered by 30% at a time until it keeps up, every
+    answer a success), then the server, the lb and the chain without the IDS copy at that rate."""
+    if not (base.stack_cache / "vegeta" / "vegeta").exists():
+        print("vegeta is not built (make setup): no fixed-rate figures")
+        return []
+    out: list[FixedRate] = []
+    mirror_on = {"mirror_path": f"http://snort-ids:{topology.ids_http_port()}"}
+    for ratio in ratios:
+        cfg = dataclasses.replace(base, sdc_trace_ratio=ratio, sdc_dataplane=dataplane)
+        restart(cfg, ["sdc"])
+        pods = {"server": "clover-server1", "lb": "http-lb-v1", "chain": PROXY}
+        urls = {name: f"http://{topology.pod_ip(cfg, pod)}:9180{args.path}" for name, pod in pods.items()}
+        rate = args.rate
+        while True:
+            chain = vegeta(cfg, "chain", urls["chain"], rate, args.seconds)
+            out.append(chain)
+            if chain.sustained() or rate <= 50:
+                break
+            rate = rate * 7 // 10
+        out += [vegeta(cfg, name, urls[name], rate, args.seconds) for name in ("server", "lb")]
+        grpc_client.modify_proxy(cfg, {"mirror_path": "off"})
+        out.append(vegeta(cfg, "chain-ids", urls["chain"], rate, args.seconds))
+        grpc_client.modify_proxy(cfg, mirror_on)
+    return out
+
+
+def report_fixed(args: argparse.Namespace, fixed: list[FixedRate]) -> None:
+    if not fixed:
+        return
+    print(f"\nvegeta, fixed rate, {args.seconds}s each, lb on nginx: p50/p99 ms (success, answers/s)")
+    for ratio in dict.fromkeys(r.ratio for r in fixed):
+        runs = [r for r in fixed if r.ratio == ratio]
+        for r in runs:
+            print(f"{ratio:>5g} {LABELS[r.name]:<32} {r.rate:>5}/s {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
+                  f"({r.success:.3f}, {r.throughput:.0f}/s)")  # fmt: skip
+        by = {r.name: r for r in runs}  # the last run of each: the chain at the rate it kept up with
+        rate = by["chain"].rate
+        kept = "" if by["chain"].sustained() else " (the chain did not keep up even there)"
+        lower = f"; the chain did not keep up with {args.rate}/s" if rate != args.rate else ""
+        print(f"trace {ratio:g} at {rate}/s{lower}{kept}: p99 added: lb {by['lb'].p99_ms - by['server'].p99_ms:+.2f}, "
+              f"proxy (+IDS) {by['chain'].p99_ms - by['lb'].p99_ms:+.2f}, "
+              f"the IDS copy {by['chain'].p99_ms - by['chain-ids'].p99_ms:+.2f}")  # fmt: skip
 
 
 def report(args: argparse.Namespace, results: list[Result], load_before: tuple[float, ...],
