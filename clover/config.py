@@ -82,6 +82,10 @@ class Config:
     sdc_stats_port: int = 15090
     sdc_block_seconds: int = 60
     sdc_trace_ratio: float = 1.0
+    # What answers the load balancers' HTTP: "nginx" (Debian's nginx, driven by the pod's gRPC
+    # control plane; the default outside a cluster) or "python" (the pod's own asyncio relay;
+    # "auto" means python in a cluster, where the image has no nginx).
+    sdc_dataplane: str = "auto"
     # The namespace the chain's short names (snort-ids, proxy-access-control) mean when its
     # clients run in another one (the controller in clover-system: "default"); None: as given.
     sdc_namespace: str | None = None
@@ -158,6 +162,7 @@ class Config:
             sdc_stats_port=_port(env, "CLOVER_SDC_STATS_PORT", d.sdc_stats_port),
             sdc_block_seconds=_positive(env, "CLOVER_SDC_BLOCK_SECONDS", d.sdc_block_seconds),
             sdc_trace_ratio=_ratio(env, "CLOVER_SDC_TRACE_RATIO", d.sdc_trace_ratio),
+            sdc_dataplane=_choice(env, "CLOVER_SDC_DATAPLANE", d.sdc_dataplane, SDC_DATAPLANES),
             waf_check=_choice(env, "CLOVER_WAF", "on" if d.waf_check else "off", WAF_CHECK_VALUES) == "on",
             waf_failure_mode=_choice(env, "CLOVER_WAF_FAILURE_MODE", d.waf_failure_mode, WAF_FAILURE_MODES),
             waf_body_limit=_positive(env, "CLOVER_WAF_BODY_LIMIT", d.waf_body_limit),
@@ -388,6 +393,7 @@ def _cluster_networks(env: Mapping[str, str], d: Config) -> dict[str, str]:
 
 
 SDC_MODES = ("auto", "netns", "loopback", "cluster")
+SDC_DATAPLANES = ("auto", "nginx", "python")
 
 
 def _sdc_mode(env: Mapping[str, str]) -> str:

@@ -37,6 +37,8 @@ class Measurable(Protocol):
     errors: int
     n4xx: int
     n5xx: int
+    request_bytes: int
+    response_bytes: int
     min_us: int | None
     max_us: int | None
 
@@ -91,6 +93,7 @@ class Unit:
 
 MS = Unit("ms", "milliseconds, two decimals", "ms", 2, scale=0.001)  # measured in µs
 COUNT = Unit("count", "a whole number", "", None)
+BYTES = Unit("bytes", "bytes, a whole number", "B", None)
 FRACTION = Unit("fraction", "a fraction 0..1, four decimals", "%", 4, percent=True)
 PER_SECOND = Unit("per_second", "per second, two decimals", "req/s", 2)
 TEXT = Unit("text", "text", "", None)
@@ -148,6 +151,10 @@ FIGURES: tuple[Figure, ...] = (
     Figure("error_rate_4xx", "error_rate_4xx", FRACTION, "4xx rate", _share(lambda a: a.n4xx), "--max-4xx-rate",
            in_tables=False),
     Figure("error_rate_5xx", "error_rate_5xx", FRACTION, "5xx rate", _share(lambda a: a.n5xx), "--max-5xx-rate",
+           in_tables=False),
+    Figure("request_bytes", "request_bytes", BYTES, "Request bytes", _when_measured(lambda a: a.request_bytes),
+           in_tables=False),
+    Figure("response_bytes", "response_bytes", BYTES, "Response bytes", _when_measured(lambda a: a.response_bytes),
            in_tables=False),
     Figure("request_rate", "request_rate", PER_SECOND, "Req/s", _rate, "--min-request-rate"),
     Figure("source", "source", TEXT, "Source", lambda p: p.source if p.aggregate.count else None),

@@ -14,7 +14,10 @@ from cloverctl import rest
 from cloverctl.rest import output_option
 from cloverctl.visibility import columns, source_option
 
-EDGE_FIGURES = ("request_count", "request_rate", "errors_4xx", "errors_5xx", "error_rate", "p50", "p90", "p99")
+EDGE_FIGURES = (
+    "request_count", "request_rate", "errors_4xx", "errors_5xx", "error_rate", "p50", "p90", "p99", "request_bytes",
+    "response_bytes",
+)  # fmt: skip
 
 
 def format_graph(graph: Mapping[str, Any]) -> str:

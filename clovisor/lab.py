@@ -12,8 +12,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import subprocess
+import time
 from dataclasses import dataclass, field
 from io import BufferedIOBase
+from pathlib import Path
 
 from clover.config import Config
 from clover.pods import LocalPod, register, unregister
@@ -120,6 +122,46 @@ class Lab:
 def require_root() -> None:
     if os.geteuid() != 0:
         raise PermissionError("network namespaces and BPF programs need root")
+
+
+# Debian's nginx as a pod's server with no tracer: one worker, every path answered 200 "ok\n",
+# its request counter (stub_status) at /status.
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    server {{
+        listen {port} reuseport;
+        location /status {{ stub_status; }}
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def start_nginx(pod: LabPod, directory: Path, port: int = 80) -> subprocess.Popen[bytes]:
+    """nginx (the Debian package's) serving in ``pod`` on ``port``, its configuration, pid file and
+    error log in ``directory``; returns once it listens (nginx writes its pid file after binding)."""
+    pid_file = directory / "nginx.pid"
+    pid_file.unlink(missing_ok=True)
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=directory, port=port))
+    nginx = subprocess.Popen(pod.exec("nginx", "-c", str(conf)))
+    deadline = time.monotonic() + 10
+    while not pid_file.exists():
+        if nginx.poll() is not None or time.monotonic() > deadline:
+            nginx.kill()
+            error_log = directory / "error.log"
+            raise RuntimeError(
+                f"nginx did not start in {pod.netns}: {error_log.read_text() if error_log.exists() else ''}"
+            )
+        time.sleep(0.05)
+    return nginx
 
 
 # -- a scriptable HTTP/1.1 server for the lab's pods -------------------------------------------

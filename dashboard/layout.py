@@ -14,9 +14,7 @@ from dashboard import figures
 
 REFRESH_MS = 5000
 TOP_CHOICES = (10, 20, 50)
-SOURCE_CHOICES = [{"label": "the main source of each service", "value": ""}] + [
-    {"label": s, "value": s} for s in SOURCES
-]
+SOURCE_CHOICES = [{"label": "each one's main source", "value": ""}] + [{"label": s, "value": s} for s in SOURCES]
 SERVERS = tuple(f"clover-server{i}:9180" for i in range(1, 6))
 LBS = ("http-lb-v1", "http-lb-v2")
 SAMPLE_RULE = """\
@@ -58,8 +56,6 @@ def _visibility_tab() -> dcc.Tab:
                               message="Clear all visibility data? This truncates the Cassandra tables and resets "
                                       "the analysed results in Redis."),
                           html.Div(id="clear-result")]),
-                html.Div([html.Label("Figures measured by"),
-                          dcc.RadioItems(id="figures-source", options=SOURCE_CHOICES, value="", inline=True)]),
                 html.Div([html.Label("Top N in charts"),
                           dcc.Dropdown(id="top-n", options=[{"label": str(n), "value": n} for n in TOP_CHOICES],
                                        value=20, clearable=False, style={"width": "90px"})]),
@@ -176,15 +172,12 @@ GRAPH_STYLE = [
 
 def _graph_tab() -> dcc.Tab:
     """The mesh as a graph (dashboard/callbacks/graph.py)."""
-    sources = [{"label": "the main source of each edge", "value": ""}, *SOURCE_CHOICES[1:]]
     periods = [{"label": "whole retention", "value": "whole"}, {"label": "last 5 minutes", "value": "window"}]
     return dcc.Tab(
         label="Graph",
         value="graph",
         children=[
             _panel("Who calls whom", html.Div([
-                html.Div([html.Label("Edges measured by"),
-                          dcc.RadioItems(id="graph-source", options=sources, value="", inline=True)]),
                 html.Div([html.Label("Period"),
                           dcc.RadioItems(id="graph-period", options=periods, value="whole", inline=True)]),
                 html.Div(id="graph-updated", className="muted"),
@@ -202,6 +195,14 @@ def _graph_tab() -> dcc.Tab:
     )  # fmt: skip
 
 
+def _source_selector() -> html.Div:
+    """Where the figures of the Visibility and Graph tabs were measured (each service's or edge's
+    main source, or one source): one choice for both tabs."""
+    return html.Div([html.Label("Figures measured by"),
+                     dcc.RadioItems(id="figures-source", options=SOURCE_CHOICES, value="", inline=True)],
+                    className="source-selector")  # fmt: skip
+
+
 def layout(token_required: bool) -> html.Div:
     login = []
     if token_required:
@@ -211,7 +212,7 @@ def layout(token_required: bool) -> html.Div:
         ]
     return html.Div(
         [
-            html.Div([html.H1("Clover Dashboards"), *login], className="topbar"),
+            html.Div([html.H1("Clover Dashboards"), _source_selector(), *login], className="topbar"),
             dcc.Store(id="token", storage_type="session"),
             dcc.Store(id="clear-done"),
             dcc.Store(id="val-seen"),

@@ -61,6 +61,8 @@ class Aggregate:
     max_us: int | None = None
     n4xx: int = 0
     n5xx: int = 0
+    request_bytes: int = 0  # the requests' sizes (bytes), as the source measured them
+    response_bytes: int = 0
     first_us: int | None = None
     last_us: int | None = None
     bins: dict[int, int] = field(default_factory=dict)
@@ -72,6 +74,8 @@ class Aggregate:
         self.sum_us += other.sum_us
         self.n4xx += other.n4xx
         self.n5xx += other.n5xx
+        self.request_bytes += other.request_bytes
+        self.response_bytes += other.response_bytes
         self.min_us = _pick(min, self.min_us, other.min_us)
         self.max_us = _pick(max, self.max_us, other.max_us)
         self.first_us = _pick(min, self.first_us, other.first_us)
@@ -90,6 +94,8 @@ class Aggregate:
         self.sum_us -= old.sum_us
         self.n4xx -= old.n4xx
         self.n5xx -= old.n5xx
+        self.request_bytes -= old.request_bytes
+        self.response_bytes -= old.response_bytes
         for index, n in old.bins.items():
             left = self.bins.get(index, 0) - n
             if left > 0:

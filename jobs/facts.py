@@ -32,7 +32,7 @@ from jobs.kinds import AggregateKey
 
 SPAN_COLUMNS = (
     "bucket", "traceid", "service", "source", "span_kind", "node_id", "operation_name", "http_url", "user_agent",
-    "status_code", "grpc_status", "upstream_cluster", "duration_us", "start_time",
+    "status_code", "grpc_status", "upstream_cluster", "duration_us", "start_time", "request_size", "response_size",
 )  # fmt: skip
 
 BucketAggregates = dict[AggregateKey, Aggregate]
@@ -45,19 +45,26 @@ def url_target(url: Column) -> Column:
     return F.when(url.isNull() | (url == ""), F.lit(None)).when(path_and_query == "", "/").otherwise(path_and_query)
 
 
-def span_facts(spans: DataFrame) -> DataFrame:
-    """The stored spans with what the aggregate keys are made of and what makes a request; the
-    ``caller`` is jobs/graph.py's column, null when the spans come without it (no graph)."""
-    status, grpc, span_kind = F.col("status_code"), F.col("grpc_status"), F.col("span_kind")
-    upstream = F.col("upstream_cluster")
+def is_request() -> Column:
+    """Whether a stored span is a request its service answered: server side, with a status."""
+    span_kind, upstream = F.col("span_kind"), F.col("upstream_cluster")
     envoy_server_side = upstream.isNull() | ~upstream.startswith("outbound")
     server_side = F.when(span_kind.isNull() | (span_kind == ""), envoy_server_side).otherwise(span_kind == "server")
+    return server_side & (F.col("status_code").isNotNull() | F.col("grpc_status").isNotNull())
+
+
+def span_facts(spans: DataFrame) -> DataFrame:
+    """The stored spans with what the aggregate keys are made of and what makes a request; the
+    ``caller`` is jobs/graph.py's column, null when the spans come without it."""
+    status, grpc = F.col("status_code"), F.col("grpc_status")
     operation = F.col("operation_name")
     grpc_target = F.when(grpc.isNotNull(), F.when(operation.startswith("/"), operation).otherwise(
         F.concat(F.lit("/"), operation)))  # fmt: skip
     return spans.select(
         F.unix_millis("bucket").alias("bucket_ms"),
         "duration_us",
+        "request_size",
+        "response_size",
         F.unix_micros("start_time").alias("start_us"),
         "service",
         F.coalesce(F.col("source"), F.lit("unknown")).alias("source"),
@@ -68,7 +75,7 @@ def span_facts(spans: DataFrame) -> DataFrame:
         "upstream_cluster",
         status.cast("string").alias("status"),
         F.coalesce(url_target(F.col("http_url")), grpc_target).alias("target"),
-        (server_side & (status.isNotNull() | grpc.isNotNull())).alias("is_request"),
+        is_request().alias("is_request"),
         F.coalesce((status >= 400) | (grpc != 0), F.lit(False)).alias("is_error"),
         status.alias("status_code"),
         (F.col("caller") if "caller" in spans.columns else F.lit(None).cast("string")).alias("caller"),
@@ -76,9 +83,10 @@ def span_facts(spans: DataFrame) -> DataFrame:
 
 
 def _key(kind: kinds.Kind) -> Column:
-    """The kind's key of a span fact: null when a part is missing or the span does not count."""
+    """The kind's key of a span fact: null when a part is missing or the span does not count (a
+    request with a caller, jobs/graph.py, counts for the graph's kinds only)."""
     parts = [F.col(p) for p in kind.parts]
-    present = F.lit(True)
+    present = F.lit(True) if kind in kinds.GRAPH_KINDS else F.col("caller").isNull()
     for part in parts:
         present = present & part.isNotNull()
     if kind.requests:
@@ -87,8 +95,10 @@ def _key(kind: kinds.Kind) -> Column:
 
 
 def bucket_facts(spans: DataFrame) -> DataFrame:
-    """One row per (bucket, kind, key) with the partial aggregate of its spans."""
-    entries = F.array(*[F.struct(F.lit(k.name).alias("kind"), _key(k).alias("key")) for k in kinds.SPAN_KINDS])
+    """One row per (bucket, kind, key) with the partial aggregate of its spans: of every kind, and
+    with a ``caller`` column (jobs/graph.py ``with_edge_requests``) also of the graph's."""
+    chosen = (*kinds.SPAN_KINDS, *(kinds.GRAPH_KINDS if "caller" in spans.columns else ()))
+    entries = F.array(*[F.struct(F.lit(k.name).alias("kind"), _key(k).alias("key")) for k in chosen])
     duration, status = F.col("duration_us"), F.col("status_code")
     sketch_bin = F.when(duration > 0, F.ceil(F.log(duration) / F.lit(LOG_GAMMA))).otherwise(F.lit(ZERO_BIN))
     facts = (
@@ -97,6 +107,8 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
             "bucket_ms",
             duration,
             status,
+            "request_size",
+            "response_size",
             "start_us",
             "is_error",
             sketch_bin.cast("int").alias("bin"),
@@ -104,7 +116,7 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
         )
         .where(F.col("e.key").isNotNull())
     )
-    timed = F.col("e.kind").isin(*[k.name for k in kinds.SPAN_KINDS if k.requests])
+    timed = F.col("e.kind").isin(*[k.name for k in chosen if k.requests])
 
     def when_timed(value: Column) -> Column:
         return F.when(timed, value)
@@ -121,6 +133,8 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
         F.max(when_timed(duration)).alias("max_us"),
         counted_when((status >= 400) & (status < 500)).alias("n4xx"),
         counted_when(status >= 500).alias("n5xx"),
+        F.sum(when_timed(F.col("request_size"))).alias("request_bytes"),
+        F.sum(when_timed(F.col("response_size"))).alias("response_bytes"),
         F.min(when_timed(F.col("start_us"))).alias("first_us"),
         F.max(when_timed(F.col("start_us"))).alias("last_us"),
     )  # fmt: skip
@@ -133,6 +147,8 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
         F.max("max_us").alias("max_us"),
         F.sum("n4xx").alias("n4xx"),
         F.sum("n5xx").alias("n5xx"),
+        F.sum("request_bytes").alias("request_bytes"),
+        F.sum("response_bytes").alias("response_bytes"),
         F.min("first_us").alias("first_us"),
         F.max("last_us").alias("last_us"),
         F.map_from_entries(F.collect_list(F.when(F.col("bin").isNotNull(), F.struct("bin", "count")))).alias("bins"),
@@ -151,6 +167,8 @@ def fold_facts(rows: Iterable[Any]) -> dict[int, BucketAggregates]:
             max_us=row["max_us"],
             n4xx=row["n4xx"],
             n5xx=row["n5xx"],
+            request_bytes=row["request_bytes"] or 0,
+            response_bytes=row["response_bytes"] or 0,
             first_us=row["first_us"],
             last_us=row["last_us"],
             bins=dict(row["bins"] or {}),

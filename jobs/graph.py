@@ -1,17 +1,23 @@
-"""The mesh as a graph: who made each request a service answered (its *caller*), and the graph's
-Redis hashes.
+"""The mesh as a graph: who made each request a service answered (its *caller*), the graph's
+aggregates, and its Redis hashes.
 
-``with_callers`` adds the ``caller`` column the edge kinds of jobs/kinds.py key on:
+``with_edge_requests`` adds to a read's spans each request another service made, with its caller,
+for the edge kinds of jobs/kinds.py; one aggregation (jobs/facts.py) then counts the spans for every
+other kind and those requests for the edge kinds. The caller is:
 
 * **application tracers** (jaeger, zipkin): the service of the span's parent, when that is
   another service (the client span of A whose child is B's server span). The parent is looked up
-  among the spans read, then (a parent in a bucket not read) in ``visibility.spans`` by its
-  primary key (trace id, span id), a direct join of point reads.
+  among the spans read (one join of the requests with the read's span ids and services), then,
+  for a parent in a bucket not read, in ``visibility.spans`` by its primary key (trace id, span
+  id), a direct join of point reads whose few rows are broadcast.
 * **Clovisor**: the pod at the exchange's client address: the service whose Clovisor spans of the
   same bucket carry that address as their own (the server address of an exchange it answered,
   the client address of one it made); an address no traced pod has names the caller itself. So
   a service with no tracer at all appears, traced on its veth, and so does a caller Clovisor
-  does not trace.
+  does not trace. The addresses (one row per pod and bucket) are broadcast.
+
+Only requests are joined, with the columns the edge kinds read: client and internal spans,
+user-agents and nodes never cross the network.
 
 A request's edge is kept in its own span's bucket. A parent stored after its child's bucket was
 computed is in the same bucket or in the one before (a call starts after its caller's span
@@ -31,12 +37,18 @@ from pyspark.sql import functions as F
 from clover import figures, keys
 from jobs import kinds
 from jobs.aggregates import Aggregate
+from jobs.facts import SPAN_COLUMNS, is_request
 from jobs.kinds import AggregateKey
 from jobs.publish import Window, by_kind, headline_source, seconds_of_data
 
 # The columns of spans_by_bucket that only the graph reads.
 GRAPH_COLUMNS = ("spanid", "parent_spanid", "src_ip", "dst_ip")
 CLOVISOR = "clovisor"
+# What the edge kinds read of a request (jobs/facts.py span_facts); the other span columns are null.
+EDGE_READS = (
+    "bucket", "traceid", "service", "source", "span_kind", "operation_name", "http_url", "status_code", "grpc_status",
+    "upstream_cluster", "duration_us", "start_time", "request_size", "response_size",
+)  # fmt: skip
 
 # (traceid, parent_spanid) rows -> the same with ``stored_service``: the service of that span as stored.
 ParentLookup = Callable[[DataFrame], DataFrame]
@@ -62,46 +74,63 @@ def _present(column: Column) -> Column:
     return column.isNotNull() & (column != "")
 
 
-def with_callers(spans: DataFrame, stored_parents: ParentLookup) -> DataFrame:
-    """``spans`` (SPAN_COLUMNS of jobs/facts.py and GRAPH_COLUMNS) with the ``caller`` column:
-    null when the span has none or its caller is its own service."""
+def _edge_columns(spans: DataFrame) -> list[Column]:
+    """SPAN_COLUMNS of a request as the edge kinds need them: what they do not read is null."""
+    types = dict(spans.dtypes)
+    return [F.col(c) if c in EDGE_READS else F.lit(None).cast(types[c]).alias(c) for c in SPAN_COLUMNS]
+
+
+def requests_with_callers(spans: DataFrame, stored_parents: ParentLookup) -> DataFrame:
+    """The requests in ``spans`` (SPAN_COLUMNS of jobs/facts.py and GRAPH_COLUMNS) that another
+    service made, with their ``caller`` (SPAN_COLUMNS and caller)."""
     clovisor = F.col("source") == CLOVISOR
+    requests = spans.where(is_request())
+    traced = requests.where(~clovisor & _present(F.col("parent_spanid"))).select(
+        *_edge_columns(spans), F.col("parent_spanid").alias("parent_key")
+    )
     in_read = spans.select(
         F.col("traceid").alias("read_trace"), F.col("spanid").alias("read_span"), F.col("service").alias("read_service")
     )
-    own_address = F.when(F.col("span_kind") == "server", F.col("dst_ip")).when(
-        F.col("span_kind") == "client", F.col("src_ip")
-    )
-    addresses = (
-        spans.where(clovisor & _present(F.col("service")))
-        .select(F.col("bucket").alias("pod_bucket"), own_address.alias("pod_ip"), "service")
-        .where(_present(F.col("pod_ip")))
-        .groupBy("pod_bucket", "pod_ip")
-        .agg(F.min("service").alias("pod_service"))
-    )
-    parent = F.when(~clovisor & _present(F.col("parent_spanid")), F.col("parent_spanid"))
-    peer = F.when(clovisor & _present(F.col("src_ip")), F.col("src_ip"))
-    keyed = spans.withColumn("parent_key", parent).withColumn("peer_ip", peer)
-    joined = keyed.join(
-        in_read, (keyed["traceid"] == in_read["read_trace"]) & (keyed["parent_key"] == in_read["read_span"]), "left"
-    ).join(addresses, (keyed["bucket"] == addresses["pod_bucket"]) & (keyed["peer_ip"] == addresses["pod_ip"]), "left")
+    parent_in_read = (traced["traceid"] == in_read["read_trace"]) & (traced["parent_key"] == in_read["read_span"])
+    joined = traced.join(in_read, parent_in_read, "left")
     unresolved = (
-        joined.where(F.col("parent_key").isNotNull() & F.col("read_service").isNull())
+        joined.where(F.col("read_service").isNull())
         .select("traceid", F.col("parent_key").alias("parent_spanid"))
         .distinct()
     )
     stored = stored_parents(unresolved).select(
         F.col("traceid").alias("stored_trace"), F.col("parent_spanid").alias("stored_parent"), "stored_service"
     )
-    resolved = joined.join(
-        stored,
-        (joined["traceid"] == stored["stored_trace"]) & (joined["parent_key"] == stored["stored_parent"]),
-        "left",
+    stored_on = (joined["traceid"] == stored["stored_trace"]) & (joined["parent_key"] == stored["stored_parent"])
+    traced_callers = joined.join(stored, stored_on, "left").select(
+        *SPAN_COLUMNS, F.coalesce(F.col("read_service"), F.col("stored_service")).alias("caller")
     )
-    caller = F.when(clovisor, F.coalesce(F.col("pod_service"), F.col("peer_ip"))).otherwise(
-        F.coalesce(F.col("read_service"), F.col("stored_service"))
+
+    own_address = F.when(F.col("span_kind") == "server", F.col("dst_ip")).when(
+        F.col("span_kind") == "client", F.col("src_ip")
     )
-    return resolved.select(*spans.columns, F.when(caller != F.col("service"), caller).alias("caller"))
+    addresses = F.broadcast(
+        spans.where(clovisor & _present(F.col("service")))
+        .select(F.col("bucket").alias("pod_bucket"), own_address.alias("pod_ip"), "service")
+        .where(_present(F.col("pod_ip")))
+        .groupBy("pod_bucket", "pod_ip")
+        .agg(F.min("service").alias("pod_service"))
+    )
+    exchanges = requests.where(clovisor & _present(F.col("src_ip"))).select(*_edge_columns(spans), "src_ip")
+    at_address = (exchanges["bucket"] == addresses["pod_bucket"]) & (exchanges["src_ip"] == addresses["pod_ip"])
+    clovisor_callers = exchanges.join(addresses, at_address, "left").select(
+        *SPAN_COLUMNS, F.coalesce(F.col("pod_service"), F.col("src_ip")).alias("caller")
+    )
+    found = traced_callers.unionByName(clovisor_callers)
+    return found.where(F.col("caller").isNotNull() & (F.col("caller") != F.col("service")))
+
+
+def with_edge_requests(spans: DataFrame, stored_parents: ParentLookup) -> DataFrame:
+    """``spans`` (SPAN_COLUMNS and GRAPH_COLUMNS) as SPAN_COLUMNS with a null ``caller``, and each
+    request another service made once more with its ``caller``: jobs/facts.py ``bucket_facts``
+    aggregates the former into every kind but the graph's, the latter into the graph's, in one pass."""
+    found = requests_with_callers(spans, stored_parents)
+    return spans.select(*SPAN_COLUMNS, F.lit(None).cast("string").alias("caller")).unionByName(found)
 
 
 def with_next_buckets(buckets: Iterable[int], width_ms: int, last_ms: int) -> list[int]:

@@ -48,6 +48,5 @@ EDGE_URL = Kind("edge_url", ("caller", "service", "source", "target"), requests=
 EDGE_STATUS = Kind("edge_status", ("caller", "service", "source", "status"), requests=True)
 GRAPH_KINDS = (EDGE, EDGE_URL, EDGE_STATUS)
 
-SPAN_KINDS = (
-    SPANS, URL, AGENT, NODE, STATUS_URL, NODE_URL, OPERATION, UPSTREAM, STATUS, REQUESTS, URL_REQUESTS, *GRAPH_KINDS,
-)  # fmt: skip
+# Aggregated over every span read; the graph's kinds only over the requests that have a caller.
+SPAN_KINDS = (SPANS, URL, AGENT, NODE, STATUS_URL, NODE_URL, OPERATION, UPSTREAM, STATUS, REQUESTS, URL_REQUESTS)

@@ -31,9 +31,11 @@ from jobs.kinds import AggregateKey
 log = logging.getLogger("clover.visibility")
 
 # What the stored aggregates mean. Aggregates of another model are recomputed from the spans.
-MODEL = "3: requests by span kind and source, structured keys, the graph's edges"
+MODEL = "4: requests by span kind and source, structured keys, the graph's edges, request and response bytes"
 DERIVED_TABLES = ("aggregates_by_bucket", "aggregates_by_key", "counted_traces")
-AGGREGATE_COLUMNS = "count, errors, sum_us, min_us, max_us, n4xx, n5xx, first_us, last_us, bins"
+AGGREGATE_COLUMNS = (
+    "count, errors, sum_us, min_us, max_us, n4xx, n5xx, first_us, last_us, bins, request_bytes, response_bytes"
+)
 
 
 @dataclass
@@ -79,12 +81,13 @@ class AnalyticsState:
 def aggregate_from_row(row: Any) -> Aggregate:
     return Aggregate(count=row.count or 0, errors=row.errors or 0, sum_us=row.sum_us or 0, min_us=row.min_us,
                      max_us=row.max_us, n4xx=row.n4xx or 0, n5xx=row.n5xx or 0, first_us=row.first_us,
-                     last_us=row.last_us, bins=dict(row.bins or {}))  # fmt: skip
+                     last_us=row.last_us, bins=dict(row.bins or {}), request_bytes=row.request_bytes or 0,
+                     response_bytes=row.response_bytes or 0)  # fmt: skip
 
 
 def aggregate_values(agg: Aggregate) -> tuple[Any, ...]:
     return (agg.count, agg.errors, agg.sum_us, agg.min_us, agg.max_us, agg.n4xx, agg.n5xx, agg.first_us,
-            agg.last_us, agg.bins)  # fmt: skip
+            agg.last_us, agg.bins, agg.request_bytes, agg.response_bytes)  # fmt: skip
 
 
 class StateStore:
@@ -94,11 +97,11 @@ class StateStore:
         self.db = db
         prepare = db.prepare
         self.insert_bucket = prepare(
-            f"INSERT INTO aggregates_by_bucket (bucket, kind, key, {AGGREGATE_COLUMNS}) VALUES ({_marks(13)})"
+            f"INSERT INTO aggregates_by_bucket (bucket, kind, key, {AGGREGATE_COLUMNS}) VALUES ({_marks(15)})"
         )
         self.insert_total = prepare(
             f"INSERT INTO aggregates_by_key (kind, key, {AGGREGATE_COLUMNS}, low_buckets, high_buckets)"
-            f" VALUES ({_marks(14)})"
+            f" VALUES ({_marks(16)})"
         )
         self.delete_total = prepare("DELETE FROM aggregates_by_key WHERE kind = ? AND key = ?")
         self.put = prepare("INSERT INTO analytics_state (name, value) VALUES (?, ?)")

@@ -39,7 +39,7 @@ from jobs import kinds
 from jobs.aggregates import Aggregate, SlidingExtremes
 from jobs.buckets import SHARDS, datetime_to_ms, ms_to_datetime, window_buckets
 from jobs.facts import SPAN_COLUMNS, bucket_facts, fold_facts
-from jobs.graph import GRAPH_COLUMNS, graph_hashes, parents_in, with_callers, with_next_buckets
+from jobs.graph import GRAPH_COLUMNS, graph_hashes, parents_in, with_edge_requests, with_next_buckets
 from jobs.kinds import AggregateKey
 from jobs.publish import Publisher, ResultSet, Window, build_results
 from jobs.retry import Stopped, with_backoff
@@ -157,14 +157,17 @@ class VisibilityAnalytics:
         )
         return wanted.select(*SPAN_COLUMNS, *(GRAPH_COLUMNS if self.graph else ()))
 
-    def with_callers(self, spans: DataFrame) -> DataFrame:
-        """The spans with their callers (jobs/graph.py); parents outside ``spans`` from ``visibility.spans``."""
+    def facts(self, spans: DataFrame) -> DataFrame:
+        """The partial aggregates of ``spans`` (jobs/facts.py), with the graph's edges (jobs/graph.py;
+        parents outside ``spans`` from ``visibility.spans``)."""
+        if not self.graph:
+            return bucket_facts(spans)
         stored = (
             self.spark.read.format("org.apache.spark.sql.cassandra")
             .options(keyspace=schema.KEYSPACE, table="spans", directJoinSetting="on")
             .load()
         )
-        return with_callers(spans, parents_in(stored))
+        return bucket_facts(with_edge_requests(spans, parents_in(stored)))
 
     def count_new_traces(self, spans: DataFrame) -> dict[int, int]:
         """Traces not counted before, by the bucket of their earliest span in this read; they
@@ -296,7 +299,7 @@ class VisibilityAnalytics:
         started = time.monotonic()
         spans = self.read_spans(buckets).persist()
         try:
-            fresh = fold_facts(bucket_facts(self.with_callers(spans) if self.graph else spans).collect())
+            fresh = fold_facts(self.facts(spans).collect())
             aggregated = time.monotonic()
             new_traces = self.count_new_traces(spans)
         finally:

@@ -46,6 +46,7 @@ class LbConfig:
 
 class LoadBalancer(HttpService):
     kind = "lb"
+    listener: HttpListener
 
     def __init__(self, runtime: Runtime):
         super().__init__(runtime)
@@ -80,44 +81,56 @@ class LoadBalancer(HttpService):
         return inbound.done(client_response(answer, self.runtime.name))
 
     async def modify_lb(self, request: nginx_pb2.ConfigLB) -> str:
-        current = self.config
-        if not request.slb_list:
-            raise ConfigRefused("slb_list is empty: a load balancer needs at least one server (host:port)")
-        port = port_field(request.server_port, "server_port", current.server_port)
-        lb_path = path_field(request.lb_path, "lb_path", current.lb_path)
-        entries = []
-        for i, item in enumerate(request.slb_list):
-            field_name = f"slb_list[{i}]"
-            address = host_port_field(item, field_name)
-            await resolve_reachable(self.runtime.resolver, self.runtime.placement, address, field_name)
-            entries.append(address)
-        if port != self.listener.port:
+        config, entries = await checked_config(self.runtime, self.config, request)
+        if config.server_port != self.listener.port:
             try:
-                await self.listener.rebind(port)
+                await self.listener.rebind(config.server_port)
             except OSError as exc:
-                raise ConfigRefused(f"server_port {port}: cannot listen: {exc.strerror or exc}") from None
-        self.config = LbConfig(
-            server_port=port,
-            server_name=request.server_name or current.server_name,
-            slb_list=[str(e) for e in entries],
-            slb_group=request.slb_group or current.slb_group,
-            lb_path=lb_path,
-        )
+                raise ConfigRefused(f"server_port {config.server_port}: cannot listen: {exc.strerror or exc}") from None
+        self.config = config
         await self.upstreams.replace(entries)
         for entry in entries:
             self.upstreams.declare((await self.runtime.resolver.resolve_async(entry.host))[1], entry.port)
         return MODIFIED
 
     def dump(self) -> nginx_pb2.ConfigDump:
-        c = self.config
-        lb = nginx_pb2.ConfigLB(
-            server_port=str(c.server_port),
-            server_name=c.server_name,
-            slb_list=c.slb_list,
-            slb_group=c.slb_group,
-            lb_path=c.lb_path,
-        )
-        return nginx_pb2.ConfigDump(kind=self.kind, pod=self.runtime.name, lb=lb)
+        return dump(self.kind, self.runtime.name, self.config)
+
+
+async def checked_config(
+    runtime: Runtime, current: LbConfig, request: nginx_pb2.ConfigLB
+) -> tuple[LbConfig, list[HostPort]]:
+    """The configuration a ModifyLB asks for, every field checked (each server must resolve and
+    accept a connection), and its server list; raises ConfigRefused naming the field."""
+    if not request.slb_list:
+        raise ConfigRefused("slb_list is empty: a load balancer needs at least one server (host:port)")
+    port = port_field(request.server_port, "server_port", current.server_port)
+    lb_path = path_field(request.lb_path, "lb_path", current.lb_path)
+    entries = []
+    for i, item in enumerate(request.slb_list):
+        field_name = f"slb_list[{i}]"
+        address = host_port_field(item, field_name)
+        await resolve_reachable(runtime.resolver, runtime.placement, address, field_name)
+        entries.append(address)
+    config = LbConfig(
+        server_port=port,
+        server_name=request.server_name or current.server_name,
+        slb_list=[str(e) for e in entries],
+        slb_group=request.slb_group or current.slb_group,
+        lb_path=lb_path,
+    )
+    return config, entries
+
+
+def dump(kind: str, pod: str, c: LbConfig) -> nginx_pb2.ConfigDump:
+    lb = nginx_pb2.ConfigLB(
+        server_port=str(c.server_port),
+        server_name=c.server_name,
+        slb_list=c.slb_list,
+        slb_group=c.slb_group,
+        lb_path=c.lb_path,
+    )
+    return nginx_pb2.ConfigDump(kind=kind, pod=pod, lb=lb)
 
 
 def _split(item: str) -> tuple[str, int]:

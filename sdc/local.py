@@ -44,6 +44,7 @@ def pod_env(cfg: Config) -> dict[str, str]:
         "CLOVER_SDC_STATS_PORT": str(cfg.sdc_stats_port),
         "CLOVER_SDC_BLOCK_SECONDS": str(cfg.sdc_block_seconds),
         "CLOVER_SDC_TRACE_RATIO": str(cfg.sdc_trace_ratio),
+        "CLOVER_SDC_DATAPLANE": cfg.sdc_dataplane,
         **waf_env(cfg),
         "PYTHONUNBUFFERED": "1",
     }

@@ -70,6 +70,18 @@ def enable_forwarding(host_veth: str) -> None:
     Path("/proc/sys/net/ipv4/conf", host_veth, "forwarding").write_text("1\n")
 
 
+def restore_forwarding(host_veth: str) -> bool:
+    """Turn the veth's forwarding back on if something turned it off; True when it had to.
+
+    Changing ``net.ipv4.ip_forward`` (a Kubernetes node stopping sets it back to 0) writes the
+    new value into every interface's ``forwarding``: the pods then stop reaching each other."""
+    flag = Path("/proc/sys/net/ipv4/conf", host_veth, "forwarding")
+    if flag.read_text().strip() == "1":
+        return False
+    flag.write_text("1\n")
+    return True
+
+
 def delete_pod_network(netns: str, host_veth: str) -> None:
     """Remove a pod's namespace and veth pair (either may already be gone)."""
     if exists(netns):

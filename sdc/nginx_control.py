@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 from aiohttp import web
 
 from protos import nginx_pb2, nginx_pb2_grpc
-from sdc.runtime import ConfigRefused, HttpListener, Runtime, WrongPod
+from sdc.runtime import ConfigRefused, Runtime, WrongPod
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,21 @@ PROCESSED = "Processed alert"
 _Req = TypeVar("_Req")
 
 
+class Listener(Protocol):
+    """What answers a pod's HTTP: the pod's own server (HttpListener) or nginx."""
+
+    port: int
+
+    async def bind(self, port: int) -> None: ...
+
+    async def close(self, grace: float) -> None: ...
+
+
 class HttpService:
     """A pod that answers HTTP on its address; subclasses implement the calls that apply."""
 
     kind = ""
-    listener: HttpListener  # set by each subclass
+    listener: Listener  # set by each subclass
 
     def __init__(self, runtime: Runtime):
         self.runtime = runtime

@@ -26,6 +26,7 @@ from sdc.ids.service import SnortIds
 from sdc.ids.service import add_to as add_snort
 from sdc.lb import LoadBalancer
 from sdc.nginx_control import HttpService
+from sdc.nginx_lb import NginxLoadBalancer
 from sdc.proxy import Proxy
 from sdc.runtime import Runtime, run_loop
 from sdc.server import Server
@@ -35,6 +36,22 @@ from stack.parts import prometheus_targets_dir
 log = logging.getLogger("sdc.pod")
 
 DRAIN_SECONDS = 5.0
+FORWARDING_CHECK_SECONDS = 1.0
+
+
+async def keep_forwarding(runtime: Runtime) -> None:
+    """Re-enable the pod's veth forwarding whenever something on the host turned it off."""
+    assert runtime.host_veth is not None
+    while True:
+        await asyncio.sleep(FORWARDING_CHECK_SECONDS)
+        try:
+            if netns.restore_forwarding(runtime.host_veth):
+                restored = "clover_sdc_forwarding_restored_total"
+                runtime.registry.inc(restored, help="Times the veth's forwarding was turned back on")
+                log.warning("forwarding on %s was turned off (net.ipv4.ip_forward changed?); turned it back on",
+                            runtime.host_veth)  # fmt: skip
+        except OSError as exc:
+            log.warning("cannot check forwarding on %s: %s", runtime.host_veth, exc)
 
 
 def build(runtime: Runtime) -> HttpService | SnortIds | ModSecurityCrs:
@@ -44,7 +61,7 @@ def build(runtime: Runtime) -> HttpService | SnortIds | ModSecurityCrs:
     if kind == topology.PROXY:
         return Proxy(runtime)
     if kind == topology.LB:
-        return LoadBalancer(runtime)
+        return NginxLoadBalancer(runtime) if runtime.dataplane == "nginx" else LoadBalancer(runtime)
     if kind == topology.SERVER:
         return Server(runtime)
     return SnortIds(runtime)
@@ -71,11 +88,13 @@ async def run(cfg: Config, name: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     service: HttpService | SnortIds | ModSecurityCrs | None = None
     started_network = False
+    watch: asyncio.Task[None] | None = None
     status = 0
     try:
         if runtime.netns and runtime.host_veth:
             netns.create_pod_network(runtime.netns, runtime.host_veth, runtime.ip, topology.gateway_ip(cfg))
             started_network = True
+            watch = asyncio.create_task(keep_forwarding(runtime))
         runtime.placement.open()
         await runtime.start_stats()
         service = build(runtime)
@@ -103,6 +122,8 @@ async def run(cfg: Config, name: str) -> int:
         status = 1
     finally:
         runtime.ready = False
+        if watch is not None:
+            watch.cancel()
         pods.unregister(cfg, name)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(target_file(cfg, name))

@@ -114,6 +114,7 @@ class Blocklist:
 
 class Proxy(HttpService):
     kind = "proxy"
+    listener: HttpListener
 
     def __init__(self, runtime: Runtime):
         super().__init__(runtime)

@@ -29,7 +29,7 @@ from sdc.accesslog import open_access_log, sources
 from sdc.metrics import ClusterStats, Registry, envoy_metric
 from sdc.names import Resolver
 from sdc.netns import Placement
-from sdc.tracing import Telemetry
+from sdc.tracing import GivenIds, Telemetry
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
@@ -111,7 +111,9 @@ class Runtime:
         self.placement = Placement(self.ip, self.netns)
         self.registry = Registry()
         self.resolver = Resolver(cfg)
-        self.telemetry = Telemetry(cfg, pod)
+        self.dataplane = topology.dataplane(cfg, pod)
+        self.given_ids = GivenIds() if self.dataplane == "nginx" else None
+        self.telemetry = Telemetry(cfg, pod, given_ids=self.given_ids)
         self.access_log, self.log_stream = open_access_log(pod)
         self.sources = sources(cfg)
         self.stats_port = topology.stats_port(cfg, pod)
@@ -194,6 +196,7 @@ class Runtime:
                 "pod": self.name,
                 "ip": self.ip,
                 "ready": self.ready,
+                "dataplane": self.dataplane,
                 "metrics": self.snapshot(),
                 **self.stats_extra(),
             }

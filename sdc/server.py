@@ -117,6 +117,7 @@ def parse_directive(directive: str, where: str) -> tuple[str, int, str]:
 
 class Server(HttpService):
     kind = "server"
+    listener: HttpListener
 
     def __init__(self, runtime: Runtime):
         super().__init__(runtime)

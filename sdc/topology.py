@@ -143,6 +143,16 @@ def stats_host(cfg: Config) -> str:
     return "0.0.0.0" if mode(cfg) == CLUSTER else "127.0.0.1"
 
 
+def dataplane(cfg: Config, name: str) -> str:
+    """What answers a pod's HTTP: ``nginx`` (the load balancers, outside a cluster, unless
+    CLOVER_SDC_DATAPLANE=python) or ``python`` (the pod's own relay)."""
+    if spec(name).kind != LB or cfg.sdc_dataplane == "python":
+        return "python"
+    if cfg.sdc_dataplane == "auto" and mode(cfg) == CLUSTER:
+        return "python"
+    return "nginx"
+
+
 def netns_name(cfg: Config, name: str) -> str:
     return f"{cfg.sdc_tag}-{name}"
 

@@ -22,7 +22,8 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -40,10 +41,26 @@ class SpanCounter(SpanProcessor):
         self.ended += 1
 
 
+class GivenIds(IdGenerator):
+    """Ids set by the caller before each span it starts."""
+
+    def __init__(self) -> None:
+        self.trace_id = 0
+        self.span_id = 0
+
+    def generate_trace_id(self) -> int:
+        return self.trace_id
+
+    def generate_span_id(self) -> int:
+        return self.span_id
+
+
 class Telemetry:
     """The tracer of one pod."""
 
-    def __init__(self, cfg: Config, pod: str, schedule_delay_ms: float = 500):
+    def __init__(self, cfg: Config, pod: str, schedule_delay_ms: float = 500, given_ids: GivenIds | None = None):
+        """With ``given_ids``, spans take the ids set there and every span is recorded: the
+        caller decided (nginx logged the ids and the sampling decision it sent downstream)."""
         spec = topology.spec(pod)
         self.pod = pod
         self.service = spec.service
@@ -58,7 +75,8 @@ class Telemetry:
                 "host.ip": topology.pod_ip(cfg, pod),
             }
         )
-        self.provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(cfg.sdc_trace_ratio)))
+        sampler = ALWAYS_ON if given_ids else ParentBased(TraceIdRatioBased(cfg.sdc_trace_ratio))
+        self.provider = TracerProvider(resource=resource, sampler=sampler, id_generator=given_ids)
         exporter = OTLPSpanExporter(endpoint=f"{cfg.otlp_http_url}/v1/traces", timeout=5)
         self.counter = SpanCounter()
         self.provider.add_span_processor(self.counter)
@@ -120,14 +138,14 @@ def http_tags(
     }
 
 
-def finish(span: Span, status: int, response_size: int, error: str | None = None) -> None:
+def finish(span: Span, status: int, response_size: int, error: str | None = None, end_time: int | None = None) -> None:
     if span.is_recording():
         tags: dict[str, str | bool] = {"http.status_code": str(status), "response_size": str(response_size)}
         if error or status >= 500:
             span.set_status(Status(StatusCode.ERROR, error or f"HTTP {status}"))
             tags["error"] = True
         span.set_attributes(tags)
-    span.end()
+    span.end(end_time)
 
 
 def traceresponse(span: Span) -> str | None:

@@ -3,6 +3,8 @@ route, cloverctl and the dashboard."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import redis
 
 from clover import keys
@@ -17,10 +19,12 @@ PROXY, LB = "proxy-access-control", "http-lb"
 
 
 def sample_graph_hashes() -> dict[str, dict[str, str]]:
-    """proxy-access-control -> http-lb (4 requests, one 503, two URLs), http-lb -> clover-server1 (9),
-    and nginx called by an address only Clovisor saw (2, both 404)."""
+    """proxy-access-control -> http-lb (4 requests, one 503, two URLs; 400 bytes sent, 8000 back),
+    http-lb -> clover-server1 (9), and nginx called by an address only Clovisor saw (2, both 404)."""
     totals = {
-        kinds.EDGE.key(PROXY, LB, "jaeger"): requests([1000, 2000, 3000, 4000], errors=1, first_us=FIRST_US),
+        kinds.EDGE.key(PROXY, LB, "jaeger"): replace(
+            requests([1000, 2000, 3000, 4000], errors=1, first_us=FIRST_US), request_bytes=400, response_bytes=8000
+        ),
         kinds.EDGE_URL.key(PROXY, LB, "jaeger", "/a"): requests([1000, 2000, 3000], first_us=FIRST_US),
         kinds.EDGE_URL.key(PROXY, LB, "jaeger", "/b"): requests([4000], errors=1, first_us=FIRST_US),
         kinds.EDGE_STATUS.key(PROXY, LB, "jaeger", "200"): requests([1000, 2000, 3000]),

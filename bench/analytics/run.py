@@ -164,7 +164,8 @@ def main() -> None:
     cfg = local_config()
     stack = local_stack(cfg)
     stack.down(["analytics"])
-    stack.up(["infra"], progress=lambda m: print(f"  {m}"))
+    # (a) and (b) read and write Cassandra and Redis only; (c) runs the pipeline.
+    stack.up(["infra"] if "c" in args.parts else ["redis", "cassandra"], progress=lambda m: print(f"  {m}"))
     cluster = Cluster(list(cfg.cassandra_hosts), port=cfg.cassandra_port)
     session = cluster.connect()
     session.default_timeout = 300

@@ -43,23 +43,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SUBNET = "10.208.7.0/24"
 PORT_OFFSET = 3000  # the bench's own Redis and Kafka, beside a demo or test stack
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    server {{
-        listen 80 reuseport;
-        location /status {{ stub_status; }}
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
-
 
 @dataclass
 class Side:
@@ -274,7 +257,7 @@ def nginx_pod() -> Iterator[Setup]:
         "CLOVER_KAFKA_CONTROLLER_PORT": str(9093 + PORT_OFFSET),
     })  # fmt: skip
     os.environ.update(env)
-    from clovisor.lab import Lab
+    from clovisor.lab import Lab, start_nginx
     from stack.catalogue import local_stack
     from stack.secrets import local_config
 
@@ -287,10 +270,7 @@ def nginx_pod() -> Iterator[Setup]:
     try:
         pod = lab.add_pod("nginx", ports={"http": 80}, service="nginx")
         lab.register(cfg, pod)
-        conf = state / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=state))
-        nginx = subprocess.Popen(pod.exec("nginx", "-c", str(conf)))
-        time.sleep(1)
+        nginx = start_nginx(pod, state)
         url = f"http://{pod.ip}/"
         subprocess.run(["wrk", "-t1", "-c4", "-d1s", url], capture_output=True, check=True)  # warm-up
         (kafka,) = launcher.status(["kafka"])

@@ -58,16 +58,21 @@ def node_details(node: Mapping[str, Any]) -> list[Any]:
     return [html.H3(node["name"]), views.table(("Figure", "Value"), rows, "graph-node-table")]
 
 
+# An edge's figures over all its URLs, above its URL table.
+EDGE_TOTALS = ("request_rate", "error_rate", "request_bytes", "response_bytes")
+
+
 def edge_details(edge: Mapping[str, Any]) -> list[Any]:
     figures = [f for f in TABLE_FIGURES if f.json != "source"]
     urls = [[url, *(f.unit.show(values.get(f.json)) for f in figures)] for url, values in edge["urls"].items()]
     codes = [[code, n] for code, n in sorted(edge["status_codes"].items())]
     title = f"{edge['caller']} -> {edge['callee']} ({edge.get('source') or '-'}, {edge.get('request_count')} requests)"
+    totals = [[BY_JSON[name].label, BY_JSON[name].unit.show(edge.get(name)) or "-"] for name in EDGE_TOTALS]
     return [
         html.H3(title),
+        views.table(("Figure", "Value"), totals, "graph-edge-figures"),
         views.table(("URL", *(f.header for f in figures)), urls, "graph-edge-urls"),
         views.table(("Status code", "Requests"), codes, "graph-edge-codes"),
-        html.Div(f"error rate {BY_JSON['error_rate'].unit.show(edge.get('error_rate')) or '-'}", className="muted"),
     ]
 
 
@@ -77,7 +82,7 @@ def register(app: Dash, graph: GraphService) -> None:
         Output("graph-updated", "children"),
         Input("tick", "n_intervals"),
         Input("tabs", "value"),
-        Input("graph-source", "value"),
+        Input("figures-source", "value"),
         Input("graph-period", "value"),
     )
     def refresh(_: Any, tab: str, source: str | None, period: str) -> tuple[Any, Any]:

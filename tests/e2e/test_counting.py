@@ -11,6 +11,9 @@ test sent, whatever traced it.
 * The graph after ``set lb -f lbv2.yaml`` (http-lb-v2 to clover-server4/5) with errors injected on
   clover-server2: its edges are the chain's new ones, and the 5xx are on http-lb -> clover-server2
   (and, answered back, on proxy -> http-lb), on no other edge.
+* Debian's nginx, no tracer, in a network namespace the test makes, called 20 times from another:
+  Clovisor alone makes it a node of the graph, its edge from the caller's address with exactly
+  20 requests and the bytes the client sent and received.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +33,8 @@ import redis
 
 from clover import keys
 from clover.config import Config
+from clovisor.cli import status_path
+from clovisor.lab import Lab, start_nginx
 from collector import client as collector
 from sdc import grpc_client, load, topology
 from stack.launcher import Launcher
@@ -127,6 +134,15 @@ def test_the_demo_traffic_with_both_tracers_counts_each_request_once(chain: Conf
     assert edge_counts(store) == {**edges, **load_edges}
 
 
+def clovisor_status(cfg: Config) -> dict[str, Any]:
+    """What the running Clovisor last wrote to its status file; {} before it wrote one."""
+    try:
+        found: dict[str, Any] = json.loads(status_path(cfg).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found
+
+
 def lb_body(lb: str, servers: tuple[str, ...]) -> dict[str, Any]:
     return {"server_port": "9180", "server_name": lb, "lb_name": f"{lb}.default", "lb_group": "cloverlb",
             "lb_path": "/", "lb_list": [{"url": f"{s}:9180"} for s in servers]}  # fmt: skip
@@ -165,3 +181,52 @@ def test_the_graph_follows_the_load_balancers_and_shows_a_servers_errors_on_its_
     finally:
         grpc_client.modify_lb(cfg, lb_body("http-lb-v2", SERVERS))
         grpc_client.modify_server(cfg, server_body([]))
+
+
+# 20 requests of growing size, each on its own connection, from a namespace Clovisor does not trace.
+NGINX_CLIENT = """
+import json, socket, sys
+sent = received = 0
+statuses = []
+for i in range(20):
+    head = f"GET /plain/{i} HTTP/1.1\\r\\nHost: nginx\\r\\nX-Pad: {'p' * i}\\r\\n"
+    request = (head + "Connection: close\\r\\n\\r\\n").encode()
+    with socket.create_connection((sys.argv[1], 80)) as s:
+        s.sendall(request)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    sent, received = sent + len(request), received + len(answer)
+    statuses.append(answer.split(b" ", 2)[1].decode())
+print(json.dumps([sent, received, statuses]))
+"""
+
+
+def test_a_server_without_a_tracer_is_a_node_with_its_edge_and_bytes(
+    chain: Config, store: redis.Redis, tmp_path: Path
+) -> None:
+    cfg = chain
+    collect_from_now(cfg, store, ("nginx",))
+    with Lab("cvn", "10.207.23.0/24") as lab:
+        server = lab.add_pod("nginx", ports={"http": 80}, service="nginx")
+        client = lab.add_pod("client")
+        nginx = start_nginx(server, tmp_path)
+        try:
+            lab.register(cfg, server)
+            wait_until(lambda: "default/nginx" in clovisor_status(cfg).get("pods", {}), 60, 0.5, "Clovisor on nginx")
+            out = subprocess.run(client.exec(sys.executable, "-c", NGINX_CLIENT, server.ip), check=True,
+                                 capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+            sent, received, statuses = json.loads(out)
+            assert statuses == ["200"] * 20
+            edge = f"{client.ip} -> nginx"
+            wait_until(lambda: edge_counts(store, "clovisor") == {edge: 20}, 240, 2.0, f"the edge {edge}: 20 requests")
+        finally:
+            nginx.terminate()
+            nginx.wait(10)
+    assert edge_counts(store) == {edge: 20}
+    published = json.loads(store.hget(keys.graph(), edge))  # type: ignore[arg-type]
+    assert (published["source"], published["request_bytes"], published["response_bytes"]) == (
+        "clovisor", str(sent), str(received),
+    )  # fmt: skip
+    assert published["status_codes"] == {"200": 20}
+    assert figures_of(store, "nginx", "clovisor")["request_count"] == "20"

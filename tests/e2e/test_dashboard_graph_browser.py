@@ -16,7 +16,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from clover.config import Config
 from stack.launcher import Launcher
-from tests.e2e.browser import cells, click_option, log_in, open_page, open_tab, screenshot, text
+from tests.e2e.browser import cells, checkbox, click_option, log_in, open_page, open_tab, screenshot, text
 from tests.graph_sample import publish_sample_graph
 from tests.integration.controller_parts import flush_visibility, running
 from tests.waiting import wait_until
@@ -88,6 +88,9 @@ def test_the_graph_tab_draws_the_edges_and_a_click_shows_an_edges_urls_and_a_nod
     wait_until(lambda: cells(browser, "graph-edge-codes"), 20, what="the edge's status codes")
     assert cells(browser, "graph-edge-codes") == [["200", "3"], ["503", "1"]]
     assert [row[:2] for row in cells(browser, "graph-edge-urls")] == [["/a", "3"], ["/b", "1"]]
+    assert cells(browser, "graph-edge-figures") == [
+        ["Req/s", "0.44"], ["Error rate", "25.00%"], ["Request bytes", "400"], ["Response bytes", "8000"],
+    ]  # fmt: skip
 
     click_element(browser, "http-lb")
     wait_until(lambda: cells(browser, "graph-node-table"), 20, what="the node's figures")
@@ -96,5 +99,9 @@ def test_the_graph_tab_draws_the_edges_and_a_click_shows_an_edges_urls_and_a_nod
         ["Called by", "proxy-access-control"], ["Calls", "clover-server1"],
     ]  # fmt: skip
 
-    click_option(browser, "graph-source", "clovisor")
+    # One source selector in the top bar: the Graph tab follows it, and so does the Visibility tab.
+    click_option(browser, "figures-source", "clovisor")
     wait_until(lambda: [e[0] for e in drawn(browser)["edges"]] == ["10.0.0.9 -> nginx"], 30, what="Clovisor's edge")
+    assert browser.find_elements(By.CSS_SELECTOR, ".topbar #figures-source")
+    open_tab(browser, "Visibility")
+    assert checkbox(browser, "figures-source", "clovisor").is_selected()

@@ -14,14 +14,15 @@ from pyspark.sql.types import IntegerType, LongType, StringType, StructField, St
 from clover.config import Config
 from jobs import kinds
 from jobs.facts import SPAN_COLUMNS, bucket_facts, fold_facts
-from jobs.graph import GRAPH_COLUMNS, parents_in, with_callers
+from jobs.graph import GRAPH_COLUMNS, parents_in, requests_with_callers, with_edge_requests
 from jobs.session import spark_session
 
 pytestmark = pytest.mark.spark
 
 BUCKET = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 TYPES = {"status_code": IntegerType(), "grpc_status": IntegerType(), "duration_us": LongType(),
-         "bucket": TimestampType(), "start_time": TimestampType()}  # fmt: skip
+         "bucket": TimestampType(), "start_time": TimestampType(), "request_size": LongType(),
+         "response_size": LongType()}  # fmt: skip
 SCHEMA = StructType([StructField(c, TYPES.get(c, StringType())) for c in (*SPAN_COLUMNS, *GRAPH_COLUMNS)])
 
 
@@ -41,7 +42,8 @@ def span(trace: str, span_id: str, service: str, *, parent: str | None = None, k
         "bucket": BUCKET, "traceid": trace, "service": service, "source": source, "span_kind": kind,
         "node_id": service, "operation_name": "GET", "http_url": url, "user_agent": "test",
         "status_code": status, "grpc_status": None, "upstream_cluster": None, "duration_us": duration_us,
-        "start_time": BUCKET, "spanid": span_id, "parent_spanid": parent, "src_ip": src, "dst_ip": dst,
+        "start_time": BUCKET, "request_size": 10, "response_size": 100,
+        "spanid": span_id, "parent_spanid": parent, "src_ip": src, "dst_ip": dst,
     }  # fmt: skip
 
 
@@ -71,23 +73,19 @@ def test_callers_are_the_parent_service_or_the_pod_at_the_client_address(spark: 
     stored = spark.createDataFrame(
         [("t9", "stored-client", "proxy"), ("t0", "c1", "proxy")], "traceid string, spanid string, service string"
     )
-    callers = {(r.traceid, r.spanid, r.source): r.caller for r in with_callers(spans, parents_in(stored)).collect()}
-    assert callers == {
-        **{(f"t{i}", "s1", "jaeger"): None for i in range(3)},
-        **{(f"t{i}", "c1", "jaeger"): None for i in range(3)},
-        **{(f"t{i}", "s2", "jaeger"): "proxy" for i in range(3)},
-        ("t9", "s3", "jaeger"): "proxy",
-        ("t8", "s4", "jaeger"): None,
-        ("t8", "t8-internal", "jaeger"): None,
-        ("t7", "s5", "jaeger"): None,
-        ("u1", "x1", "clovisor"): None,
-        ("u1", "x2", "clovisor"): "proxy",
-        ("n0", "x3", "clovisor"): "10.0.0.9",
-        ("n1", "x3", "clovisor"): "10.0.0.9",
+    found = requests_with_callers(spans, parents_in(stored)).collect()
+    # Only requests another service made: no client or internal span, no call within lb, no parent never stored.
+    assert {(r.traceid, r.source): r.caller for r in found} == {
+        **{(f"t{i}", "jaeger"): "proxy" for i in range(3)},
+        ("t9", "jaeger"): "proxy",
+        ("u1", "clovisor"): "proxy",
+        ("n0", "clovisor"): "10.0.0.9",
+        ("n1", "clovisor"): "10.0.0.9",
     }
+    assert len(found) == 7
 
     bucket_ms = int(BUCKET.timestamp() * 1000)
-    facts = fold_facts(bucket_facts(with_callers(spans, parents_in(stored))).collect())[bucket_ms]
+    facts = fold_facts(bucket_facts(with_edge_requests(spans, parents_in(stored))).collect())[bucket_ms]
     edges = {key: agg for key, agg in facts.items() if key[0] in {k.name for k in kinds.GRAPH_KINDS}}
     assert {key: (agg.count, agg.errors, agg.n4xx, agg.n5xx) for key, agg in edges.items()} == {
         kinds.EDGE.key("proxy", "lb", "jaeger"): (4, 1, 0, 1),
@@ -103,9 +101,18 @@ def test_callers_are_the_parent_service_or_the_pod_at_the_client_address(spark: 
         kinds.EDGE_URL.key("10.0.0.9", "nginx", "clovisor", "/"): (2, 2, 2, 0),
         kinds.EDGE_STATUS.key("10.0.0.9", "nginx", "clovisor", "404"): (2, 2, 2, 0),
     }
+    proxy_lb = edges[kinds.EDGE.key("proxy", "lb", "jaeger")]
+    assert (proxy_lb.request_bytes, proxy_lb.response_bytes) == (40, 400)  # 4 requests of 10 bytes, 100 back
 
 
-def test_without_the_graph_no_edge_is_aggregated(spark: SparkSession) -> None:
-    spans = spark.createDataFrame(spans_of_the_test(), SCHEMA).select(*SPAN_COLUMNS)
-    facts = fold_facts(bucket_facts(spans).collect())
-    assert not [key for found in facts.values() for key in found if key[0] in {k.name for k in kinds.GRAPH_KINDS}]
+def test_without_the_graph_no_edge_is_aggregated_and_with_it_the_other_kinds_are_the_same(
+    spark: SparkSession,
+) -> None:
+    spans = spark.createDataFrame(spans_of_the_test(), SCHEMA)
+    without = fold_facts(bucket_facts(spans.select(*SPAN_COLUMNS)).collect())
+    graph_kinds = {k.name for k in kinds.GRAPH_KINDS}
+    assert not [key for found in without.values() for key in found if key[0] in graph_kinds]
+    stored = spark.createDataFrame([], "traceid string, spanid string, service string")
+    with_graph = fold_facts(bucket_facts(with_edge_requests(spans, parents_in(stored))).collect())
+    others = {b: {k: a for k, a in found.items() if k[0] not in graph_kinds} for b, found in with_graph.items()}
+    assert others == without

@@ -20,20 +20,24 @@ from tests.integration.visibility_seed import INBOUND, SeedSpan, seed
 pytestmark = pytest.mark.spark
 
 
-def call(trace: str, caller: str, callee: str, start_us: int, status: int = 200, url: str = "/") -> list[SeedSpan]:
-    """A request of ``caller`` whose client span calls ``callee``: three spans (jaeger)."""
+def call(trace: str, caller: str, callee: str, start_us: int, status: int = 200, url: str = "/",
+         sizes: tuple[int, int] = (120, 2000)) -> list[SeedSpan]:  # fmt: skip
+    """A request of ``caller`` whose client span calls ``callee`` (request and response ``sizes``,
+    bytes): three spans (jaeger)."""
     return [
-        SeedSpan(trace, "s", caller, "/in", "ua", caller, 200, 5000, INBOUND, "GET", start_us),
+        SeedSpan(trace, "s", caller, "/in", "ua", caller, 200, 5000, INBOUND, "GET", start_us, request_size=7,
+                 response_size=9),
         SeedSpan(trace, "c", caller, url, "ua", caller, status, 4000, None, "GET", start_us + 10, kind="client",
-                 parent="s"),
-        SeedSpan(trace, "x", callee, url, "ua", callee, status, 3000, INBOUND, "GET", start_us + 20, parent="c"),
+                 parent="s", request_size=sizes[0], response_size=sizes[1]),
+        SeedSpan(trace, "x", callee, url, "ua", callee, status, 3000, INBOUND, "GET", start_us + 20, parent="c",
+                 request_size=sizes[0], response_size=sizes[1]),
     ]  # fmt: skip
 
 
 def exchange(n: int, service: str, src: str, dst: str, start_us: int, status: int = 200) -> SeedSpan:
-    """An exchange Clovisor saw on ``service``'s veth (an inbound one: the pod answered)."""
+    """An exchange Clovisor saw on ``service``'s veth (an inbound one: the pod answered): 80 bytes in, 615 out."""
     return SeedSpan(f"k{n}", "1", service, "/", "ua", service, status, 700, None, "GET /", start_us,
-                    source="clovisor", src_ip=src, dst_ip=dst)  # fmt: skip
+                    source="clovisor", src_ip=src, dst_ip=dst, request_size=80, response_size=615)  # fmt: skip
 
 
 def edges(store: redis.Redis, window: bool = False, source: str | None = None) -> dict[str, Any]:
@@ -45,6 +49,10 @@ def counts(found: dict[str, Any]) -> dict[str, tuple[str, dict[str, int]]]:
     return {member: (edge["request_count"], edge["status_codes"]) for member, edge in found.items()}
 
 
+def sizes(found: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {member: (edge["request_bytes"], edge["response_bytes"]) for member, edge in found.items()}
+
+
 def test_edges_are_exact_incremental_and_per_source(
     stack: Launcher, cfg: Config, cassandra: Any, store: redis.Redis
 ) -> None:
@@ -54,7 +62,8 @@ def test_edges_are_exact_incremental_and_per_source(
     now_us = int(time.time() * 1_000_000)
     old = (now_us - 1200 * 1_000_000) // bucket_us * bucket_us  # outside the 5-minute window
     recent = (now_us - 120 * 1_000_000) // bucket_us * bucket_us
-    spans = [s for i in range(4) for s in call(f"p{i}", "proxy", "lb", recent + i, 503 if i == 0 else 200)]
+    spans = [s for i in range(4) for s in call(f"p{i}", "proxy", "lb", recent + i, 503 if i == 0 else 200,
+                                               sizes=(100 + i, 1000 + i))]  # fmt: skip
     spans += [s for i in range(3) for s in call(f"q{i}", "lb", "server1", old + i, url="/s1")]
     # The caller's client span one bucket before its callee's server span.
     spans += call("cross", "proxy", "lb", recent - 15)
@@ -87,6 +96,13 @@ def test_edges_are_exact_incremental_and_per_source(
         "10.9.0.8 -> proxy": ("1", {"200": 1}),
     }
     assert (headline["proxy -> lb"]["source"], headline["proxy -> lb"]["errors_5xx"]) == ("jaeger", "1")
+    # Bytes: proxy -> lb 100..103 + 120 in, 1000..1003 + 2000 out; lb -> server1 3 x (120, 2000); nginx 2 x (80, 615).
+    assert sizes(headline) == {
+        "proxy -> lb": ("526", "6006"),
+        "lb -> server1": ("360", "6000"),
+        "10.9.0.9 -> nginx": ("160", "1230"),
+        "10.9.0.8 -> proxy": ("80", "615"),
+    }
     assert set(headline["lb -> server1"]["urls"]) == {"/s1"}
     assert "lb -> server1" not in edges(store, window=True)  # its requests are 20 minutes old
     assert counts(edges(store, window=True, source="jaeger")) == {"proxy -> lb": ("5", {"200": 4, "503": 1})}
@@ -94,3 +110,4 @@ def test_edges_are_exact_incremental_and_per_source(
     seed(cassandra, [*late[:2], later[2]], cfg.bucket_seconds)
     run_in_this_process(cfg)
     assert counts(edges(store, source="jaeger"))["proxy -> lb"] == ("7", {"200": 5, "500": 1, "503": 1})
+    assert sizes(edges(store, source="jaeger"))["proxy -> lb"] == ("766", "10006")

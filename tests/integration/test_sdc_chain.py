@@ -12,6 +12,7 @@ their own (``sdc.external_clients.ExternalClients``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import os
 import re
@@ -36,6 +37,7 @@ from cloverctl.main import cli
 from protos import nginx_pb2, nginx_pb2_grpc, snort_pb2, snort_pb2_grpc
 from sdc import grpc_client, topology
 from sdc.external_clients import ExternalClients
+from stack.catalogue import local_stack
 from stack.launcher import Launcher
 from stack.parts import prometheus_targets_dir
 from tests.waiting import wait_until
@@ -50,6 +52,8 @@ os.environ.setdefault("CLOVER_SDC_STATS_PORT", str(25090 + _OFFSET))
 os.environ.setdefault("CLOVER_SDC_BLOCK_SECONDS", "4")
 
 PROXY = "proxy-access-control"
+DATAPLANES = {"http-lb-v1": "python" if os.environ.get("CLOVER_SDC_DATAPLANE") == "python" else "nginx",
+              "http-lb-v2": "python"}  # fmt: skip
 SAMPLES = Path(__file__).resolve().parents[2] / "cloverctl" / "yaml"
 SCAN_SID = "10000003"
 COMMUNITY_SCAN_SID = "1900001"
@@ -130,8 +134,15 @@ def ids_quiet(cfg: Config) -> int:
 
 @pytest.fixture(scope="module")
 def chain(stack: Launcher, cfg: Config) -> Iterator[Config]:
+    """The chain with http-lb-v1 on nginx and http-lb-v2 on the Python relay: each test that goes
+    through both load balancers sees both data planes."""
     output = cloverctl("local", "up", "sdc", "--fresh")
     assert "All parts healthy" in output
+    python_lb = local_stack(dataclasses.replace(cfg, sdc_dataplane="python"))
+    python_lb.down(["http-lb-v2"])
+    python_lb.up(["http-lb-v2"])
+    assert [requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, lb)}/stats", timeout=5).json()["dataplane"]
+            for lb in ("http-lb-v1", "http-lb-v2")] == [DATAPLANES["http-lb-v1"], "python"]  # fmt: skip
     yield cfg
     if any(p.name in topology.POD_NAMES for p in stack.running()):
         stack.down(["sdc"])
@@ -223,13 +234,14 @@ def slow_server(server: str, latency_ms: float) -> dict[str, Any]:
     return {"server_name": server, "locations": [DEFAULT_LOCATION, slow]}
 
 
-def test_requests_in_flight_finish_on_their_servers_when_the_list_changes(chain: Config) -> None:
+@pytest.mark.parametrize("lb", ["http-lb-v1", "http-lb-v2"], ids=lambda lb: DATAPLANES[lb])
+def test_requests_in_flight_finish_on_their_servers_when_the_list_changes(chain: Config, lb: str) -> None:
     for i in (1, 2, 3):
         grpc_client.modify_server(chain, slow_server(f"clover-server{i}", 1500))
     results: list[tuple[int, str, int]] = []
 
     def call() -> None:
-        response = requests.get(url(chain, "http-lb-v2", "/slow"), timeout=20)
+        response = requests.get(url(chain, lb, "/slow"), timeout=20)
         results.append((response.status_code, response.headers["X-Served-By"], len(response.content)))
 
     active = "envoy_cluster_inbound_9180__http_lb_default_svc_cluster_local_upstream_rq_active"
@@ -237,17 +249,17 @@ def test_requests_in_flight_finish_on_their_servers_when_the_list_changes(chain:
         threads = [threading.Thread(target=call) for _ in range(6)]
         for t in threads:
             t.start()
-        wait_for("six requests in flight at http-lb-v2", lambda: stats(chain, "http-lb-v2")[active] == 6)
-        assert grpc_client.modify_lb(chain, lb_body("http-lb-v2", [4, 5])) == "Modified nginx config"
+        wait_for(f"six requests in flight at {lb}", lambda: stats(chain, lb)[active] == 6)
+        assert grpc_client.modify_lb(chain, lb_body(lb, [4, 5])) == "Modified nginx config"
         for t in threads:
             t.join()
         assert sorted(results) == sorted((200, f"clover-server{i}", 2048) for i in (1, 2, 3) for _ in range(2))
-        assert [served_by(requests.get(url(chain, "http-lb-v2"), timeout=5))[1] for _ in range(2)] == [
+        assert [served_by(requests.get(url(chain, lb), timeout=5))[1] for _ in range(2)] == [
             "clover-server4",
             "clover-server5",
         ]
     finally:
-        grpc_client.modify_lb(chain, lb_body("http-lb-v2", [1, 2, 3]))
+        grpc_client.modify_lb(chain, lb_body(lb, [1, 2, 3]))
         for i in (1, 2, 3):
             grpc_client.modify_server(chain, default_server(f"clover-server{i}"))
 

@@ -31,6 +31,8 @@ class SeedSpan:
     parent: str | None = None
     src_ip: str | None = None
     dst_ip: str | None = None
+    request_size: int | None = None  # bytes
+    response_size: int | None = None
 
 
 def make_spans(now_us: int, bucket_us: int) -> list[SeedSpan]:
@@ -80,7 +82,8 @@ def seed(cassandra: Any, spans: list[SeedSpan], bucket_seconds: int) -> None:
     insert = cassandra.prepare(
         "INSERT INTO spans_by_bucket (bucket, shard, traceid, spanid, service, node_id, operation_name, http_url,"
         " user_agent, status_code, upstream_cluster, duration_us, start_time, span_kind, source, grpc_status,"
-        " parent_spanid, src_ip, dst_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " parent_spanid, src_ip, dst_ip, request_size, response_size)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
     insert_span = cassandra.prepare("INSERT INTO spans (traceid, spanid, service, parent_spanid) VALUES (?, ?, ?, ?)")
     buckets = set()
@@ -91,7 +94,7 @@ def seed(cassandra: Any, spans: list[SeedSpan], bucket_seconds: int) -> None:
             datetime.fromtimestamp(bucket / 1000, tz=UTC), shard_of(s.trace), s.trace, s.span, s.service,
             s.node, s.operation, s.url, s.agent, s.status, s.upstream, s.duration_us,
             datetime.fromtimestamp(s.start_us / 1_000_000, tz=UTC), s.kind, s.source, s.grpc, s.parent, s.src_ip,
-            s.dst_ip,
+            s.dst_ip, s.request_size, s.response_size,
         ))  # fmt: skip
         cassandra.execute(insert_span, (s.trace, s.span, s.service, s.parent))
     mark_changed(cassandra, buckets)

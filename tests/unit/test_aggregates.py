@@ -46,11 +46,13 @@ def test_merging_parts_equals_aggregating_the_union() -> None:
 
 
 def test_a_grown_bucket_replaces_its_old_contribution() -> None:
-    total = merged([aggregate_of([10, 20]), aggregate_of([1000])])
     old, grown = aggregate_of([1000]), aggregate_of([1000, 3000])
+    old.request_bytes, grown.request_bytes, grown.response_bytes = 300, 700, 9000
+    total = merged([aggregate_of([10, 20]), old])
     total.subtract(old)
     total.add(grown)
     expected = aggregate_of([10, 20, 1000, 3000])
+    assert (total.request_bytes, total.response_bytes) == (700, 9000)
     assert (total.count, total.sum_us, total.min_us, total.max_us, total.bins) == (
         expected.count,
         expected.sum_us,

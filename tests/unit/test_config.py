@@ -90,6 +90,7 @@ def test_environment_overrides_every_endpoint() -> None:
         ({"CLOVER_RETENTION_SECONDS": "-5"}, "CLOVER_RETENTION_SECONDS='-5' must be positive"),
         ({"CLOVER_CLOVISOR_PLUGIN_DIR": "plugins"}, "CLOVER_CLOVISOR_PLUGIN_DIR='plugins' must be an absolute path"),
         ({"CLOVER_CLOVISOR_JAEGER_AGENT": "jaeger"}, "CLOVER_CLOVISOR_JAEGER_AGENT='jaeger' must look like host:port"),
+        ({"CLOVER_SDC_DATAPLANE": "envoy"}, "CLOVER_SDC_DATAPLANE='envoy' must be one of auto, nginx, python"),
     ],
 )
 def test_a_bad_value_is_named(env: dict[str, str], message: str) -> None:

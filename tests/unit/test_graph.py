@@ -101,6 +101,7 @@ def test_the_controller_reads_nodes_and_edges_from_the_published_graph() -> None
     ]  # fmt: skip
     lb = next(e for e in graph["edges"] if e["callee"] == "http-lb")
     assert (lb["caller"], lb["request_count"], lb["p99"], lb["source"]) == (PROXY, "4", sketched_ms(3000), "jaeger")
+    assert (lb["request_bytes"], lb["response_bytes"]) == ("400", "8000")
     assert {url: f["request_count"] for url, f in lb["urls"].items()} == {"/a": "3", "/b": "1"}
     assert lb["status_codes"] == {"200": 3, "503": 1}
 
@@ -110,10 +111,12 @@ def test_cloverctl_prints_the_edges_busiest_first_and_as_dot() -> None:
     lines = format_graph({"window": False, **graph}).splitlines()
     assert lines[0] == "Edges (whole retention; 5 nodes, 3 edges):"
     assert lines[1].split() == ["CALLER", "CALLEE", "REQUESTS", "REQ/S", "4XX", "5XX", "ERROR", "RATE", "P50", "(MS)",
-                                "P90", "(MS)", "P99", "(MS)", "SOURCE", "STATUS", "CODES"]  # fmt: skip
+                                "P90", "(MS)", "P99", "(MS)", "REQUEST", "BYTES", "RESPONSE", "BYTES", "SOURCE",
+                                "STATUS", "CODES"]  # fmt: skip
     assert lines[2].split()[:3] == ["http-lb", "clover-server1", "9"]
     assert lines[3].split() == [PROXY, "http-lb", "4", "0.44", "0", "0", "25.00%", sketched_ms(2000),
-                                sketched_ms(3000), sketched_ms(3000), "jaeger", "200:3", "503:1"]  # fmt: skip
+                                sketched_ms(3000), sketched_ms(3000), "400", "8000", "jaeger", "200:3",
+                                "503:1"]  # fmt: skip
     assert lines[4].split()[:7] == ["10.0.0.9", "nginx", "2", "0.22", "2", "0", "100.00%"]
     assert format_graph({"window": True, "nodes": [], "edges": []}).startswith("No edges (the last 5 minutes)")
     dot = format_dot(graph)
