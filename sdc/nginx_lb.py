@@ -41,6 +41,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from protos import nginx_pb2
 from sdc import topology
 from sdc.accesslog import UNKNOWN, AccessEntry, timestamp
+from sdc.forward import SENDER_POD, SENDER_SERVICE
 from sdc.lb import LbConfig, checked_config, dump
 from sdc.metrics import ClusterStats
 from sdc.names import ResolveError
@@ -162,6 +163,8 @@ http {{
             proxy_set_header X-Real-IP $clover_real_ip;
             proxy_set_header X-Forwarded-Proto http;
             proxy_set_header X-Request-Id $clover_request_id;
+            proxy_set_header {SENDER_SERVICE} {topology.spec(pod).service};
+            proxy_set_header {SENDER_POD} {pod};
             proxy_set_header traceparent "00-$clover_trace_id-$clover_client_span-$clover_sampled";
             proxy_set_header tracestate "";
             proxy_set_header b3 "";
