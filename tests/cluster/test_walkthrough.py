@@ -196,6 +196,10 @@ def test_logging_has_one_entry_per_hop_of_each_request(cluster_paths: ClusterPat
     assert Counter(e["destination"] for e in entries) == {CHAIN[0]: n, "http-lb": n, "snort-ids": n, **servers}
     assert Counter(e["source"] for e in entries) == {"unknown": n, CHAIN[0]: 2 * n, "http-lb": n}
     assert Counter(e["traceId"] for e in entries) == {trace_id: 4 for trace_id, _ in sent}
+    # The controller reads the same store (CLOVER_LOG_STORE_URL in k8s/controller).
+    found = json.loads(rest(token, "get", "logs", "--trace", sent[0][0], "-o", "json"))
+    assert found["count"] == 4
+    assert {e["entryId"] for e in found["entries"]} == {e["entryId"] for e in entries if e["traceId"] == sent[0][0]}
     done = cloverctl(cluster_paths, "validate", "logging", "--cluster", "-o", "json")
     checks = {c["check"]: c["detail"] for c in json.loads(done.stdout)["checks"]}
     assert checks["count(destination=http-lb) = count(source=http-lb)"] == (
