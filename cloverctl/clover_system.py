@@ -189,7 +189,8 @@ def refusal(core: Any, doc: dict[str, Any], since: datetime.datetime) -> str | N
     recent = [e for e in events if (e.last_timestamp or e.event_time or since) >= since]
     if not recent:
         return None
-    return f"its pods are refused: {recent[-1].message}"
+    message = (recent[-1].message or "").removeprefix("(combined from similar events): ")
+    return f"its pods are refused: {message}"
 
 
 def _ready(apis: Mapping[str, Any], doc: dict[str, Any]) -> tuple[bool, str]:

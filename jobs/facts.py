@@ -83,10 +83,9 @@ def span_facts(spans: DataFrame) -> DataFrame:
 
 
 def _key(kind: kinds.Kind) -> Column:
-    """The kind's key of a span fact: null when a part is missing or the span does not count (a
-    request with a caller, jobs/graph.py, counts for the graph's kinds only)."""
+    """The kind's key of a span fact: null when a part is missing or the span does not count."""
     parts = [F.col(p) for p in kind.parts]
-    present = F.lit(True) if kind in kinds.GRAPH_KINDS else F.col("caller").isNull()
+    present = F.lit(True)
     for part in parts:
         present = present & part.isNotNull()
     if kind.requests:
@@ -97,8 +96,13 @@ def _key(kind: kinds.Kind) -> Column:
 def bucket_facts(spans: DataFrame) -> DataFrame:
     """One row per (bucket, kind, key) with the partial aggregate of its spans: of every kind, and
     with a ``caller`` column (jobs/graph.py ``with_edge_requests``) also of the graph's."""
-    chosen = (*kinds.SPAN_KINDS, *(kinds.GRAPH_KINDS if "caller" in spans.columns else ()))
-    entries = F.array(*[F.struct(F.lit(k.name).alias("kind"), _key(k).alias("key")) for k in chosen])
+
+    def entries_of(chosen: tuple[kinds.Kind, ...]) -> Column:
+        return F.array(*[F.struct(F.lit(k.name).alias("kind"), _key(k).alias("key")) for k in chosen])
+
+    entries = entries_of(kinds.SPAN_KINDS)
+    if "caller" in spans.columns:  # a request with its caller: the graph's kinds only
+        entries = F.when(F.col("caller").isNull(), entries).otherwise(entries_of(kinds.GRAPH_KINDS))
     duration, status = F.col("duration_us"), F.col("status_code")
     sketch_bin = F.when(duration > 0, F.ceil(F.log(duration) / F.lit(LOG_GAMMA))).otherwise(F.lit(ZERO_BIN))
     facts = (
@@ -116,7 +120,7 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
         )
         .where(F.col("e.key").isNotNull())
     )
-    timed = F.col("e.kind").isin(*[k.name for k in chosen if k.requests])
+    timed = F.col("e.kind").isin(*[k.name for k in (*kinds.SPAN_KINDS, *kinds.GRAPH_KINDS) if k.requests])
 
     def when_timed(value: Column) -> Column:
         return F.when(timed, value)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame
@@ -80,26 +80,39 @@ def _edge_columns(spans: DataFrame) -> list[Column]:
     return [F.col(c) if c in EDGE_READS else F.lit(None).cast(types[c]).alias(c) for c in SPAN_COLUMNS]
 
 
-def requests_with_callers(spans: DataFrame, stored_parents: ParentLookup) -> DataFrame:
+def requests_with_callers(
+    spans: DataFrame, stored_parents: ParentLookup, open_buckets: Collection[int] | None = None
+) -> DataFrame:
     """The requests in ``spans`` (SPAN_COLUMNS of jobs/facts.py and GRAPH_COLUMNS) that another
-    service made, with their ``caller`` (SPAN_COLUMNS and caller)."""
+    service made, with their ``caller`` (SPAN_COLUMNS and caller). A parent not in ``spans`` is
+    looked up in the store for the requests of ``open_buckets`` (ms; None: all), the buckets whose
+    previous bucket is not in ``spans``: elsewhere a parent is in the read (a call starts right
+    after its caller's client span does)."""
     clovisor = F.col("source") == CLOVISOR
     requests = spans.where(is_request())
     traced = requests.where(~clovisor & _present(F.col("parent_spanid"))).select(
         *_edge_columns(spans), F.col("parent_spanid").alias("parent_key")
     )
     in_read = spans.select(
-        F.col("traceid").alias("read_trace"), F.col("spanid").alias("read_span"), F.col("service").alias("read_service")
-    )
-    parent_in_read = (traced["traceid"] == in_read["read_trace"]) & (traced["parent_key"] == in_read["read_span"])
+        F.col("traceid").alias("read_trace"), F.col("spanid").alias("read_span"),
+        F.col("service").alias("read_service"), F.col("bucket").alias("read_bucket"),
+    )  # fmt: skip
+    parent_in_read = (F.col("traceid") == F.col("read_trace")) & (F.col("parent_key") == F.col("read_span"))
     joined = traced.join(in_read, parent_in_read, "left")
+    asking, answering = traced, in_read
+    if open_buckets is not None:  # their requests and the parents in the same buckets: a small join
+        chosen = list(open_buckets)
+        asking = traced.where(F.unix_millis("bucket").isin(chosen))
+        answering = in_read.where(F.unix_millis("read_bucket").isin(chosen))
     unresolved = (
-        joined.where(F.col("read_service").isNull())
+        asking.join(answering, parent_in_read, "left_anti")
         .select("traceid", F.col("parent_key").alias("parent_spanid"))
         .distinct()
     )
-    stored = stored_parents(unresolved).select(
-        F.col("traceid").alias("stored_trace"), F.col("parent_spanid").alias("stored_parent"), "stored_service"
+    stored = F.broadcast(
+        stored_parents(unresolved).select(
+            F.col("traceid").alias("stored_trace"), F.col("parent_spanid").alias("stored_parent"), "stored_service"
+        )
     )
     stored_on = (joined["traceid"] == stored["stored_trace"]) & (joined["parent_key"] == stored["stored_parent"])
     traced_callers = joined.join(stored, stored_on, "left").select(
@@ -125,11 +138,13 @@ def requests_with_callers(spans: DataFrame, stored_parents: ParentLookup) -> Dat
     return found.where(F.col("caller").isNotNull() & (F.col("caller") != F.col("service")))
 
 
-def with_edge_requests(spans: DataFrame, stored_parents: ParentLookup) -> DataFrame:
+def with_edge_requests(
+    spans: DataFrame, stored_parents: ParentLookup, open_buckets: Collection[int] | None = None
+) -> DataFrame:
     """``spans`` (SPAN_COLUMNS and GRAPH_COLUMNS) as SPAN_COLUMNS with a null ``caller``, and each
     request another service made once more with its ``caller``: jobs/facts.py ``bucket_facts``
     aggregates the former into every kind but the graph's, the latter into the graph's, in one pass."""
-    found = requests_with_callers(spans, stored_parents)
+    found = requests_with_callers(spans, stored_parents, open_buckets)
     return spans.select(*SPAN_COLUMNS, F.lit(None).cast("string").alias("caller")).unionByName(found)
 
 

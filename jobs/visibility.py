@@ -157,9 +157,9 @@ class VisibilityAnalytics:
         )
         return wanted.select(*SPAN_COLUMNS, *(GRAPH_COLUMNS if self.graph else ()))
 
-    def facts(self, spans: DataFrame) -> DataFrame:
-        """The partial aggregates of ``spans`` (jobs/facts.py), with the graph's edges (jobs/graph.py;
-        parents outside ``spans`` from ``visibility.spans``)."""
+    def facts(self, spans: DataFrame, buckets: list[int]) -> DataFrame:
+        """The partial aggregates of ``spans``, the read of ``buckets`` (jobs/facts.py), with the
+        graph's edges (jobs/graph.py; parents outside the read from ``visibility.spans``)."""
         if not self.graph:
             return bucket_facts(spans)
         stored = (
@@ -167,7 +167,9 @@ class VisibilityAnalytics:
             .options(keyspace=schema.KEYSPACE, table="spans", directJoinSetting="on")
             .load()
         )
-        return bucket_facts(with_edge_requests(spans, parents_in(stored)))
+        width = self.cfg.bucket_seconds * 1000
+        open_buckets = [b for b in buckets if b - width not in set(buckets)]
+        return bucket_facts(with_edge_requests(spans, parents_in(stored), open_buckets))
 
     def count_new_traces(self, spans: DataFrame) -> dict[int, int]:
         """Traces not counted before, by the bucket of their earliest span in this read; they
@@ -299,7 +301,7 @@ class VisibilityAnalytics:
         started = time.monotonic()
         spans = self.read_spans(buckets).persist()
         try:
-            fresh = fold_facts(self.facts(spans).collect())
+            fresh = fold_facts(self.facts(spans, buckets).collect())
             aggregated = time.monotonic()
             new_traces = self.count_new_traces(spans)
         finally:

@@ -24,6 +24,7 @@ def api_session(api_client: Any) -> tuple[str, requests.Session]:
     """The API server's address and a session with the kubeconfig's credentials."""
     conf = api_client.configuration
     session = requests.Session()
+    session.trust_env = False  # the kubeconfig's CA and address, not REQUESTS_CA_BUNDLE's or a proxy's
     session.verify = (conf.ssl_ca_cert or True) if conf.verify_ssl else False
     if conf.cert_file:
         session.cert = (conf.cert_file, conf.key_file)

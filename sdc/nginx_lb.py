@@ -41,6 +41,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from protos import nginx_pb2
 from sdc import topology
 from sdc.accesslog import UNKNOWN, AccessEntry, timestamp
+from sdc.forward import SENDER_POD, SENDER_SERVICE
 from sdc.lb import LbConfig, checked_config, config_dump
 from sdc.metrics import ClusterStats
 from sdc.names import ResolveError
@@ -97,8 +98,10 @@ def sampling_rule(ratio: float) -> str:
     return f'{ratio * 100:.2f}% "01"; * "00";'
 
 
-def render(pod: str, home: Path, ip: str, config: LbConfig, upstreams: list[Upstream], ratio: float) -> str:
-    """The nginx configuration of a load balancer pod."""
+def render(
+    pod: str, service: str, home: Path, ip: str, config: LbConfig, upstreams: list[Upstream], ratio: float
+) -> str:
+    """The nginx configuration of a load balancer pod ``pod`` of ``service``."""
     servers = "\n".join(f"        server {u.ip}:{u.port} max_fails=1 fail_timeout=10s;" for u in upstreams)
     fields = ",".join(f'"{k}":"{v}"' for k, v in LOG_FIELDS.items())
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -162,6 +165,8 @@ http {{
             proxy_set_header X-Real-IP $clover_real_ip;
             proxy_set_header X-Forwarded-Proto http;
             proxy_set_header X-Request-Id $clover_request_id;
+            proxy_set_header {SENDER_SERVICE} "{service}";
+            proxy_set_header {SENDER_POD} "{pod}";
             proxy_set_header traceparent "00-$clover_trace_id-$clover_client_span-$clover_sampled";
             proxy_set_header tracestate "";
             proxy_set_header b3 "";
@@ -284,7 +289,7 @@ class NginxListener:
 
     def write_config(self, config: LbConfig, upstreams: list[Upstream]) -> Path:
         """The configuration in a new file, checked with ``nginx -t``; raises ConfigRefused."""
-        text = render(self.runtime.name, self.home, self.runtime.ip, config, upstreams,
+        text = render(self.runtime.name, self.runtime.spec.service, self.home, self.runtime.ip, config, upstreams,
                       self.runtime.cfg.sdc_trace_ratio)  # fmt: skip
         candidate = self.home / "nginx.conf.new"
         candidate.write_text(text)

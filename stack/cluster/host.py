@@ -35,9 +35,10 @@ SYSCTLS = (
     "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables",
 )  # fmt: skip
 # Directories outside the state directory that containerd (shim sockets), the CNI plugins
-# (results cache) and the kubelet (device-plugin socket, links to container logs) create
-# wherever they are configured.
-OUTSIDE_DIRS = (Path("/run/containerd"), Path("/var/lib/cni"), Path("/var/lib/kubelet"), Path("/var/log/containers"))
+# (results cache) and the kubelet (device-plugin socket, links to container logs, the log
+# shipper's hostPath of k8s/logging) create wherever they are configured.
+OUTSIDE_DIRS = (Path("/run/containerd"), Path("/var/lib/cni"), Path("/var/lib/kubelet"), Path("/var/log/containers"),
+                Path("/var/lib/clover-log-shipper"))  # fmt: skip
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBEPODS = "kubepods"
 

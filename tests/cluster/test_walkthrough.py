@@ -10,8 +10,9 @@
   controller, and the proxy blocks that client;
 * ``create system logging``: 6 requests through the proxy's Service are 24 entries in the log
   store, one per hop (proxy, load balancer, server, the IDS's copy), each with its trace id and
-  the sending hop as ``source``; ``validate logging --cluster`` passes; ``delete system logging``
-  leaves namespace ``logging`` empty;
+  the sending hop as ``source``; ``validate logging --cluster`` passes; a replaced shipper pod
+  stores nothing twice; a shipper pod refused by Pod Security is named by ``create``'s wait;
+  ``delete system logging`` leaves namespace ``logging`` empty;
 * ``start testplan -s 2`` runs on two JMeter slave pods: twice the samples of ``-s 1``;
 * ``delete system sdc`` and ``validation`` leave ``default`` without Clover's objects.
 
@@ -195,12 +196,24 @@ def test_logging_has_one_entry_per_hop_of_each_request(cluster_paths: ClusterPat
     assert Counter(e["destination"] for e in entries) == {CHAIN[0]: n, "http-lb": n, "snort-ids": n, **servers}
     assert Counter(e["source"] for e in entries) == {"unknown": n, CHAIN[0]: 2 * n, "http-lb": n}
     assert Counter(e["traceId"] for e in entries) == {trace_id: 4 for trace_id, _ in sent}
+    # The controller reads the same store (CLOVER_LOG_STORE_URL in k8s/controller).
+    found = json.loads(rest(token, "get", "logs", "--trace", sent[0][0], "-o", "json"))
+    assert found["count"] == 4
+    assert {e["entryId"] for e in found["entries"]} == {e["entryId"] for e in entries if e["traceId"] == sent[0][0]}
     done = cloverctl(cluster_paths, "validate", "logging", "--cluster", "-o", "json")
     checks = {c["check"]: c["detail"] for c in json.loads(done.stdout)["checks"]}
     assert checks["count(destination=http-lb) = count(source=http-lb)"] == (
         "destination=http-lb: 20, source=http-lb: 20, requests: 20"
     )
     assert checks["shipper running"] == "DaemonSet logging/log-shipper: 1 of 1 pods ready"
+    # A replaced shipper pod resumes from the offsets on the node: nothing is read and stored again.
+    kubectl("-n", "logging", "delete", "pod", "-l", "app=log-shipper")
+    marker = f"clover-walkthrough-logs-marker/{uuid.uuid4().hex}"
+    traced_request(proxy_url(kubectl), marker)
+    while len(store.search(LogFilter(user_agent=marker))) < 4:
+        assert time.monotonic() < deadline + 120, "the replaced shipper pod ships nothing"
+        time.sleep(0.5)
+    assert store.count(LogFilter(user_agent=agent).logsql()) == 4 * LOGGED_REQUESTS
 
 
 def test_refused_shipper_pods_are_named_then_delete_leaves_logging_empty(
@@ -216,8 +229,10 @@ def test_refused_shipper_pods_are_named_then_delete_leaves_logging_empty(
     docs = [d for d in logging_system.load_manifests(tag=TAG) if d["kind"] == "DaemonSet"]
     with pytest.raises(click.ClickException) as refused:
         clover_system.wait_ready(apis, docs, 60, print)
-    assert refused.value.message.startswith('DaemonSet/log-shipper: its pods are refused: pods "log-shipper-')
-    assert 'violates PodSecurity "baseline:latest": hostPath volumes' in refused.value.message
+    assert refused.value.message.startswith('DaemonSet/log-shipper: its pods are refused: Error creating: pods "')
+    assert refused.value.message.endswith(
+        'is forbidden: violates PodSecurity "baseline:latest": hostPath volumes (volumes "pod-logs", "state")'
+    )
     cloverctl(cluster_paths, "delete", "system", "logging")
     left = kubectl.json("-n", "logging", "get", "all,pvc,configmap,secret")["items"]
     assert [f"{i['kind']}/{i['metadata']['name']}" for i in left if i["metadata"]["name"] != "kube-root-ca.crt"] == []

@@ -41,7 +41,8 @@ def test_the_rendered_configuration_passes_nginx_t_and_lists_the_servers(tmp_pat
         port = s.getsockname()[1]
     upstreams = [Upstream(f"clover-server{i}:9180", f"127.0.0.{20 + i}", 9180, f"clover-server{i}", "fqdn",
                           ClusterStats("c")) for i in (1, 2)]  # fmt: skip
-    text = render("http-lb-v1", tmp_path, "127.0.0.1", LbConfig(server_port=port, lb_path="/app"), upstreams, 0.5)
+    lb = LbConfig(server_port=port, lb_path="/app")
+    text = render("http-lb-v1", "http-lb", tmp_path, "127.0.0.1", lb, upstreams, 0.5)
     conf = tmp_path / "nginx.conf"
     conf.write_text(text)
     done = subprocess.run([nginx_binary(), "-t", "-c", str(conf), "-e", str(tmp_path / "error.log")],
@@ -51,3 +52,5 @@ def test_the_rendered_configuration_passes_nginx_t_and_lists_the_servers(tmp_pat
     assert f"listen 127.0.0.1:{port} backlog=1024;" in text and "location /app {" in text
     assert 'split_clients "$request_id" $clover_root_sampled { 50.00% "01"; * "00"; }' in text
     assert ("user root;" in text) == (os.geteuid() == 0)
+    assert 'x-envoy-downstream-service-cluster "http-lb";' in text
+    assert 'x-envoy-downstream-service-node "http-lb-v1";' in text
