@@ -106,7 +106,7 @@ def test_an_app_with_standard_instrumentation_counts_requests_not_calls(
     wait_until(lambda: requests_counted(store, counted, (None, "jaeger")), 240, 1.0, f"requests {counted} in Redis")
     uploads = figures_of(store, "uploads")
     assert (uploads["request_count"], uploads["request_bytes"], uploads["response_bytes"]) == ("3", "130", "2400")
-    edge = json.loads(store.hget(keys.graph(), "shop -> uploads"))  # type: ignore[arg-type]
+    edge = json.loads(store.hget(keys.graph(), "shop -> uploads"))  # type: ignore[arg-type]  # redis-py: sync is typed as async
     assert (edge["request_count"], edge["request_bytes"], edge["response_bytes"]) == ("3", "130", "2400")
     for name in names:
         side = expected.server[name]
