@@ -97,9 +97,9 @@ def test_an_app_with_standard_instrumentation_counts_requests_not_calls(
     cfg = visibility
     names = ("frontend", "backend", "greeter")
     collect_from_now(cfg, store, (*names, "shop", "uploads"))
+    send_sized_requests(cfg)
     offset = int(os.environ.get("CLOVER_TEST_PORT_OFFSET", "0"))
     expected = run_app(cfg.otlp_http_url, Ports.from_base(27280 + offset), tmp_path, count=20)
-    send_sized_requests(cfg)
     sent = {name: expected.server[name].spans for name in names}
     assert sent == {"frontend": 20, "backend": 220, "greeter": 20}
     counted = {**sent, "uploads": len(SIZED_REQUESTS)}
