@@ -22,6 +22,13 @@ USER_AGENT_TAGS = ("user_agent", "http.user_agent", "user_agent.original")
 METHOD_TAGS = ("http.method", "http.request.method")
 GRPC_STATUS_TAGS = ("rpc.grpc.status_code",)
 HOST_TAGS = ("http.host",)
+# Body sizes in bytes: the original's tag, OpenTelemetry's current name, its older one. Not
+# http.request_content_length_uncompressed: that is not the size on the wire.
+SIZE_TAGS = {
+    "request_size": ("request_size", "http.request.body.size", "http.request_content_length"),
+    "response_size": ("response_size", "http.response.body.size", "http.response_content_length"),
+}
+INT64_MAX = 2**63 - 1
 # (host, port) tag pairs naming the server of a request: OpenTelemetry's current names, then the older ones.
 # The older ones depend on the side: net.host.* is the span's own end and net.peer.* the other, so the
 # server is net.host.* on a server span and net.peer.* on a client span (on a server span net.peer.* is the
@@ -127,12 +134,31 @@ def _whole_number(value: Any, field: str, where: str) -> int:
 
 
 def _optional_int(value: str | None) -> int | None:
+    """A status code (int32), else unknown."""
     if value is None:
         return None
     try:
-        return int(float(value))
-    except ValueError:
+        number = int(float(value))
+    except (ValueError, OverflowError):
         return None
+    return number if -(2**31) <= number < 2**31 else None
+
+
+def _size(value: str | None) -> int | None:
+    """A byte count: a whole number from 0 to int64's maximum ("4096.0" included), else unknown."""
+    if value is None:
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        if not number.is_integer():  # also nan and inf
+            return None
+        size = int(number)
+    return size if 0 <= size <= INT64_MAX else None
 
 
 def _ids(raw: Mapping[str, Any], trace_key: str, span_key: str, where: str) -> tuple[str, str]:
@@ -190,8 +216,8 @@ def build_span(
     grpc_status = _optional_int(_first(tags, GRPC_STATUS_TAGS))
     if grpc_status is not None:
         span.grpc_status_code = grpc_status
-    for field, tag in (("request_size", "request_size"), ("response_size", "response_size")):
-        size = _optional_int(tags.get(tag))
+    for field, names in SIZE_TAGS.items():
+        size = _size(_first(tags, names))
         if size is not None:
             setattr(span, field, size)
     return span

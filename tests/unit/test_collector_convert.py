@@ -205,3 +205,46 @@ def test_http_and_grpc_statuses_are_kept_apart(
 )
 def test_the_host_comes_from_the_servers_side_of_the_span(tags: dict[str, Any], host: str) -> None:
     assert converted(tags).http_host == host
+
+
+def sizes(span: records_pb2.Span) -> tuple[int | None, int | None]:
+    request = span.request_size if span.HasField("request_size") else None
+    return request, span.response_size if span.HasField("response_size") else None
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ({"http.request.body.size": 17, "http.response.body.size": 3495}, (17, 3495)),
+        ({"http.request_content_length": 18, "http.response_content_length": 3496}, (18, 3496)),
+        # Zipkin and OTLP-to-Jaeger give every value as text; a double that is a whole number counts.
+        ({"http.request.body.size": "0", "http.response.body.size": "4096.0"}, (0, 4096)),
+        ({"http.response.body.size": 2**63 - 1}, (None, 2**63 - 1)),
+        # The original's tags first, then the current names, then the old ones.
+        ({"request_size": "5", "http.request.body.size": 6, "http.request_content_length": 7}, (5, None)),
+        ({"http.response.body.size": 6, "http.response_content_length": 7}, (None, 6)),
+        ({"request_size": "", "http.request_content_length": 7}, (7, None)),
+        # Not the size on the wire.
+        ({"http.request_content_length_uncompressed": 900}, (None, None)),
+    ],
+)
+def test_body_sizes_come_from_the_original_tags_or_opentelemetrys(
+    tags: dict[str, Any], expected: tuple[int | None, int | None]
+) -> None:
+    assert sizes(converted(tags)) == expected
+
+
+@pytest.mark.parametrize("bad", ["-1", -5, "12.5", "lots", "nan", "inf", "1e30", "true"])
+def test_a_size_that_is_not_a_byte_count_is_unknown_and_the_span_kept(bad: Any) -> None:
+    """The first name present decides: a bad value there is unknown, not replaced by a later name."""
+    span = converted({"http.request.body.size": bad, "http.request_content_length": 9, "response_size": bad,
+                      "http.response.body.size": 10, "http.status_code": 200})  # fmt: skip
+    assert sizes(span) == (None, None)
+    assert (span.span_id, span.http_status_code) == ("s2", 200)
+
+
+@pytest.mark.parametrize("bad", ["inf", "1e10", "-2147483649", "ok"])
+def test_a_status_out_of_range_is_unknown_and_the_span_kept(bad: str) -> None:
+    span = converted({"http.status_code": bad, "rpc.grpc.status_code": bad, "response_size": 3})
+    assert not span.HasField("http_status_code") and not span.HasField("grpc_status_code")
+    assert sizes(span) == (None, 3)
