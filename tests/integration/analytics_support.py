@@ -15,7 +15,7 @@ import redis
 
 from clover import keys, schema
 from clover.config import Config
-from jobs.session import spark_session
+from jobs.session import drop_cassandra_sessions, spark_session
 from jobs.state import DERIVED_TABLES
 from jobs.status import analytics_status_file, read_report
 from jobs.visibility import VisibilityAnalytics
@@ -95,12 +95,16 @@ def run_in_this_process(cfg: Config, **changes: Any) -> None:
     test process's Spark session, with ``changes`` to the configuration: the job's code without a
     JVM start per run. spark-submit.sh itself runs in test_visibility_job and the runner's tests."""
     cfg = dataclasses.replace(cfg, **changes)
-    analytics = VisibilityAnalytics(spark_session("clover-visibility", cfg), cfg)
+    spark = spark_session("clover-visibility", cfg)
+    analytics = VisibilityAnalytics(spark, cfg)
     try:
         analytics.load_state()
         assert analytics.run_once() is not None, "a clear held the visibility lease"
     finally:
         analytics.close()
+        # As a spark-submit run's JVM would: no connector session outlives the run. One kept open
+        # across a Cassandra restart (test_pipeline_faults) never refreshes its schema again.
+        drop_cassandra_sessions(spark)
 
 
 def recompute_from_scratch(cfg: Config, cassandra: Any) -> None:

@@ -83,7 +83,7 @@ def seed_results(store: redis.Redis) -> None:
         "min_rt": "1.00", "avg_rt": "5.00", "max_rt": "90.00", "p50_rt": "4.00", "p90_rt": "9.00", "p99_rt": "60.00",
         "p999_rt": "90.00", "request_count": "200", "errors_4xx": "2", "errors_5xx": "4", "error_rate": "0.0300",
         "error_rate_4xx": "0.0100", "error_rate_5xx": "0.0200", "request_rate": "3.33", "errors": "6",
-        "source": "jaeger"})  # fmt: skip
+        "request_bytes": "6400", "response_bytes": "512000", "source": "jaeger"})  # fmt: skip
     store.hset("proxy-access-control:window", mapping={"p99_rt": "20.00", "request_count": "10"})
     store.hset("proxy-access-control:urls", mapping={"/": json.dumps({"p50_rt": "3.00", "request_count": "150"})})
     store.sadd(keys.SPAN_URLS, "/", "/a")
@@ -162,7 +162,8 @@ def test_stats_have_the_original_shape_with_percentiles_and_the_busiest_counts(b
     proxy = {"name": "proxy-access-control", "min": "1.00", "avg": "5.00", "max": "90.00", "p50": "4.00",
              "p90": "9.00", "p99": "60.00", "p999": "90.00", "request_count": "200", "errors_4xx": "2",
              "errors_5xx": "4", "error_rate": "0.0300", "error_rate_4xx": "0.0100", "error_rate_5xx": "0.0200",
-             "request_rate": "3.33", "errors": "6", "source": "jaeger"}  # fmt: skip
+             "request_rate": "3.33", "errors": "6", "request_bytes": "6400", "response_bytes": "512000",
+             "source": "jaeger"}  # fmt: skip
     window = dict.fromkeys(k for k in proxy if k != "name")
     window.update({"p99": "20.00", "request_count": "10"})
     empty = dict.fromkeys(k for k in proxy if k != "name")
