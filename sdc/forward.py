@@ -38,9 +38,10 @@ TRACE_HEADERS = frozenset({"traceparent", "tracestate", "b3", "x-b3-traceid", "x
 # as ``source`` and ``user`` where it cannot tell the sender by address (the cluster).
 SENDER_SERVICE = "x-envoy-downstream-service-cluster"
 SENDER_POD = "x-envoy-downstream-service-node"
+SENDER_HEADERS = frozenset({SENDER_SERVICE, SENDER_POD})
 # Added by this chain's hops; the IDS removes them to see the request as the client sent it.
-FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-real-ip", "x-forwarded-proto", "forwarded", "x-clover-mirror",
-                                SENDER_SERVICE, SENDER_POD})  # fmt: skip
+FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-real-ip", "x-forwarded-proto", "forwarded",
+                                "x-clover-mirror"}) | SENDER_HEADERS  # fmt: skip
 
 
 @dataclass
@@ -155,7 +156,7 @@ def forwarded_headers(
         name = raw_name.decode("latin-1")
         lname = name.lower()
         value = raw_value.decode("latin-1")
-        if lname in HOP_BY_HOP or lname in TRACE_HEADERS or lname in (SENDER_SERVICE, SENDER_POD):
+        if lname in HOP_BY_HOP or lname in TRACE_HEADERS or lname in SENDER_HEADERS:
             continue
         if lname == "x-forwarded-for":
             xff.append(value)

@@ -74,7 +74,7 @@ class MirrorSender:
             self.runtime.registry.inc(DROPPED, help="Mirror copies dropped (backlog)")
             return False
         if time.monotonic() < self.retry_at:
-            self.runtime.registry.inc(ERRORS, help="Mirror copies that failed")
+            self._count_failed(1)
             return False
         return True
 
@@ -111,7 +111,10 @@ class MirrorSender:
                 target.stats.gauges["upstream_rq_active"] -= 1
                 finish(copy.span, 503, 0, error)
         if copies:
-            self.runtime.registry.inc(ERRORS, len(copies), help="Mirror copies that failed")
+            self._count_failed(len(copies))
+
+    def _count_failed(self, n: int) -> None:
+        self.runtime.registry.inc(ERRORS, n, help="Mirror copies that failed")
 
     async def _send(self) -> None:
         while True:

@@ -32,8 +32,7 @@ from sdc import topology
 from sdc.checks import host_port_field, path_field, port_field, resolve_reachable
 from sdc.forward import (
     MIRROR_BODY_LIMIT,
-    SENDER_POD,
-    SENDER_SERVICE,
+    SENDER_HEADERS,
     TRACE_HEADERS,
     Inbound,
     Outgoing,
@@ -61,6 +60,8 @@ log = logging.getLogger(__name__)
 
 
 MIRROR_BACKLOG = 512
+# The copy's own values of these replace what the client or a hop sent.
+REPLACED_IN_COPY = frozenset({"x-real-ip", "forwarded", "x-clover-mirror"}) | SENDER_HEADERS
 MAX_BLOCK_SECONDS = 7 * 24 * 3600
 MIRROR_OFF = "off"
 
@@ -209,13 +210,7 @@ class Proxy(HttpService):
             lname = name.lower()
             if lname in HOP_BY_HOP and lname != "host":
                 continue
-            if lname in TRACE_HEADERS or lname in (
-                "x-real-ip",
-                "forwarded",
-                "x-clover-mirror",
-                SENDER_SERVICE,
-                SENDER_POD,
-            ):
+            if lname in TRACE_HEADERS or lname in REPLACED_IN_COPY:
                 continue
             headers.append((name, raw_value.decode("latin-1")))
         xff = [e.strip() for v in request.headers.getall("X-Forwarded-For", []) for e in v.split(",") if e.strip()]
