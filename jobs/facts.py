@@ -79,7 +79,10 @@ def span_facts(spans: DataFrame) -> DataFrame:
         F.coalesce((status >= 400) | (grpc != 0), F.lit(False)).alias("is_error"),
         status.alias("status_code"),
         (F.col("caller") if "caller" in spans.columns else F.lit(None).cast("string")).alias("caller"),
-    )
+    ).withColumns({
+        "edge_target": F.coalesce(F.col("target"), F.lit(kinds.NONE)),
+        "edge_status": F.coalesce(F.col("status"), F.lit(kinds.NONE)),
+    })  # fmt: skip
 
 
 def _key(kind: kinds.Kind) -> Column:
@@ -95,14 +98,14 @@ def _key(kind: kinds.Kind) -> Column:
 
 def bucket_facts(spans: DataFrame) -> DataFrame:
     """One row per (bucket, kind, key) with the partial aggregate of its spans: of every kind, and
-    with a ``caller`` column (jobs/graph.py ``with_edge_requests``) also of the graph's."""
+    with a ``caller`` column (jobs/graph.py ``with_callers``) also of the graph's."""
 
     def entries_of(chosen: tuple[kinds.Kind, ...]) -> Column:
         return F.array(*[F.struct(F.lit(k.name).alias("kind"), _key(k).alias("key")) for k in chosen])
 
-    entries = entries_of(kinds.SPAN_KINDS)
-    if "caller" in spans.columns:  # a request with its caller: the graph's kinds only
-        entries = F.when(F.col("caller").isNull(), entries).otherwise(entries_of(kinds.GRAPH_KINDS))
+    # With a caller column a request also counts into the graph's details: their keys hold the
+    # caller, null for a span without one.
+    entries = entries_of(kinds.SPAN_KINDS + ((kinds.EDGE_DETAIL,) if "caller" in spans.columns else ()))
     duration, status = F.col("duration_us"), F.col("status_code")
     sketch_bin = F.when(duration > 0, F.ceil(F.log(duration) / F.lit(LOG_GAMMA))).otherwise(F.lit(ZERO_BIN))
     facts = (
@@ -120,7 +123,7 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
         )
         .where(F.col("e.key").isNotNull())
     )
-    timed = F.col("e.kind").isin(*[k.name for k in (*kinds.SPAN_KINDS, *kinds.GRAPH_KINDS) if k.requests])
+    timed = F.col("e.kind").isin(*[k.name for k in (*kinds.SPAN_KINDS, kinds.EDGE_DETAIL) if k.requests])
 
     def when_timed(value: Column) -> Column:
         return F.when(timed, value)
@@ -160,7 +163,8 @@ def bucket_facts(spans: DataFrame) -> DataFrame:
 
 
 def fold_facts(rows: Iterable[Any]) -> dict[int, BucketAggregates]:
-    """The (bucket, kind, key) rows as one Aggregate per key, grouped by bucket."""
+    """The (bucket, kind, key) rows as one Aggregate per key, grouped by bucket; the graph's
+    details merged into its kinds."""
     buckets: dict[int, BucketAggregates] = defaultdict(dict)
     for row in rows:
         buckets[row["bucket_ms"]][(row["kind"], tuple(row["key"]))] = Aggregate(
@@ -177,4 +181,21 @@ def fold_facts(rows: Iterable[Any]) -> dict[int, BucketAggregates]:
             last_us=row["last_us"],
             bins=dict(row["bins"] or {}),
         )
+    for aggregates in buckets.values():
+        _merge_edge_details(aggregates)
     return buckets
+
+
+def _merge_edge_details(aggregates: BucketAggregates) -> None:
+    """Replace the EDGE_DETAIL aggregates by their merges into EDGE, EDGE_URL and EDGE_STATUS."""
+    details = [key for key in aggregates if key[0] == kinds.EDGE_DETAIL.name]
+    for key in details:
+        detail = aggregates.pop(key)
+        caller, service, source, target, status = key[1]
+        merged_into = [kinds.EDGE.key(caller, service, source)]
+        if target != kinds.NONE:
+            merged_into.append(kinds.EDGE_URL.key(caller, service, source, target))
+        if status != kinds.NONE:
+            merged_into.append(kinds.EDGE_STATUS.key(caller, service, source, status))
+        for merged in merged_into:
+            aggregates.setdefault(merged, Aggregate()).add(detail)

@@ -1,23 +1,21 @@
 """The mesh as a graph: who made each request a service answered (its *caller*), the graph's
 aggregates, and its Redis hashes.
 
-``with_edge_requests`` adds to a read's spans each request another service made, with its caller,
-for the edge kinds of jobs/kinds.py; one aggregation (jobs/facts.py) then counts the spans for every
-other kind and those requests for the edge kinds. The caller is:
+``with_callers`` gives every span of a read a ``caller`` column, null but for a request another
+service made; one aggregation (jobs/facts.py) then counts each span into every kind and, with a
+caller, into the edge kinds of jobs/kinds.py too. The caller is:
 
 * **application tracers** (jaeger, zipkin): the service of the span's parent, when that is
-  another service (the client span of A whose child is B's server span). The parent is looked up
-  among the spans read (one join of the requests with the read's span ids and services), then,
-  for a parent in a bucket not read, in ``visibility.spans`` by its primary key (trace id, span
-  id), a direct join of point reads whose few rows are broadcast.
+  another service (the client span of A whose child is B's server span), found in the request's
+  bucket or the one before (read for that when it is not among the buckets read).
 * **Clovisor**: the pod at the exchange's client address: the service whose Clovisor spans of the
   same bucket carry that address as their own (the server address of an exchange it answered,
   the client address of one it made); an address no traced pod has names the caller itself. So
   a service with no tracer at all appears, traced on its veth, and so does a caller Clovisor
-  does not trace. The addresses (one row per pod and bucket) are broadcast.
+  does not trace.
 
-Only requests are joined, with the columns the edge kinds read: client and internal spans,
-user-agents and nodes never cross the network.
+Every lookup is broadcast (a long and a name per span of the read, one address per pod and
+bucket), so the spans themselves never cross the network.
 
 A request's edge is kept in its own span's bucket. A parent stored after its child's bucket was
 computed is in the same bucket or in the one before (a call starts after its caller's span
@@ -28,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column, DataFrame
@@ -44,81 +42,43 @@ from jobs.publish import Window, by_kind, headline_source, seconds_of_data
 # The columns of spans_by_bucket that only the graph reads.
 GRAPH_COLUMNS = ("spanid", "parent_spanid", "src_ip", "dst_ip")
 CLOVISOR = "clovisor"
-# What the edge kinds read of a request (jobs/facts.py span_facts); the other span columns are null.
-EDGE_READS = (
-    "bucket", "traceid", "service", "source", "span_kind", "operation_name", "http_url", "status_code", "grpc_status",
-    "upstream_cluster", "duration_us", "start_time", "request_size", "response_size",
-)  # fmt: skip
-
-# (traceid, parent_spanid) rows -> the same with ``stored_service``: the service of that span as stored.
-ParentLookup = Callable[[DataFrame], DataFrame]
-
-
-def parents_in(table: DataFrame) -> ParentLookup:
-    """The lookup of parents in ``table`` (columns traceid, spanid, service): ``visibility.spans``
-    read with the connector's direct join, or any frame of those columns."""
-    stored = table.select(
-        F.col("traceid").alias("stored_trace"),
-        F.col("spanid").alias("stored_span"),
-        F.col("service").alias("stored_service"),
-    )
-
-    def lookup(wanted: DataFrame) -> DataFrame:
-        on = (wanted["traceid"] == stored["stored_trace"]) & (wanted["parent_spanid"] == stored["stored_span"])
-        return wanted.join(stored, on).select("traceid", "parent_spanid", "stored_service")
-
-    return lookup
 
 
 def _present(column: Column) -> Column:
     return column.isNotNull() & (column != "")
 
 
-def _edge_columns(spans: DataFrame) -> list[Column]:
-    """SPAN_COLUMNS of a request as the edge kinds need them: what they do not read is null."""
-    types = dict(spans.dtypes)
-    return [F.col(c) if c in EDGE_READS else F.lit(None).cast(types[c]).alias(c) for c in SPAN_COLUMNS]
+def _span_key(trace: Column, span: Column, bucket_ms: Column) -> Column:
+    """A span's id within its trace and bucket as one 64-bit number: the parent lookups join on a
+    long (a wrong caller would need two of one step's span keys to collide in 64 bits)."""
+    return F.xxhash64(trace, span, bucket_ms)
 
 
-def requests_with_callers(
-    spans: DataFrame, stored_parents: ParentLookup, open_buckets: Collection[int] | None = None
-) -> DataFrame:
-    """The requests in ``spans`` (SPAN_COLUMNS of jobs/facts.py and GRAPH_COLUMNS) that another
-    service made, with their ``caller`` (SPAN_COLUMNS and caller). A parent not in ``spans`` is
-    looked up in the store for the requests of ``open_buckets`` (ms; None: all), the buckets whose
-    previous bucket is not in ``spans``: elsewhere a parent is in the read (a call starts right
-    after its caller's client span does)."""
-    clovisor = F.col("source") == CLOVISOR
-    requests = spans.where(is_request())
-    traced = requests.where(~clovisor & _present(F.col("parent_spanid"))).select(
-        *_edge_columns(spans), F.col("parent_spanid").alias("parent_key")
-    )
-    in_read = spans.select(
-        F.col("traceid").alias("read_trace"), F.col("spanid").alias("read_span"),
-        F.col("service").alias("read_service"), F.col("bucket").alias("read_bucket"),
-    )  # fmt: skip
-    parent_in_read = (F.col("traceid") == F.col("read_trace")) & (F.col("parent_key") == F.col("read_span"))
-    joined = traced.join(in_read, parent_in_read, "left")
-    asking, answering = traced, in_read
-    if open_buckets is not None:  # their requests and the parents in the same buckets: a small join
-        chosen = list(open_buckets)
-        asking = traced.where(F.unix_millis("bucket").isin(chosen))
-        answering = in_read.where(F.unix_millis("read_bucket").isin(chosen))
-    unresolved = (
-        asking.join(answering, parent_in_read, "left_anti")
-        .select("traceid", F.col("parent_key").alias("parent_spanid"))
-        .distinct()
-    )
-    stored = F.broadcast(
-        stored_parents(unresolved).select(
-            F.col("traceid").alias("stored_trace"), F.col("parent_spanid").alias("stored_parent"), "stored_service"
-        )
-    )
-    stored_on = (joined["traceid"] == stored["stored_trace"]) & (joined["parent_key"] == stored["stored_parent"])
-    traced_callers = joined.join(stored, stored_on, "left").select(
-        *SPAN_COLUMNS, F.coalesce(F.col("read_service"), F.col("stored_service")).alias("caller")
-    )
+def with_callers(spans: DataFrame, earlier: DataFrame, width_ms: int) -> DataFrame:
+    """``spans`` (SPAN_COLUMNS and GRAPH_COLUMNS) as SPAN_COLUMNS and ``caller``: for a request
+    another service made, that service; null for every other span. A call starts right after its
+    caller's span does, so a parent is in the request's bucket or else in the one before, among
+    ``spans`` or ``earlier`` (bucket, traceid, spanid, service: the spans of the bucket before each
+    bucket read whose previous bucket is not read).
 
+    Every lookup is a broadcast (a long and a name per span, and the Clovisor addresses), so the
+    spans themselves are never shuffled; (bucket, trace id, span id) is the stored spans' primary
+    key, so each lookup finds one parent at most."""
+    clovisor, request = F.col("source") == CLOVISOR, is_request()
+    parent, bucket_ms = F.col("parent_spanid"), F.unix_millis("bucket")
+    traced = request & ~clovisor & _present(parent)
+    looked_up = spans.select(
+        *SPAN_COLUMNS,
+        F.when(traced, _span_key(F.col("traceid"), parent, bucket_ms)).alias("same_bucket"),
+        F.when(traced, _span_key(F.col("traceid"), parent, bucket_ms - width_ms)).alias("bucket_before"),
+        F.when(request & clovisor & _present(F.col("src_ip")), F.col("src_ip")).alias("client_ip"),
+    )
+    ids = spans.select("bucket", "traceid", "spanid", "service").unionByName(
+        earlier.select("bucket", "traceid", "spanid", "service")
+    )
+    keyed = ids.select(_span_key(F.col("traceid"), F.col("spanid"), F.unix_millis("bucket")).alias("key"), "service")
+    in_bucket = F.broadcast(keyed.select(F.col("key").alias("same_key"), F.col("service").alias("same_service")))
+    before = F.broadcast(keyed.select(F.col("key").alias("before_key"), F.col("service").alias("before_service")))
     own_address = F.when(F.col("span_kind") == "server", F.col("dst_ip")).when(
         F.col("span_kind") == "client", F.col("src_ip")
     )
@@ -129,23 +89,21 @@ def requests_with_callers(
         .groupBy("pod_bucket", "pod_ip")
         .agg(F.min("service").alias("pod_service"))
     )
-    exchanges = requests.where(clovisor & _present(F.col("src_ip"))).select(*_edge_columns(spans), "src_ip")
-    at_address = (exchanges["bucket"] == addresses["pod_bucket"]) & (exchanges["src_ip"] == addresses["pod_ip"])
-    clovisor_callers = exchanges.join(addresses, at_address, "left").select(
-        *SPAN_COLUMNS, F.coalesce(F.col("pod_service"), F.col("src_ip")).alias("caller")
+    at_address = (looked_up["bucket"] == addresses["pod_bucket"]) & (looked_up["client_ip"] == addresses["pod_ip"])
+    joined = (
+        looked_up.join(in_bucket, looked_up["same_bucket"] == in_bucket["same_key"], "left")
+        .join(before, looked_up["bucket_before"] == before["before_key"], "left")
+        .join(addresses, at_address, "left")
     )
-    found = traced_callers.unionByName(clovisor_callers)
-    return found.where(F.col("caller").isNotNull() & (F.col("caller") != F.col("service")))
+    found = F.coalesce("same_service", "before_service", "pod_service", "client_ip")
+    return joined.select(*SPAN_COLUMNS, F.when(found != F.col("service"), found).alias("caller"))
 
 
-def with_edge_requests(
-    spans: DataFrame, stored_parents: ParentLookup, open_buckets: Collection[int] | None = None
-) -> DataFrame:
-    """``spans`` (SPAN_COLUMNS and GRAPH_COLUMNS) as SPAN_COLUMNS with a null ``caller``, and each
-    request another service made once more with its ``caller``: jobs/facts.py ``bucket_facts``
-    aggregates the former into every kind but the graph's, the latter into the graph's, in one pass."""
-    found = requests_with_callers(spans, stored_parents, open_buckets)
-    return spans.select(*SPAN_COLUMNS, F.lit(None).cast("string").alias("caller")).unionByName(found)
+def earlier_buckets(buckets: Iterable[int], width_ms: int) -> list[int]:
+    """The buckets (ms) whose spans ``with_callers`` needs besides ``buckets``': the one before
+    each, when not among them."""
+    chosen = set(buckets)
+    return sorted({b - width_ms for b in chosen} - chosen)
 
 
 def with_next_buckets(buckets: Iterable[int], width_ms: int, last_ms: int) -> list[int]:

@@ -47,6 +47,11 @@ EDGE = Kind("edge", ("caller", "service", "source"), requests=True)
 EDGE_URL = Kind("edge_url", ("caller", "service", "source", "target"), requests=True)
 EDGE_STATUS = Kind("edge_status", ("caller", "service", "source", "status"), requests=True)
 GRAPH_KINDS = (EDGE, EDGE_URL, EDGE_STATUS)
+# What Spark aggregates for the graph: one entry per request instead of one per graph kind (each
+# a timed aggregate with its sketch); jobs/facts.py ``fold_facts`` merges these into GRAPH_KINDS.
+# A request without a URL or without an HTTP status has NONE in that part.
+EDGE_DETAIL = Kind("edge_detail", ("caller", "service", "source", "edge_target", "edge_status"), requests=True)
+NONE = ""
 
 # Aggregated over every span read; the graph's kinds only over the requests that have a caller.
 SPAN_KINDS = (SPANS, URL, AGENT, NODE, STATUS_URL, NODE_URL, OPERATION, UPSTREAM, STATUS, REQUESTS, URL_REQUESTS)

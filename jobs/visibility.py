@@ -39,7 +39,7 @@ from jobs import kinds
 from jobs.aggregates import Aggregate, SlidingExtremes
 from jobs.buckets import SHARDS, datetime_to_ms, ms_to_datetime, window_buckets
 from jobs.facts import SPAN_COLUMNS, bucket_facts, fold_facts
-from jobs.graph import GRAPH_COLUMNS, graph_hashes, parents_in, with_edge_requests, with_next_buckets
+from jobs.graph import GRAPH_COLUMNS, earlier_buckets, graph_hashes, with_callers, with_next_buckets
 from jobs.kinds import AggregateKey
 from jobs.publish import Publisher, ResultSet, Window, build_results
 from jobs.retry import Stopped, with_backoff
@@ -51,8 +51,9 @@ log = logging.getLogger("clover.visibility")
 
 OVERLAP = timedelta(seconds=30)
 # Buckets aggregated in one Spark step: a large backlog (a first run over days of data) is
-# taken in steps of this size, so the memory a step needs stays bounded.
-MAX_BUCKETS_PER_STEP = 50
+# taken in steps of this size, so the memory a step needs stays bounded; a tail of less than a
+# tenth of a step joins the step before (each step costs its own Spark jobs).
+BUCKETS_PER_STEP = 50
 # Expired buckets taken out of the totals in one run at most (the rest in the next runs).
 MAX_EXPIRED_BUCKETS = 2000
 
@@ -145,7 +146,7 @@ class VisibilityAnalytics:
             self.state.seen_marks = {m for m in self.state.seen_marks if m[0] >= horizon}
         return sorted(buckets), newest
 
-    def read_spans(self, buckets: list[int]) -> DataFrame:
+    def read_spans(self, buckets: list[int], columns: tuple[str, ...] | None = None) -> DataFrame:
         """The spans of exactly these buckets: a partition-key read (bucket IN …, shard IN …)."""
         spans = (
             self.spark.read.format("org.apache.spark.sql.cassandra")
@@ -155,21 +156,16 @@ class VisibilityAnalytics:
         wanted = spans.where(F.col("bucket").isin([ms_to_datetime(b) for b in buckets])).where(
             F.col("shard").isin(list(range(SHARDS)))
         )
-        return wanted.select(*SPAN_COLUMNS, *(GRAPH_COLUMNS if self.graph else ()))
+        return wanted.select(*(columns or (*SPAN_COLUMNS, *(GRAPH_COLUMNS if self.graph else ()))))
 
     def facts(self, spans: DataFrame, buckets: list[int]) -> DataFrame:
         """The partial aggregates of ``spans``, the read of ``buckets`` (jobs/facts.py), with the
-        graph's edges (jobs/graph.py; parents outside the read from ``visibility.spans``)."""
+        graph's edges (jobs/graph.py; parents also among the spans of the bucket before)."""
         if not self.graph:
             return bucket_facts(spans)
-        stored = (
-            self.spark.read.format("org.apache.spark.sql.cassandra")
-            .options(keyspace=schema.KEYSPACE, table="spans", directJoinSetting="on")
-            .load()
-        )
         width = self.cfg.bucket_seconds * 1000
-        open_buckets = [b for b in buckets if b - width not in set(buckets)]
-        return bucket_facts(with_edge_requests(spans, parents_in(stored), open_buckets))
+        earlier = self.read_spans(earlier_buckets(buckets, width), ("bucket", "traceid", "spanid", "service"))
+        return bucket_facts(with_callers(spans, earlier, width))
 
     def count_new_traces(self, spans: DataFrame) -> dict[int, int]:
         """Traces not counted before, by the bucket of their earliest span in this read; they
@@ -234,9 +230,9 @@ class VisibilityAnalytics:
             buckets = with_next_buckets(buckets, width, datetime_to_ms(now_dt) // width * width)
         retained = [b for b in buckets if b >= progress.expired_before]  # older ones left the retention
         self.states.begin(progress)
-        for start in range(0, len(retained), MAX_BUCKETS_PER_STEP):  # a backlog in bounded steps
+        for step in steps_of(retained, BUCKETS_PER_STEP):  # a backlog in bounded steps
             self._still_ours(lease)
-            self._recompute(retained[start : start + MAX_BUCKETS_PER_STEP])
+            self._recompute(step)
         if newest is not None:
             progress.watermark = newest
         self._expire(now_dt)
@@ -415,6 +411,14 @@ class VisibilityAnalytics:
             self.load_state()
         except Exception as reload_error:  # still down: the next attempt retries
             log.warning("state reload failed: %s", reload_error)
+
+
+def steps_of(buckets: list[int], size: int) -> list[list[int]]:
+    """``buckets`` in steps of ``size``, the last one taking a tail shorter than a tenth of that."""
+    found = [buckets[start : start + size] for start in range(0, len(buckets), size)]
+    if len(found) > 1 and len(found[-1]) < size // 10:
+        found[-2:] = [found[-2] + found[-1]]
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,13 +18,16 @@ spans_by_bucket by Spark (10,000 per 10-s bucket) and one warm Spark session:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import statistics
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import psutil
 import redis
 from cassandra.cluster import Cluster
 from kafka import KafkaProducer
@@ -100,10 +103,23 @@ def store_spans(spark: SparkSession, count: int, first_bucket_ms: int, width_ms:
     ).save()
 
 
-def timed_run(analytics: VisibilityAnalytics) -> float:
-    started = time.perf_counter()
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User and system CPU seconds used so far by ``processes`` and their children."""
+    total = 0.0
+    for proc in processes:
+        for one in (proc, *proc.children(recursive=True)):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = one.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+def timed_run(analytics: VisibilityAnalytics, measured: list[psutil.Process]) -> tuple[float, float]:
+    """The run's wall time and the CPU seconds the Spark driver and Cassandra used in it: on a
+    machine shared with other work, the CPU is the steadier figure."""
+    cpu, started = cpu_seconds(measured), time.perf_counter()
     analytics.run_once()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds(measured) - cpu
 
 
 def derived_state_dropped(session: Any, store: redis.Redis) -> None:
@@ -176,24 +192,32 @@ def main() -> None:
     now_ms = int(time.time() * 1000) // width * width
 
     analytics = VisibilityAnalytics(spark, cfg)
+    cassandra = stack.process("cassandra")
+    measured = [psutil.Process(), *([cassandra] if cassandra else [])]  # this process holds the Spark JVM
     if "a" in args.parts:
         fresh_state(session, store)
         store_spans(spark, args.full, now_ms - (args.full // PER_BUCKET) * width, width)
         without_graph = VisibilityAnalytics(spark, cfg, graph=False)
         timings: dict[bool, list[float]] = {False: [], True: []}
+        cpu: dict[bool, list[float]] = {False: [], True: []}
         for graph in (False, True) * args.repeat:  # alternated: a warmer JVM or cache favours neither
             derived_state_dropped(session, store)
             chosen = analytics if graph else without_graph
             chosen.load_state()
-            timings[graph].append(timed_run(chosen))
-            print(f"    full run {'with' if graph else 'without'} the graph: {timings[graph][-1]:.1f}s")
+            wall, used = timed_run(chosen, measured)
+            timings[graph].append(wall)
+            cpu[graph].append(used)
+            print(f"    full run {'with' if graph else 'without'} the graph: {wall:.1f}s, {used:.1f} CPU s "
+                  f"(load average {os.getloadavg()[0]:.1f})")  # fmt: skip
         without_graph.close()
         baseline, full = statistics.median(timings[False]), statistics.median(timings[True])
+        cpu_baseline, cpu_full = statistics.median(cpu[False]), statistics.median(cpu[True])
         edges = len(store.hgetall(keys.graph()))
         print(
             f"(a) full run over {args.full:,} stored spans (median of {args.repeat}): without the graph "
             f"{baseline:.1f}s, with it {full:.1f}s (target < 60 s, {edges} edges); ratio {full / baseline:.2f} "
-            "(target <= 1.15)"
+            f"(target <= 1.15); CPU of Spark and Cassandra {cpu_baseline:.1f} / {cpu_full:.1f} s, "
+            f"ratio {cpu_full / cpu_baseline:.2f}"
         )
         print(f"    span_count={store.get(keys.SPAN_COUNT)!s} trace_count={store.get(keys.TRACE_COUNT)!s}")
 
@@ -207,7 +231,7 @@ def main() -> None:
             chosen = analytics if graph else VisibilityAnalytics(spark, cfg, graph=False)
             chosen.load_state()
             store_spans(spark, 10_000, bucket, width)
-            incremental[(stored, graph)] = timed_run(chosen)
+            incremental[(stored, graph)] = timed_run(chosen, measured)[0]
             if not graph:
                 chosen.close()
         assert store.get(keys.SPAN_COUNT) == str(stored + 20_000), store.get(keys.SPAN_COUNT)

@@ -14,12 +14,15 @@ from pyspark.sql.types import IntegerType, LongType, StringType, StructField, St
 from clover.config import Config
 from jobs import kinds
 from jobs.facts import SPAN_COLUMNS, bucket_facts, fold_facts
-from jobs.graph import GRAPH_COLUMNS, parents_in, requests_with_callers, with_edge_requests
+from jobs.graph import GRAPH_COLUMNS, with_callers
 from jobs.session import spark_session
 
 pytestmark = pytest.mark.spark
 
 BUCKET = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+WIDTH_MS = 10_000
+BEFORE = datetime(2026, 1, 1, 11, 59, 50, tzinfo=UTC)  # the bucket before
+EARLIER = "bucket timestamp, traceid string, spanid string, service string"
 TYPES = {"status_code": IntegerType(), "grpc_status": IntegerType(), "duration_us": LongType(),
          "bucket": TimestampType(), "start_time": TimestampType(), "request_size": LongType(),
          "response_size": LongType()}  # fmt: skip
@@ -37,11 +40,11 @@ def spark(cfg: Config) -> Iterator[SparkSession]:
 
 def span(trace: str, span_id: str, service: str, *, parent: str | None = None, kind: str = "server",
          status: int | None = 200, source: str = "jaeger", src: str | None = None, dst: str | None = None,
-         url: str = "/", duration_us: int = 1000) -> dict[str, Any]:  # fmt: skip
+         url: str | None = "/", duration_us: int = 1000, grpc: int | None = None) -> dict[str, Any]:  # fmt: skip
     return {
         "bucket": BUCKET, "traceid": trace, "service": service, "source": source, "span_kind": kind,
         "node_id": service, "operation_name": "GET", "http_url": url, "user_agent": "test",
-        "status_code": status, "grpc_status": None, "upstream_cluster": None, "duration_us": duration_us,
+        "status_code": status, "grpc_status": grpc, "upstream_cluster": None, "duration_us": duration_us,
         "start_time": BUCKET, "request_size": 10, "response_size": 100,
         "spanid": span_id, "parent_spanid": parent, "src_ip": src, "dst_ip": dst,
     }  # fmt: skip
@@ -55,7 +58,13 @@ def spans_of_the_test() -> list[dict[str, Any]]:
             span(f"t{i}", "c1", "proxy", parent="s1", kind="client", status=None),
             span(f"t{i}", "s2", "lb", parent="c1", url=f"/lb{i % 2}", status=503 if i == 2 else 200),
         ]
-    rows.append(span("t9", "s3", "lb", parent="stored-client"))  # its parent is in another bucket: stored only
+    # a gRPC call (no HTTP status, its target the method) and an HTTP request without a URL:
+    # each on the edge, the former only among its URLs, the latter only among its status codes
+    rows.append(span("g1", "c1", "proxy", kind="client", status=None))
+    rows.append(span("g1", "s6", "lb", parent="c1", status=None, grpc=0, url=None))
+    rows.append(span("h1", "c1", "proxy", kind="client", status=None))
+    rows.append(span("h1", "s7", "lb", parent="c1", url=None))
+    rows.append(span("t9", "s3", "lb", parent="stored-client"))  # its parent is in the bucket before
     rows.append(span("t8", "s4", "lb", parent="t8-internal"))  # a child of its own service: no edge
     rows.append(span("t8", "t8-internal", "lb", kind="internal", status=None))
     rows.append(span("t7", "s5", "lb", parent="nowhere"))  # a parent never stored: no caller
@@ -70,29 +79,31 @@ def spans_of_the_test() -> list[dict[str, Any]]:
 
 def test_callers_are_the_parent_service_or_the_pod_at_the_client_address(spark: SparkSession) -> None:
     spans = spark.createDataFrame(spans_of_the_test(), SCHEMA)
-    stored = spark.createDataFrame(
-        [("t9", "stored-client", "proxy"), ("t0", "c1", "proxy")], "traceid string, spanid string, service string"
-    )
-    found = requests_with_callers(spans, parents_in(stored)).collect()
+    # The bucket before: t9's parent, and a span also in the read (stored in two buckets: one parent).
+    earlier = spark.createDataFrame([(BEFORE, "t9", "stored-client", "proxy"), (BEFORE, "t0", "c1", "proxy")], EARLIER)
+    found = with_callers(spans, earlier, WIDTH_MS).where("caller IS NOT NULL").collect()
     # Only requests another service made: no client or internal span, no call within lb, no parent never stored.
     assert {(r.traceid, r.source): r.caller for r in found} == {
         **{(f"t{i}", "jaeger"): "proxy" for i in range(3)},
         ("t9", "jaeger"): "proxy",
+        ("g1", "jaeger"): "proxy",
+        ("h1", "jaeger"): "proxy",
         ("u1", "clovisor"): "proxy",
         ("n0", "clovisor"): "10.0.0.9",
         ("n1", "clovisor"): "10.0.0.9",
     }
-    assert len(found) == 7
+    assert len(found) == 9
 
     bucket_ms = int(BUCKET.timestamp() * 1000)
-    facts = fold_facts(bucket_facts(with_edge_requests(spans, parents_in(stored))).collect())[bucket_ms]
+    facts = fold_facts(bucket_facts(with_callers(spans, earlier, WIDTH_MS)).collect())[bucket_ms]
     edges = {key: agg for key, agg in facts.items() if key[0] in {k.name for k in kinds.GRAPH_KINDS}}
     assert {key: (agg.count, agg.errors, agg.n4xx, agg.n5xx) for key, agg in edges.items()} == {
-        kinds.EDGE.key("proxy", "lb", "jaeger"): (4, 1, 0, 1),
+        kinds.EDGE.key("proxy", "lb", "jaeger"): (6, 1, 0, 1),
         kinds.EDGE_URL.key("proxy", "lb", "jaeger", "/lb0"): (2, 1, 0, 1),
         kinds.EDGE_URL.key("proxy", "lb", "jaeger", "/lb1"): (1, 0, 0, 0),
         kinds.EDGE_URL.key("proxy", "lb", "jaeger", "/"): (1, 0, 0, 0),
-        kinds.EDGE_STATUS.key("proxy", "lb", "jaeger", "200"): (3, 0, 0, 0),
+        kinds.EDGE_URL.key("proxy", "lb", "jaeger", "/GET"): (1, 0, 0, 0),
+        kinds.EDGE_STATUS.key("proxy", "lb", "jaeger", "200"): (4, 0, 0, 0),
         kinds.EDGE_STATUS.key("proxy", "lb", "jaeger", "503"): (1, 1, 0, 1),
         kinds.EDGE.key("proxy", "lb", "clovisor"): (1, 0, 0, 0),
         kinds.EDGE_URL.key("proxy", "lb", "clovisor", "/"): (1, 0, 0, 0),
@@ -102,7 +113,7 @@ def test_callers_are_the_parent_service_or_the_pod_at_the_client_address(spark: 
         kinds.EDGE_STATUS.key("10.0.0.9", "nginx", "clovisor", "404"): (2, 2, 2, 0),
     }
     proxy_lb = edges[kinds.EDGE.key("proxy", "lb", "jaeger")]
-    assert (proxy_lb.request_bytes, proxy_lb.response_bytes) == (40, 400)  # 4 requests of 10 bytes, 100 back
+    assert (proxy_lb.request_bytes, proxy_lb.response_bytes) == (60, 600)  # 6 requests of 10 bytes, 100 back
 
 
 def test_without_the_graph_no_edge_is_aggregated_and_with_it_the_other_kinds_are_the_same(
@@ -112,7 +123,7 @@ def test_without_the_graph_no_edge_is_aggregated_and_with_it_the_other_kinds_are
     without = fold_facts(bucket_facts(spans.select(*SPAN_COLUMNS)).collect())
     graph_kinds = {k.name for k in kinds.GRAPH_KINDS}
     assert not [key for found in without.values() for key in found if key[0] in graph_kinds]
-    stored = spark.createDataFrame([], "traceid string, spanid string, service string")
-    with_graph = fold_facts(bucket_facts(with_edge_requests(spans, parents_in(stored))).collect())
+    earlier = spark.createDataFrame([], EARLIER)
+    with_graph = fold_facts(bucket_facts(with_callers(spans, earlier, WIDTH_MS)).collect())
     others = {b: {k: a for k, a in found.items() if k[0] not in graph_kinds} for b, found in with_graph.items()}
     assert others == without

@@ -73,8 +73,8 @@ def test_edges_are_exact_incremental_and_per_source(
     spans += [exchange(5, "lb", "10.9.0.1", "10.9.0.2", recent + 60), exchange(6, "proxy", "10.9.0.8", "10.9.0.1",
                                                                               recent + 61)]  # fmt: skip
     # A callee's span stored before its caller's, which is one bucket earlier; and a caller's span
-    # stored before its callee's, five buckets later (its bucket is not read again: the parent is
-    # looked up in visibility.spans). Each has only its first part in this run.
+    # stored before its callee's, five buckets later (its bucket is not recomputed: the parent is
+    # found in the bucket before, read for that). Each has only its first part in this run.
     late = call("late", "proxy", "lb", recent + bucket_us - 15)
     later = call("later", "proxy", "lb", recent + 6 * bucket_us - 15, status=500)
     seed(cassandra, [*spans, late[2], *later[:2]], cfg.bucket_seconds)

@@ -13,8 +13,9 @@ from controller.services.graph import graph_of
 from dashboard.callbacks.graph import elements
 from jobs import kinds
 from jobs.aggregates import bin_of, bin_value
-from jobs.graph import graph_hashes, with_next_buckets
+from jobs.graph import earlier_buckets, graph_hashes, with_next_buckets
 from jobs.publish import Window
+from jobs.visibility import steps_of
 from tests.graph_sample import PROXY, sample_graph_hashes
 from tests.unit.offline_controller import offline_config
 from tests.unit.test_figures import requests
@@ -71,6 +72,17 @@ def test_no_edges_publish_no_graph() -> None:
 
 def test_each_changed_bucket_brings_the_next_one_up_to_the_last() -> None:
     assert with_next_buckets([0, 10_000, 30_000], 10_000, 30_000) == [0, 10_000, 20_000, 30_000]
+
+
+def test_the_parents_of_a_read_are_also_in_the_bucket_before_each_run_of_buckets() -> None:
+    assert earlier_buckets([10_000, 20_000, 50_000], 10_000) == [0, 40_000]
+
+
+def test_a_short_tail_of_buckets_joins_the_step_before() -> None:
+    assert steps_of(list(range(101)), 50) == [list(range(50)), list(range(50, 101))]
+    assert steps_of(list(range(105)), 50) == [list(range(50)), list(range(50, 100)), list(range(100, 105))]
+    assert steps_of([7], 50) == [[7]]
+    assert steps_of([], 50) == []
     assert with_next_buckets([], 10_000, 30_000) == []
 
 
