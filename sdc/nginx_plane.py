@@ -153,7 +153,8 @@ http {{
         default "01";
     }}
     map $clover_sampled $clover_b3_sampled {{ "01" "1"; default "0"; }}
-    map $http_x_request_id $clover_request_id {{ "" $request_id; default $http_x_request_id; }}
+    map $request_id $clover_uuid {{ "~^(.{{8}})(.{{4}})(.{{4}})(.{{4}})(.{{12}})$" "$1-$2-$3-$4-$5"; }}
+    map $http_x_request_id $clover_request_id {{ "" $clover_uuid; default $http_x_request_id; }}
     map $http_x_real_ip $clover_real_ip {{ "" $remote_addr; default $http_x_real_ip; }}
     map $upstream_http_via $clover_via {{ "" "1.1 {pod}"; default "$upstream_http_via, 1.1 {pod}"; }}
 {log_formats}"""
@@ -193,12 +194,16 @@ def forwarding(service: str, pod: str, ip: str, real_ip: str, host: str | None =
 """
 
 
-def upstream_block(name: str, upstreams: list[Upstream], fail_timeout: str = "10s", extra: str = "") -> str:
+def upstream_block(
+    name: str, upstreams: list[Upstream], fail_timeout: str = "10s", extra: str = "", idle: str = "60s"
+) -> str:
+    """An ``upstream`` of ``upstreams`` (plus ``extra`` servers), keep-alive connections kept
+    ``idle`` when unused."""
     servers = "".join(f"        server {u.ip}:{u.port} max_fails=1 fail_timeout={fail_timeout};\n" for u in upstreams)
     return f"""    upstream {name} {{
 {servers}{extra}        keepalive 64;
         keepalive_requests 1000000;
-        keepalive_timeout 60s;
+        keepalive_timeout {idle};
     }}
 """
 
@@ -456,14 +461,18 @@ class NginxService(HttpService, Generic[ConfigT]):
         return found
 
     def _known(self, host: str, port: int) -> tuple[list[str], str]:
-        """Addresses for ``host`` without the registry: those in use, else the chain's own."""
+        """Addresses for ``host`` without the registry: those in use, else the chain's own (a
+        service's: each of its pods')."""
         used = [u for u in self.upstreams.values() if u.label == f"{host}:{port}"]
         if used:
             return [u.ip for u in used], used[0].service
-        name = host.split(".")[0]
-        if name in topology.POD_NAMES and topology.mode(self.runtime.cfg) != topology.CLUSTER:
-            return [topology.pod_ip(self.runtime.cfg, name)], topology.spec(name).service
-        return [], ""
+        name, cfg = host.split(".")[0], self.runtime.cfg
+        if topology.mode(cfg) == topology.CLUSTER:
+            return [], ""
+        if name in topology.POD_NAMES:
+            return [topology.pod_ip(cfg, name)], topology.spec(name).service
+        members = [p.name for p in topology.POD_SPECS if p.service == name]  # a service: its pods (http-lb)
+        return [topology.pod_ip(cfg, m) for m in members], name
 
     async def resolve_groups(self, config: ConfigT) -> list[list[Upstream]]:
         return [await self.resolve(entries, keep) for entries, keep in self.groups(config)]

@@ -55,7 +55,7 @@ from sdc.nginx_plane import (
     trace_headers,
     upstream_block,
 )
-from sdc.proxy import BLOCKED_TEXT, MIRROR_OFF, Blocklist, ProxyConfig, ProxyControl
+from sdc.proxy import BLOCKED_TEXT, MIRROR_OFF, Block, Blocklist, ProxyConfig, ProxyControl
 from sdc.runtime import ConfigRefused, Runtime
 from sdc.tracing import finish
 
@@ -94,8 +94,10 @@ def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lb
     copy_location = ""
     ids_block = ""
     if config.mirror_path != MIRROR_OFF:
-        refusing = f"        server {ip}:{REFUSING_PORT} backup;\n"
-        ids_block = upstream_block("clover_ids", ids, "1s", refusing)
+        refusing = f"        server {ip}:{REFUSING_PORT} backup max_fails=0;\n"
+        # Idle connections to the IDS close after 1 s and a copy unanswered for 2 s fails: a
+        # connection to an IDS that went away with its namespace (no FIN) is not kept or waited on.
+        ids_block = upstream_block("clover_ids", ids, "1s", refusing, "1s")
         copy_location = f"""        location = {COPY_LOCATION} {{
             internal;
             log_subrequest on;
@@ -114,8 +116,8 @@ def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lb
             proxy_set_header {SENDER_SERVICE} "{service}";
             proxy_set_header {SENDER_POD} "{pod}";
 {trace_headers("$clover_copy_span")}            proxy_connect_timeout 1s;
-            proxy_send_timeout 5s;
-            proxy_read_timeout 5s;
+            proxy_send_timeout 2s;
+            proxy_read_timeout 2s;
         }}
 """  # noqa: E501
     forward = forwarding(service, pod, "$clover_bind", "$remote_addr", _host(config.proxy_path))
@@ -168,8 +170,8 @@ class NginxProxy(NginxService[ProxyConfig]):
         self.control: ProxyControl = ProxyControl(runtime)
         self.blocklist = self.control.blocklist
         self._candidate: Blocklist | None = None
-        self._rendering: set[str] = set()
-        self._rendered: set[str] = set()
+        self._rendering: dict[str, Block] = {}
+        self._rendered: dict[str, Block] = {}  # the blocks nginx has: what GetConfig shows
         self._expiry: asyncio.Task[None] | None = None
         # Istio's ingress gateway would count these for its calls to the proxy (see sdc/metrics.py).
         self.gateway_stats = runtime.outbound(topology.HTTP_PORT, runtime.spec.service)
@@ -198,8 +200,8 @@ class NginxProxy(NginxService[ProxyConfig]):
 
     def render(self, config: ProxyConfig, resolved: list[list[Upstream]]) -> str:
         rt = self.runtime
-        blocked = sorted(b.ip for b in (self._candidate or self.blocklist).active())
-        self._rendering = set(blocked)
+        self._rendering = {b.ip: b for b in (self._candidate or self.blocklist).active()}
+        blocked = sorted(self._rendering)
         return render(rt.name, rt.spec.service, self.listener.home, rt.ip, config, resolved[0],
                       resolved[1] if len(resolved) > 1 else [], blocked, rt.cfg.sdc_trace_ratio)  # fmt: skip
 
@@ -228,17 +230,17 @@ class NginxProxy(NginxService[ProxyConfig]):
         return PROCESSED
 
     def dump(self) -> nginx_pb2.ConfigDump:
-        dump: nginx_pb2.ConfigDump = self.control.dump(self.kind)
+        dump: nginx_pb2.ConfigDump = self.control.dump(self.kind, sorted(self._rendered.values(), key=lambda b: b.ip))
         return dump
 
     async def follow_blocks(self) -> None:
         """Re-render once a block expired (the list nginx has and the list in force differ)."""
         while True:
             await asyncio.sleep(EXPIRY_CHECK_SECONDS)
-            if {b.ip for b in self.blocklist.active()} == self._rendered:
+            if {b.ip for b in self.blocklist.active()} == set(self._rendered):
                 continue
             async with self.lock:
-                if {b.ip for b in self.blocklist.active()} == self._rendered:
+                if {b.ip for b in self.blocklist.active()} == set(self._rendered):
                     continue
                 try:
                     await self.switch(self.config)

@@ -201,7 +201,8 @@ class ProxyControl:
         except Exception as exc:
             raise ConfigRefused(f"event_id {event_id}: cannot read the alert from Redis: {exc}") from None
 
-    def dump(self, kind: str) -> nginx_pb2.ConfigDump:
+    def dump(self, kind: str, blocks: list[Block] | None = None) -> nginx_pb2.ConfigDump:
+        """The configuration and ``blocks`` (default: the clients blocked now)."""
         c = self.config
         proxy = nginx_pb2.ConfigProxy(
             server_port=str(c.server_port),
@@ -216,7 +217,7 @@ class ProxyControl:
                 ip=b.ip, blocked_at=b.blocked_at, blocked_until=b.blocked_until, event_id=b.event_id,
                 signature_id=b.signature_id, msg=b.msg,
             )
-            for b in self.blocklist.active()
+            for b in (self.blocklist.active() if blocks is None else blocks)
         ]  # fmt: skip
         return nginx_pb2.ConfigDump(kind=kind, pod=self.runtime.name, proxy=proxy, blocked=blocked)
 

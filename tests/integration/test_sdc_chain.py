@@ -148,6 +148,8 @@ def chain(stack: Launcher, cfg: Config, request: pytest.FixtureRequest) -> Itera
     planes = [requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, pod)}/stats", timeout=5).json()["dataplane"]
               for pod in ("http-lb-v1", "http-lb-v2", PROXY)]  # fmt: skip
     assert planes == [DATAPLANES["http-lb-v1"], "python", request.param]
+    # The restarted pods left the registry and came back: the proxy follows within a few seconds.
+    wait_for("the proxy to route to both load balancers", lambda: len({lb for lb, _ in send(cfg, 4)}) == 2)
     yield cfg
     if any(p.name in topology.POD_NAMES for p in stack.running()):
         stack.down(["sdc"])
@@ -655,6 +657,15 @@ def test_with_the_ids_gone_every_request_is_answered_and_each_copy_counted_as_fa
         )
     finally:
         stack.up(["snort-ids"])
+    # The proxy tries the IDS again a second or two after its last failed copy.
+    seen = [ids_quiet(chain)]
+
+    def copied_again() -> bool:
+        assert concurrent_gets(url(chain, PROXY, "/about.html"), 1, clients=1) == [200]
+        seen.append(ids_quiet(chain))
+        return seen[-1] > seen[-2]
+
+    wait_for("a copy to reach the IDS again", copied_again, timeout=20, every=0.5)
     inspected = ids_quiet(chain)
     assert concurrent_gets(url(chain, PROXY, "/about.html"), 10, clients=2) == [200] * 10
     assert ids_quiet(chain) == inspected + 10  # the proxy connects again once the IDS is back
