@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,9 +210,15 @@ def upstream_block(
 """
 
 
+def socket_dir(home: Path) -> Path:
+    """Where the nginx of ``home`` keeps its unix sockets: a short path (a socket's path has at
+    most 107 bytes), private to the pod."""
+    return Path(tempfile.gettempdir()) / f"clover-nginx-{hashlib.sha1(str(home).encode()).hexdigest()[:12]}"
+
+
 def status_server(home: Path) -> str:
     return f"""    server {{
-        listen unix:{home}/status.sock;
+        listen unix:{socket_dir(home)}/status.sock;
         access_log off;
         location / {{ stub_status; }}
     }}
@@ -327,6 +335,8 @@ class NginxProcess:
     async def bind(self, port: int) -> None:
         for sub in ("tmp", "tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(socket_dir(self.home), ignore_errors=True)  # a killed pod's
+        socket_dir(self.home).mkdir(mode=0o700)
         self._open_fifo()
         os.replace(self.check(await self.service.first_render(port)), self.conf)
         self.process = subprocess.Popen(self._argv("-c", str(self.conf)), stdin=subprocess.DEVNULL,
@@ -373,7 +383,7 @@ class NginxProcess:
         """nginx's connection counts (Active, Reading, Writing, Waiting), the asking one left out."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(1.0)
-            sock.connect(str(self.home / "status.sock"))
+            sock.connect(str(socket_dir(self.home) / "status.sock"))
             sock.sendall(b"GET / HTTP/1.0\r\nHost: status\r\n\r\n")
             answer = b""
             while chunk := sock.recv(4096):
@@ -398,6 +408,7 @@ class NginxProcess:
             asyncio.get_running_loop().remove_reader(self._fifo)
             os.close(self._fifo)
             self._fifo = None
+        shutil.rmtree(socket_dir(self.home), ignore_errors=True)
 
 
 class NginxService(HttpService, Generic[ConfigT]):
@@ -416,6 +427,7 @@ class NginxService(HttpService, Generic[ConfigT]):
         self.listener = NginxProcess(self)
         self._open_upstream: set[tuple[int, str, int]] = set()
         self._registered: set[str] = set()
+        self._seen: set[str] = set()  # addresses the registry has listed
         self._follow: asyncio.Task[None] | None = None
         runtime.refreshers.append(self._refresh)
 
@@ -449,6 +461,9 @@ class NginxService(HttpService, Generic[ConfigT]):
             try:
                 ips, service = await self.runtime.resolver.resolve_async(host)
                 self._registered.add(host)
+                self._seen.update(ips)
+                # A service's pods not registered yet (pods start together) count at their chain address.
+                ips = ips + [ip for ip in self._members(host) if ip not in ips and ip not in self._seen]
             except ResolveError:
                 if host in self._registered and not keep_gone:
                     continue
@@ -467,12 +482,16 @@ class NginxService(HttpService, Generic[ConfigT]):
         if used:
             return [u.ip for u in used], used[0].service
         name, cfg = host.split(".")[0], self.runtime.cfg
-        if topology.mode(cfg) == topology.CLUSTER:
-            return [], ""
-        if name in topology.POD_NAMES:
+        if name in topology.POD_NAMES and topology.mode(cfg) != topology.CLUSTER:
             return [topology.pod_ip(cfg, name)], topology.spec(name).service
-        members = [p.name for p in topology.POD_SPECS if p.service == name]  # a service: its pods (http-lb)
-        return [topology.pod_ip(cfg, m) for m in members], name
+        return self._members(host), name
+
+    def _members(self, host: str) -> list[str]:
+        """The chain's addresses of the pods of service ``host`` (http-lb: both load balancers)."""
+        name, cfg = host.split(".")[0], self.runtime.cfg
+        if name in topology.POD_NAMES or topology.mode(cfg) == topology.CLUSTER:
+            return []
+        return [topology.pod_ip(cfg, p.name) for p in topology.POD_SPECS if p.service == name]
 
     async def resolve_groups(self, config: ConfigT) -> list[list[Upstream]]:
         return [await self.resolve(entries, keep) for entries, keep in self.groups(config)]

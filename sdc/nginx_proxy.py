@@ -51,6 +51,7 @@ from sdc.nginx_plane import (
     forwarding,
     log_format,
     preamble,
+    socket_dir,
     status_server,
     trace_headers,
     upstream_block,
@@ -83,6 +84,7 @@ def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lb
            ids: list[Upstream], blocked: list[str], ratio: float) -> str:  # fmt: skip
     """The nginx configuration of the proxy pod ``pod`` of ``service``."""
     fifo = where / "access.fifo"
+    sockets = socket_dir(where)
     geo = "".join(f"        {b} 1;\n" for b in blocked)
     mirror = "" if config.mirror_path == MIRROR_OFF else f"            mirror {COPY_LOCATION};\n"
     other = ""
@@ -134,8 +136,8 @@ def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lb
     map $content_length $clover_length {{ "" 0; default $content_length; }}
     map $http_x_request_id $clover_rid_made {{ "" 1; default 0; }}
 {_xff_count()}{upstream_block("clover_upstream", lbs)}{ids_block}\
-    upstream clover_blocked {{ server unix:{where}/blocked.sock; }}
-    upstream clover_unmatched {{ server unix:{where}/unmatched.sock; }}
+    upstream clover_blocked {{ server unix:{sockets}/blocked.sock; }}
+    upstream clover_unmatched {{ server unix:{sockets}/unmatched.sock; }}
     server {{
         listen {ip}:{config.server_port} backlog=1024;
         server_name {config.server_name};
@@ -147,13 +149,13 @@ def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lb
 {forward}        }}
 {other}{copy_location}    }}
     server {{
-        listen unix:{where}/blocked.sock;
+        listen unix:{sockets}/blocked.sock;
         access_log off;
         default_type text/html;
         location / {{ return 403 '{error_page(403, BLOCKED_TEXT, pod)}'; }}
     }}
     server {{
-        listen unix:{where}/unmatched.sock;
+        listen unix:{sockets}/unmatched.sock;
         access_log off;
         default_type text/html;
         location / {{ return 404 '{error_page(404, "no location matches $uri", pod)}'; }}

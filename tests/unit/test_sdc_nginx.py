@@ -4,8 +4,10 @@ configurations it renders (checked by nginx itself)."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from sdc import nginx_proxy, topology
 from sdc.lb import LbConfig
 from sdc.metrics import ClusterStats
 from sdc.nginx_lb import render
-from sdc.nginx_plane import Upstream, nginx_binary, sampling_rule
+from sdc.nginx_plane import Upstream, nginx_binary, sampling_rule, socket_dir
 from sdc.proxy import ProxyConfig
 
 
@@ -35,13 +37,22 @@ def test_the_load_balancers_and_the_proxy_get_nginx_unless_the_waf_checks_and_au
     assert tuple(topology.dataplane(cfg, pod) for pod in pods) == planes
 
 
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """An nginx home as the pod makes it: temporary directories and the short socket directory."""
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp_path / "tmp" / sub).mkdir(parents=True)
+    socket_dir(tmp_path).mkdir(mode=0o700)
+    yield tmp_path
+    shutil.rmtree(socket_dir(tmp_path))
+
+
 def test_the_sampling_split_follows_the_trace_ratio() -> None:
     assert [sampling_rule(r) for r in (1.0, 0.0, 0.01)] == ['* "01";', '* "00";', '1.00% "01"; * "00";']
 
 
-def test_the_rendered_configuration_passes_nginx_t_and_lists_the_servers(tmp_path: Path) -> None:
-    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / "tmp" / sub).mkdir(parents=True)
+def test_the_rendered_configuration_passes_nginx_t_and_lists_the_servers(home: Path) -> None:
+    tmp_path = home
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -78,11 +89,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("mirror", ["http://snort-ids:80", "off"])
-def test_the_proxy_configuration_passes_nginx_t_with_its_block_list_copy_and_upstreams(
-    tmp_path: Path, mirror: str
-) -> None:
-    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (tmp_path / "tmp" / sub).mkdir(parents=True)
+def test_the_proxy_configuration_passes_nginx_t_with_its_block_list_copy_and_upstreams(home: Path, mirror: str) -> None:
+    tmp_path = home
     port = _free_port()
     lbs = [Upstream("http-lb:9180", f"127.0.0.{11 + i}", 9180, "http-lb", "fqdn", ClusterStats("c")) for i in (0, 1)]
     ids = [Upstream("snort-ids:80", "127.0.0.30", 80, "snort-ids", "fqdn", ClusterStats("i"))]
