@@ -295,7 +295,8 @@ def client_response(answer: Response, via: str) -> web.Response:
     return web.Response(status=answer.status, reason=answer.reason or None, headers=headers, body=answer.body)
 
 
-def error_response(status: int, text: str, via: str) -> web.Response:
+def error_page(status: int, text: str, via: str) -> str:
+    """The HTML a hop answers with when it cannot forward (``text`` says why)."""
     reasons = {
         403: "Forbidden",
         404: "Not Found",
@@ -304,7 +305,11 @@ def error_response(status: int, text: str, via: str) -> web.Response:
         504: "Gateway Timeout",
     }
     title = f"{status} {reasons.get(status, 'Error')}"
-    body = f"<html><head><title>{title}</title></head><body><h1>{title}</h1><p>{text}</p><hr>{via}</body></html>\n"
+    return f"<html><head><title>{title}</title></head><body><h1>{title}</h1><p>{text}</p><hr>{via}</body></html>\n"
+
+
+def error_response(status: int, text: str, via: str) -> web.Response:
+    body = error_page(status, text, via)
     return web.Response(status=status, text=body, content_type="text/html", headers={"Via": f"1.1 {via}"})
 
 

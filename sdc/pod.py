@@ -27,6 +27,7 @@ from sdc.ids.service import add_to as add_snort
 from sdc.lb import LoadBalancer
 from sdc.nginx_control import HttpService
 from sdc.nginx_lb import NginxLoadBalancer
+from sdc.nginx_proxy import NginxProxy
 from sdc.proxy import Proxy
 from sdc.runtime import Runtime, run_loop
 from sdc.server import Server
@@ -59,6 +60,11 @@ def build(runtime: Runtime) -> HttpService | SnortIds | ModSecurityCrs:
     if kind == topology.WAF:
         return ModSecurityCrs(runtime)
     if kind == topology.PROXY:
+        if runtime.dataplane == "nginx":
+            return NginxProxy(runtime)
+        if runtime.cfg.waf_check and runtime.cfg.sdc_dataplane != "python":
+            log.info("CLOVER_WAF=on: the proxy answers with its Python data plane, not nginx "
+                     "(the WAF check needs the body and the verdict before forwarding)")  # fmt: skip
         return Proxy(runtime)
     if kind == topology.LB:
         return NginxLoadBalancer(runtime) if runtime.dataplane == "nginx" else LoadBalancer(runtime)

@@ -64,6 +64,7 @@ MIRROR_BACKLOG = 512
 REPLACED_IN_COPY = frozenset({"x-real-ip", "forwarded", "x-clover-mirror"}) | SENDER_HEADERS
 MAX_BLOCK_SECONDS = 7 * 24 * 3600
 MIRROR_OFF = "off"
+BLOCKED_TEXT = "Your address is blocked after an intrusion alert."
 
 
 @dataclass
@@ -113,16 +114,122 @@ class Blocklist:
         return sorted(self.entries.values(), key=lambda e: e.ip)
 
 
+class ProxyControl:
+    """What the proxy keeps whichever data plane answers: its configuration, checked as a whole,
+    the block list and the alerts that fill it."""
+
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        self.config = ProxyConfig(block_seconds=runtime.cfg.sdc_block_seconds)
+        if runtime.mode == "loopback" and topology.ids_http_port() != 80:
+            self.config.mirror_path = f"http://snort-ids:{topology.ids_http_port()}"
+        self.blocklist = Blocklist()
+        self.redis: aioredis.Redis | None = None
+
+    async def checked(self, request: nginx_pb2.ConfigProxy) -> tuple[ProxyConfig, HostPort | None, HostPort | None]:
+        """The configuration a ModifyProxy asks for, every field checked, and the new upstream and
+        mirror entries (None: unchanged); raises ConfigRefused naming the field. Changes nothing."""
+        current = self.config
+        port = port_field(request.server_port, "server_port", current.server_port)
+        location = path_field(request.location_path, "location_path", current.location_path)
+        if request.block_seconds < 0 or request.block_seconds > MAX_BLOCK_SECONDS:
+            raise ConfigRefused(f"block_seconds {request.block_seconds} must be within 0..{MAX_BLOCK_SECONDS}")
+        proxy_path = current.proxy_path
+        upstream_entry = None
+        if request.proxy_path.strip():
+            upstream_entry = host_port_field(request.proxy_path, "proxy_path", 80)
+            await resolve_reachable(self.runtime.resolver, self.runtime.placement, upstream_entry, "proxy_path")
+            proxy_path = f"http://{upstream_entry}"
+        mirror_path = current.mirror_path
+        mirror_entry = None
+        if request.mirror_path.strip() == MIRROR_OFF:
+            mirror_path = MIRROR_OFF
+        elif request.mirror_path.strip():
+            mirror_entry = host_port_field(request.mirror_path, "mirror_path", 80)
+            await resolve_reachable(self.runtime.resolver, self.runtime.placement, mirror_entry, "mirror_path")
+            mirror_path = f"http://{mirror_entry}"
+        config = ProxyConfig(
+            server_port=port,
+            server_name=request.server_name or current.server_name,
+            location_path=location,
+            proxy_path=proxy_path,
+            mirror_path=mirror_path,
+            block_seconds=request.block_seconds or current.block_seconds,
+        )
+        return config, upstream_entry, mirror_entry
+
+    async def block(self, request: nginx_pb2.AlertMessage) -> Block:
+        """The block a ProcessAlerts asks for (the alert's source IP, for ``block_seconds``), checked;
+        raises ConfigRefused naming the field. Changes nothing (``record`` does)."""
+        source_ip, signature_id, msg = request.source_ip.strip(), request.signature_id, request.msg
+        if not source_ip:
+            if not request.event_id:
+                raise ConfigRefused("source_ip or event_id is required")
+            fields = await self._alert_fields(request.event_id)
+            source_ip = fields.get("source-ip", "")
+            signature_id = signature_id or fields.get("signature-id", "")
+            msg = msg or fields.get("msg", "")
+            if not source_ip:
+                raise ConfigRefused(
+                    f"event_id {request.event_id}: {keys.snort_event(request.event_id)} has no source-ip"
+                )
+        try:
+            ipaddress.ip_address(source_ip)
+        except ValueError:
+            raise ConfigRefused(f"source_ip {source_ip!r} is not an IP address") from None
+        if request.block_seconds < 0 or request.block_seconds > MAX_BLOCK_SECONDS:
+            raise ConfigRefused(f"block_seconds {request.block_seconds} must be within 0..{MAX_BLOCK_SECONDS}")
+        seconds = request.block_seconds or self.config.block_seconds
+        now = time.time()
+        return Block(source_ip, now, now + seconds, request.event_id, signature_id, msg)
+
+    def record(self, entry: Block) -> None:
+        """Put a checked block (``block``) on the list, once the data plane applies it."""
+        self.blocklist.block(entry)
+        self.runtime.registry.inc("clover_sdc_proxy_alerts_processed_total", help="ProcessAlerts calls applied")
+        log.info("blocked %s for %.0fs after alert %s (sid %s %s)", entry.ip, entry.blocked_until - entry.blocked_at,
+                 entry.event_id, entry.signature_id, entry.msg)  # fmt: skip
+
+    async def _alert_fields(self, event_id: str) -> dict[str, str]:
+        import redis.asyncio as aioredis
+
+        if self.redis is None:
+            self.redis = aioredis.Redis.from_url(self.runtime.cfg.redis_url, decode_responses=True, socket_timeout=3)
+        try:
+            fields = await self.redis.hgetall(keys.snort_event(event_id))
+            return {_text(k): _text(v) for k, v in fields.items()}
+        except Exception as exc:
+            raise ConfigRefused(f"event_id {event_id}: cannot read the alert from Redis: {exc}") from None
+
+    def dump(self, kind: str, blocks: list[Block] | None = None) -> nginx_pb2.ConfigDump:
+        """The configuration and ``blocks`` (default: the clients blocked now)."""
+        c = self.config
+        proxy = nginx_pb2.ConfigProxy(
+            server_port=str(c.server_port),
+            server_name=c.server_name,
+            location_path=c.location_path,
+            proxy_path=c.proxy_path,
+            mirror_path=c.mirror_path,
+            block_seconds=c.block_seconds,
+        )
+        blocked = [
+            nginx_pb2.BlockedClient(
+                ip=b.ip, blocked_at=b.blocked_at, blocked_until=b.blocked_until, event_id=b.event_id,
+                signature_id=b.signature_id, msg=b.msg,
+            )
+            for b in (self.blocklist.active() if blocks is None else blocks)
+        ]  # fmt: skip
+        return nginx_pb2.ConfigDump(kind=kind, pod=self.runtime.name, proxy=proxy, blocked=blocked)
+
+
 class Proxy(HttpService):
     kind = "proxy"
     listener: HttpListener
 
     def __init__(self, runtime: Runtime):
         super().__init__(runtime)
-        self.config = ProxyConfig(block_seconds=runtime.cfg.sdc_block_seconds)
-        if runtime.mode == "loopback" and topology.ids_http_port() != 80:
-            self.config.mirror_path = f"http://snort-ids:{topology.ids_http_port()}"
-        self.blocklist = Blocklist()
+        self.control = ProxyControl(runtime)
+        self.blocklist = self.control.blocklist
         self.upstream = UpstreamSet(runtime, [_host_port(self.config.proxy_path)])
         self.mirror = UpstreamSet(runtime, [_host_port(self.config.mirror_path)])
         self.upstream.declare("http-lb", topology.HTTP_PORT)
@@ -133,8 +240,11 @@ class Proxy(HttpService):
         self.listener = HttpListener(runtime, self.handle, self.inbound_stats)
         self.sender = MirrorSender(runtime, self.mirror, MIRROR_BACKLOG)
         self.waf = WafCheck(runtime)
-        self.redis: aioredis.Redis | None = None
         runtime.refreshers.append(self._refresh)
+
+    @property
+    def config(self) -> ProxyConfig:
+        return self.control.config
 
     def _refresh(self) -> None:
         self.listener.server.refresh()
@@ -154,7 +264,7 @@ class Proxy(HttpService):
             self.runtime.registry.inc("clover_sdc_proxy_blocked_requests_total", help="Requests refused with 403")
             if request.body_exists:
                 body = await request.read() if (request.content_length or 0) <= MIRROR_BODY_LIMIT else b""
-            response = error_response(403, "Your address is blocked after an intrusion alert.", self.runtime.name)
+            response = error_response(403, BLOCKED_TEXT, self.runtime.name)
             error: str | None = "client blocked"
         elif not request.path.startswith(config.location_path):
             response, error = error_response(404, f"no location matches {request.path}", self.runtime.name), None
@@ -233,37 +343,13 @@ class Proxy(HttpService):
 
     async def modify_proxy(self, request: nginx_pb2.ConfigProxy) -> str:
         current = self.config
-        port = port_field(request.server_port, "server_port", current.server_port)
-        location = path_field(request.location_path, "location_path", current.location_path)
-        if request.block_seconds < 0 or request.block_seconds > MAX_BLOCK_SECONDS:
-            raise ConfigRefused(f"block_seconds {request.block_seconds} must be within 0..{MAX_BLOCK_SECONDS}")
-        proxy_path = current.proxy_path
-        upstream_entry = None
-        if request.proxy_path.strip():
-            upstream_entry = host_port_field(request.proxy_path, "proxy_path", 80)
-            await resolve_reachable(self.runtime.resolver, self.runtime.placement, upstream_entry, "proxy_path")
-            proxy_path = f"http://{upstream_entry}"
-        mirror_path = current.mirror_path
-        mirror_entry = None
-        if request.mirror_path.strip() == MIRROR_OFF:
-            mirror_path = MIRROR_OFF
-        elif request.mirror_path.strip():
-            mirror_entry = host_port_field(request.mirror_path, "mirror_path", 80)
-            await resolve_reachable(self.runtime.resolver, self.runtime.placement, mirror_entry, "mirror_path")
-            mirror_path = f"http://{mirror_entry}"
-        if port != self.listener.port:
+        config, upstream_entry, mirror_entry = await self.control.checked(request)
+        if config.server_port != self.listener.port:
             try:
-                await self.listener.rebind(port)
+                await self.listener.rebind(config.server_port)
             except OSError as exc:
-                raise ConfigRefused(f"server_port {port}: cannot listen: {exc.strerror or exc}") from None
-        self.config = ProxyConfig(
-            server_port=port,
-            server_name=request.server_name or current.server_name,
-            location_path=location,
-            proxy_path=proxy_path,
-            mirror_path=mirror_path,
-            block_seconds=request.block_seconds or current.block_seconds,
-        )
+                raise ConfigRefused(f"server_port {config.server_port}: cannot listen: {exc.strerror or exc}") from None
+        self.control.config = config
         if upstream_entry is not None:
             await self.upstream.replace([upstream_entry])
         if mirror_entry is not None and f"http://{mirror_entry}" != current.mirror_path:
@@ -272,62 +358,11 @@ class Proxy(HttpService):
         return MODIFIED
 
     async def process_alert(self, request: nginx_pb2.AlertMessage) -> str:
-        source_ip, signature_id, msg = request.source_ip.strip(), request.signature_id, request.msg
-        if not source_ip:
-            if not request.event_id:
-                raise ConfigRefused("source_ip or event_id is required")
-            fields = await self._alert_fields(request.event_id)
-            source_ip = fields.get("source-ip", "")
-            signature_id = signature_id or fields.get("signature-id", "")
-            msg = msg or fields.get("msg", "")
-            if not source_ip:
-                raise ConfigRefused(
-                    f"event_id {request.event_id}: {keys.snort_event(request.event_id)} has no source-ip"
-                )
-        try:
-            ipaddress.ip_address(source_ip)
-        except ValueError:
-            raise ConfigRefused(f"source_ip {source_ip!r} is not an IP address") from None
-        if request.block_seconds < 0 or request.block_seconds > MAX_BLOCK_SECONDS:
-            raise ConfigRefused(f"block_seconds {request.block_seconds} must be within 0..{MAX_BLOCK_SECONDS}")
-        seconds = request.block_seconds or self.config.block_seconds
-        now = time.time()
-        self.blocklist.block(Block(source_ip, now, now + seconds, request.event_id, signature_id, msg))
-        self.runtime.registry.inc("clover_sdc_proxy_alerts_processed_total", help="ProcessAlerts calls applied")
-        log.info(
-            "blocked %s for %ss after alert %s (sid %s %s)", source_ip, seconds, request.event_id, signature_id, msg
-        )
+        self.control.record(await self.control.block(request))
         return PROCESSED
 
-    async def _alert_fields(self, event_id: str) -> dict[str, str]:
-        import redis.asyncio as aioredis
-
-        if self.redis is None:
-            self.redis = aioredis.Redis.from_url(self.runtime.cfg.redis_url, decode_responses=True, socket_timeout=3)
-        try:
-            fields = await self.redis.hgetall(keys.snort_event(event_id))
-            return {_text(k): _text(v) for k, v in fields.items()}
-        except Exception as exc:
-            raise ConfigRefused(f"event_id {event_id}: cannot read the alert from Redis: {exc}") from None
-
     def dump(self) -> nginx_pb2.ConfigDump:
-        c = self.config
-        proxy = nginx_pb2.ConfigProxy(
-            server_port=str(c.server_port),
-            server_name=c.server_name,
-            location_path=c.location_path,
-            proxy_path=c.proxy_path,
-            mirror_path=c.mirror_path,
-            block_seconds=c.block_seconds,
-        )
-        blocked = [
-            nginx_pb2.BlockedClient(
-                ip=b.ip, blocked_at=b.blocked_at, blocked_until=b.blocked_until, event_id=b.event_id,
-                signature_id=b.signature_id, msg=b.msg,
-            )
-            for b in self.blocklist.active()
-        ]  # fmt: skip
-        return nginx_pb2.ConfigDump(kind=self.kind, pod=self.runtime.name, proxy=proxy, blocked=blocked)
+        return self.control.dump(self.kind)
 
     async def start(self) -> None:
         self.waf.start()

@@ -144,9 +144,11 @@ def stats_host(cfg: Config) -> str:
 
 
 def dataplane(cfg: Config, name: str) -> str:
-    """What answers a pod's HTTP: ``nginx`` (the load balancers, outside a cluster, unless
-    CLOVER_SDC_DATAPLANE=python) or ``python`` (the pod's own relay)."""
-    if spec(name).kind != LB or cfg.sdc_dataplane == "python":
+    """What answers a pod's HTTP: ``nginx`` (the load balancers and the proxy, outside a cluster,
+    unless CLOVER_SDC_DATAPLANE=python; the proxy only with the WAF check off) or ``python`` (the
+    pod's own relay)."""
+    kind = spec(name).kind
+    if kind not in (LB, PROXY) or cfg.sdc_dataplane == "python" or (kind == PROXY and cfg.waf_check):
         return "python"
     if cfg.sdc_dataplane == "auto" and mode(cfg) == CLUSTER:
         return "python"

@@ -22,7 +22,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -42,17 +42,25 @@ class SpanCounter(SpanProcessor):
 
 
 class GivenIds(IdGenerator):
-    """Ids set by the caller before each span it starts."""
+    """Ids the caller gives for the next span it starts (``give``, then ``clear``); a span
+    started without (a gRPC call's) gets random ones."""
 
     def __init__(self) -> None:
         self.trace_id = 0
         self.span_id = 0
+        self._random = RandomIdGenerator()
+
+    def give(self, trace_id: int, span_id: int) -> None:
+        self.trace_id, self.span_id = trace_id, span_id
+
+    def clear(self) -> None:
+        self.trace_id = self.span_id = 0
 
     def generate_trace_id(self) -> int:
-        return self.trace_id
+        return self.trace_id or self._random.generate_trace_id()
 
     def generate_span_id(self) -> int:
-        return self.span_id
+        return self.span_id or self._random.generate_span_id()
 
 
 class Telemetry:

@@ -2,37 +2,43 @@
 
     .venv/bin/python bench/sdc/run.py [--seconds 4] [--connections 16] [--path /about.html]
                                       [--trace-ratios 1.0,0.01] [--dataplanes nginx,python]
-                                      [--mode auto|netns|loopback] [--no-waf] [--reuse] [--rate 1000]
+                                      [--proxy-dataplanes nginx,python] [--mode auto|netns|loopback]
+                                      [--no-waf] [--reuse] [--rate 1000] [--tag sdcb] [--port-offset 0]
 
 Starts its own Redis, Jaeger and sample chain (``bench/sdc/chain.py``: state in
-``.clover/bench-sdc/`` or CLOVER_BENCH_STATE_DIR, ports 31xxx, subnet 10.177.200.0/24 in
-namespace mode (root), else 127.177.200.0/24; one run at a time, a previous run's leftovers
+``.clover/bench-sdc/`` or CLOVER_BENCH_STATE_DIR, ports 31xxx (+ ``--port-offset``), subnet
+10.177.200.0/24 in namespace mode (root), else 127.177.200.0/24 (the third number + offset/100),
+namespaces and veths named ``<--tag>-...``; one run at a time, a previous run's leftovers
 waited for or removed) unless ``--reuse`` finds them running, and stops what it started, also on
 SIGTERM or a failure. Spans are exported to Jaeger, as in normal use.
 
 For each tracing ratio (the pods restarted with CLOVER_SDC_TRACE_RATIO), each data plane of the
-load balancers (http-lb-v1/v2 restarted with CLOVER_SDC_DATAPLANE) and each number of keep-alive
-connections, wrk (1 thread) runs ``--seconds`` against, in turn:
+load balancers (http-lb-v1/v2 restarted with CLOVER_SDC_DATAPLANE), each data plane of the proxy
+(restarted with its own CLOVER_SDC_DATAPLANE) and each number of keep-alive connections, wrk
+(1 thread) runs ``--seconds`` against, in turn:
 
 1. ``server``: clover-server1 directly (the baseline; once per ratio);
-2. ``lb``: http-lb-v1 -> clover-server1..3;
+2. ``lb``: http-lb-v1 -> clover-server1..3 (once per lb data plane);
 3. ``chain``: proxy-access-control -> http-lb v1/v2 -> servers, with the IDS copy of each request;
 4. ``chain-ids``: the same with the proxy's mirror off (ModifyProxy ``mirror_path: off``);
-5. ``chain+waf`` (first ratio and data plane only): the proxy restarted with ``CLOVER_WAF=on``:
-   each request is first checked by modsecurity-crs (Apache, ModSecurity, the CRS).
+5. ``chain+waf`` (first ratio and data plane only): the proxy restarted with ``CLOVER_WAF=on``
+   (on its Python data plane): each request is first checked by modsecurity-crs (Apache,
+   ModSecurity, the CRS).
 
 It prints requests/s, p50/p99 and errors for each, the CPU each kind of pod (Apache included,
 nginx counted with its lb pod) used per 1,000 requests, and per ratio and data plane: the
 throughput ratio chain/server, the p50 and p99 each hop adds (lb - server, chain - lb, the IDS
-copy: chain - chain-ids, the WAF check: chain+waf - chain), and nginx/python for lb and chain.
+copy: chain - chain-ids, the WAF check: chain+waf - chain), nginx/python for lb and chain, and
+the proxy's nginx/python (req/s of the chain with and without the copy, the proxy's CPU).
 wrk sends ``User-Agent: wrk`` (the CRS notes a request without one). The machine is shared: the
 load average is printed before and after; read p99 with it in mind.
 
 wrk keeps 16 requests outstanding, so its p99 is queueing behind the slowest pod. For the p99 a
 hop adds at a given rate, vegeta (``make setup`` builds it) then sends ``--rate`` requests/s on
-schedule (first data plane, each ratio): to the chain, lowered by 30% at a time until every
-answer is a success at >= 95% of the rate, then to the server, the lb and the chain without the
-IDS copy at the rate the chain kept up with; the printed rate says where it ended.
+schedule (first lb data plane, each ratio and proxy data plane): to the chain, lowered by 30% at
+a time until every answer is a success at >= 95% of the rate, then to the server, the lb and the
+chain without the IDS copy at the rate the chain kept up with; the printed rate says where it
+ended.
 """
 
 from __future__ import annotations
@@ -129,6 +135,9 @@ def main() -> None:
     parser.add_argument("--path", default="/about.html", help="page requested (a static page of the site)")
     parser.add_argument("--trace-ratios", default="1.0,0.01", help="span sampling ratios to compare")
     parser.add_argument("--dataplanes", default="nginx,python", help="load balancer data planes to compare")
+    parser.add_argument("--proxy-dataplanes", default="nginx,python", help="proxy data planes to compare")
+    parser.add_argument("--tag", default="sdcb", help="prefix of the pods' namespaces and veths (1-7 characters)")
+    parser.add_argument("--port-offset", type=int, default=0, help="added to every port of the benchmark's stack")
     parser.add_argument("--no-waf", action="store_true", help="leave out the chain with the WAF check")
     parser.add_argument("--mode", choices=["auto", "netns", "loopback"], default="auto",
                         help="pods in network namespaces (root) or on loopback addresses")  # fmt: skip
@@ -144,18 +153,23 @@ def main() -> None:
     except ValueError as exc:
         sys.exit(f"bench/sdc: {exc}")
     dataplanes = args.dataplanes.split(",")
-    if not set(dataplanes) <= {"nginx", "python"} or not all(0 <= r <= 1 for r in ratios):
-        sys.exit("bench/sdc: --dataplanes takes nginx and/or python, --trace-ratios values within 0..1")
+    proxy_planes = args.proxy_dataplanes.split(",")
+    if not set(dataplanes) | set(proxy_planes) <= {"nginx", "python"} or not all(0 <= r <= 1 for r in ratios):
+        sys.exit("bench/sdc: --dataplanes and --proxy-dataplanes take nginx and/or python, --trace-ratios values "
+                 "within 0..1")  # fmt: skip
+    if not (re.fullmatch(r"[a-z][a-z0-9]{0,6}", args.tag) and 0 <= args.port_offset < 1000):
+        sys.exit("bench/sdc: --tag takes 1-7 lowercase letters or digits (a letter first), --port-offset 0..999")
 
-    env = bench_env(netns_mode=args.mode == "netns" or (args.mode == "auto" and topology.netns_available()))
+    in_netns = args.mode == "netns" or (args.mode == "auto" and topology.netns_available())
+    env = bench_env(port_offset=args.port_offset, tag=args.tag, netns_mode=in_netns)
     try:
         with BenchStack(env, reuse=args.reuse) as stack:
             if stack.removed:
                 print(f"removed what a previous run left: {', '.join(stack.removed)}")
             print(f"sample chain in {topology.mode(stack.cfg)} mode, state in {stack.cfg.state_dir}")
             load = os.getloadavg()
-            results = run(stack.cfg, args, ratios, dataplanes, connection_counts)
-            fixed = fixed_rates(stack.cfg, args, ratios, dataplanes[0]) if args.rate else []
+            results = run(stack.cfg, args, ratios, dataplanes, proxy_planes, connection_counts)
+            fixed = fixed_rates(stack.cfg, args, ratios, dataplanes[0], proxy_planes) if args.rate else []
             report(args, results, load, os.getloadavg())
             report_fixed(args, fixed)
     except (BenchBusy, StackError) as exc:
@@ -169,6 +183,7 @@ class Result:
     name: str
     ratio: float
     dataplane: str
+    proxy: str
     connections: int
     rps: float
     p50_ms: float
@@ -195,18 +210,25 @@ def waf_checked_proxy(cfg: Config) -> Iterator[None]:
         restart(cfg, [PROXY])
 
 
-def measure(cfg: Config, launcher: Launcher, name: str, url: str, connections: int, seconds: int) -> Result:
+def measure(
+    cfg: Config, launcher: Launcher, name: str, url: str, connections: int, seconds: int, proxy: str = ""
+) -> Result:
     assert requests.get(url, headers={"User-Agent": "wrk"}, timeout=5).status_code == 200, url
     wrk(url, connections, 1)  # warm the pools
     before = pod_cpu(launcher)
     rps, p50, _, p99, total, errors = wrk(url, connections, seconds)
     after = pod_cpu(launcher)
     used = {kind: after[kind] - before[kind] for kind in after}
-    return Result(name, cfg.sdc_trace_ratio, topology.dataplane(cfg, "http-lb-v1"), connections, rps, p50, p99,
-                  total, errors, used)  # fmt: skip
+    return Result(name, cfg.sdc_trace_ratio, topology.dataplane(cfg, "http-lb-v1"), proxy, connections, rps, p50,
+                  p99, total, errors, used)  # fmt: skip
 
 
-def run(base: Config, args: argparse.Namespace, ratios: list[float], dataplanes: list[str],
+def proxy_on(cfg: Config, plane: str) -> Launcher:
+    """The proxy restarted on its ``plane`` (the other pods as ``cfg`` has them)."""
+    return restart(dataclasses.replace(cfg, sdc_dataplane=plane), [PROXY])
+
+
+def run(base: Config, args: argparse.Namespace, ratios: list[float], dataplanes: list[str], proxy_planes: list[str],
         connection_counts: list[int]) -> list[Result]:  # fmt: skip
     results: list[Result] = []
     mirror_on = {"mirror_path": f"http://snort-ids:{topology.ids_http_port()}"}
@@ -216,17 +238,20 @@ def run(base: Config, args: argparse.Namespace, ratios: list[float], dataplanes:
             launcher = restart(cfg, ["sdc"] if n == 0 else ["http-lb-v1", "http-lb-v2"])
             pods = {"server": "clover-server1", "lb": "http-lb-v1", "chain": PROXY}
             urls = {name: f"http://{topology.pod_ip(cfg, pod)}:9180{args.path}" for name, pod in pods.items()}
-            for c in connection_counts:
-                if n == 0:
-                    results.append(measure(cfg, launcher, "server", urls["server"], c, args.seconds))
-                results.append(measure(cfg, launcher, "lb", urls["lb"], c, args.seconds))
-                results.append(measure(cfg, launcher, "chain", urls["chain"], c, args.seconds))
-                grpc_client.modify_proxy(cfg, {"mirror_path": "off"})
-                results.append(measure(cfg, launcher, "chain-ids", urls["chain"], c, args.seconds))
-                grpc_client.modify_proxy(cfg, mirror_on)
+            for m, plane in enumerate(proxy_planes):
+                launcher = proxy_on(cfg, plane)
+                for c in connection_counts:
+                    if n == 0 and m == 0:
+                        results.append(measure(cfg, launcher, "server", urls["server"], c, args.seconds))
+                    if m == 0:
+                        results.append(measure(cfg, launcher, "lb", urls["lb"], c, args.seconds))
+                    results.append(measure(cfg, launcher, "chain", urls["chain"], c, args.seconds, plane))
+                    grpc_client.modify_proxy(cfg, {"mirror_path": "off"})
+                    results.append(measure(cfg, launcher, "chain-ids", urls["chain"], c, args.seconds, plane))
+                    grpc_client.modify_proxy(cfg, mirror_on)
             if ratio == ratios[0] and n == 0 and not args.no_waf:
                 with waf_checked_proxy(cfg):
-                    results += [measure(cfg, launcher, "chain+waf", urls["chain"], c, args.seconds)
+                    results += [measure(cfg, launcher, "chain+waf", urls["chain"], c, args.seconds, "python")
                                 for c in connection_counts]  # fmt: skip
     return results
 
@@ -235,6 +260,7 @@ def run(base: Config, args: argparse.Namespace, ratios: list[float], dataplanes:
 class FixedRate:
     name: str
     ratio: float
+    proxy: str
     rate: int
     p50_ms: float
     p99_ms: float
@@ -245,7 +271,7 @@ class FixedRate:
         return self.success == 1.0 and self.throughput >= 0.95 * self.rate
 
 
-def vegeta(cfg: Config, name: str, url: str, rate: int, seconds: int) -> FixedRate:
+def vegeta(cfg: Config, name: str, url: str, rate: int, seconds: int, proxy: str) -> FixedRate:
     """One fixed-rate run (an open model: requests are sent on schedule whether or not answers came)."""
     binary = str(cfg.stack_cache / "vegeta" / "vegeta")
     attack = subprocess.run(
@@ -255,13 +281,16 @@ def vegeta(cfg: Config, name: str, url: str, rate: int, seconds: int) -> FixedRa
     out = json.loads(subprocess.run([binary, "report", "-type=json"], input=attack.stdout, capture_output=True,
                                     check=True, timeout=60).stdout)  # fmt: skip
     lat = out["latencies"]
-    return FixedRate(name, cfg.sdc_trace_ratio, rate, lat["50th"] / 1e6, lat["99th"] / 1e6, out["success"],
+    return FixedRate(name, cfg.sdc_trace_ratio, proxy, rate, lat["50th"] / 1e6, lat["99th"] / 1e6, out["success"],
                      out["throughput"])  # fmt: skip
 
 
-def fixed_rates(base: Config, args: argparse.Namespace, ratios: list[float], dataplane: str) -> list[FixedRate]:
-    """Per tracing ratio: the chain at ``--rate`` (lowered by 30% at a time until it keeps up, every
-    answer a success), then the server, the lb and the chain without the IDS copy at that rate."""
+def fixed_rates(
+    base: Config, args: argparse.Namespace, ratios: list[float], dataplane: str, proxy_planes: list[str]
+) -> list[FixedRate]:
+    """Per tracing ratio and proxy data plane: the chain at ``--rate`` (lowered by 30% at a time
+    until it keeps up, every answer a success), then the server, the lb and the chain without the
+    IDS copy at that rate."""
     if not (base.stack_cache / "vegeta" / "vegeta").exists():
         print("vegeta is not built (make setup): no fixed-rate figures")
         return []
@@ -272,17 +301,19 @@ def fixed_rates(base: Config, args: argparse.Namespace, ratios: list[float], dat
         restart(cfg, ["sdc"])
         pods = {"server": "clover-server1", "lb": "http-lb-v1", "chain": PROXY}
         urls = {name: f"http://{topology.pod_ip(cfg, pod)}:9180{args.path}" for name, pod in pods.items()}
-        rate = args.rate
-        while True:
-            chain = vegeta(cfg, "chain", urls["chain"], rate, args.seconds)
-            out.append(chain)
-            if chain.sustained() or rate <= 50:
-                break
-            rate = rate * 7 // 10
-        out += [vegeta(cfg, name, urls[name], rate, args.seconds) for name in ("server", "lb")]
-        grpc_client.modify_proxy(cfg, {"mirror_path": "off"})
-        out.append(vegeta(cfg, "chain-ids", urls["chain"], rate, args.seconds))
-        grpc_client.modify_proxy(cfg, mirror_on)
+        for plane in proxy_planes:
+            proxy_on(cfg, plane)
+            rate = args.rate
+            while True:
+                chain = vegeta(cfg, "chain", urls["chain"], rate, args.seconds, plane)
+                out.append(chain)
+                if chain.sustained() or rate <= 50:
+                    break
+                rate = rate * 7 // 10
+            out += [vegeta(cfg, name, urls[name], rate, args.seconds, plane) for name in ("server", "lb")]
+            grpc_client.modify_proxy(cfg, {"mirror_path": "off"})
+            out.append(vegeta(cfg, "chain-ids", urls["chain"], rate, args.seconds, plane))
+            grpc_client.modify_proxy(cfg, mirror_on)
     return out
 
 
@@ -290,17 +321,19 @@ def report_fixed(args: argparse.Namespace, fixed: list[FixedRate]) -> None:
     if not fixed:
         return
     print(f"\nvegeta, fixed rate, {args.seconds}s each, lb on nginx: p50/p99 ms (success, answers/s)")
-    for ratio in dict.fromkeys(r.ratio for r in fixed):
-        runs = [r for r in fixed if r.ratio == ratio]
+    for ratio, proxy in dict.fromkeys((r.ratio, r.proxy) for r in fixed):
+        runs = [r for r in fixed if (r.ratio, r.proxy) == (ratio, proxy)]
         for r in runs:
-            print(f"{ratio:>5g} {LABELS[r.name]:<32} {r.rate:>5}/s {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
+            print(f"{ratio:>5g} proxy {proxy:<6} {LABELS[r.name]:<32} {r.rate:>5}/s {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
                   f"({r.success:.3f}, {r.throughput:.0f}/s)")  # fmt: skip
         by = {r.name: r for r in runs}  # the last run of each: the chain at the rate it kept up with
         rate = by["chain"].rate
         kept = "" if by["chain"].sustained() else " (the chain did not keep up even there)"
         lower = f"; the chain did not keep up with {args.rate}/s" if rate != args.rate else ""
-        print(f"trace {ratio:g} at {rate}/s{lower}{kept}: p99 added: lb {by['lb'].p99_ms - by['server'].p99_ms:+.2f}, "
+        print(f"trace {ratio:g}, proxy on {proxy}, at {rate}/s{lower}{kept}: p99 added: "
+              f"lb {by['lb'].p99_ms - by['server'].p99_ms:+.2f}, "
               f"proxy (+IDS) {by['chain'].p99_ms - by['lb'].p99_ms:+.2f}, "
+              f"proxy (no IDS) {by['chain-ids'].p99_ms - by['lb'].p99_ms:+.2f}, "
               f"the IDS copy {by['chain'].p99_ms - by['chain-ids'].p99_ms:+.2f}")  # fmt: skip
 
 
@@ -308,42 +341,59 @@ def report(args: argparse.Namespace, results: list[Result], load_before: tuple[f
            load_after: tuple[float, ...]) -> None:  # fmt: skip
     print(f"\nwrk -t1 -d{args.seconds}s against {args.path} (keep-alive); load average before "
           f"{' '.join(f'{x:.2f}' for x in load_before)}, after {' '.join(f'{x:.2f}' for x in load_after)}")  # fmt: skip
-    print(f"pods' CPU seconds per 1,000 requests (nginx with its lb pod)\n{'trace':>5} {'lb':<6} {'target':<32} "
-          f"{'conns':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
+    print(f"pods' CPU seconds per 1,000 requests (nginx with its pod)\n{'trace':>5} {'lb':<6} {'proxy':<6} "
+          f"{'target':<32} {'conns':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
           + " ".join(f"{k:>7}" for k in ("total", *POD_KINDS)))  # fmt: skip
     for r in results:
         per_k = {k: v / r.requests * 1000 if r.requests else 0.0 for k, v in r.cpu_s.items()}
         lb = "-" if r.name == "server" else r.dataplane
-        print(f"{r.ratio:>5g} {lb:<6} {LABELS[r.name]:<32} {r.connections:>5} {r.rps:>7.0f} {r.p50_ms:>7.2f} "
-              f"{r.p99_ms:>7.2f} {r.errors:>6} {sum(per_k.values()):>7.2f} "
+        print(f"{r.ratio:>5g} {lb:<6} {r.proxy or '-':<6} {LABELS[r.name]:<32} {r.connections:>5} {r.rps:>7.0f} "
+              f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} {sum(per_k.values()):>7.2f} "
               + " ".join(f"{per_k[k]:>7.2f}" for k in POD_KINDS))  # fmt: skip
     print()
     for ratio in dict.fromkeys(r.ratio for r in results):
         for c in dict.fromkeys(r.connections for r in results):
             server = next(r for r in results if (r.name, r.ratio, r.connections) == ("server", ratio, c))
-            by: dict[tuple[str, str], Result] = {(r.name, r.dataplane): r for r in results
-                                                 if r.ratio == ratio and r.connections == c}  # fmt: skip
-            for dataplane in dict.fromkeys(d for _, d in by):
-                lb, chain, bare = by[("lb", dataplane)], by[("chain", dataplane)], by[("chain-ids", dataplane)]
-                line = (f"trace {ratio:g}, {c} conns, lb on {dataplane}: chain/server {chain.rps / server.rps:.2f}; "
-                        f"added p50/p99 ms: lb {_hop(lb, server)}, proxy (+IDS) {_hop(chain, lb)}, "
+            runs = [r for r in results if r.ratio == ratio and r.connections == c]
+            lbs = {r.dataplane: r for r in runs if r.name == "lb"}
+            by: dict[tuple[str, str, str], Result] = {(r.name, r.dataplane, r.proxy): r for r in runs}
+            for dataplane, proxy in dict.fromkeys((r.dataplane, r.proxy) for r in runs if r.name == "chain"):
+                hop = lbs[dataplane]
+                chain, bare = by[("chain", dataplane, proxy)], by[("chain-ids", dataplane, proxy)]
+                line = (f"trace {ratio:g}, {c} conns, lb on {dataplane}, proxy on {proxy}: chain/server "
+                        f"{chain.rps / server.rps:.2f} (no IDS {bare.rps / server.rps:.2f}); added p50/p99 ms: "
+                        f"lb {_hop(hop, server)}, proxy (+IDS) {_hop(chain, hop)}, proxy (no IDS) {_hop(bare, hop)}, "
                         f"the IDS copy {_hop(chain, bare)}")  # fmt: skip
-                if ("chain+waf", dataplane) in by:
-                    line += f", the WAF check {_hop(by[('chain+waf', dataplane)], chain)}"
+                if ("chain+waf", dataplane, "python") in by:
+                    line += f", the WAF check {_hop(by[('chain+waf', dataplane, 'python')], chain)}"
                 print(line)
-            if {("lb", "nginx"), ("lb", "python")} <= set(by):
-                print(f"trace {ratio:g}, {c} conns, nginx/python: lb {_ratio(by, 'lb')}, chain {_ratio(by, 'chain')}, "
-                      f"chain without the IDS {_ratio(by, 'chain-ids')}")  # fmt: skip
+            if {"nginx", "python"} <= set(lbs):
+                chains = {(d, p) for n, d, p in by if n == "chain"}
+                proxy = next(p for d, p in sorted(chains) if (("nginx", p) in chains and ("python", p) in chains))
+                chain_ratio = _ratio(by[("chain", "nginx", proxy)], by[("chain", "python", proxy)], "lb")
+                print(f"trace {ratio:g}, {c} conns, lb nginx/python: lb {_ratio(lbs['nginx'], lbs['python'], 'lb')}, "
+                      f"chain (proxy on {proxy}) {chain_ratio}")  # fmt: skip
+            for dataplane in lbs:
+                if ("chain", dataplane, "nginx") in by and ("chain", dataplane, "python") in by:
+                    pair = [(by[(n, dataplane, "nginx")], by[(n, dataplane, "python")]) for n in ("chain", "chain-ids")]
+                    ids = f"{_per_k(pair[0][0], 'ids'):.2f} vs {_per_k(pair[0][1], 'ids'):.2f}"
+                    print(f"trace {ratio:g}, {c} conns, lb on {dataplane}, proxy nginx/python: chain "
+                          f"{_ratio(*pair[0], 'proxy')}, chain without the IDS {_ratio(*pair[1], 'proxy')}, "
+                          f"IDS CPU s/1k copies {ids}")  # fmt: skip
+
+
+def _per_k(r: Result, kind: str) -> float:
+    return r.cpu_s[kind] / r.requests * 1000 if r.requests else 0.0
 
 
 def _hop(outer: Result, inner: Result) -> str:
     return f"{outer.p50_ms - inner.p50_ms:+.2f}/{outer.p99_ms - inner.p99_ms:+.2f}"
 
 
-def _ratio(by: dict[tuple[str, str], Result], name: str) -> str:
-    nginx, python = by[(name, "nginx")], by[(name, "python")]
-    lb_cpu = [r.cpu_s["lb"] / r.requests * 1000 if r.requests else 0.0 for r in (nginx, python)]
-    return f"{nginx.rps / python.rps:.2f}x req/s (lb CPU s/1k {lb_cpu[0]:.2f} vs {lb_cpu[1]:.2f})"
+def _ratio(nginx: Result, python: Result, kind: str) -> str:
+    """nginx's req/s over python's, and the CPU ``kind``'s pods used per 1,000 requests in each."""
+    return (f"{nginx.rps / python.rps:.2f}x req/s ({kind} CPU s/1k {_per_k(nginx, kind):.2f} vs "
+            f"{_per_k(python, kind):.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ os.environ.setdefault("CLOVER_SDC_BLOCK_SECONDS", "4")
 PROXY = "proxy-access-control"
 DATAPLANES = {"http-lb-v1": "python" if os.environ.get("CLOVER_SDC_DATAPLANE") == "python" else "nginx",
               "http-lb-v2": "python"}  # fmt: skip
+PROXY_DATAPLANES = ["python"] if os.environ.get("CLOVER_SDC_DATAPLANE") == "python" else ["nginx", "python"]
 SAMPLES = Path(__file__).resolve().parents[2] / "cloverctl" / "yaml"
 SCAN_SID = "10000003"
 COMMUNITY_SCAN_SID = "1900001"
@@ -133,17 +134,22 @@ def ids_quiet(cfg: Config) -> int:
     return seen[-1]
 
 
-@pytest.fixture(scope="module")
-def chain(stack: Launcher, cfg: Config) -> Iterator[Config]:
+@pytest.fixture(scope="module", params=PROXY_DATAPLANES, ids=lambda plane: f"proxy-{plane}")
+def chain(stack: Launcher, cfg: Config, request: pytest.FixtureRequest) -> Iterator[Config]:
     """The chain with http-lb-v1 on nginx and http-lb-v2 on the Python relay: each test that goes
-    through both load balancers sees both data planes."""
+    through both load balancers sees both data planes; the module runs once with the proxy on
+    nginx and once on its Python relay."""
     output = cloverctl("local", "up", "sdc", "--fresh")
     assert "All parts healthy" in output
-    python_lb = local_stack(dataclasses.replace(cfg, sdc_dataplane="python"))
-    python_lb.down(["http-lb-v2"])
-    python_lb.up(["http-lb-v2"])
-    assert [requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, lb)}/stats", timeout=5).json()["dataplane"]
-            for lb in ("http-lb-v1", "http-lb-v2")] == [DATAPLANES["http-lb-v1"], "python"]  # fmt: skip
+    python = local_stack(dataclasses.replace(cfg, sdc_dataplane="python"))
+    restarted = ["http-lb-v2"] + ([PROXY] if request.param == "python" else [])
+    python.down(restarted)
+    python.up(restarted)
+    planes = [requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, pod)}/stats", timeout=5).json()["dataplane"]
+              for pod in ("http-lb-v1", "http-lb-v2", PROXY)]  # fmt: skip
+    assert planes == [DATAPLANES["http-lb-v1"], "python", request.param]
+    # The restarted pods left the registry and came back: the proxy follows within a few seconds.
+    wait_for("the proxy to route to both load balancers", lambda: len({lb for lb, _ in send(cfg, 4)}) == 2)
     yield cfg
     if any(p.name in topology.POD_NAMES for p in stack.running()):
         stack.down(["sdc"])
@@ -651,6 +657,15 @@ def test_with_the_ids_gone_every_request_is_answered_and_each_copy_counted_as_fa
         )
     finally:
         stack.up(["snort-ids"])
+    # The proxy tries the IDS again a second or two after its last failed copy.
+    seen = [ids_quiet(chain)]
+
+    def copied_again() -> bool:
+        assert concurrent_gets(url(chain, PROXY, "/about.html"), 1, clients=1) == [200]
+        seen.append(ids_quiet(chain))
+        return seen[-1] > seen[-2]
+
+    wait_for("a copy to reach the IDS again", copied_again, timeout=20, every=0.5)
     inspected = ids_quiet(chain)
     assert concurrent_gets(url(chain, PROXY, "/about.html"), 10, clients=2) == [200] * 10
     assert ids_quiet(chain) == inspected + 10  # the proxy connects again once the IDS is back

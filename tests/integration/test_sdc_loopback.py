@@ -25,12 +25,15 @@ from tests.waiting import wait_until
 
 _OFFSET = int(os.environ.get("CLOVER_TEST_PORT_OFFSET", "0"))
 _N = 100 + _OFFSET // 1000 % 100
+PROXY_DATAPLANES = ["python"] if os.environ.get("CLOVER_SDC_DATAPLANE") == "python" else ["nginx", "python"]
 
 
-@pytest.fixture(scope="module")
-def loopback(stack: Launcher, cfg: Config) -> Iterator[tuple[Config, Launcher]]:
+@pytest.fixture(scope="module", params=PROXY_DATAPLANES, ids=lambda plane: f"proxy-{plane}")
+def loopback(stack: Launcher, cfg: Config, request: pytest.FixtureRequest) -> Iterator[tuple[Config, Launcher]]:
+    """The loopback chain, its proxy on nginx or on its Python relay (the load balancers on nginx)."""
     lcfg = dataclasses.replace(
         cfg,
+        sdc_dataplane="auto" if request.param == "nginx" else "python",
         sdc_mode="loopback",
         sdc_subnet=f"127.178.{_N}.0/24",
         sdc_stats_port=25190 + _OFFSET,
