@@ -76,9 +76,11 @@ def with_callers(spans: DataFrame, earlier: DataFrame, width_ms: int) -> DataFra
     ids = spans.select("bucket", "traceid", "spanid", "service").unionByName(
         earlier.select("bucket", "traceid", "spanid", "service")
     )
-    keyed = ids.select(_span_key(F.col("traceid"), F.col("spanid"), F.unix_millis("bucket")).alias("key"), "service")
-    in_bucket = F.broadcast(keyed.select(F.col("key").alias("same_key"), F.col("service").alias("same_service")))
-    before = F.broadcast(keyed.select(F.col("key").alias("before_key"), F.col("service").alias("before_service")))
+    # One table for both lookups: the same plan, so Spark builds and broadcasts it once.
+    parents = F.broadcast(
+        ids.select(_span_key(F.col("traceid"), F.col("spanid"), F.unix_millis("bucket")).alias("key"), "service")
+    )
+    in_bucket, before = parents.alias("in_bucket"), parents.alias("before")
     own_address = F.when(F.col("span_kind") == "server", F.col("dst_ip")).when(
         F.col("span_kind") == "client", F.col("src_ip")
     )
@@ -91,12 +93,14 @@ def with_callers(spans: DataFrame, earlier: DataFrame, width_ms: int) -> DataFra
     )
     at_address = (looked_up["bucket"] == addresses["pod_bucket"]) & (looked_up["client_ip"] == addresses["pod_ip"])
     joined = (
-        looked_up.join(in_bucket, looked_up["same_bucket"] == in_bucket["same_key"], "left")
-        .join(before, looked_up["bucket_before"] == before["before_key"], "left")
+        looked_up.alias("request")
+        .join(in_bucket, F.col("request.same_bucket") == F.col("in_bucket.key"), "left")
+        .join(before, F.col("request.bucket_before") == F.col("before.key"), "left")
         .join(addresses, at_address, "left")
     )
-    found = F.coalesce("same_service", "before_service", "pod_service", "client_ip")
-    return joined.select(*SPAN_COLUMNS, F.when(found != F.col("service"), found).alias("caller"))
+    found = F.coalesce("in_bucket.service", "before.service", "pod_service", "client_ip")
+    own = [F.col(f"request.{c}") for c in SPAN_COLUMNS]
+    return joined.select(*own, F.when(found != F.col("request.service"), found).alias("caller"))
 
 
 def earlier_buckets(buckets: Iterable[int], width_ms: int) -> list[int]:
