@@ -140,7 +140,8 @@ class NginxControl(nginx_pb2_grpc.ControllerServicer):  # type: ignore[misc]  # 
         request: nginx_pb2.ConfigQuery,
         context: grpc.aio.ServicerContext[nginx_pb2.ConfigQuery, nginx_pb2.ConfigDump],
     ) -> nginx_pb2.ConfigDump:
-        return self.service.dump()
+        async with self.service.lock:  # a reconfiguration in progress (a reload) is answered once done
+            return self.service.dump()
 
 
 def add_to(server: grpc.aio.Server, service: HttpService) -> None:
