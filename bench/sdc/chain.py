@@ -29,7 +29,7 @@ from stack.launcher import Launcher
 from stack.secrets import local_config
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTS = ["redis", "jaeger", "sdc"]
+PARTS = ("redis", "jaeger", "sdc")
 LEFTOVER_WAIT_SECONDS = 20.0
 
 
@@ -74,11 +74,12 @@ def leftover_links(tag: str) -> tuple[list[str], list[str]]:
 
 
 class BenchStack:
-    """Redis, Jaeger and the chain for one run (``with BenchStack(env) as stack:``); with
-    ``reuse``, running parts are used and left running."""
+    """Redis, Jaeger and the chain for one run (``with BenchStack(env) as stack:``), or the
+    ``parts`` named; with ``reuse``, running parts are used and left running."""
 
-    def __init__(self, env: Mapping[str, str], reuse: bool = False):
+    def __init__(self, env: Mapping[str, str], reuse: bool = False, parts: tuple[str, ...] = PARTS):
         self.reuse = reuse
+        self.parts = list(parts)
         self.cfg: Config = local_config({**os.environ, **env})
         self.launcher: Launcher = local_stack(self.cfg)
         self.started: list[str] = []
@@ -92,8 +93,8 @@ class BenchStack:
         try:
             if not self.reuse:
                 self.removed = self._clear_leftovers()
-            self.started = [p.name for p in self.launcher.select(PARTS) if self.launcher.process(p.name) is None]
-            self.launcher.up(PARTS, progress=lambda m: None)
+            self.started = [p.name for p in self.launcher.select(self.parts) if self.launcher.process(p.name) is None]
+            self.launcher.up(self.parts, progress=lambda m: None)
         except BaseException:
             self.__exit__()
             raise
