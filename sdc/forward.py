@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -78,42 +79,71 @@ def rotate(targets: list[Target], start: int) -> list[Target]:
     return healthy + [t for t in order if t.failed_until > now]
 
 
+class Received(NamedTuple):
+    """What a pod's bookkeeping needs of a request it received (``headers``: lookups by lowercase name)."""
+
+    method: str
+    host: str
+    target: str
+    headers: Mapping[str, str]
+    size: int
+    client_ip: str
+    client_port: int
+
+    @classmethod
+    def of(cls, request: web.BaseRequest) -> Received:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        return cls(request.method, request.host, request.raw_path, request.headers, request.content_length or 0,
+                   peer[0] if peer else "", peer[1] if peer else 0)  # fmt: skip
+
+
 class Inbound:
     """The bookkeeping of one request a pod received: its SERVER span and inbound stats."""
 
-    def __init__(self, runtime: Runtime, request: web.BaseRequest, stats: ClusterStats, port: int):
+    def __init__(self, runtime: Runtime, received: Received, stats: ClusterStats, port: int):
         self.runtime = runtime
-        self.request = request
+        self.received = received
         self.stats = stats
         self.start = time.perf_counter()
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.client_ip: str = peer[0] if peer else ""
-        self.client_port: int = peer[1] if peer else 0
-        self.request_id = request.headers.get("x-request-id", "")
-        self.request_size = request.content_length or 0
+        self.client_ip = received.client_ip
+        self.client_port = received.client_port
+        self.request_id = received.headers.get("x-request-id", "")
+        self.request_size = received.size
         tel = runtime.telemetry
-        tags = http_tags(
-            url=f"http://{request.host}{request.raw_path}",
-            method=request.method,
-            user_agent=request.headers.get("User-Agent", ""),
-            request_size=self.request_size,
-            upstream_cluster=stats.cluster,
-            request_id=self.request_id,
-            peer=f"{self.client_ip}:{self.client_port}",
-        )
-        name = operation_name(runtime.spec.fqdn, port)
-        self.span = tel.start(name, SpanKind.SERVER, tel.extract(request.headers), tags)
+        span = tel.unsampled_child(received.headers)
+        if span is None:
+            tags = http_tags(
+                url=f"http://{received.host}{received.target}",
+                method=received.method,
+                user_agent=received.headers.get("user-agent", ""),
+                request_size=self.request_size,
+                upstream_cluster=stats.cluster,
+                request_id=self.request_id,
+                peer=f"{self.client_ip}:{self.client_port}",
+            )
+            name = operation_name(runtime.spec.fqdn, port)
+            span = tel.start(name, SpanKind.SERVER, tel.extract(received.headers), tags)
+        self.span = span
+        self.traceresponse = traceresponse(span)
         stats.request_started()
+
+    @classmethod
+    def of(cls, runtime: Runtime, request: web.BaseRequest, stats: ClusterStats, port: int) -> Inbound:
+        return cls(runtime, Received.of(request), stats, port)
 
     def done(self, response: web.StreamResponse, error: str | None = None) -> web.StreamResponse:
         size = response.content_length or 0
-        self.stats.request_finished(response.status, elapsed_ms(self.start), self.request_size, size)
-        tr = traceresponse(self.span)
+        tr = self.finish(response.status, size, error)
         if tr:
             response.headers["traceresponse"] = tr
-        finish(self.span, response.status, size, error)
-        self._log(response.status, size)
         return response
+
+    def finish(self, status: int, size: int, error: str | None = None) -> str | None:
+        """Count, end the span and log the answer; returns its ``traceresponse`` value."""
+        self.stats.request_finished(status, elapsed_ms(self.start), self.request_size, size)
+        finish(self.span, status, size, error)
+        self._log(status, size)
+        return self.traceresponse
 
     def sender(self) -> tuple[str, str]:
         """(service, pod) of the chain's pod that sent the request: by its address, else as it named
@@ -121,19 +151,19 @@ class Inbound:
         known = self.runtime.sources.get(self.client_ip)
         if known is not None:
             return known
-        headers = self.request.headers
+        headers = self.received.headers
         return headers.get(SENDER_SERVICE, UNKNOWN), headers.get(SENDER_POD, UNKNOWN)
 
     def _log(self, status: int, size: int) -> None:
-        runtime, request = self.runtime, self.request
+        runtime, received = self.runtime, self.received
         source, user = self.sender()
         ids = self.span.get_span_context()
         runtime.access_log.write(
             AccessEntry(
                 time=timestamp(time.time()), stream=runtime.log_stream, pod=runtime.name, source=source, user=user,
                 destination=runtime.spec.service, responseCode=status, responseSize=size,
-                latency=round(elapsed_ms(self.start), 3), method=request.method,
-                url=f"http://{request.host}{request.raw_path}", userAgent=request.headers.get("User-Agent", ""),
+                latency=round(elapsed_ms(self.start), 3), method=received.method,
+                url=f"http://{received.host}{received.target}", userAgent=received.headers.get("user-agent", ""),
                 traceId=f"{ids.trace_id:032x}", spanId=f"{ids.span_id:016x}", requestId=self.request_id,
             )
         )  # fmt: skip

@@ -64,7 +64,7 @@ class LoadBalancer(HttpService):
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         config = self.config
-        inbound = Inbound(self.runtime, request, self.inbound_stats, self.listener.port)
+        inbound = Inbound.of(self.runtime, request, self.inbound_stats, self.listener.port)
         if not request.path.startswith(config.lb_path):
             return inbound.done(error_response(404, f"no location matches {request.path}", self.runtime.name))
         request_id = inbound.request_id or new_request_id()

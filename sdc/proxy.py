@@ -256,7 +256,7 @@ class Proxy(HttpService):
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         config = self.config
-        inbound = Inbound(self.runtime, request, self.inbound_stats, self.listener.port)
+        inbound = Inbound.of(self.runtime, request, self.inbound_stats, self.listener.port)
         self.gateway_stats.request_started()
         request_id = inbound.request_id or new_request_id()
         body: bytes | AsyncIterable[bytes] = b""

@@ -155,7 +155,7 @@ class Server(HttpService):
     # -- requests ------------------------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        inbound = Inbound(self.runtime, request, self.inbound_stats, self.listener.port)
+        inbound = Inbound.of(self.runtime, request, self.inbound_stats, self.listener.port)
         try:
             response = await self._answer(request, inbound)
         except ConfigRefused:

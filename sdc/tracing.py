@@ -11,6 +11,7 @@ plus ``http.method``, ``http.protocol``, ``guid:x-request-id``, ``peer.address``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -24,7 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from clover.config import Config
@@ -84,7 +85,9 @@ class Telemetry:
             }
         )
         sampler = ALWAYS_ON if given_ids else ParentBased(TraceIdRatioBased(cfg.sdc_trace_ratio))
-        self.provider = TracerProvider(resource=resource, sampler=sampler, id_generator=given_ids)
+        self.records_all = given_ids is not None
+        self.id_generator = given_ids or RandomIdGenerator()
+        self.provider = TracerProvider(resource=resource, sampler=sampler, id_generator=self.id_generator)
         exporter = OTLPSpanExporter(endpoint=f"{cfg.otlp_http_url}/v1/traces", timeout=5)
         self.counter = SpanCounter()
         self.provider.add_span_processor(self.counter)
@@ -96,6 +99,17 @@ class Telemetry:
 
     def extract(self, headers: Mapping[str, Any]) -> Context:
         return self.propagator.extract(headers)
+
+    def unsampled_child(self, headers: Mapping[str, str]) -> Span | None:
+        """The span ``start`` would make for a request whose caller did not sample its trace (not
+        recorded: the trace id and a new span id), without the propagators' and the sampler's work;
+        None when that takes them (a sampled or a new trace, an unusual context)."""
+        if self.records_all:
+            return None
+        trace_id = unsampled_trace_id(headers)
+        if not trace_id:
+            return None
+        return NonRecordingSpan(SpanContext(trace_id, self.id_generator.generate_span_id(), False, TraceFlags(0)))
 
     def inject(self, carrier: MutableMapping[str, str], span: Span) -> None:
         self.propagator.inject(carrier, context=trace.set_span_in_context(span))
@@ -116,6 +130,29 @@ class Telemetry:
 
     def shutdown(self) -> None:
         self.provider.shutdown()
+
+
+_W3C_PARENT = re.compile(r"[ \t]*00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})[ \t]*")
+_B3_TRACE_ID = re.compile(r"[\da-fA-F]{16}|[\da-fA-F]{32}")
+_B3_SPAN_ID = re.compile(r"[\da-fA-F]{16}")
+_B3_SAMPLED = frozenset({"1", "True", "true", "d"})
+
+
+def unsampled_trace_id(headers: Mapping[str, str]) -> int:
+    """The trace id of the caller's context when the pod's propagators would find it not sampled:
+    multi-header B3 when both its ids are there (it wins), else a version-00 W3C ``traceparent``
+    without ``tracestate``; 0 otherwise (sampled, absent, or a form left to the propagators)."""
+    if "b3" in headers:
+        return 0
+    b3_trace, b3_span = headers.get("x-b3-traceid"), headers.get("x-b3-spanid")
+    if b3_trace and b3_span and _B3_TRACE_ID.fullmatch(b3_trace) and _B3_SPAN_ID.fullmatch(b3_span):
+        if headers.get("x-b3-sampled") in _B3_SAMPLED or headers.get("x-b3-flags") == "1" or not int(b3_span, 16):
+            return 0
+        return int(b3_trace, 16)
+    found = _W3C_PARENT.fullmatch(headers.get("traceparent", ""))
+    if found is None or int(found.group(3), 16) & 1 or not int(found.group(2), 16) or "tracestate" in headers:
+        return 0
+    return int(found.group(1), 16)
 
 
 def operation_name(fqdn: str, port: int) -> str:

@@ -30,12 +30,11 @@ from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
-from aiohttp import web
 
 from clover import keys
 from protos import snort_pb2, snort_pb2_grpc
 from sdc import topology
-from sdc.forward import FORWARDING_HEADERS, TRACE_HEADERS, Inbound
+from sdc.forward import FORWARDING_HEADERS, TRACE_HEADERS
 from sdc.ids.engine import encode_record, http_record
 from sdc.ids.rules import (
     COMMUNITY_FILE,
@@ -46,16 +45,19 @@ from sdc.ids.rules import (
     load_classifications,
     read_rules_file,
 )
+from sdc.ids.sink import Copy, SinkListener
 from sdc.metrics import Registry
-from sdc.runtime import ConfigRefused, HttpListener, Runtime
-from sdc.tracing import traceresponse
+from sdc.runtime import ConfigRefused, Runtime
 
 log = logging.getLogger(__name__)
 
 ADDED = "Added to local rules"
 FAILED_ADD = "Failed to add to local rules"
 ALREADY = "Snort already running"
-SINK_BODY_LIMIT = 64 * 1024
+MIRROR_FIELD = re.compile(r"(\w+)=(\d+)")
+# What the chain's hops add to a request (the copy's X-Request-Id too when the proxy made it).
+HOP_HEADERS = FORWARDING_HEADERS | TRACE_HEADERS
+HOP_HEADERS_WITH_REQUEST_ID = HOP_HEADERS | {"x-request-id"}
 READY_TIMEOUT = 20.0
 HANDOFF_SECONDS = 0.005
 HANDOFF_BYTES = 512 * 1024  # the engine reads messages of up to 1 MiB
@@ -71,6 +73,10 @@ def parse_forwarded(value: str) -> dict[str, tuple[str, int]]:
         if name.lower() in ("for", "by") and host and port.isdigit():
             out[name.lower()] = (host.strip("[]"), int(port))
     return out
+
+
+def _first_entries(xff: str, n: int) -> str:
+    return ", ".join([entry.strip() for entry in xff.split(",")][:n])
 
 
 class EngineProcess:
@@ -133,7 +139,7 @@ class SnortIds:
         self.classifications = load_classifications()
         self.http_port = runtime.ports["http"]
         self.inbound_stats = runtime.inbound(self.http_port)
-        self.listener = HttpListener(runtime, self.handle, self.inbound_stats)
+        self.listener = SinkListener(runtime, self.take, self.inbound_stats)
         self.engine: EngineProcess | None = None
         self.lock = asyncio.Lock()
         self.last_stats: dict[str, int] = {}
@@ -142,40 +148,28 @@ class SnortIds:
 
     # -- the sink ------------------------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        inbound = Inbound(self.runtime, request, self.inbound_stats, self.listener.port)
-        body = b""
-        if request.body_exists:
-            body = await request.content.read(SINK_BODY_LIMIT)
-            await request.content.read()  # the rest, if any, is not inspected
+    def take(self, copy: Copy) -> None:
+        """A copy the sink answered: to the engine, rebuilt as the client sent it."""
         engine = self.engine
         if engine is not None and engine.ready.is_set():
-            engine.hand(encode_record(self._record(request, inbound, body)))
-        return inbound.done(web.Response(status=200, body=b""))
+            engine.hand(encode_record(self._record(copy)))
 
-    def _record(self, request: web.BaseRequest, inbound: Inbound, body: bytes) -> dict[str, Any]:
-        forwarded = parse_forwarded(request.headers.get("Forwarded", ""))
-        src, sport = forwarded.get("for", (request.headers.get("X-Real-IP", inbound.client_ip), 0))
+    def _record(self, copy: Copy) -> dict[str, Any]:
+        inbound, received = copy.inbound, copy.inbound.received
+        forwarded = parse_forwarded(received.headers.get("forwarded", ""))
+        src, sport = forwarded.get("for", (received.headers.get("x-real-ip", inbound.client_ip), 0))
         dst, dport = forwarded.get("by", (inbound.client_ip, topology.HTTP_PORT))
-        mirror = dict(re.findall(r"(\w+)=(\d+)", request.headers.get("X-Clover-Mirror", "")))
-        original_xff = int(mirror.get("xff", "0"))
-        headers: list[tuple[str, str]] = []
-        for raw_name, raw_value in request.raw_headers:
-            name = raw_name.decode("latin-1")
-            lname = name.lower()
-            value = raw_value.decode("latin-1")
-            if lname == "x-forwarded-for":
-                if original_xff:
-                    entries = [v.strip() for v in value.split(",")]
-                    headers.append((name, ", ".join(entries[:original_xff])))
-                continue
-            if lname in FORWARDING_HEADERS or lname in TRACE_HEADERS:
-                continue
-            if lname == "x-request-id" and mirror.get("rid") == "1":
-                continue
-            headers.append((name, value))
-        tp = traceresponse(inbound.span) or ""
-        return http_record(src, sport, dst, dport, request.method, request.raw_path, headers, body, tp, time.time())
+        mirror = dict(MIRROR_FIELD.findall(received.headers.get("x-clover-mirror", "")))
+        client_xff = int(mirror.get("xff", "0"))  # entries of X-Forwarded-For the client sent
+        added = HOP_HEADERS_WITH_REQUEST_ID if mirror.get("rid") == "1" else HOP_HEADERS
+        if client_xff:
+            added = added - {"x-forwarded-for"}
+        headers = [(name, value) for name, value in copy.headers if name.lower() not in added]
+        if client_xff:
+            headers = [(name, _first_entries(value, client_xff) if name.lower() == "x-forwarded-for" else value)
+                       for name, value in headers]  # fmt: skip
+        tp = inbound.traceresponse or ""
+        return http_record(src, sport, dst, dport, copy.method, copy.target, headers, copy.body, tp, time.time())
 
     # -- the engine ----------------------------------------------------------------------------
 
@@ -315,7 +309,7 @@ class SnortIds:
     # -- status --------------------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        self.listener.server.refresh()
+        self.listener.refresh()
         engine = self.engine
         registry = self.runtime.registry
         registry.set("clover_sdc_ids_engine_running", 1 if engine else 0, "1 while the engine runs")
