@@ -1,9 +1,9 @@
 """The snort-ids pod: the HTTP sink for the proxy's copies, the engine, and ``snort.Controller``.
 
-* HTTP (port 80; 8080 without root): answers every copied request at once (the original ran
-  an nginx there) and hands it to the engine, rebuilt as the client sent it: the proxy's
-  forwarding headers are removed and the client's and proxy's addresses come from the RFC 7239
-  ``Forwarded`` header.
+* HTTP (port 80; 8080 without root): the sink (``sdc.ids.sink``) answers every copied request
+  as soon as it is read (the original ran an nginx there); then the pod hands it to the engine,
+  rebuilt as the client sent it: the proxy's forwarding headers are removed and the client's and
+  proxy's addresses come from the RFC 7239 ``Forwarded`` header.
 * gRPC 50052: AddRules appends to ``/etc/snort/rules/local.rules`` in the pod's file system
   (the rule is compiled first; a bad one, or a different rule with a sid already in use, is
   refused); StartSnort/StopSnort run and end the engine process (``sdc.ids.engine``); StopSnort

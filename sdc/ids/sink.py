@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from typing import cast
 from sdc.forward import Inbound, Received
 from sdc.metrics import ClusterStats
 from sdc.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 BODY_LIMIT = 64 * 1024
 HEAD_LIMIT = 64 * 1024
@@ -99,6 +102,7 @@ class SinkConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.head: Head | None = None
         self.body = bytearray()
+        self.keep = 0  # body bytes kept: up to BODY_LIMIT
         self.to_skip = 0  # body bytes past BODY_LIMIT still to come
         self.last_active = time.monotonic()
         self.closing = False
@@ -135,21 +139,21 @@ class SinkConnection(asyncio.Protocol):
                 return False
             self.head = parse_head(bytes(self.buffer[:end]))
             del self.buffer[: end + 4]
-            kept = min(self.head.length, BODY_LIMIT)
-            self.to_skip = self.head.length - kept
+            self.keep = min(self.head.length, BODY_LIMIT)
+            self.to_skip = self.head.length - self.keep
             self.body = bytearray()
             if self.head.expects_continue and self.head.length and self.transport is not None:
                 self.transport.write(CONTINUE)
         head = self.head
-        want = min(head.length, BODY_LIMIT) - len(self.body)
+        want = self.keep - len(self.body)
         if want:
             self.body += self.buffer[:want]
             del self.buffer[:want]
-        if self.to_skip and len(self.body) == min(head.length, BODY_LIMIT):
+        if self.to_skip and len(self.body) == self.keep:
             skipped = min(self.to_skip, len(self.buffer))
             del self.buffer[:skipped]
             self.to_skip -= skipped
-        if len(self.body) < min(head.length, BODY_LIMIT) or self.to_skip:
+        if len(self.body) < self.keep or self.to_skip:
             return False
         self.head = None
         self._answer(head, bytes(self.body))
@@ -170,7 +174,10 @@ class SinkConnection(asyncio.Protocol):
         if close:
             self.transport.close()
         inbound.finish(200, 0)
-        sink.take(Copy(head.method, head.target, head.headers, body, inbound))
+        try:
+            sink.take(Copy(head.method, head.target, head.headers, body, inbound))
+        except Exception:  # answered already: the next copies go on
+            log.exception("passing on the copy of %s %s failed", head.method, head.target[:200])
 
     def _refuse(self, exc: BadRequest) -> None:
         if self.transport is None:

@@ -45,15 +45,19 @@ def copy_head(proxy_ip: str, extra: str = "") -> bytes:
     ).encode()
 
 
-async def exchange(ids: SnortIds, data: bytes, answers: int) -> tuple[bytes, list[Copy], bool]:
-    """Send ``data`` on one connection; (what came back once ``answers`` answers did, the copies
-    taken, whether the sink closed the connection)."""
+async def exchange(ids: SnortIds, data: bytes, answers: int, pieces: int = 1) -> tuple[bytes, list[Copy], bool]:
+    """Send ``data`` on one connection (in ``pieces`` writes); (what came back once ``answers``
+    answers did, the copies taken, whether the sink closed the connection)."""
     taken: list[Copy] = []
     ids.listener.take = taken.append
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: SinkConnection(ids.listener), "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
-    writer.write(data)
+    size = -(-len(data) // pieces)
+    for start in range(0, len(data), size):
+        writer.write(data[start : start + size])
+        await writer.drain()
+        await asyncio.sleep(0.01)
     got = b""
     while got.count(b"HTTP/1.1 ") < answers or not got.endswith(b"\r\n\r\n"):
         chunk = await asyncio.wait_for(reader.read(65536), 5)
@@ -69,11 +73,12 @@ async def exchange(ids: SnortIds, data: bytes, answers: int) -> tuple[bytes, lis
     return got, taken, closed
 
 
-def test_pipelined_copies_are_answered_in_order_and_handed_on_with_their_bodies(ids: SnortIds) -> None:
+@pytest.mark.parametrize("pieces", [1, 7])
+def test_pipelined_copies_are_answered_in_order_and_handed_on_with_their_bodies(ids: SnortIds, pieces: int) -> None:
     proxy_ip = topology.pod_ip(ids.runtime.cfg, "proxy-access-control")
     body = bytes(range(256)) * (BODY_LIMIT // 256 + 4)  # 1 KiB past what is inspected
     post = f"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-    got, taken, _ = asyncio.run(exchange(ids, copy_head(proxy_ip) + post, 2))
+    got, taken, _ = asyncio.run(exchange(ids, copy_head(proxy_ip) + post + copy_head(proxy_ip)[:20], 2, pieces))
 
     first, second = taken[0].inbound.traceresponse, taken[1].inbound.traceresponse
     assert first is not None and first.startswith(f"00-{TRACE}-") and first.endswith("-00")
