@@ -208,7 +208,7 @@ class SinkListener:
         self.stats = stats
         self.port = 0
         self.connections: set[SinkConnection] = set()
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[asyncio.Server] = []
         self._sweeper: asyncio.Task[None] | None = None
 
     async def bind(self, port: int) -> None:

@@ -26,7 +26,7 @@ PARENT = "00f067aa0ba902b7"
 @pytest.fixture
 def ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SnortIds]:
     monkeypatch.setenv("CLOVER_ACCESS_LOG_DIR", str(tmp_path / "logs"))
-    cfg = dataclasses.replace(Config.from_env(), sdc_mode="loopback", sdc_trace_ratio=1.0, state_dir=tmp_path)
+    cfg = dataclasses.replace(Config.from_env(), sdc_mode="loopback", sdc_trace_ratio=0.0, state_dir=tmp_path)
     runtime = Runtime(cfg, "snort-ids")
     yield SnortIds(runtime)
     runtime.access_log.close()
@@ -82,7 +82,8 @@ def test_pipelined_copies_are_answered_in_order_and_handed_on_with_their_bodies(
 
     first, second = taken[0].inbound.traceresponse, taken[1].inbound.traceresponse
     assert first is not None and first.startswith(f"00-{TRACE}-") and first.endswith("-00")
-    assert second is not None and taken[1].inbound.span.get_span_context().trace_flags.sampled  # a new trace
+    assert second is not None and TRACE not in second  # a new trace (ratio 0: not sampled)
+    assert not taken[1].inbound.span.get_span_context().trace_flags.sampled
     assert (
         got
         == (
@@ -178,3 +179,31 @@ def test_an_unsampled_caller_is_found_as_the_propagators_find_it(
         assert (made_ctx.trace_id, made_ctx.trace_flags, made.is_recording()) == (expected, 0, False)
     else:
         assert fast is None
+
+
+def test_closing_ends_idle_connections_at_once_and_a_request_being_read_after_its_answer(ids: SnortIds) -> None:
+    async def run() -> tuple[bytes, bytes, bool]:
+        listener = ids.listener
+        listener.take = lambda copy: None
+        await listener.bind(0)
+        port = listener._servers[0].sockets[0].getsockname()[1]
+        ip = ids.runtime.ip
+        idle_reader, idle_writer = await asyncio.open_connection(ip, port)
+        busy_reader, busy_writer = await asyncio.open_connection(ip, port)
+        busy_writer.write(b"GET /half HTTP/1.1\r\nHost: h\r\n")
+        await busy_writer.drain()
+        while len(listener.connections) < 2 or all(c.idle for c in listener.connections):
+            await asyncio.sleep(0.01)
+        closing = asyncio.create_task(listener.close(5.0))
+        idle_end = await asyncio.wait_for(idle_reader.read(), 2)
+        busy_writer.write(b"\r\n")
+        busy_answer = await asyncio.wait_for(busy_reader.read(), 2)
+        await asyncio.wait_for(closing, 2)
+        idle_writer.close()
+        busy_writer.close()
+        return idle_end, busy_answer, bool(listener.connections)
+
+    idle_end, busy_answer, left = asyncio.run(run())
+    assert idle_end == b""
+    assert busy_answer.startswith(b"HTTP/1.1 200 OK\r\n") and busy_answer.endswith(b"Connection: close\r\n\r\n")
+    assert not left
