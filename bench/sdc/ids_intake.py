@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -219,15 +220,17 @@ def report(runs: list[Run], args: argparse.Namespace, load: tuple[tuple[float, .
               f"{r.p50_ms:>7.3f} {r.p99_ms:>7.3f} {r.max_ms:>7.2f} {r.success:>7.3f} {r.throughput:>9.0f} "
               f"{r.inspected:>9}")  # fmt: skip
 
-    def median(intake: str, value: str) -> float:
-        return statistics.median(getattr(r, value) if value.endswith("ms") else r.per_k(getattr(r, value))
-                                 for r in runs if r.intake == intake)  # fmt: skip
+    def medians(figure: Callable[[Run], float]) -> tuple[float, float]:
+        return (statistics.median(figure(r) for r in runs if r.intake == "baseline"),
+                statistics.median(figure(r) for r in runs if r.intake == "new"))  # fmt: skip
 
-    failed = [r.intake for r in runs if r.success < 1 or r.inspected != r.copies]
+    failed = [r.intake for r in runs if r.success < 1 or r.inspected != r.copies or r.copies < 0.99 * args.copies]
     if failed:
-        print(f"NOT COMPARABLE: copies failed or were not inspected in the {', '.join(failed)} run(s)")
-    figures = {v: (median("baseline", v), median("new", v)) for v in ("pod_cpu_s", "p50_ms", "p99_ms")}
-    cpu, p50, p99 = figures["pod_cpu_s"], figures["p50_ms"], figures["p99_ms"]
+        print(f"NOT COMPARABLE: in the {', '.join(failed)} run(s) copies failed, were not inspected, or were not all "
+              f"sent at the rate")  # fmt: skip
+    cpu = medians(lambda r: r.per_k(r.pod_cpu_s))
+    p50 = medians(lambda r: r.p50_ms)
+    p99 = medians(lambda r: r.p99_ms)
     print(f"medians, baseline -> new (ratio baseline/new): pod CPU s/1k copies {cpu[0]:.3f} -> {cpu[1]:.3f} "
           f"({cpu[0] / cpu[1]:.2f}x), answer p50 {p50[0]:.3f} -> {p50[1]:.3f} ms ({p50[0] / p50[1]:.2f}x), "
           f"p99 {p99[0]:.3f} -> {p99[1]:.3f} ms ({p99[0] / p99[1]:.2f}x)")  # fmt: skip
