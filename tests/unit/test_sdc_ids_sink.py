@@ -26,7 +26,9 @@ PARENT = "00f067aa0ba902b7"
 @pytest.fixture
 def ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SnortIds]:
     monkeypatch.setenv("CLOVER_ACCESS_LOG_DIR", str(tmp_path / "logs"))
-    cfg = dataclasses.replace(Config.from_env(), sdc_mode="loopback", sdc_trace_ratio=0.0, state_dir=tmp_path)
+    cfg = dataclasses.replace(  # loopback addresses of its own: they bind without root
+        Config.from_env(), sdc_mode="loopback", sdc_subnet="127.177.250.0/24", sdc_trace_ratio=0.0, state_dir=tmp_path
+    )
     runtime = Runtime(cfg, "snort-ids")
     yield SnortIds(runtime)
     runtime.access_log.close()
