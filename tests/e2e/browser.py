@@ -46,10 +46,13 @@ def cells(driver: WebDriver, table_id: str) -> list[list[str]]:
     return found if isinstance(found, list) else []
 
 
+DASH_LOADING = "Loading..."
+
+
 def open_page(driver: WebDriver, url: str, ready: Callable[[], object], what: str) -> None:
-    """Load ``url`` until ``ready()`` holds. A page whose scripts failed to load is loaded again:
-    Chromium aborts requests in flight when interfaces appear (the sample chain's veths, as
-    root), net::ERR_NETWORK_CHANGED."""
+    """Load ``url`` until ``ready()`` holds. A page whose scripts failed to load (blank, or Dash's
+    "Loading..." that its scripts replace) is loaded again: Chromium aborts requests in flight
+    when interfaces appear (the sample chain's veths, as root), net::ERR_NETWORK_CHANGED."""
     for attempt in range(3):
         driver.get(url)
         try:
@@ -58,7 +61,7 @@ def open_page(driver: WebDriver, url: str, ready: Callable[[], object], what: st
         except AssertionError as exc:
             page = driver.find_element(By.TAG_NAME, "body").text[:300]
             log = [entry["message"][:200] for entry in driver.get_log("browser")[-3:]]
-            if attempt == 2 or page:
+            if attempt == 2 or page not in ("", DASH_LOADING):
                 raise AssertionError(f"{exc}; the page shows: {page!r}; browser log: {log}") from None
 
 
