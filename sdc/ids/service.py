@@ -169,7 +169,9 @@ class SnortIds:
             headers = [(name, _first_entries(value, client_xff) if name.lower() == "x-forwarded-for" else value)
                        for name, value in headers]  # fmt: skip
         tp = inbound.traceresponse or ""
-        return http_record(src, sport, dst, dport, copy.method, copy.target, headers, copy.body, tp, time.time())
+        return http_record(
+            src, sport, dst, dport, received.method, received.target, headers, copy.body, tp, time.time()
+        )
 
     # -- the engine ----------------------------------------------------------------------------
 

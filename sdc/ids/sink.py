@@ -45,10 +45,9 @@ class BadRequest(ValueError):
 
 @dataclass
 class Copy:
-    """One request as the sink read it: ``headers`` as sent (names as spelt), ``body`` its kept head."""
+    """One request as the sink read it: ``headers`` as sent (names as spelt), ``body`` its kept head;
+    its method and target are ``inbound.received``'s."""
 
-    method: str
-    target: str
     headers: list[tuple[str, str]]
     body: bytes
     inbound: Inbound
@@ -175,7 +174,7 @@ class SinkConnection(asyncio.Protocol):
             self.transport.close()
         inbound.finish(200, 0)
         try:
-            sink.take(Copy(head.method, head.target, head.headers, body, inbound))
+            sink.take(Copy(head.headers, body, inbound))
         except Exception:  # answered already: the next copies go on
             log.exception("passing on the copy of %s %s failed", head.method, head.target[:200])
 

@@ -93,7 +93,7 @@ def test_pipelined_copies_are_answered_in_order_and_handed_on_with_their_bodies(
             f"HTTP/1.1 200 OK\r\nContent-Length: 0\r\ntraceresponse: {second}\r\n\r\n"
         ).encode()
     )
-    assert [(c.method, c.target, c.body) for c in taken] == [
+    assert [(c.inbound.received.method, c.inbound.received.target, c.body) for c in taken] == [
         ("GET", "/catalog/?page=1", b""),
         ("POST", "/upload", body[:BODY_LIMIT]),
     ]
