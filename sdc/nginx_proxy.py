@@ -10,16 +10,20 @@ does (``sdc/proxy.py``) is rendered into nginx's configuration:
   by an internal server of the same nginx (on a unix socket), so that, like every other request,
   it is still copied to the IDS. ProcessAlerts re-renders and reloads before it answers, and the
   pod re-renders when a block expires;
-* the IDS copy: nginx's ``mirror`` sends every request (body included) to ``mirror_path``, with
-  the client's headers plus ``X-Real-IP``/``X-Forwarded-For``, an RFC 7239 ``Forwarded`` header
-  (client's and proxy's address and port) and ``X-Clover-Mirror``, as the Python proxy's copy.
-  The copy is sent beside the request rather than after the answer, and nginx keeps the client's
-  keep-alive connection until the IDS answered it (the IDS answers each copy at once). When the
-  IDS cannot be reached, the copy fails at once for the next second (``max_fails=1
+* the IDS copy: nginx's ``mirror`` sends every request (body included) to a relay in the same
+  nginx (a server on a unix socket), with the client's headers plus ``X-Real-IP``/
+  ``X-Forwarded-For``, an RFC 7239 ``Forwarded`` header (client's and proxy's address and port)
+  and ``X-Clover-Mirror``, as the Python proxy's copy. The relay answers at once and sends the
+  copy on to ``mirror_path`` by a mirror of its own: nginx keeps a connection until its mirrors
+  are answered, and that way it is the relay's, not the client's, so an IDS that stalls holds
+  its copies (at most ``MIRROR_BACKLOG``, each up to ``COPY_ANSWER_SECONDS``; one beyond the
+  backlog is refused and counted in ``clover_sdc_proxy_mirror_dropped_total``) and no client.
+  When the IDS cannot be reached, the copy fails at once for the next second (``max_fails=1
   fail_timeout=1s`` and a ``backup`` address in the pod that refuses connections) and is counted
-  in ``clover_sdc_proxy_mirror_errors_total``. nginx logs each copy (``log_subrequest``): its line
-  gives the copy's CLIENT span (span id: the middle 64 bits of ``$request_id``) and the
-  ``outbound|80||snort-ids`` statistics.
+  in ``clover_sdc_proxy_mirror_errors_total``. The relay logs each copy (``log_subrequest``): its
+  line gives the copy's CLIENT span (span id: the middle 64 bits of the proxy's ``$request_id``)
+  and the ``outbound|80||snort-ids`` statistics; ``clover_sdc_proxy_mirrors_in_flight`` is the
+  requests logged as copied less the copies logged.
 * ModifyProxy (upstream, mirror on/off or elsewhere, ``block_seconds``, port, location) is checked
   as for the Python proxy, then rendered and applied by a reload: requests in flight finish.
 
@@ -41,7 +45,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from protos import nginx_pb2
 from sdc import topology
 from sdc.forward import SENDER_POD, SENDER_SERVICE, error_page
-from sdc.mirror import ERRORS
+from sdc.mirror import DROPPED, ERRORS
 from sdc.nginx_control import MODIFIED, PROCESSED
 from sdc.nginx_plane import (
     NginxService,
@@ -56,13 +60,17 @@ from sdc.nginx_plane import (
     trace_headers,
     upstream_block,
 )
-from sdc.proxy import BLOCKED_TEXT, MIRROR_OFF, Block, Blocklist, ProxyConfig, ProxyControl
+from sdc.proxy import BLOCKED_TEXT, MIRROR_BACKLOG, MIRROR_OFF, Block, Blocklist, ProxyConfig, ProxyControl
 from sdc.runtime import ConfigRefused, Runtime
 from sdc.tracing import finish
 
 log = logging.getLogger(__name__)
 
 COPY_LOCATION = "/__clover_ids_copy"
+IDS_LOCATION = "/__clover_ids"
+COPY_TARGET = "X-Clover-Copy-Target"  # the client's request target, for the relay's copy
+COPY_OF = "X-Clover-Copy-Of"  # the proxy's SERVER span: the parent of the copy's CLIENT span
+COPY_ANSWER_SECONDS = 5  # a copy the IDS has not answered by then fails (it holds no client)
 REFUSING_PORT = 1  # nothing listens there in the pod: the mirror's backup address, refusing at once
 MAX_XFF_COUNTED = 16
 EXPIRY_CHECK_SECONDS = 0.25
@@ -80,6 +88,56 @@ def _xff_count() -> str:
     return f'    map $http_x_forwarded_for $clover_xff_count {{\n        "" 0;\n{rules}{last}    }}\n'
 
 
+def _relay(fifo: Path, sockets: Path, ip: str) -> str:
+    """The relay of the IDS copies: a server of the same nginx, on a unix socket, that answers the
+    proxy's copy at once and sends it on to the IDS by a ``mirror`` of its own. nginx keeps a
+    connection until its mirrors are answered: this way that is the relay's connection, closed
+    once the IDS answered, not the client's. At most ``MIRROR_BACKLOG`` copies are in the relay
+    at a time; one beyond that is refused (503) and counted as dropped."""
+    copy_format = log_format(
+        "clover_copy", copy="1", server=f"$http_{_var(COPY_OF)}", copy_span="$w3c_parent",
+        uri=f"$http_{_var(COPY_TARGET)}", addr="$http_x_real_ip", port="$clover_copy_port",
+        up_len="$upstream_response_length",
+    )  # fmt: skip
+    return f"""{copy_format}\
+    map $http_forwarded $clover_copy_port {{ '~^for="[^"]*:([0-9]+)"' $1; default ""; }}
+    map $status $clover_relay_failed {{ "~^2" 0; default 1; }}
+    map "" $clover_relay_key {{ default relay; }}
+    limit_conn_zone $clover_relay_key zone=clover_relay:1m;
+    server {{
+        listen unix:{sockets}/relay.sock backlog=1024;
+        access_log off;
+        limit_conn clover_relay {MIRROR_BACKLOG};
+        location = {COPY_LOCATION} {{
+            mirror {IDS_LOCATION};
+            empty_gif;
+            error_page 405 = @relayed;
+        }}
+        location @relayed {{ return 204; }}
+        location = {IDS_LOCATION} {{
+            internal;
+            log_subrequest on;
+            access_log {fifo} clover_copy;
+            proxy_pass http://clover_ids$http_{_var(COPY_TARGET)};
+            proxy_bind {ip};
+            proxy_http_version 1.1;
+            proxy_set_header Host $http_host;
+            proxy_set_header Connection "";
+            proxy_set_header {COPY_TARGET} "";
+            proxy_set_header {COPY_OF} "";
+            proxy_ignore_client_abort on;
+            proxy_connect_timeout 1s;
+            proxy_send_timeout {COPY_ANSWER_SECONDS}s;
+            proxy_read_timeout {COPY_ANSWER_SECONDS}s;
+        }}
+    }}
+"""
+
+
+def _var(header: str) -> str:
+    return header.lower().replace("-", "_")
+
+
 def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lbs: list[Upstream],
            ids: list[Upstream], blocked: list[str], ratio: float) -> str:  # fmt: skip
     """The nginx configuration of the proxy pod ``pod`` of ``service``."""
@@ -94,21 +152,19 @@ def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lb
         }}
 """
     copy_location = ""
-    ids_block = ""
+    relay = ""
     if config.mirror_path != MIRROR_OFF:
         refusing = f"        server {ip}:{REFUSING_PORT} backup max_fails=0;\n"
-        # Idle connections to the IDS close after 1 s and a copy unanswered for 2 s fails: a
-        # connection to an IDS that went away with its namespace (no FIN) is not kept or waited on.
-        ids_block = upstream_block("clover_ids", ids, "1s", refusing, "1s")
+        # Idle connections to the IDS close after 1 s: one to an IDS that went away with its
+        # namespace (no FIN) is not kept.
+        relay = upstream_block("clover_ids", ids, "1s", refusing, "1s") + _relay(fifo, sockets, ip)
         copy_location = f"""        location = {COPY_LOCATION} {{
             internal;
             log_subrequest on;
-            access_log {fifo} clover_copy;
-            proxy_pass http://clover_ids$request_uri;
-            proxy_bind {ip};
+            access_log {fifo} clover_relay_failed if=$clover_relay_failed;
+            proxy_pass http://unix:{sockets}/relay.sock:{COPY_LOCATION};
             proxy_http_version 1.1;
             proxy_set_header Host $http_host;
-            proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Real-IP $remote_addr;
             proxy_set_header X-Forwarded-Proto http;
@@ -117,14 +173,17 @@ def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lb
             proxy_set_header X-Clover-Mirror "length=$clover_length; truncated=0; xff=$clover_xff_count; rid=$clover_rid_made";
             proxy_set_header {SENDER_SERVICE} "{service}";
             proxy_set_header {SENDER_POD} "{pod}";
+            proxy_set_header {COPY_TARGET} $request_uri;
+            proxy_set_header {COPY_OF} $clover_server_span;
 {trace_headers("$clover_copy_span")}            proxy_connect_timeout 1s;
             proxy_send_timeout 2s;
             proxy_read_timeout 2s;
         }}
 """  # noqa: E501
     forward = forwarding(service, pod, "$clover_bind", "$remote_addr", _host(config.proxy_path))
-    formats = log_format("clover", blocked="$clover_blocked") + log_format(
-        "clover_copy", copy="1", copy_span="$clover_copy_span", up_len="$upstream_response_length"
+    copying = "1" if config.mirror_path != MIRROR_OFF else ""
+    formats = log_format("clover", blocked="$clover_blocked", copying=copying) + log_format(
+        "clover_relay_failed", copy="1", relay="1", copy_span="$clover_copy_span", up_len="$upstream_response_length"
     )
     return f"""{preamble(pod, where, ratio, formats)}\
     geo $remote_addr $clover_blocked {{
@@ -135,7 +194,7 @@ def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lb
     map $clover_blocked $clover_bind {{ "1" ""; default "{ip}"; }}
     map $content_length $clover_length {{ "" 0; default $content_length; }}
     map $http_x_request_id $clover_rid_made {{ "" 1; default 0; }}
-{_xff_count()}{upstream_block("clover_upstream", lbs)}{ids_block}\
+{_xff_count()}{upstream_block("clover_upstream", lbs)}{relay}\
     upstream clover_blocked {{ server unix:{sockets}/blocked.sock; }}
     upstream clover_unmatched {{ server unix:{sockets}/unmatched.sock; }}
     server {{
@@ -180,6 +239,9 @@ class NginxProxy(NginxService[ProxyConfig]):
         runtime.outbound(topology.HTTP_PORT, "http-lb")
         runtime.outbound(topology.ids_http_port(), "snort-ids")
         runtime.registry.inc(ERRORS, 0, help="Mirror copies that failed")
+        runtime.registry.inc(DROPPED, 0, help="Mirror copies dropped (backlog)")
+        self.copies_made = 0  # the requests nginx copied (their lines say so)
+        self.copies_done = 0  # the copies' own lines: answered by the IDS, failed or dropped
 
     @property
     def config(self) -> ProxyConfig:
@@ -268,8 +330,11 @@ class NginxProxy(NginxService[ProxyConfig]):
 
     def account(self, entry: dict[str, str], read_at: float) -> None:
         if entry.get("copy"):
+            self.copies_done += 1
             self._copy(entry, read_at)
             return
+        if entry.get("copying"):
+            self.copies_made += 1
         end, took, status, size = self.request_done(entry, read_at)
         self.gateway_stats.request_started()
         self.gateway_stats.request_finished(status, took * 1000, as_int(entry["clen"]), size)
@@ -284,7 +349,11 @@ class NginxProxy(NginxService[ProxyConfig]):
             finish(server, status, size, "client blocked" if blocked else None, end_time=end_ns)
 
     def _copy(self, entry: dict[str, str], read_at: float) -> None:
-        """One copy nginx sent to the IDS (its subrequest's line)."""
+        """One copy nginx sent to the IDS (the relay's line), or one the relay did not take."""
+        if entry.get("relay"):
+            refused = as_int(entry["status"]) == 503  # the relay holds MIRROR_BACKLOG copies already
+            self.runtime.registry.inc(DROPPED if refused else ERRORS)
+            return
         attempts = [a for a in self.attempts(entry) if a[0] is not None]
         status = as_int(entry["status"])
         if status >= 500 or not attempts or not attempts[-1][1]:
@@ -305,7 +374,7 @@ class NginxProxy(NginxService[ProxyConfig]):
         self.gateway_stats.gauges["upstream_cx_active"] = self.inbound_stats.gauges["upstream_cx_active"]
         self.runtime.registry.set("clover_sdc_proxy_blocked_clients", len(self.blocklist.active()),
                                   "Client IPs currently blocked")  # fmt: skip
-        # nginx logs a request once its copy is answered: no copy is in flight for the pod.
-        in_flight = "Mirrored copies not yet answered by the IDS"
-        self.runtime.registry.set("clover_sdc_proxy_mirrors_in_flight", 0, in_flight)
-        self.runtime.registry.inc("clover_sdc_proxy_mirror_dropped_total", 0, help="Mirror copies dropped (backlog)")
+        # A request's line comes once the relay took its copy, the copy's once the IDS answered it.
+        in_flight = max(0, self.copies_made - self.copies_done)
+        self.runtime.registry.set("clover_sdc_proxy_mirrors_in_flight", in_flight,
+                                  "Mirrored copies not yet answered by the IDS")  # fmt: skip

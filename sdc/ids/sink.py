@@ -1,7 +1,7 @@
 """The snort-ids pod's HTTP sink: answers each copied request as soon as it is in, then passes it on.
 
-The proxy's nginx keeps its client's keep-alive connection until the copy is answered, so the
-sink answers first: the request is read (an HTTP/1.1 head, then a ``Content-Length`` body of which
+The proxy's nginx keeps a connection (its relay's) until the copy is answered, so the sink
+answers first: the request is read (an HTTP/1.1 head, then a ``Content-Length`` body of which
 the first ``BODY_LIMIT`` bytes are kept), its SERVER span started and ``200`` written at once;
 then the pod's inbound statistics, span and access-log entry are done and the copy goes to the
 service's ``take``. Pipelined requests are answered in order. A request the sink cannot read gets

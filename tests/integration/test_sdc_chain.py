@@ -640,6 +640,33 @@ def test_every_copy_of_a_concurrent_load_reaches_the_ids(chain: Config) -> None:
     assert [after.get(m, 0) - before.get(m, 0) for m in (MIRROR_ERRORS, MIRROR_DROPPED)] == [0, 0]
 
 
+def test_an_ids_that_stalls_holds_its_copies_and_not_the_clients(chain: Config, stack: Launcher) -> None:
+    """The IDS stopped (SIGSTOP) takes no copy: one client's keep-alive requests are still answered
+    one after another (each within 1.5 s; a copy waits up to 5 s for the IDS), the proxy holds
+    their copies, and the IDS inspects them all once it goes on."""
+    inspected = ids_quiet(chain)
+    before = stats(chain, PROXY)
+    ids = stack.process("snort-ids")
+    assert ids is not None
+    session = requests.Session()
+    held = []
+    ids.suspend()
+    try:
+        statuses = [session.get(url(chain, PROXY, "/about.html"), timeout=1.5).status_code for _ in range(10)]
+
+        def copies_held() -> bool:
+            held.append(stats(chain, PROXY)["clover_sdc_proxy_mirrors_in_flight"])
+            return held[-1] == 10
+
+        wait_for("the proxy to hold the 10 copies", copies_held, timeout=2, every=0.1)
+    finally:
+        ids.resume()
+    assert statuses == [200] * 10
+    assert ids_quiet(chain) == inspected + 10
+    after = stats(chain, PROXY)
+    assert [after.get(m, 0) - before.get(m, 0) for m in (MIRROR_ERRORS, MIRROR_DROPPED)] == [0, 0]
+
+
 def test_with_the_ids_gone_every_request_is_answered_and_each_copy_counted_as_failed(
     chain: Config, stack: Launcher
 ) -> None:
