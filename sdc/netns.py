@@ -38,6 +38,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _T = TypeVar("_T")
 
 
+LISTEN_BACKLOG = 1024  # connections the kernel holds for a pod's listener before it accepts them
+
+
 class NetnsError(RuntimeError):
     """A namespace, veth or route could not be set up; the message says which command failed."""
 
@@ -165,7 +168,7 @@ class Placement:
             raise
         return sock
 
-    def listener(self, port: int, backlog: int = 1024) -> socket.socket:
+    def listener(self, port: int, backlog: int = LISTEN_BACKLOG) -> socket.socket:
         """A listening TCP socket on the pod's address."""
         with self.inside():
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -253,6 +253,15 @@ def established(pid: int) -> list[tuple[str, int, str, int]]:
     return found
 
 
+def unix_connections(pid: int, path: Path) -> int:
+    """How many connections the unix socket listening at ``path`` in ``pid``'s namespace has
+    accepted and not yet closed (the listener itself is not counted)."""
+    listening = "00010000"  # __SO_ACCEPTCON
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/net/unix") as f:
+        return sum(1 for line in f if line.rstrip().endswith(f" {path}") and line.split()[3] != listening)
+    return 0
+
+
 def _serving(pid: int) -> bool:
     """Whether an nginx worker still takes requests on its idle keep-alive connections: once
     told to stop it closes them and only finishes the requests in flight."""

@@ -23,7 +23,7 @@ does (``sdc/proxy.py``) is rendered into nginx's configuration:
   in ``clover_sdc_proxy_mirror_errors_total``. The relay logs each copy (``log_subrequest``): its
   line gives the copy's CLIENT span (span id: the middle 64 bits of the proxy's ``$request_id``)
   and the ``outbound|80||snort-ids`` statistics; ``clover_sdc_proxy_mirrors_in_flight`` is the
-  requests logged as copied less the copies logged.
+  number of the relay's connections (each copy holds one until the IDS answered it).
 * ModifyProxy (upstream, mirror on/off or elsewhere, ``block_seconds``, port, location) is checked
   as for the Python proxy, then rendered and applied by a reload: requests in flight finish.
 
@@ -58,6 +58,7 @@ from sdc.nginx_plane import (
     socket_dir,
     status_server,
     trace_headers,
+    unix_connections,
     upstream_block,
 )
 from sdc.proxy import BLOCKED_TEXT, MIRROR_BACKLOG, MIRROR_OFF, Block, Blocklist, ProxyConfig, ProxyControl
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 
 COPY_LOCATION = "/__clover_ids_copy"
 IDS_LOCATION = "/__clover_ids"
+RELAY_SOCKET = "relay.sock"
 COPY_TARGET = "X-Clover-Copy-Target"  # the client's request target, for the relay's copy
 COPY_OF = "X-Clover-Copy-Of"  # the proxy's SERVER span: the parent of the copy's CLIENT span
 COPY_ANSWER_SECONDS = 5  # a copy the IDS has not answered by then fails (it holds no client)
@@ -105,7 +107,7 @@ def _relay(fifo: Path, sockets: Path, ip: str) -> str:
     map "" $clover_relay_key {{ default relay; }}
     limit_conn_zone $clover_relay_key zone=clover_relay:1m;
     server {{
-        listen unix:{sockets}/relay.sock backlog=1024;
+        listen unix:{sockets}/{RELAY_SOCKET} backlog=1024;
         access_log off;
         limit_conn clover_relay {MIRROR_BACKLOG};
         location = {COPY_LOCATION} {{
@@ -162,7 +164,7 @@ def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lb
             internal;
             log_subrequest on;
             access_log {fifo} clover_relay_failed if=$clover_relay_failed;
-            proxy_pass http://unix:{sockets}/relay.sock:{COPY_LOCATION};
+            proxy_pass http://unix:{sockets}/{RELAY_SOCKET}:{COPY_LOCATION};
             proxy_http_version 1.1;
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -181,8 +183,7 @@ def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lb
         }}
 """  # noqa: E501
     forward = forwarding(service, pod, "$clover_bind", "$remote_addr", _host(config.proxy_path))
-    copying = "1" if config.mirror_path != MIRROR_OFF else ""
-    formats = log_format("clover", blocked="$clover_blocked", copying=copying) + log_format(
+    formats = log_format("clover", blocked="$clover_blocked") + log_format(
         "clover_relay_failed", copy="1", relay="1", copy_span="$clover_copy_span", up_len="$upstream_response_length"
     )
     return f"""{preamble(pod, where, ratio, formats)}\
@@ -240,8 +241,6 @@ class NginxProxy(NginxService[ProxyConfig]):
         runtime.outbound(topology.ids_http_port(), "snort-ids")
         runtime.registry.inc(ERRORS, 0, help="Mirror copies that failed")
         runtime.registry.inc(DROPPED, 0, help="Mirror copies dropped (backlog)")
-        self.copies_made = 0  # the requests nginx copied (their lines say so)
-        self.copies_done = 0  # the copies' own lines: answered by the IDS, failed or dropped
 
     @property
     def config(self) -> ProxyConfig:
@@ -330,11 +329,8 @@ class NginxProxy(NginxService[ProxyConfig]):
 
     def account(self, entry: dict[str, str], read_at: float) -> None:
         if entry.get("copy"):
-            self.copies_done += 1
             self._copy(entry, read_at)
             return
-        if entry.get("copying"):
-            self.copies_made += 1
         end, took, status, size = self.request_done(entry, read_at)
         self.gateway_stats.request_started()
         self.gateway_stats.request_finished(status, took * 1000, as_int(entry["clen"]), size)
@@ -374,7 +370,8 @@ class NginxProxy(NginxService[ProxyConfig]):
         self.gateway_stats.gauges["upstream_cx_active"] = self.inbound_stats.gauges["upstream_cx_active"]
         self.runtime.registry.set("clover_sdc_proxy_blocked_clients", len(self.blocklist.active()),
                                   "Client IPs currently blocked")  # fmt: skip
-        # A request's line comes once the relay took its copy, the copy's once the IDS answered it.
-        in_flight = max(0, self.copies_made - self.copies_done)
+        # Each copy in the relay holds its connection there until the IDS answered it.
+        process = self.listener.process
+        in_flight = unix_connections(process.pid, socket_dir(self.listener.home) / RELAY_SOCKET) if process else 0
         self.runtime.registry.set("clover_sdc_proxy_mirrors_in_flight", in_flight,
                                   "Mirrored copies not yet answered by the IDS")  # fmt: skip

@@ -28,7 +28,7 @@ from sdc import topology
 from sdc.accesslog import open_access_log, sources
 from sdc.metrics import ClusterStats, Registry, envoy_metric
 from sdc.names import Resolver
-from sdc.netns import Placement
+from sdc.netns import LISTEN_BACKLOG, Placement
 from sdc.tracing import GivenIds, Telemetry
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class HttpListener:
     async def bind(self, port: int) -> None:
         sock = self.runtime.placement.listener(port)
         loop = asyncio.get_running_loop()
-        self._servers.append(await loop.create_server(self.server, sock=sock))
+        self._servers.append(await loop.create_server(self.server, sock=sock, backlog=LISTEN_BACKLOG))
         self.port = port
 
     async def rebind(self, port: int) -> None:

@@ -52,6 +52,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +65,7 @@ sys.path.insert(0, str(ROOT))
 from bench.sdc.chain import BenchBusy, BenchStack, bench_env  # noqa: E402
 from clover.config import Config  # noqa: E402
 from sdc import grpc_client, topology  # noqa: E402
+from sdc.mirror import DROPPED, ERRORS  # noqa: E402
 from stack.catalogue import local_stack  # noqa: E402
 from stack.launcher import Launcher, StackError  # noqa: E402
 
@@ -191,6 +193,33 @@ class Result:
     requests: int
     errors: int
     cpu_s: dict[str, float]
+    copies: Copies | None = None  # the chain's copies to the IDS (when the proxy made them)
+
+
+@dataclasses.dataclass
+class Copies:
+    """What became of the copies the proxy made: inspected by the IDS, dropped (backlog), failed."""
+
+    inspected: int
+    dropped: int
+    failed: int
+
+    def __sub__(self, other: Copies) -> Copies:
+        return Copies(self.inspected - other.inspected, self.dropped - other.dropped, self.failed - other.failed)
+
+
+def settled_copies(cfg: Config, timeout: float = 30.0) -> Copies:
+    """The counts once no copy is in flight and the IDS's inspected count held over two reads."""
+    seen: list[Copies] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proxy = requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, PROXY)}/stats", timeout=5).json()["metrics"]
+        inspected = grpc_client.snort_status(cfg)["requests_inspected"]
+        seen.append(Copies(inspected, int(proxy.get(DROPPED, 0)), int(proxy.get(ERRORS, 0))))
+        if len(seen) > 1 and seen[-1] == seen[-2] and proxy.get("clover_sdc_proxy_mirrors_in_flight", 0) == 0:
+            return seen[-1]
+        time.sleep(0.5)
+    raise RuntimeError(f"the IDS did not catch up with the proxy's copies within {timeout:g} s: {seen[-1]}")
 
 
 def restart(cfg: Config, names: list[str]) -> Launcher:
@@ -215,12 +244,15 @@ def measure(
 ) -> Result:
     assert requests.get(url, headers={"User-Agent": "wrk"}, timeout=5).status_code == 200, url
     wrk(url, connections, 1)  # warm the pools
+    copying = name in ("chain", "chain+waf")
+    copies_before = settled_copies(cfg) if copying else None
     before = pod_cpu(launcher)
     rps, p50, _, p99, total, errors = wrk(url, connections, seconds)
     after = pod_cpu(launcher)
     used = {kind: after[kind] - before[kind] for kind in after}
+    copies = settled_copies(cfg) - copies_before if copies_before is not None else None
     return Result(name, cfg.sdc_trace_ratio, topology.dataplane(cfg, "http-lb-v1"), proxy, connections, rps, p50,
-                  p99, total, errors, used)  # fmt: skip
+                  p99, total, errors, used, copies)  # fmt: skip
 
 
 def proxy_on(cfg: Config, plane: str) -> Launcher:
@@ -266,6 +298,7 @@ class FixedRate:
     p99_ms: float
     success: float
     throughput: float
+    copies: Copies | None = None
 
     def sustained(self) -> bool:
         return self.success == 1.0 and self.throughput >= 0.95 * self.rate
@@ -305,7 +338,9 @@ def fixed_rates(
             proxy_on(cfg, plane)
             rate = args.rate
             while True:
+                copies_before = settled_copies(cfg)
                 chain = vegeta(cfg, "chain", urls["chain"], rate, args.seconds, plane)
+                chain.copies = settled_copies(cfg) - copies_before
                 out.append(chain)
                 if chain.sustained() or rate <= 50:
                     break
@@ -324,8 +359,10 @@ def report_fixed(args: argparse.Namespace, fixed: list[FixedRate]) -> None:
     for ratio, proxy in dict.fromkeys((r.ratio, r.proxy) for r in fixed):
         runs = [r for r in fixed if (r.ratio, r.proxy) == (ratio, proxy)]
         for r in runs:
+            copies = "" if r.copies is None else (f"; copies: {r.copies.inspected} inspected, {r.copies.dropped} "
+                                                  f"dropped, {r.copies.failed} failed")  # fmt: skip
             print(f"{ratio:>5g} proxy {proxy:<6} {LABELS[r.name]:<32} {r.rate:>5}/s {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
-                  f"({r.success:.3f}, {r.throughput:.0f}/s)")  # fmt: skip
+                  f"({r.success:.3f}, {r.throughput:.0f}/s{copies})")  # fmt: skip
         by = {r.name: r for r in runs}  # the last run of each: the chain at the rate it kept up with
         rate = by["chain"].rate
         kept = "" if by["chain"].sustained() else " (the chain did not keep up even there)"
@@ -350,6 +387,12 @@ def report(args: argparse.Namespace, results: list[Result], load_before: tuple[f
         print(f"{r.ratio:>5g} {lb:<6} {r.proxy or '-':<6} {LABELS[r.name]:<32} {r.connections:>5} {r.rps:>7.0f} "
               f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} {sum(per_k.values()):>7.2f} "
               + " ".join(f"{per_k[k]:>7.2f}" for k in POD_KINDS))  # fmt: skip
+    print("\nthe copies to the IDS (each measured run's, once none was in flight)")
+    for r in results:
+        if r.copies is not None:
+            print(f"{r.ratio:>5g} {r.dataplane:<6} {r.proxy:<6} {LABELS[r.name]:<32} {r.requests} requests: "
+                  f"{r.copies.inspected} inspected by the IDS, {r.copies.dropped} dropped (backlog), "
+                  f"{r.copies.failed} failed")  # fmt: skip
     print()
     for ratio in dict.fromkeys(r.ratio for r in results):
         for c in dict.fromkeys(r.connections for r in results):

@@ -23,6 +23,7 @@ from typing import cast
 
 from sdc.forward import Inbound, Received
 from sdc.metrics import ClusterStats
+from sdc.netns import LISTEN_BACKLOG
 from sdc.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ class SinkListener:
     async def bind(self, port: int) -> None:
         sock = self.runtime.placement.listener(port)
         loop = asyncio.get_running_loop()
-        self._servers.append(await loop.create_server(lambda: SinkConnection(self), sock=sock))
+        self._servers.append(await loop.create_server(lambda: SinkConnection(self), sock=sock, backlog=LISTEN_BACKLOG))
         self.port = port
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_idle())
