@@ -98,7 +98,11 @@ class Telemetry:
         self.propagator = CompositePropagator([TraceContextTextMapPropagator(), B3MultiFormat()])
 
     def extract(self, headers: Mapping[str, Any]) -> Context:
-        return self.propagator.extract(headers)
+        """The caller's context: read directly in the usual forms, else by the propagators."""
+        parent = remote_parent(headers)
+        if parent is None:
+            return self.propagator.extract(headers)
+        return trace.set_span_in_context(NonRecordingSpan(parent))
 
     def unsampled_child(self, headers: Mapping[str, str]) -> Span | None:
         """The span ``start`` would make for a request whose caller did not sample its trace (not
@@ -138,21 +142,28 @@ _B3_SPAN_ID = re.compile(r"[\da-fA-F]{16}")
 _B3_SAMPLED = frozenset({"1", "True", "true", "d"})
 
 
-def unsampled_trace_id(headers: Mapping[str, str]) -> int:
-    """The trace id of the caller's context when the pod's propagators would find it not sampled:
+def remote_parent(headers: Mapping[str, str]) -> SpanContext | None:
+    """The caller's span context as the pod's propagators would find it, for the usual forms:
     multi-header B3 when both its ids are there (it wins), else a version-00 W3C ``traceparent``
-    without ``tracestate``; 0 otherwise (sampled, absent, or a form left to the propagators)."""
+    without ``tracestate``; None for the rest (absent, or a form left to the propagators)."""
     if "b3" in headers:
-        return 0
+        return None
     b3_trace, b3_span = headers.get("x-b3-traceid"), headers.get("x-b3-spanid")
     if b3_trace and b3_span and _B3_TRACE_ID.fullmatch(b3_trace) and _B3_SPAN_ID.fullmatch(b3_span):
-        if headers.get("x-b3-sampled") in _B3_SAMPLED or headers.get("x-b3-flags") == "1" or not int(b3_span, 16):
-            return 0
-        return int(b3_trace, 16)
+        if not int(b3_span, 16):
+            return None
+        sampled = headers.get("x-b3-sampled") in _B3_SAMPLED or headers.get("x-b3-flags") == "1"
+        return SpanContext(int(b3_trace, 16), int(b3_span, 16), True, TraceFlags(TraceFlags.SAMPLED if sampled else 0))
     found = _W3C_PARENT.fullmatch(headers.get("traceparent", ""))
-    if found is None or int(found.group(3), 16) & 1 or not int(found.group(2), 16) or "tracestate" in headers:
-        return 0
-    return int(found.group(1), 16)
+    if found is None or not int(found.group(2), 16) or not int(found.group(1), 16) or "tracestate" in headers:
+        return None
+    return SpanContext(int(found.group(1), 16), int(found.group(2), 16), True, TraceFlags(int(found.group(3), 16)))
+
+
+def unsampled_trace_id(headers: Mapping[str, str]) -> int:
+    """The trace id of the caller's context when ``remote_parent`` finds it not sampled; else 0."""
+    parent = remote_parent(headers)
+    return parent.trace_id if parent is not None and not parent.trace_flags.sampled else 0
 
 
 def operation_name(fqdn: str, port: int) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from clover.config import Config
@@ -165,6 +166,9 @@ B3_SAMPLED = {"x-b3-traceid": TRACE, "x-b3-spanid": PARENT, "x-b3-sampled": "1"}
         ({"traceparent": f"01-{TRACE}-{PARENT}-00"}, 0),
         ({"traceparent": f"00-{TRACE}-{'0' * 16}-00"}, 0),
         ({}, 0),
+        ({"x-b3-traceid": TRACE, "x-b3-spanid": "0" * 16, "x-b3-sampled": "1"}, 0),
+        ({"traceparent": f"00-{'0' * 32}-{PARENT}-01"}, 0),
+        ({"traceparent": f"00-{TRACE}-{PARENT}-03"}, 0),
     ],
 )
 def test_an_unsampled_caller_is_found_as_the_propagators_find_it(
@@ -172,6 +176,11 @@ def test_an_unsampled_caller_is_found_as_the_propagators_find_it(
 ) -> None:
     assert unsampled_trace_id(headers) == expected
     tel = ids.runtime.telemetry
+    parent_of = trace.get_current_span
+    assert (
+        parent_of(tel.extract(headers)).get_span_context()
+        == parent_of(tel.propagator.extract(headers)).get_span_context()
+    )
     made = tel.start("copy", SpanKind.SERVER, tel.extract(headers))
     fast = tel.unsampled_child(headers)
     if expected:
