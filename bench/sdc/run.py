@@ -30,6 +30,8 @@ nginx counted with its lb pod) used per 1,000 requests, and per ratio and data p
 throughput ratio chain/server, the p50 and p99 each hop adds (lb - server, chain - lb, the IDS
 copy: chain - chain-ids, the WAF check: chain+waf - chain), nginx/python for lb and chain, and
 the proxy's nginx/python (req/s of the chain with and without the copy, the proxy's CPU).
+For each run with the copy it prints what became of the copies, counted once none is in flight:
+inspected by the IDS, dropped (the proxy's backlog was full) or failed.
 wrk sends ``User-Agent: wrk`` (the CRS notes a request without one). The machine is shared: the
 load average is printed before and after; read p99 with it in mind.
 
