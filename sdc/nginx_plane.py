@@ -197,13 +197,13 @@ def forwarding(service: str, pod: str, ip: str, real_ip: str, host: str | None =
 
 
 def upstream_block(
-    name: str, upstreams: list[Upstream], fail_timeout: str = "10s", extra: str = "", idle: str = "60s"
+    name: str, upstreams: list[Upstream], fail_timeout: str = "10s", extra: str = "", idle: str = "60s", kept: int = 64
 ) -> str:
-    """An ``upstream`` of ``upstreams`` (plus ``extra`` servers), keep-alive connections kept
-    ``idle`` when unused."""
+    """An ``upstream`` of ``upstreams`` (plus ``extra`` servers), up to ``kept`` keep-alive
+    connections kept ``idle`` when unused."""
     servers = "".join(f"        server {u.ip}:{u.port} max_fails=1 fail_timeout={fail_timeout};\n" for u in upstreams)
     return f"""    upstream {name} {{
-{servers}{extra}        keepalive 64;
+{servers}{extra}        keepalive {kept};
         keepalive_requests 1000000;
         keepalive_timeout {idle};
     }}

@@ -158,8 +158,10 @@ def render(pod: str, service: str, where: Path, ip: str, config: ProxyConfig, lb
     if config.mirror_path != MIRROR_OFF:
         refusing = f"        server {ip}:{REFUSING_PORT} backup max_fails=0;\n"
         # Idle connections to the IDS close after 1 s: one to an IDS that went away with its
-        # namespace (no FIN) is not kept.
-        relay = upstream_block("clover_ids", ids, "1s", refusing, "1s") + _relay(fifo, sockets, ip)
+        # namespace (no FIN) is not kept. As many are kept as the relay holds copies: an IDS that
+        # falls behind is not also made to accept a connection per copy.
+        ids_upstream = upstream_block("clover_ids", ids, "1s", refusing, "1s", kept=MIRROR_BACKLOG)
+        relay = ids_upstream + _relay(fifo, sockets, ip)
         copy_location = f"""        location = {COPY_LOCATION} {{
             internal;
             log_subrequest on;
@@ -329,7 +331,7 @@ class NginxProxy(NginxService[ProxyConfig]):
 
     def account(self, entry: dict[str, str], read_at: float) -> None:
         if entry.get("copy"):
-            self._copy(entry, read_at)
+            self._copy(entry)
             return
         end, took, status, size = self.request_done(entry, read_at)
         self.gateway_stats.request_started()
@@ -344,7 +346,7 @@ class NginxProxy(NginxService[ProxyConfig]):
             self.client_spans(entry, server, attempts, start_ns, end_ns, size, int(entry["client"], 16))
             finish(server, status, size, "client blocked" if blocked else None, end_time=end_ns)
 
-    def _copy(self, entry: dict[str, str], read_at: float) -> None:
+    def _copy(self, entry: dict[str, str]) -> None:
         """One copy nginx sent to the IDS (the relay's line), or one the relay did not take."""
         if entry.get("relay"):
             refused = as_int(entry["status"]) == 503  # the relay holds MIRROR_BACKLOG copies already
@@ -356,7 +358,9 @@ class NginxProxy(NginxService[ProxyConfig]):
             self.runtime.registry.inc(ERRORS, help="Mirror copies that failed")
         if entry["sampled"] != "01" or not attempts:
             return
-        end = max(float(entry["msec"]), min(read_at, float(entry["msec"]) + 0.001))
+        # nginx's own clock, which lags the real one: the copy's span never seems to start after
+        # the IDS's (the graph finds a request's caller only in its own time bucket or the one before).
+        end = float(entry["msec"])
         took = as_seconds(entry["rt"])
         trace_id = int(entry["trace"], 16)
         server = SpanContext(trace_id, int(entry["server"], 16), False, TraceFlags(TraceFlags.SAMPLED))

@@ -31,7 +31,7 @@ throughput ratio chain/server, the p50 and p99 each hop adds (lb - server, chain
 copy: chain - chain-ids, the WAF check: chain+waf - chain), nginx/python for lb and chain, and
 the proxy's nginx/python (req/s of the chain with and without the copy, the proxy's CPU).
 For each run with the copy it prints what became of the copies, counted once none is in flight:
-inspected by the IDS, dropped (the proxy's backlog was full) or failed.
+inspected by the IDS, dropped (the proxy's backlog was full), failed, or missed by the IDS's engine.
 wrk sends ``User-Agent: wrk`` (the CRS notes a request without one). The machine is shared: the
 load average is printed before and after; read p99 with it in mind.
 
@@ -72,6 +72,7 @@ from stack.catalogue import local_stack  # noqa: E402
 from stack.launcher import Launcher, StackError  # noqa: E402
 
 PROXY = "proxy-access-control"
+ENGINE_MISSED = "clover_sdc_ids_requests_dropped_total"
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -200,14 +201,22 @@ class Result:
 
 @dataclasses.dataclass
 class Copies:
-    """What became of the copies the proxy made: inspected by the IDS, dropped (backlog), failed."""
+    """What became of the copies the proxy made: inspected by the IDS's engine, dropped by the
+    proxy (backlog), failed, or taken by the IDS but missed by its engine (its channel full)."""
 
     inspected: int
     dropped: int
     failed: int
+    missed: int
 
     def __sub__(self, other: Copies) -> Copies:
-        return Copies(self.inspected - other.inspected, self.dropped - other.dropped, self.failed - other.failed)
+        return Copies(*(a - b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True)))
+
+
+def _metrics(cfg: Config, pod: str) -> dict[str, float]:
+    metrics: dict[str, float] = requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, pod)}/stats",
+                                             timeout=5).json()["metrics"]  # fmt: skip
+    return metrics
 
 
 def settled_copies(cfg: Config, timeout: float = 30.0) -> Copies:
@@ -215,9 +224,10 @@ def settled_copies(cfg: Config, timeout: float = 30.0) -> Copies:
     seen: list[Copies] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        proxy = requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, PROXY)}/stats", timeout=5).json()["metrics"]
+        proxy, ids = _metrics(cfg, PROXY), _metrics(cfg, "snort-ids")
         inspected = grpc_client.snort_status(cfg)["requests_inspected"]
-        seen.append(Copies(inspected, int(proxy.get(DROPPED, 0)), int(proxy.get(ERRORS, 0))))
+        missed = int(ids.get(ENGINE_MISSED, 0))
+        seen.append(Copies(inspected, int(proxy.get(DROPPED, 0)), int(proxy.get(ERRORS, 0)), missed))
         if len(seen) > 1 and seen[-1] == seen[-2] and proxy.get("clover_sdc_proxy_mirrors_in_flight", 0) == 0:
             return seen[-1]
         time.sleep(0.5)
@@ -361,8 +371,9 @@ def report_fixed(args: argparse.Namespace, fixed: list[FixedRate]) -> None:
     for ratio, proxy in dict.fromkeys((r.ratio, r.proxy) for r in fixed):
         runs = [r for r in fixed if (r.ratio, r.proxy) == (ratio, proxy)]
         for r in runs:
-            copies = "" if r.copies is None else (f"; copies: {r.copies.inspected} inspected, {r.copies.dropped} "
-                                                  f"dropped, {r.copies.failed} failed")  # fmt: skip
+            c = r.copies
+            copies = "" if c is None else (f"; copies: {c.inspected} inspected, {c.dropped} dropped, {c.failed} "
+                                           f"failed, {c.missed} missed")  # fmt: skip
             print(f"{ratio:>5g} proxy {proxy:<6} {LABELS[r.name]:<32} {r.rate:>5}/s {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
                   f"({r.success:.3f}, {r.throughput:.0f}/s{copies})")  # fmt: skip
         by = {r.name: r for r in runs}  # the last run of each: the chain at the rate it kept up with
@@ -394,7 +405,7 @@ def report(args: argparse.Namespace, results: list[Result], load_before: tuple[f
         if r.copies is not None:
             print(f"{r.ratio:>5g} {r.dataplane:<6} {r.proxy:<6} {LABELS[r.name]:<32} {r.requests} requests: "
                   f"{r.copies.inspected} inspected by the IDS, {r.copies.dropped} dropped (backlog), "
-                  f"{r.copies.failed} failed")  # fmt: skip
+                  f"{r.copies.failed} failed, {r.copies.missed} missed by the engine")  # fmt: skip
     print()
     for ratio in dict.fromkeys(r.ratio for r in results):
         for c in dict.fromkeys(r.connections for r in results):

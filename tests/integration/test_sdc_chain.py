@@ -38,6 +38,7 @@ from cloverctl.main import cli
 from protos import nginx_pb2, nginx_pb2_grpc, snort_pb2, snort_pb2_grpc
 from sdc import grpc_client, topology
 from sdc.external_clients import ExternalClients
+from sdc.proxy import MIRROR_BACKLOG
 from stack.catalogue import local_stack
 from stack.launcher import Launcher
 from stack.parts import prometheus_targets_dir
@@ -665,6 +666,35 @@ def test_an_ids_that_stalls_holds_its_copies_and_not_the_clients(chain: Config, 
     assert ids_quiet(chain) == inspected + 10
     after = stats(chain, PROXY)
     assert [after.get(m, 0) - before.get(m, 0) for m in (MIRROR_ERRORS, MIRROR_DROPPED)] == [0, 0]
+
+
+def test_with_the_ids_stopped_the_proxy_holds_a_backlog_of_copies_and_drops_the_rest(
+    chain: Config, stack: Launcher
+) -> None:
+    """The IDS stopped: the proxy holds MIRROR_BACKLOG copies and drops (and counts) each one
+    beyond, every request still answered; the IDS inspects the held ones once it goes on."""
+    inspected = ids_quiet(chain)
+    before = stats(chain, PROXY)
+    ids = stack.process("snort-ids")
+    assert ids is not None
+    extra = 40
+    ids.suspend()
+    try:
+        statuses = concurrent_gets(url(chain, PROXY, "/about.html"), MIRROR_BACKLOG + extra)
+        wait_for(
+            "the proxy to hold a full backlog and count the rest as dropped",
+            lambda: (
+                (s := stats(chain, PROXY))["clover_sdc_proxy_mirrors_in_flight"] == MIRROR_BACKLOG
+                and s.get(MIRROR_DROPPED, 0) - before.get(MIRROR_DROPPED, 0) == extra
+            ),
+            timeout=2,
+        )
+    finally:
+        ids.resume()
+    assert statuses == [200] * (MIRROR_BACKLOG + extra)
+    assert ids_quiet(chain) == inspected + MIRROR_BACKLOG
+    after = stats(chain, PROXY)
+    assert [after.get(m, 0) - before.get(m, 0) for m in (MIRROR_ERRORS, MIRROR_DROPPED)] == [0, extra]
 
 
 def test_with_the_ids_gone_every_request_is_answered_and_each_copy_counted_as_failed(
