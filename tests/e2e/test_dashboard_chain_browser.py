@@ -78,12 +78,20 @@ def clients(parts: Launcher, cfg: Config) -> Iterator[ExternalClients]:
 
 
 def open_chain(driver: WebDriver, cfg: Config) -> None:
-    """The dashboard's Sample chain tab, once it shows the IDS status."""
-    open_page(driver, cfg.controller_url + "/dashboard/", lambda: driver.find_elements(By.CSS_SELECTOR, ".tab"),
-              "the dashboard's tabs")  # fmt: skip
-    log_in(driver, cfg)
-    open_tab(driver, "Sample chain")
-    wait_until(lambda: text(driver, "ids-status"), 30, what="the IDS status on the page")
+    """The dashboard's Sample chain tab, once it shows the IDS status. A page whose requests
+    Chromium aborted as interfaces appeared (net::ERR_NETWORK_CHANGED) is loaded once more."""
+    for attempt in range(2):
+        open_page(driver, cfg.controller_url + "/dashboard/", lambda: driver.find_elements(By.CSS_SELECTOR, ".tab"),
+                  "the dashboard's tabs")  # fmt: skip
+        log_in(driver, cfg)
+        open_tab(driver, "Sample chain")
+        try:
+            wait_until(lambda: text(driver, "ids-status"), 30, what="the IDS status on the page")
+            return
+        except AssertionError as exc:
+            log = [entry["message"][:200] for entry in driver.get_log("browser")]
+            if attempt == 1 or not any("ERR_NETWORK_CHANGED" in line for line in log):
+                raise AssertionError(f"{exc}; browser log: {log[-5:]}") from None
 
 
 def reply(driver: WebDriver, button: str, result: str) -> tuple[str, str]:
