@@ -257,8 +257,9 @@ def unix_connections(pid: int, path: Path) -> int:
     """How many connections the unix socket listening at ``path`` in ``pid``'s namespace has
     accepted and not yet closed (the listener itself is not counted)."""
     listening = "00010000"  # __SO_ACCEPTCON
+    suffix = f" {path}"
     with contextlib.suppress(OSError), open(f"/proc/{pid}/net/unix") as f:
-        return sum(1 for line in f if line.rstrip().endswith(f" {path}") and line.split()[3] != listening)
+        return sum(1 for line in f if line.rstrip().endswith(suffix) and line.split()[3] != listening)
     return 0
 
 
