@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 import psutil
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 
@@ -54,7 +53,7 @@ from sdc.metrics import ClusterStats
 from sdc.names import ResolveError
 from sdc.nginx_control import HttpService
 from sdc.runtime import ConfigRefused, Runtime
-from sdc.tracing import finish, http_tags, operation_name
+from sdc.tracing import finish, http_tags, operation_name, random_id
 
 log = logging.getLogger(__name__)
 
@@ -430,8 +429,7 @@ class NginxService(HttpService, Generic[ConfigT]):
 
     def __init__(self, runtime: Runtime):
         super().__init__(runtime)
-        assert runtime.given_ids is not None, "the runtime of an nginx pod takes the span ids nginx made"
-        self.ids = runtime.given_ids
+        assert runtime.telemetry.records_all, "the runtime of an nginx pod records the spans nginx sampled"
         self.inbound_stats = runtime.inbound(topology.HTTP_PORT)
         self.upstreams: dict[str, Upstream] = {}
         self.listener = NginxProcess(self)
@@ -613,8 +611,8 @@ class NginxService(HttpService, Generic[ConfigT]):
         trace_id = int(entry["trace"], 16)
         parent = None
         if entry["parent"]:
-            remote = SpanContext(trace_id, int(entry["parent"], 16), True, TraceFlags(TraceFlags.SAMPLED))
-            parent = trace.set_span_in_context(NonRecordingSpan(remote))
+            caller = SpanContext(trace_id, int(entry["parent"], 16), True, TraceFlags(TraceFlags.SAMPLED))
+            parent = NonRecordingSpan(caller)
         name = operation_name(self.runtime.spec.fqdn, self.listener.port)
         tags = self.tags(entry, self.inbound_stats.cluster)
         return self._start(trace_id, int(entry["server"], 16), name, parent, SpanKind.SERVER, tags, start_ns)
@@ -624,33 +622,26 @@ class NginxService(HttpService, Generic[ConfigT]):
         size: int, span_id: int,
     ) -> None:  # fmt: skip
         """One CLIENT span per attempt (the last has ``span_id``, the one nginx sent downstream)."""
-        context = trace.set_span_in_context(parent) if isinstance(parent, Span) else parent
         tags = self.tags(entry, "")
         client_start = start_ns
         for i, (upstream, code, seconds, _, _) in enumerate(attempts):
             last = i == len(attempts) - 1
-            sid = span_id if last else int.from_bytes(os.urandom(8), "big") or 1
+            sid = span_id if last else random_id(64)
             name = operation_name(upstream.fqdn, upstream.port) if upstream else entry["up"]
             label = upstream.label if upstream else entry["up"]
             ctags = {**tags, "http.url": f"http://{label}{entry['uri']}",
                      "upstream_cluster": upstream.stats.cluster if upstream else "",
                      "peer.address": upstream.address if upstream else ""}  # fmt: skip
-            client = self._start(int(entry["trace"], 16), sid, name, context, SpanKind.CLIENT, ctags, client_start)
+            client = self._start(int(entry["trace"], 16), sid, name, parent, SpanKind.CLIENT, ctags, client_start)
             client_end = min(end_ns, client_start + int(seconds * 1e9)) if not last else end_ns
             finish(client, code or 502, size if last else 0, None if code else "no answer", end_time=client_end)
             client_start = client_end
 
     def _start(
-        self, trace_id: int, span_id: int, name: str, parent: Context | None, kind: SpanKind,
+        self, trace_id: int, span_id: int, name: str, parent: Span | Context | None, kind: SpanKind,
         tags: dict[str, str | int | bool], start_ns: int,
     ) -> Span:  # fmt: skip
-        tel = self.runtime.telemetry
-        self.ids.give(trace_id, span_id)
-        try:
-            return tel.tracer.start_span(name, parent, kind, {"node_id": tel.node_id, "component": "proxy", **tags},
-                                         start_time=start_ns)  # fmt: skip
-        finally:
-            self.ids.clear()
+        return self.runtime.telemetry.start(name, kind, parent, tags, start_ns, (trace_id, span_id))
 
     def _refresh(self) -> None:
         self.listener.drain()

@@ -39,7 +39,6 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from protos import nginx_pb2
@@ -362,12 +361,11 @@ class NginxProxy(NginxService[ProxyConfig]):
         # the IDS's (the graph finds a request's caller only in its own time bucket or the one before).
         end = float(entry["msec"])
         took = as_seconds(entry["rt"])
-        trace_id = int(entry["trace"], 16)
-        server = SpanContext(trace_id, int(entry["server"], 16), False, TraceFlags(TraceFlags.SAMPLED))
-        parent = trace.set_span_in_context(NonRecordingSpan(server))
+        sampled = TraceFlags(TraceFlags.SAMPLED)
+        server = NonRecordingSpan(SpanContext(int(entry["trace"], 16), int(entry["server"], 16), False, sampled))
         size = as_int(entry["up_len"].split(", ")[-1])
         start_ns, end_ns = int((end - took) * 1e9), int(end * 1e9)
-        self.client_spans(entry, parent, attempts[-1:], start_ns, end_ns, size, int(entry["copy_span"], 16))
+        self.client_spans(entry, server, attempts[-1:], start_ns, end_ns, size, int(entry["copy_span"], 16))
 
     def _refresh(self) -> None:
         super()._refresh()

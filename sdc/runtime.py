@@ -29,7 +29,7 @@ from sdc.accesslog import open_access_log, sources
 from sdc.metrics import ClusterStats, Registry, envoy_metric
 from sdc.names import Resolver
 from sdc.netns import LISTEN_BACKLOG, Placement
-from sdc.tracing import GivenIds, Telemetry
+from sdc.tracing import Telemetry
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
@@ -112,8 +112,7 @@ class Runtime:
         self.registry = Registry()
         self.resolver = Resolver(cfg)
         self.dataplane = topology.dataplane(cfg, pod)
-        self.given_ids = GivenIds() if self.dataplane == "nginx" else None
-        self.telemetry = Telemetry(cfg, pod, given_ids=self.given_ids)
+        self.telemetry = Telemetry(cfg, pod, records_all=self.dataplane == "nginx")
         self.access_log, self.log_stream = open_access_log(pod)
         self.sources = sources(cfg)
         self.stats_port = topology.stats_port(cfg, pod)
@@ -168,7 +167,7 @@ class Runtime:
     def _refresh_tracing(self) -> None:
         self.registry.metric(
             "envoy_tracing_zipkin_spans_sent", "counter", "Spans sent to the trace backend"
-        ).value = self.telemetry.counter.ended
+        ).value = self.telemetry.sender.ended
 
     def snapshot(self) -> dict[str, float]:
         """Every metric's current value, by exposed name."""
