@@ -11,6 +11,7 @@ too) and the oldest beyond ``keep`` removed.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import functools
 import json
@@ -138,26 +139,52 @@ def _utc_second(epoch_second: int) -> str:
     return datetime.datetime.fromtimestamp(epoch_second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-class AccessLog:
-    """Appends entries to ``<directory>/<pod>.log``, one flushed line each, rotating by size."""
+class HeldLines:
+    """Lines written from an event loop are held until the loop's current round of callbacks is
+    done, then written with one system call (a pod answers many requests per round); a line
+    written where no loop runs is written at once. ``close`` writes what is held."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self._held: list[bytes] = []
+
+    def write(self, entry: AccessEntry | AlertEntry | WafAlertEntry) -> None:
+        self._held.append(entry.line())
+        self.written += 1
+        if len(self._held) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._held:
+            lines = b"".join(self._held)
+            self._held.clear()
+            self._emit(lines)
+
+    def _emit(self, lines: bytes) -> None:
+        raise NotImplementedError
+
+
+class AccessLog(HeldLines):
+    """Appends entries to ``<directory>/<pod>.log``, whole lines per write, rotating by size."""
 
     def __init__(self, directory: Path, pod: str, max_bytes: int, keep: int = 5):
+        super().__init__()
         self.path = directory / f"{pod}.log"
         self.max_bytes = max_bytes
         self.keep = keep
         directory.mkdir(parents=True, exist_ok=True)
         self._file: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 - held for the pod's life
         self._size = self._file.tell()
-        self.written = 0
 
-    def write(self, entry: AccessEntry | AlertEntry | WafAlertEntry) -> None:
-        line = entry.line()
-        if self._size and self._size + len(line) > self.max_bytes:
+    def _emit(self, lines: bytes) -> None:
+        if self._size and self._size + len(lines) > self.max_bytes:
             self.rotate()
-        self._file.write(line)
+        self._file.write(lines)
         self._file.flush()
-        self._size += len(line)
-        self.written += 1
+        self._size += len(lines)
 
     def rotated(self) -> list[Path]:
         """The rotated generations, oldest first."""
@@ -175,27 +202,24 @@ class AccessLog:
             old.unlink(missing_ok=True)
 
     def close(self) -> None:
+        self.flush()
         self._file.close()
 
 
-class StdoutLog:
-    """Entries on the process's standard output, one flushed line each (``CLOVER_ACCESS_LOG=stdout``,
+class StdoutLog(HeldLines):
+    """Entries on the process's standard output, whole lines per write (``CLOVER_ACCESS_LOG=stdout``,
     in the cluster): the container runtime keeps and rotates the pod's log under /var/log/pods.
     One lock for the process: the IDS's access entries and its alerts share the stream."""
 
     _lock = threading.Lock()
 
-    def __init__(self) -> None:
-        self.written = 0
-
-    def write(self, entry: AccessEntry | AlertEntry | WafAlertEntry) -> None:
-        line = entry.line()
+    def _emit(self, lines: bytes) -> None:
         with self._lock:
-            sys.stdout.buffer.write(line)
+            sys.stdout.buffer.write(lines)
             sys.stdout.buffer.flush()
-            self.written += 1
 
     def close(self) -> None:
+        self.flush()
         sys.stdout.buffer.flush()
 
 

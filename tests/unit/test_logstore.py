@@ -3,6 +3,7 @@ writer and its rotation."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -107,6 +108,26 @@ def test_rotation_keeps_every_line_in_order_across_generations(tmp_path: Path) -
     assert [p.name for p in generations] == [f"http-lb-v1.log.{i}" for i in range(1, 10)] + ["http-lb-v1.log"]
     lines = [json.loads(line) for p in generations for line in p.read_text().splitlines()]
     assert [e["responseSize"] - 100 for e in lines] == list(range(95))
+
+
+def test_lines_written_in_one_round_of_the_event_loop_are_written_together_after_it(tmp_path: Path) -> None:
+    log = AccessLog(tmp_path, "p", max_bytes=1 << 20)
+
+    async def run() -> tuple[str, str, str]:
+        for n in range(3):
+            log.write(make_entry(n))
+        during = log.path.read_text()
+        await asyncio.sleep(0)
+        after = log.path.read_text()
+        log.write(make_entry(3))
+        log.close()  # before the loop's next round: close writes it
+        return during, after, log.path.read_text()
+
+    during, after, closed = asyncio.run(run())
+    assert during == ""
+    assert [json.loads(line)["responseSize"] - 100 for line in after.splitlines()] == [0, 1, 2]
+    assert [json.loads(line)["responseSize"] - 100 for line in closed.splitlines()] == [0, 1, 2, 3]
+    assert log.written == 4
 
 
 def test_rotation_keeps_only_the_newest_generations(tmp_path: Path) -> None:
