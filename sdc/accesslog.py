@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from clover.config import Config
 from logstore.settings import LogSettings
 from sdc import topology
@@ -53,7 +55,11 @@ class JsonLine:
 
     def line(self) -> bytes:
         # Every field is a plain value: vars() in field order is what asdict gives, without its deep copy.
-        return (json.dumps(vars(self), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        fields = vars(self)
+        try:
+            return orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE)
+        except TypeError:  # a lone surrogate (bytes a client sent that are not UTF-8): escaped
+            return (json.dumps(fields, separators=(",", ":")) + "\n").encode()
 
 
 @dataclass

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
+import orjson
 import psutil
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
@@ -231,6 +232,16 @@ def as_seconds(value: str) -> float:
         return 0.0
 
 
+def log_entry(line: bytes) -> dict[str, str]:
+    """One line of nginx's JSON log. nginx copies a header's bytes as they came: a line with bytes
+    that are not UTF-8 is read with those replaced (U+FFFD) rather than lost."""
+    try:
+        entry: dict[str, str] = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        entry = json.loads(line.decode("utf-8", "replace"))
+    return entry
+
+
 def as_int(value: str) -> int:
     try:
         return int(value)
@@ -326,7 +337,7 @@ class NginxProcess:
         for line in lines:
             if line:
                 try:
-                    self.service.account(json.loads(line), now)
+                    self.service.account(log_entry(line), now)
                 except (ValueError, KeyError) as exc:
                     log.warning("unreadable nginx log line %r: %s", line[:200], exc)
 

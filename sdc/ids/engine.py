@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from clover.config import Config
 from clover.logs import setup_logging
 from sdc.ids.alerts import Alert, AlertSink
@@ -42,7 +44,7 @@ REPORT_SECONDS = 0.25
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":")).encode()
+    return orjson.dumps(record)
 
 
 def http_record(
@@ -141,7 +143,7 @@ class Engine:
                 return
             for line in data.split(b"\n"):
                 try:
-                    record = json.loads(line)
+                    record = orjson.loads(line)
                 except ValueError:
                     continue
                 if record.get("t") == "http":

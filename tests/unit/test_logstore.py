@@ -130,6 +130,16 @@ def test_lines_written_in_one_round_of_the_event_loop_are_written_together_after
     assert log.written == 4
 
 
+def test_an_entry_with_bytes_a_client_sent_that_are_not_utf8_is_written_with_them_escaped() -> None:
+    entry = make_entry(0)
+    entry.userAgent = "curl \udcff"  # how aiohttp hands over a header byte that is not UTF-8
+    line = entry.line()
+    assert line.endswith(b"\n") and b"\\udcff" in line
+    assert json.loads(line)["userAgent"] == "curl \udcff"
+    plain = make_entry(1)
+    assert plain.line() == (json.dumps(vars(plain), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
 def test_rotation_keeps_only_the_newest_generations(tmp_path: Path) -> None:
     size = len(make_entry(0).line())
     log = AccessLog(tmp_path, "p", max_bytes=size * 2, keep=3)

@@ -17,7 +17,7 @@ from sdc import nginx_proxy, topology
 from sdc.lb import LbConfig
 from sdc.metrics import ClusterStats
 from sdc.nginx_lb import render
-from sdc.nginx_plane import Upstream, nginx_binary, sampling_rule, socket_dir
+from sdc.nginx_plane import Upstream, log_entry, nginx_binary, sampling_rule, socket_dir
 from sdc.proxy import ProxyConfig
 
 
@@ -106,3 +106,10 @@ def test_the_proxy_configuration_passes_nginx_t_with_its_block_list_copy_and_ups
     assert (ids in text) == (mirror != "off")
     assert text.count("mirror /__clover_ids_copy;") == (2 if mirror != "off" else 0)  # /app and the 404s
     assert "Your address is blocked after an intrusion alert." in text
+
+
+def test_a_log_line_is_read_and_bytes_in_it_that_are_not_utf8_are_replaced() -> None:
+    assert log_entry(b'{"ua":"caf\xc3\xa9","status":"200"}') == {"ua": "caf\u00e9", "status": "200"}
+    assert log_entry(b'{"ua":"curl \xff\xfe","status":"200"}') == {"ua": "curl \ufffd\ufffd", "status": "200"}
+    with pytest.raises(ValueError):
+        log_entry(b'{"ua":"cut short')
