@@ -40,7 +40,10 @@ hop adds at a given rate, vegeta (``make setup`` builds it) then sends ``--rate`
 schedule (first lb data plane, each ratio and proxy data plane): to the chain, lowered by 30% at
 a time until every answer is a success at >= 95% of the rate, then to the server, the lb and the
 chain without the IDS copy at the rate the chain kept up with; the printed rate says where it
-ended.
+ended. The restarted chain is first warmed by 2 s at ``--rate`` (not measured). Every measured
+run, wrk's and vegeta's, waits until Jaeger has stored what the runs before it sent (its CPU
+under 5% of a core), at most 60 s: at full tracing it catches up for seconds after a run and
+would share the cores with the next one.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ from stack.launcher import Launcher, StackError  # noqa: E402
 
 PROXY = "proxy-access-control"
 ENGINE_MISSED = "clover_sdc_ids_requests_dropped_total"
+QUIET_CORES = 0.05  # the trace backend counts as done with earlier runs below this
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -234,6 +238,22 @@ def settled_copies(cfg: Config, timeout: float = 30.0) -> Copies:
     raise RuntimeError(f"the IDS did not catch up with the proxy's copies within {timeout:g} s: {seen[-1]}")
 
 
+def settle_backend(cfg: Config, timeout: float = 60.0) -> None:
+    """Wait until the trace backend has stored what the previous runs sent (Jaeger under
+    ``QUIET_CORES`` over half a second): its catching up would otherwise share the cores with the
+    next run."""
+    jaeger = local_stack(cfg).process("jaeger")
+    if jaeger is None:
+        return
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(psutil.Error):
+        while time.monotonic() < deadline:
+            before = sum(jaeger.cpu_times()[:2])
+            time.sleep(0.5)
+            if sum(jaeger.cpu_times()[:2]) - before < QUIET_CORES * 0.5:
+                return
+
+
 def restart(cfg: Config, names: list[str]) -> Launcher:
     launcher = local_stack(cfg)
     launcher.down(names)
@@ -258,6 +278,7 @@ def measure(
     wrk(url, connections, 1)  # warm the pools
     copying = name in ("chain", "chain+waf")
     copies_before = settled_copies(cfg) if copying else None
+    settle_backend(cfg)
     before = pod_cpu(launcher)
     rps, p50, _, p99, total, errors = wrk(url, connections, seconds)
     after = pod_cpu(launcher)
@@ -317,7 +338,9 @@ class FixedRate:
 
 
 def vegeta(cfg: Config, name: str, url: str, rate: int, seconds: int, proxy: str) -> FixedRate:
-    """One fixed-rate run (an open model: requests are sent on schedule whether or not answers came)."""
+    """One fixed-rate run (an open model: requests are sent on schedule whether or not answers came),
+    once the trace backend is done with the previous runs."""
+    settle_backend(cfg)
     binary = str(cfg.stack_cache / "vegeta" / "vegeta")
     attack = subprocess.run(
         [binary, "attack", f"-rate={rate}/s", f"-duration={seconds}s", "-timeout=5s", "-header", "User-Agent: wrk"],
@@ -348,6 +371,7 @@ def fixed_rates(
         urls = {name: f"http://{topology.pod_ip(cfg, pod)}:9180{args.path}" for name, pod in pods.items()}
         for plane in proxy_planes:
             proxy_on(cfg, plane)
+            vegeta(cfg, "chain", urls["chain"], args.rate, 2, plane)  # the restarted pods warmed, not measured
             rate = args.rate
             while True:
                 copies_before = settled_copies(cfg)
