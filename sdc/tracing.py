@@ -37,7 +37,7 @@ TRACE_ID_LIMIT = (1 << 64) - 1
 class RecordedSpan(Span):
     """A sampled span of the chain: its ids, times, tags and status, sent once ended. The SDK's
     span does the same with locks, limits, events and per-processor hooks the chain does not use
-    (a fifth of a pod's cost per request at full tracing)."""
+    (29-48 µs to make and end one, against 5: ``bench/sdc/spans.py``)."""
 
     def __init__(self, sender: SpanSender, name: str, kind: SpanKind, context: SpanContext, parent: SpanContext | None,
                  attributes: dict[str, AttributeValue], start_ns: int | None):  # fmt: skip

@@ -70,12 +70,21 @@ def log_in(driver: WebDriver, cfg: Config) -> None:
     (``cloverctl local token``); the test stack has one, as a default install does."""
     if not cfg.api_token:
         return
-    field = wait_until(lambda: next(iter(driver.find_elements(By.ID, "token-input")), None), 20, what="the token field")
-    field.clear()
-    field.send_keys(cfg.api_token + Keys.ENTER)
-    checked = wait_until(lambda: (t := text(driver, "token-state")) not in ("", "not logged in") and t, 60,
-                         what="the dashboard to check the token")  # fmt: skip
-    assert checked == "token accepted", checked
+    for attempt in (1, 2):
+        field = wait_until(lambda: next(iter(driver.find_elements(By.ID, "token-input")), None), 20,
+                           what="the token field")  # fmt: skip
+        field.clear()
+        field.send_keys(cfg.api_token + Keys.ENTER)
+        if attempt == 2:
+            wait_until(lambda: text(driver, "token-state") == "token accepted", 60,
+                       what="the dashboard to accept the token typed again")  # fmt: skip
+            return
+        checked = wait_until(lambda: (t := text(driver, "token-state")) not in ("", "not logged in") and t, 60,
+                             what="the dashboard to check the token")  # fmt: skip
+        if checked == "token accepted":
+            return
+        # Seen once in a fresh-clone CI run, on the page's first load: the field took only part of
+        # what was typed ("wrong token"). A person types it again; a second refusal fails the test.
 
 
 def open_tab(driver: WebDriver, label: str) -> None:
