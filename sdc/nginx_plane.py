@@ -626,13 +626,15 @@ class NginxService(HttpService, Generic[ConfigT]):
             parent = NonRecordingSpan(caller)
         name = operation_name(self.runtime.spec.fqdn, self.listener.port)
         tags = self.tags(entry, self.inbound_stats.cluster)
-        return self._start(trace_id, int(entry["server"], 16), name, parent, SpanKind.SERVER, tags, start_ns)
+        ids = (trace_id, int(entry["server"], 16))
+        return self.runtime.telemetry.start(name, SpanKind.SERVER, parent, tags, start_ns, ids)
 
     def client_spans(
         self, entry: dict[str, str], parent: Span | Context, attempts: list[Attempt], start_ns: int, end_ns: int,
         size: int, span_id: int,
     ) -> None:  # fmt: skip
         """One CLIENT span per attempt (the last has ``span_id``, the one nginx sent downstream)."""
+        trace_id = int(entry["trace"], 16)
         tags = self.tags(entry, "")
         client_start = start_ns
         for i, (upstream, code, seconds, _, _) in enumerate(attempts):
@@ -643,16 +645,10 @@ class NginxService(HttpService, Generic[ConfigT]):
             ctags = {**tags, "http.url": f"http://{label}{entry['uri']}",
                      "upstream_cluster": upstream.stats.cluster if upstream else "",
                      "peer.address": upstream.address if upstream else ""}  # fmt: skip
-            client = self._start(int(entry["trace"], 16), sid, name, parent, SpanKind.CLIENT, ctags, client_start)
+            client = self.runtime.telemetry.start(name, SpanKind.CLIENT, parent, ctags, client_start, (trace_id, sid))
             client_end = min(end_ns, client_start + int(seconds * 1e9)) if not last else end_ns
             finish(client, code or 502, size if last else 0, None if code else "no answer", end_time=client_end)
             client_start = client_end
-
-    def _start(
-        self, trace_id: int, span_id: int, name: str, parent: Span | Context | None, kind: SpanKind,
-        tags: dict[str, str | int | bool], start_ns: int,
-    ) -> Span:  # fmt: skip
-        return self.runtime.telemetry.start(name, kind, parent, tags, start_ns, (trace_id, span_id))
 
     def _refresh(self) -> None:
         self.listener.drain()
