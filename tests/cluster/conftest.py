@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -113,6 +114,21 @@ class Kubectl:
 
     def json(self, *args: str) -> Any:
         return json.loads(self(*args, "-o", "json"))
+
+
+def routed_service(kubectl: Kubectl, namespace: str, name: str, port: int, timeout: float = 60) -> str:
+    """``ip:port`` of a Service once this machine can connect to it. A Deployment is ready before
+    kube-proxy has routed its Service to the new pod; until then a connection is refused."""
+    ip = str(kubectl.json("-n", namespace, "get", "service", name)["spec"]["clusterIP"])
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((ip, port), timeout=5).close()
+            return f"{ip}:{port}"
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"Service {namespace}/{name} ({ip}:{port}): {exc} for {timeout:.0f}s") from None
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ import requests
 from clover import keys
 from sdc.waf.check import OUTCOMES, ext_authz_metric
 from stack.cluster.layout import ClusterPaths
-from tests.cluster.conftest import Kubectl, Timings, load_images
+from tests.cluster.conftest import Kubectl, Timings, load_images, routed_service
 from tests.cluster.test_systems import NAMESPACE, OWN, cloverctl
 
 DATASTORE_IMAGES = ("clover-redis", "clover-cassandra")
@@ -103,8 +103,8 @@ def chain(cluster_paths: ClusterPaths, kubectl: Kubectl, loaded: None, timings: 
         store = redis.Redis(host=service_ip(kubectl, NAMESPACE, "redis"), port=6379, password=password.decode(),
                             decode_responses=True, socket_timeout=10)  # fmt: skip
         (pod,) = kubectl.json("get", "pods", "-l", f"app={PROXY}")["items"]
-        yield Chain(f"http://{service_ip(kubectl, 'default', PROXY)}:9180", f"http://{pod['status']['podIP']}:15090",
-                    store)  # fmt: skip
+        yield Chain(f"http://{routed_service(kubectl, 'default', PROXY, 9180)}",
+                    f"http://{pod['status']['podIP']}:15090", store)  # fmt: skip
         store.close()
     finally:
         # Whatever the module left, also when a create or a test failed half-way: later modules start empty.

@@ -39,7 +39,7 @@ import pytest
 from cloverctl import clover_system, logging_system
 from logstore.query import LogFilter, LogStore
 from stack.cluster.layout import ClusterPaths
-from tests.cluster.conftest import Kubectl, Timings, load_images
+from tests.cluster.conftest import Kubectl, Timings, load_images, routed_service
 from tests.cluster.pipeline import rest
 from tests.cluster.test_systems import NAMESPACE, NODE_PORT_URL, cloverctl, get_json
 
@@ -91,7 +91,7 @@ def token(cluster_paths: ClusterPaths, kubectl: Kubectl, loaded: None, timings: 
 
 def proxy_url(kubectl: Kubectl) -> str:
     """proxy-access-control's Service from this machine (its cluster IP, through kube-proxy)."""
-    return f"http://{kubectl.json('get', 'service', 'proxy-access-control')['spec']['clusterIP']}:9180/"
+    return f"http://{routed_service(kubectl, 'default', 'proxy-access-control', 9180)}/"
 
 
 def through_proxy(url: str, agent: str = "clover-walkthrough") -> tuple[int, str, str]:
