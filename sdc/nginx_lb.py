@@ -75,8 +75,9 @@ class NginxLoadBalancer(NginxService[LbConfig]):
         attempts = self.attempts(entry)
         if entry["sampled"] == "01":
             start_ns, end_ns = int((end - took) * 1e9), int(end * 1e9)
-            server = self.server_span(entry, start_ns)
-            self.client_spans(entry, server, attempts, start_ns, end_ns, size, int(entry["client"], 16))
+            tags = self.tags(entry, self.inbound_stats.cluster)
+            server = self.server_span(entry, tags, start_ns)
+            self.client_spans(entry, server, tags, attempts, start_ns, end_ns, size, int(entry["client"], 16))
             finish(server, status, size, end_time=end_ns)
 
     def _refresh(self) -> None:

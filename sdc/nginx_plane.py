@@ -243,10 +243,8 @@ def log_entry(line: bytes) -> dict[str, str]:
 
 
 def as_int(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        return 0
+    """A count nginx logged; 0 for its "-" or an empty value (a GET's ``$content_length``)."""
+    return int(value) if value.isascii() and value.isdigit() else 0
 
 
 def established(pid: int) -> list[tuple[str, int, str, int]]:
@@ -617,7 +615,7 @@ class NginxService(HttpService, Generic[ConfigT]):
                          request_size=as_int(entry["clen"]), upstream_cluster=cluster, request_id=entry["rid"],
                          peer=f"{entry['addr']}:{entry['port']}")  # fmt: skip
 
-    def server_span(self, entry: dict[str, str], start_ns: int) -> Span:
+    def server_span(self, entry: dict[str, str], tags: dict[str, str | int | bool], start_ns: int) -> Span:
         """The request's SERVER span (started; the caller finishes it), child of the caller's."""
         trace_id = int(entry["trace"], 16)
         parent = None
@@ -625,17 +623,16 @@ class NginxService(HttpService, Generic[ConfigT]):
             caller = SpanContext(trace_id, int(entry["parent"], 16), True, TraceFlags(TraceFlags.SAMPLED))
             parent = NonRecordingSpan(caller)
         name = operation_name(self.runtime.spec.fqdn, self.listener.port)
-        tags = self.tags(entry, self.inbound_stats.cluster)
         ids = (trace_id, int(entry["server"], 16))
         return self.runtime.telemetry.start(name, SpanKind.SERVER, parent, tags, start_ns, ids)
 
     def client_spans(
-        self, entry: dict[str, str], parent: Span | Context, attempts: list[Attempt], start_ns: int, end_ns: int,
-        size: int, span_id: int,
+        self, entry: dict[str, str], parent: Span | Context, tags: dict[str, str | int | bool], attempts: list[Attempt],
+        start_ns: int, end_ns: int, size: int, span_id: int,
     ) -> None:  # fmt: skip
-        """One CLIENT span per attempt (the last has ``span_id``, the one nginx sent downstream)."""
+        """One CLIENT span per attempt (the last has ``span_id``, the one nginx sent downstream), with
+        ``tags`` and the attempt's upstream."""
         trace_id = int(entry["trace"], 16)
-        tags = self.tags(entry, "")
         client_start = start_ns
         for i, (upstream, code, seconds, _, _) in enumerate(attempts):
             last = i == len(attempts) - 1

@@ -341,8 +341,9 @@ class NginxProxy(NginxService[ProxyConfig]):
         attempts = self.attempts(entry)
         if entry["sampled"] == "01":
             start_ns, end_ns = int((end - took) * 1e9), int(end * 1e9)
-            server = self.server_span(entry, start_ns)
-            self.client_spans(entry, server, attempts, start_ns, end_ns, size, int(entry["client"], 16))
+            tags = self.tags(entry, self.inbound_stats.cluster)
+            server = self.server_span(entry, tags, start_ns)
+            self.client_spans(entry, server, tags, attempts, start_ns, end_ns, size, int(entry["client"], 16))
             finish(server, status, size, "client blocked" if blocked else None, end_time=end_ns)
 
     def _copy(self, entry: dict[str, str]) -> None:
@@ -365,7 +366,8 @@ class NginxProxy(NginxService[ProxyConfig]):
         server = NonRecordingSpan(SpanContext(int(entry["trace"], 16), int(entry["server"], 16), False, sampled))
         size = as_int(entry["up_len"].split(", ")[-1])
         start_ns, end_ns = int((end - took) * 1e9), int(end * 1e9)
-        self.client_spans(entry, server, attempts[-1:], start_ns, end_ns, size, int(entry["copy_span"], 16))
+        tags = self.tags(entry, "")
+        self.client_spans(entry, server, tags, attempts[-1:], start_ns, end_ns, size, int(entry["copy_span"], 16))
 
     def _refresh(self) -> None:
         super()._refresh()

@@ -32,6 +32,7 @@ from sdc.otlp import AttributeValue, SpanEncoder, SpanSender
 
 SCOPE = "clover.sdc"
 TRACE_ID_LIMIT = (1 << 64) - 1
+OTLP_KIND = {kind: kind.value + 1 for kind in SpanKind}  # OTLP numbers the kinds from 1 (0 is unspecified)
 
 
 class RecordedSpan(Span):
@@ -43,7 +44,7 @@ class RecordedSpan(Span):
                  attributes: dict[str, AttributeValue], start_ns: int | None):  # fmt: skip
         self.sender = sender
         self.name = name
-        self.kind = kind.value + 1
+        self.kind = OTLP_KIND[kind]
         self.context = context
         self.trace_id = context.trace_id
         self.span_id = context.span_id

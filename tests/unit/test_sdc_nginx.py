@@ -17,7 +17,7 @@ from sdc import nginx_proxy, topology
 from sdc.lb import LbConfig
 from sdc.metrics import ClusterStats
 from sdc.nginx_lb import render
-from sdc.nginx_plane import Upstream, log_entry, nginx_binary, sampling_rule, socket_dir
+from sdc.nginx_plane import Upstream, as_int, log_entry, nginx_binary, sampling_rule, socket_dir
 from sdc.proxy import ProxyConfig
 
 
@@ -113,3 +113,7 @@ def test_a_log_line_is_read_and_bytes_in_it_that_are_not_utf8_are_replaced() -> 
     assert log_entry(b'{"ua":"curl \xff\xfe","status":"200"}') == {"ua": "curl \ufffd\ufffd", "status": "200"}
     with pytest.raises(ValueError):
         log_entry(b'{"ua":"cut short')
+
+
+def test_a_logged_count_is_read_and_nginx_s_dash_or_an_empty_value_is_zero() -> None:
+    assert [as_int(v) for v in ("1234", "0", "", "-", "12, 5", "\u00b2")] == [1234, 0, 0, 0, 0, 0]
