@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRati
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from clover.config import Config
-from sdc import otlp
+from sdc import otlp, topology
 from sdc.otlp import SpanEncoder, SpanSender
 from sdc.tracing import SCOPE, RecordedSpan, Telemetry
 
@@ -158,6 +158,19 @@ def test_spans_are_sampled_as_the_sdks_parent_based_ratio_sampler_samples_them(c
         ctx = child.get_span_context()
         assert (ctx.trace_id, ctx.trace_flags, child.is_recording()) == (TRACE, flags, bool(flags))
         assert ctx.span_id not in (0, CALLER)
+    tel.shutdown()
+
+
+def test_the_pods_resource_names_the_pod_and_keeps_the_users_attributes_but_not_the_sdks(
+    cfg: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=lab")
+    tel = Telemetry(cfg, "clover-server1", schedule_delay_ms=60_000)
+    assert tel.resource == {
+        "service.name": "clover-server1", "service.instance.id": "clover-server1", "service.version": "v1",
+        "k8s.pod.name": "clover-server1", "k8s.namespace.name": "default",
+        "host.ip": topology.pod_ip(cfg, "clover-server1"), "deployment.environment": "lab",
+    }  # fmt: skip
     tel.shutdown()
 
 
