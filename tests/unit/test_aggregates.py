@@ -62,6 +62,13 @@ def test_a_grown_bucket_replaces_its_old_contribution() -> None:
     )
 
 
+def test_a_quantile_never_lies_beyond_the_exact_min_and_max() -> None:
+    agg = aggregate_of([2020, 5000, 8000])  # their bins read as 2,018.7, 4,965.3 and 8,024.5 µs
+    assert [agg.quantile_us(q) for q in (0.0, 0.5, 1.0)] == [2020, quantile(agg.bins, 0.5), 8000]
+    assert round(quantile(agg.bins, 0.0) or 0, 1) == 2018.7 and round(quantile(agg.bins, 1.0) or 0, 1) == 8024.5
+    assert Aggregate().quantile_us(0.5) is None
+
+
 def test_an_empty_sketch_has_no_quantile() -> None:
     assert quantile({}, 0.5) is None
     assert quantile(aggregate_of([0]).bins, 0.5) == 0.0
