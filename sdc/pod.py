@@ -28,6 +28,7 @@ from sdc.lb import LoadBalancer
 from sdc.nginx_control import HttpService
 from sdc.nginx_lb import NginxLoadBalancer
 from sdc.nginx_proxy import NginxProxy
+from sdc.nginx_server import NginxServer
 from sdc.proxy import Proxy
 from sdc.runtime import Runtime, run_loop
 from sdc.server import Server
@@ -69,7 +70,7 @@ def build(runtime: Runtime) -> HttpService | SnortIds | ModSecurityCrs:
     if kind == topology.LB:
         return NginxLoadBalancer(runtime) if runtime.dataplane == "nginx" else LoadBalancer(runtime)
     if kind == topology.SERVER:
-        return Server(runtime)
+        return NginxServer(runtime) if runtime.dataplane == "nginx" else Server(runtime)
     return SnortIds(runtime)
 
 

@@ -24,6 +24,7 @@ import logging
 import mimetypes
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ MAX_RESPONSE_SIZE = 64 * 1024 * 1024
 MAX_LATENCY_MS = 30_000.0
 FILLER = b"clover sample response payload 0123456789abcdefghijklmnopqrstuvwxyz\n"
 UPLOADED = "Uploaded file(s) successfully"
+CLIENT_HEADER = "x-clover-client"  # the client's "ip:port" from nginx in front of the site; not echoed
 FILE_CACHE_SECONDS = 1.0
 FILE_CACHE_LIMIT = 1024 * 1024
 FILE_CACHE_ENTRIES = 256
@@ -115,20 +117,17 @@ def parse_directive(directive: str, where: str) -> tuple[str, int, str]:
     )
 
 
-class Server(HttpService):
-    kind = "server"
-    listener: HttpListener
+class Site:
+    """A server's site and configuration: the answers to requests and the checks and changes of
+    ModifyServer, whatever listens (the pod's own HTTP listener, or nginx in front of it)."""
 
     def __init__(self, runtime: Runtime):
-        super().__init__(runtime)
+        self.runtime = runtime
         self.config = ServerConfig()
-        self.inbound_stats = runtime.inbound(topology.HTTP_PORT)
-        self.listener = HttpListener(runtime, self.handle, self.inbound_stats)
         self._bodies: dict[int, bytes] = {}
         self._files: dict[str, CachedFile] = {}
         self._upload_seq = 0
         self._client: aiohttp.ClientSession | None = None
-        runtime.refreshers.append(self.listener.server.refresh)
 
     # -- paths ---------------------------------------------------------------------------------
 
@@ -154,23 +153,21 @@ class Server(HttpService):
 
     # -- requests ------------------------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        inbound = Inbound.of(self.runtime, request, self.inbound_stats, self.listener.port)
+    async def answer(self, request: web.BaseRequest, client: str) -> web.StreamResponse:
+        """The answer to ``request`` from ``client`` ("ip:port")."""
         try:
-            response = await self._answer(request, inbound)
+            return await self._answer(request, client)
         except ConfigRefused:
-            response = error_response(404, "not found", self.runtime.name)
-        response.headers["X-Served-By"] = self.runtime.name
-        return inbound.done(response)
+            return error_response(404, "not found", self.runtime.name)
 
-    async def _answer(self, request: web.BaseRequest, inbound: Inbound) -> web.StreamResponse:
+    async def _answer(self, request: web.BaseRequest, client: str) -> web.StreamResponse:
         config = self.config
         path = request.path
         if request.method == "POST" and path in (config.upload_path_config, config.upload_path_test):
             return await self._upload(request, config, path == config.upload_path_test)
         if path == "/api/echo":
-            return self._echo(request, inbound)
-        location = self._location(config, path)
+            return self._echo(request, client)
+        location = self.location(config, path)
         if location is not None and location.synthetic:
             if location.latency_ms:
                 await asyncio.sleep(location.latency_ms / 1000.0)
@@ -203,7 +200,7 @@ class Server(HttpService):
         return web.Response(body=data, content_type=content_type)
 
     @staticmethod
-    def _location(config: ServerConfig, path: str) -> Location | None:
+    def location(config: ServerConfig, path: str) -> Location | None:
         exact = [loc for loc in config.locations if loc.exact and loc.matches(path)]
         if exact:
             return exact[0]
@@ -218,14 +215,14 @@ class Server(HttpService):
                 self._bodies[size] = body
         return body
 
-    def _echo(self, request: web.BaseRequest, inbound: Inbound) -> web.Response:
+    def _echo(self, request: web.BaseRequest, client: str) -> web.Response:
         body = {
             "server": self.runtime.name,
             "method": request.method,
             "path": request.path,
             "query": request.query_string,
-            "client": f"{inbound.client_ip}:{inbound.client_port}",
-            "headers": [[k, v] for k, v in request.headers.items()],
+            "client": client,
+            "headers": [[k, v] for k, v in request.headers.items() if k.lower() != CLIENT_HEADER],
         }
         return web.Response(text=json.dumps(body, indent=1), content_type="application/json")
 
@@ -290,7 +287,8 @@ class Server(HttpService):
 
     # -- control -------------------------------------------------------------------------------
 
-    async def modify_server(self, request: nginx_pb2.ConfigServer) -> str:
+    def checked(self, request: nginx_pb2.ConfigServer) -> tuple[ServerConfig, list[tuple[Path, Path]]]:
+        """The configuration ``request`` asks for and the file moves it needs; raises ConfigRefused."""
         current = self.config
         port = port_field(request.server_port, "server_port", current.server_port)
         site_root = path_field(request.site_root, "site_root", current.site_root)
@@ -319,6 +317,7 @@ class Server(HttpService):
             locations.append(Location(uri, loc.directive.strip(), loc.path.strip(), loc.response_size,
                                       loc.latency_ms, loc.status))  # fmt: skip
         moves = []
+        files = []
         for i, f in enumerate(request.files):
             src = self.host_path(f.src_file, f"files[{i}].src_file")
             dest = self.host_path(f.dest_file, f"files[{i}].dest_file")
@@ -326,7 +325,8 @@ class Server(HttpService):
                 raise ConfigRefused(f"files[{i}].src_file {f.src_file!r} does not exist on {self.runtime.name}")
             if dest.is_dir():
                 raise ConfigRefused(f"files[{i}].dest_file {f.dest_file!r} is a directory")
-            moves.append((src, dest, f.src_file, f.dest_file))
+            moves.append((src, dest))
+            files.append((f.src_file, f.dest_file))
         new = ServerConfig(
             server_port=port,
             server_name=request.server_name or current.server_name,
@@ -335,21 +335,31 @@ class Server(HttpService):
             upload_path_config=upload_config,
             upload_path_test=upload_test,
             locations=locations,
-            files=[(m[2], m[3]) for m in moves],
+            files=files,
         )
-        done = await asyncio.to_thread(_move_all, [(m[0], m[1]) for m in moves])
+        return new, moves
+
+    async def replace(
+        self, new: ServerConfig, moves: list[tuple[Path, Path]], serve: Callable[[ServerConfig], Awaitable[None]]
+    ) -> None:
+        """Move the files, write the site and ``serve`` it (raising OSError or ConfigRefused when it
+        cannot): all of it happens, or none of it."""
+        current = self.config
+        done = await asyncio.to_thread(_move_all, moves)
         try:
             await asyncio.to_thread(self._write_site, new)
-            if port != self.listener.port:
-                await self.listener.rebind(port)
-        except OSError as exc:
+            await serve(new)
+        except (OSError, ConfigRefused) as exc:
             await asyncio.to_thread(_undo_moves, done)
             await asyncio.to_thread(self._write_site, current)
-            raise ConfigRefused(f"server_port {port} or site_root {site_root}: {exc.strerror or exc}") from None
+            if isinstance(exc, ConfigRefused):
+                raise
+            raise ConfigRefused(
+                f"server_port {new.server_port} or site_root {new.site_root}: {exc.strerror or exc}"
+            ) from None
         self.config = new
-        return MODIFIED
 
-    def dump(self) -> nginx_pb2.ConfigDump:
+    def dump(self, kind: str) -> nginx_pb2.ConfigDump:
         c = self.config
         server = nginx_pb2.ConfigServer(
             server_port=str(c.server_port),
@@ -361,11 +371,48 @@ class Server(HttpService):
             locations=[loc.to_proto() for loc in c.locations],
             files=[nginx_pb2.File(src_file=s, dest_file=d) for s, d in c.files],
         )
-        return nginx_pb2.ConfigDump(kind=self.kind, pod=self.runtime.name, server=server)
+        return nginx_pb2.ConfigDump(kind=kind, pod=self.runtime.name, server=server)
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+class Server(HttpService):
+    """A clover-server answering HTTP with its own listener."""
+
+    kind = "server"
+    listener: HttpListener
+
+    def __init__(self, runtime: Runtime):
+        super().__init__(runtime)
+        self.site = Site(runtime)
+        self.inbound_stats = runtime.inbound(topology.HTTP_PORT)
+        self.listener = HttpListener(runtime, self.handle, self.inbound_stats)
+        runtime.refreshers.append(self.listener.server.refresh)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        inbound = Inbound.of(self.runtime, request, self.inbound_stats, self.listener.port)
+        response = await self.site.answer(request, f"{inbound.client_ip}:{inbound.client_port}")
+        response.headers["X-Served-By"] = self.runtime.name
+        return inbound.done(response)
+
+    async def start(self) -> None:
+        await self.site.start()
+
+    async def modify_server(self, request: nginx_pb2.ConfigServer) -> str:
+        new, moves = self.site.checked(request)
+        await self.site.replace(new, moves, self._listen)
+        return MODIFIED
+
+    async def _listen(self, config: ServerConfig) -> None:
+        await self.listener.rebind(config.server_port)
+
+    def dump(self) -> nginx_pb2.ConfigDump:
+        return self.site.dump(self.kind)
+
+    async def stop(self) -> None:
+        await self.site.close()
 
 
 def _highest_upload(directory: Path) -> int:

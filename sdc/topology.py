@@ -144,11 +144,11 @@ def stats_host(cfg: Config) -> str:
 
 
 def dataplane(cfg: Config, name: str) -> str:
-    """What answers a pod's HTTP: ``nginx`` (the load balancers and the proxy, outside a cluster,
-    unless CLOVER_SDC_DATAPLANE=python; the proxy only with the WAF check off) or ``python`` (the
-    pod's own relay)."""
+    """What answers a pod's HTTP: ``nginx`` (the servers, the load balancers and the proxy, outside
+    a cluster, unless CLOVER_SDC_DATAPLANE=python; the proxy only with the WAF check off) or
+    ``python`` (the pod's own server or relay)."""
     kind = spec(name).kind
-    if kind not in (LB, PROXY) or cfg.sdc_dataplane == "python" or (kind == PROXY and cfg.waf_check):
+    if kind not in (SERVER, LB, PROXY) or cfg.sdc_dataplane == "python" or (kind == PROXY and cfg.waf_check):
         return "python"
     if cfg.sdc_dataplane == "auto" and mode(cfg) == CLUSTER:
         return "python"

@@ -54,8 +54,9 @@ os.environ.setdefault("CLOVER_SDC_STATS_PORT", str(25090 + _OFFSET))
 os.environ.setdefault("CLOVER_SDC_BLOCK_SECONDS", "4")
 
 PROXY = "proxy-access-control"
-DATAPLANES = {"http-lb-v1": "python" if os.environ.get("CLOVER_SDC_DATAPLANE") == "python" else "nginx",
-              "http-lb-v2": "python"}  # fmt: skip
+_DEFAULT_PLANE = "python" if os.environ.get("CLOVER_SDC_DATAPLANE") == "python" else "nginx"
+DATAPLANES = {"http-lb-v1": _DEFAULT_PLANE, "http-lb-v2": "python",
+              "clover-server1": _DEFAULT_PLANE, "clover-server2": "python"}  # fmt: skip
 PROXY_DATAPLANES = ["python"] if os.environ.get("CLOVER_SDC_DATAPLANE") == "python" else ["nginx", "python"]
 SAMPLES = Path(__file__).resolve().parents[2] / "cloverctl" / "yaml"
 SCAN_SID = "10000003"
@@ -137,18 +138,20 @@ def ids_quiet(cfg: Config) -> int:
 
 @pytest.fixture(scope="module", params=PROXY_DATAPLANES, ids=lambda plane: f"proxy-{plane}")
 def chain(stack: Launcher, cfg: Config, request: pytest.FixtureRequest) -> Iterator[Config]:
-    """The chain with http-lb-v1 on nginx and http-lb-v2 on the Python relay: each test that goes
-    through both load balancers sees both data planes; the module runs once with the proxy on
-    nginx and once on its Python relay."""
+    """The chain with http-lb-v1 and clover-server1 on nginx, http-lb-v2 and clover-server2 on
+    their Python data plane: each test that goes through both load balancers and the first two
+    servers sees both data planes; the module runs once with the proxy on nginx and once on its
+    Python relay."""
     output = cloverctl("local", "up", "sdc", "--fresh")
     assert "All parts healthy" in output
     python = local_stack(dataclasses.replace(cfg, sdc_dataplane="python"))
-    restarted = ["http-lb-v2"] + ([PROXY] if request.param == "python" else [])
+    restarted = ["http-lb-v2", "clover-server2"] + ([PROXY] if request.param == "python" else [])
     python.down(restarted)
     python.up(restarted)
-    planes = [requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, pod)}/stats", timeout=5).json()["dataplane"]
-              for pod in ("http-lb-v1", "http-lb-v2", PROXY)]  # fmt: skip
-    assert planes == [DATAPLANES["http-lb-v1"], "python", request.param]
+    status = "http://127.0.0.1:{}/stats"
+    planes = {pod: requests.get(status.format(topology.stats_port(cfg, pod)), timeout=5).json()["dataplane"]
+              for pod in [*DATAPLANES, PROXY]}  # fmt: skip
+    assert planes == {**DATAPLANES, PROXY: request.param}
     # The restarted pods left the registry and came back: the proxy follows within a few seconds.
     wait_for("the proxy to route to both load balancers", lambda: len({lb for lb, _ in send(cfg, 4)}) == 2)
     yield cfg
@@ -367,6 +370,52 @@ def test_an_upload_then_set_server_serves_the_file_where_server_yaml_moves_it(ch
         )
     finally:
         grpc_client.modify_server(chain, default_server("clover-server1"))
+
+
+@pytest.mark.parametrize("server", ["clover-server1", "clover-server2"], ids=lambda server: DATAPLANES[server])
+def test_a_server_answers_alike_on_either_data_plane(chain: Config, server: str) -> None:
+    def call(path: str, method: str = "GET", **kwargs: Any) -> requests.Response:
+        response = requests.request(method, url(chain, server, path), timeout=10, **kwargs)
+        assert response.headers["X-Served-By"] == server
+        return response
+
+    home = call("/")
+    assert (home.status_code, home.headers["Content-Type"]) == (200, "text/html") and 'action="/upload"' in home.text
+    catalog = call("/catalog/")
+    assert catalog.text == call("/catalog/index.html").text and "<h1>Catalog</h1>" in catalog.text
+    assert call("/catalog/items.json").headers["Content-Type"] == "application/json"
+    missing = call("/nope.html")
+    assert missing.status_code == 404 and "/nope.html was not found on this server" in missing.text
+    posted = call("/about.html", "POST", data=b"x")
+    assert (posted.status_code, posted.headers["Allow"], posted.text) == (405, "GET, HEAD", "405 Method Not Allowed\n")
+    head = call("/about.html", "HEAD")
+    assert (head.status_code, head.content, head.headers["Content-Length"]) == (
+        200,
+        b"",
+        str(len(call("/about.html").content)),
+    )
+    echo = call("/api/echo?x=1", headers={"X-Clover-Client": "forged"}).json()
+    client_ip = topology.gateway_ip(chain) if NETNS else "127.0.0.1"
+    assert (echo["server"], echo["method"], echo["path"], echo["query"]) == (server, "GET", "/api/echo", "x=1")
+    assert echo["client"].split(":")[0] == client_ip and int(echo["client"].split(":")[1]) > 0
+    assert "x-clover-client" not in {k.lower() for k, _ in echo["headers"]}
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    traced = call("/about.html", headers={"traceparent": f"00-{trace_id}-{parent}-01"}).headers["traceresponse"]
+    assert re.fullmatch(f"00-{trace_id}-[0-9a-f]{{16}}-01", traced) and parent not in traced
+
+    teapot = {"uri_match": "= /teapot", "directive": "return 418 short and stout"}
+    made = {"uri_match": "/made", "status": 201, "response_size": 10}
+    assert grpc_client.modify_server(chain, {"server_name": server, "locations": [DEFAULT_LOCATION, teapot, made]}) == (
+        "Modified nginx config"
+    )
+    try:
+        assert (call("/teapot").status_code, call("/teapot").text) == (418, "short and stout\n")
+        created = call("/made/here")
+        assert (created.status_code, created.content) == (201, b"clover sam")
+        assert call("/test/not/there").text == home.text  # try_files $uri @default1: the site index
+        assert call("/teapot/more").status_code == 404
+    finally:
+        grpc_client.modify_server(chain, default_server(server))
 
 
 def test_modify_proxy_moves_its_upstream_and_turns_the_copy_off_and_on(chain: Config) -> None:

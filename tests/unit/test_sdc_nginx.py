@@ -1,9 +1,10 @@
-"""The nginx data plane of the load balancers and the proxy: which pods get it, and the
+"""The nginx data plane of the servers, the load balancers and the proxy: which pods get it, and the
 configurations it renders (checked by nginx itself)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,23 +14,24 @@ from pathlib import Path
 import pytest
 
 from clover.config import Config
-from sdc import nginx_proxy, topology
+from sdc import nginx_proxy, nginx_server, topology
 from sdc.lb import LbConfig
 from sdc.metrics import ClusterStats
 from sdc.nginx_lb import render
 from sdc.nginx_plane import Upstream, as_int, log_entry, nginx_binary, sampling_rule, socket_dir
 from sdc.proxy import ProxyConfig
+from sdc.server import Location, ServerConfig
 
 
 @pytest.mark.parametrize(
     ("setting", "mode", "waf", "planes"),
-    [("auto", "netns", "off", ("nginx", "nginx", "python")), ("auto", "cluster", "off", ("python", "python", "python")),
-     ("nginx", "cluster", "off", ("nginx", "nginx", "python")),
+    [("auto", "netns", "off", ("nginx", "nginx", "nginx")), ("auto", "cluster", "off", ("python", "python", "python")),
+     ("nginx", "cluster", "off", ("nginx", "nginx", "nginx")),
      ("python", "loopback", "off", ("python", "python", "python")),
-     ("auto", "netns", "on", ("nginx", "python", "python")),
-     ("nginx", "loopback", "on", ("nginx", "python", "python"))],
+     ("auto", "netns", "on", ("nginx", "python", "nginx")),
+     ("nginx", "loopback", "on", ("nginx", "python", "nginx"))],
 )  # fmt: skip
-def test_the_load_balancers_and_the_proxy_get_nginx_unless_the_waf_checks_and_auto_means_python_in_a_cluster(
+def test_the_servers_lbs_and_proxy_get_nginx_unless_the_waf_checks_the_proxy_and_auto_means_python_in_a_cluster(
     setting: str, mode: str, waf: str, planes: tuple[str, str, str]
 ) -> None:
     cfg = Config.from_env({"CLOVER_SDC_DATAPLANE": setting, "CLOVER_SDC_MODE": mode, "CLOVER_WAF": waf})
@@ -117,3 +119,35 @@ def test_a_log_line_is_read_and_bytes_in_it_that_are_not_utf8_are_replaced() -> 
 
 def test_a_logged_count_is_read_and_nginx_s_dash_or_an_empty_value_is_zero() -> None:
     assert [as_int(v) for v in ("1234", "0", "", "-", "12, 5", "\u00b2")] == [1234, 0, 0, 0, 0, 0]
+
+
+def test_a_server_configuration_passes_nginx_t_and_sends_to_the_site_what_nginx_cannot_answer(home: Path) -> None:
+    tmp_path = home
+    locations = [
+        Location("/test", "try_files $uri @default1", "/test"),
+        Location("= /gone", 'return 410 a "gone" page'),
+        Location("= /gone", "return 200 the second of equal locations"),
+        Location("/slow", response_size=2048, latency_ms=5),
+        Location("/cost", "return 402 $5"),
+        Location("= /upload", "return 404"),
+        Location("/{odd; path}"),
+    ]
+    config = ServerConfig(server_port=_free_port(), locations=locations)
+    text = nginx_server.render("clover-server1", tmp_path, "127.0.0.1", tmp_path / "www", config, 1.0)
+    _checked(tmp_path, text)
+    blocks = dict(re.findall(r"\n        location ([^\n]+) \{\n(.*?)\n        \}", text, re.S))
+    to_site = {key for key, body in blocks.items() if "proxy_pass http://clover_site;" in body}
+    assert to_site == {'@site', '= "/api/echo"', '= "/upload"', '= "/upload_test"', '"/slow"', '"/cost"'}
+    assert blocks['= "/gone"'].strip() == 'return 410 "a \\"gone\\" page\\n";'
+    assert 'try_files $uri $uri/index.html "/index.html" @site;' in blocks['"/test"']
+    assert 'try_files "/index.html" @site;' in blocks['= "/"']
+    assert "try_files $uri $uri/index.html @site;" in blocks['"/"'] and '"/{odd; path}"' in blocks
+    assert f'root "{tmp_path / "www"}";' in text and f"server unix:{socket_dir(tmp_path)}/site.sock;" in text
+
+
+def test_a_server_whose_home_page_is_a_return_gets_no_file_location_for_it(home: Path) -> None:
+    config = ServerConfig(server_port=_free_port(), locations=[Location("/", "return 503 down for maintenance")])
+    text = nginx_server.render("clover-server2", home, "127.0.0.1", home / "www", config, 0.01)
+    _checked(home, text)
+    assert 'location = "/"' not in text
+    assert 'location "/" {\n            return 503 "down for maintenance\\n";\n        }' in text
