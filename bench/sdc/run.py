@@ -13,12 +13,12 @@ waited for or removed) unless ``--reuse`` finds them running, and stops what it 
 SIGTERM or a failure. Spans are exported to Jaeger, as in normal use.
 
 For each tracing ratio (the pods restarted with CLOVER_SDC_TRACE_RATIO), each data plane of the
-load balancers (http-lb-v1/v2 restarted with CLOVER_SDC_DATAPLANE), each data plane of the proxy
+servers and load balancers (the chain restarted with CLOVER_SDC_DATAPLANE), each data plane of the proxy
 (restarted with its own CLOVER_SDC_DATAPLANE) and each number of keep-alive connections, wrk
 (1 thread) runs ``--seconds`` against, in turn:
 
-1. ``server``: clover-server1 directly (the baseline; once per ratio);
-2. ``lb``: http-lb-v1 -> clover-server1..3 (once per lb data plane);
+1. ``server``: clover-server1 directly (the baseline; once per ratio and data plane);
+2. ``lb``: http-lb-v1 -> clover-server1..3 (once per ratio and data plane);
 3. ``chain``: proxy-access-control -> http-lb v1/v2 -> servers, with the IDS copy of each request;
 4. ``chain-ids``: the same with the proxy's mirror off (ModifyProxy ``mirror_path: off``);
 5. ``chain+waf`` (first ratio and data plane only): the proxy restarted with ``CLOVER_WAF=on``
@@ -143,7 +143,7 @@ def main() -> None:
     parser.add_argument("--connections", default="16", help="comma-separated keep-alive connection counts")
     parser.add_argument("--path", default="/about.html", help="page requested (a static page of the site)")
     parser.add_argument("--trace-ratios", default="1.0,0.01", help="span sampling ratios to compare")
-    parser.add_argument("--dataplanes", default="nginx,python", help="load balancer data planes to compare")
+    parser.add_argument("--dataplanes", default="nginx,python", help="server and lb data planes to compare")
     parser.add_argument("--proxy-dataplanes", default="nginx,python", help="proxy data planes to compare")
     parser.add_argument("--tag", default="sdcb", help="prefix of the pods' namespaces and veths (1-7 characters)")
     parser.add_argument("--port-offset", type=int, default=0, help="added to every port of the benchmark's stack")
@@ -300,15 +300,14 @@ def run(base: Config, args: argparse.Namespace, ratios: list[float], dataplanes:
     for ratio in ratios:
         for n, dataplane in enumerate(dataplanes):
             cfg = dataclasses.replace(base, sdc_trace_ratio=ratio, sdc_dataplane=dataplane)
-            launcher = restart(cfg, ["sdc"] if n == 0 else ["http-lb-v1", "http-lb-v2"])
+            launcher = restart(cfg, ["sdc"])
             pods = {"server": "clover-server1", "lb": "http-lb-v1", "chain": PROXY}
             urls = {name: f"http://{topology.pod_ip(cfg, pod)}:9180{args.path}" for name, pod in pods.items()}
             for m, plane in enumerate(proxy_planes):
                 launcher = proxy_on(cfg, plane)
                 for c in connection_counts:
-                    if n == 0 and m == 0:
-                        results.append(measure(cfg, launcher, "server", urls["server"], c, args.seconds))
                     if m == 0:
+                        results.append(measure(cfg, launcher, "server", urls["server"], c, args.seconds))
                         results.append(measure(cfg, launcher, "lb", urls["lb"], c, args.seconds))
                     results.append(measure(cfg, launcher, "chain", urls["chain"], c, args.seconds, plane))
                     grpc_client.modify_proxy(cfg, {"mirror_path": "off"})
@@ -420,7 +419,7 @@ def report(args: argparse.Namespace, results: list[Result], load_before: tuple[f
           + " ".join(f"{k:>7}" for k in ("total", *POD_KINDS)))  # fmt: skip
     for r in results:
         per_k = {k: v / r.requests * 1000 if r.requests else 0.0 for k, v in r.cpu_s.items()}
-        lb = "-" if r.name == "server" else r.dataplane
+        lb = r.dataplane
         print(f"{r.ratio:>5g} {lb:<6} {r.proxy or '-':<6} {LABELS[r.name]:<32} {r.connections:>5} {r.rps:>7.0f} "
               f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} {sum(per_k.values()):>7.2f} "
               + " ".join(f"{per_k[k]:>7.2f}" for k in POD_KINDS))  # fmt: skip
@@ -433,12 +432,12 @@ def report(args: argparse.Namespace, results: list[Result], load_before: tuple[f
     print()
     for ratio in dict.fromkeys(r.ratio for r in results):
         for c in dict.fromkeys(r.connections for r in results):
-            server = next(r for r in results if (r.name, r.ratio, r.connections) == ("server", ratio, c))
             runs = [r for r in results if r.ratio == ratio and r.connections == c]
+            servers = {r.dataplane: r for r in runs if r.name == "server"}
             lbs = {r.dataplane: r for r in runs if r.name == "lb"}
             by: dict[tuple[str, str, str], Result] = {(r.name, r.dataplane, r.proxy): r for r in runs}
             for dataplane, proxy in dict.fromkeys((r.dataplane, r.proxy) for r in runs if r.name == "chain"):
-                hop = lbs[dataplane]
+                hop, server = lbs[dataplane], servers[dataplane]
                 chain, bare = by[("chain", dataplane, proxy)], by[("chain-ids", dataplane, proxy)]
                 line = (f"trace {ratio:g}, {c} conns, lb on {dataplane}, proxy on {proxy}: chain/server "
                         f"{chain.rps / server.rps:.2f} (no IDS {bare.rps / server.rps:.2f}); added p50/p99 ms: "
@@ -451,7 +450,9 @@ def report(args: argparse.Namespace, results: list[Result], load_before: tuple[f
                 chains = {(d, p) for n, d, p in by if n == "chain"}
                 proxy = next(p for d, p in sorted(chains) if (("nginx", p) in chains and ("python", p) in chains))
                 chain_ratio = _ratio(by[("chain", "nginx", proxy)], by[("chain", "python", proxy)], "lb")
-                print(f"trace {ratio:g}, {c} conns, lb nginx/python: lb {_ratio(lbs['nginx'], lbs['python'], 'lb')}, "
+                print(f"trace {ratio:g}, {c} conns, servers and lbs nginx/python: "
+                      f"server {_ratio(servers['nginx'], servers['python'], 'servers')}, "
+                      f"lb {_ratio(lbs['nginx'], lbs['python'], 'lb')}, "
                       f"chain (proxy on {proxy}) {chain_ratio}")  # fmt: skip
             for dataplane in lbs:
                 if ("chain", dataplane, "nginx") in by and ("chain", dataplane, "python") in by:

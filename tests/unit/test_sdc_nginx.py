@@ -137,7 +137,7 @@ def test_a_server_configuration_passes_nginx_t_and_sends_to_the_site_what_nginx_
     _checked(tmp_path, text)
     blocks = dict(re.findall(r"\n        location ([^\n]+) \{\n(.*?)\n        \}", text, re.S))
     to_site = {key for key, body in blocks.items() if "proxy_pass http://clover_site;" in body}
-    assert to_site == {'@site', '= "/api/echo"', '= "/upload"', '= "/upload_test"', '"/slow"', '"/cost"'}
+    assert to_site == {"@site", '= "/api/echo"', '= "/upload"', '= "/upload_test"', '"/slow"', '"/cost"'}
     assert blocks['= "/gone"'].strip() == 'return 410 "a \\"gone\\" page\\n";'
     assert 'try_files $uri $uri/index.html "/index.html" @site;' in blocks['"/test"']
     assert 'try_files "/index.html" @site;' in blocks['= "/"']
