@@ -76,6 +76,13 @@ def to_site() -> str:
 """
 
 
+def from_files_or_index(location: Location | None) -> bool:
+    """Whether a request ``location`` takes (None: none) is answered with a file or the index."""
+    if location is None:
+        return True
+    return not location.synthetic and parse_directive(location.directive, "directive")[0] != "return"
+
+
 def location_body(pod: str, config: ServerConfig, location: Location) -> str:
     """What a configured location does, as the Python server's rules say."""
     if location.synthetic:
@@ -84,7 +91,8 @@ def location_body(pod: str, config: ServerConfig, location: Location) -> str:
     if kind == "return":
         if "$" in text:  # nginx would read a variable
             return to_site()
-        return f"            return {code} {quoted(text + chr(10) if text else '')};\n"
+        body = text + "\n" if text else ""
+        return f"            return {code} {quoted(body)};\n"
     index = config.site_index
     if kind == "try_files" and "$" not in index:
         return from_files(pod, f"$uri $uri/index.html {quoted('/' + index)}")
@@ -99,10 +107,11 @@ def render(pod: str, home: Path, ip: str, root: Path, config: ServerConfig, rati
     for exact in ("/api/echo", config.upload_path_config, config.upload_path_test):
         locations[f"= {quoted(exact)}"] = to_site()
     for location in config.locations:
+        if location.exact and location.prefix == "/" and from_files_or_index(location):
+            continue  # "/" answered with the site index, below
         key = f"= {quoted(location.prefix)}" if location.exact else quoted(location.prefix)
         locations.setdefault(key, location_body(pod, config, location))  # the first of equal ones wins
-    home_location = Site.location(config, "/")
-    if home_location is None or not (home_location.synthetic or home_location.directive.startswith("return")):
+    if from_files_or_index(Site.location(config, "/")):
         index = config.site_index
         locations.setdefault('= "/"', from_files(pod, quoted("/" + index)) if "$" not in index else to_site())
     locations.setdefault('"/"', from_files(pod, "$uri $uri/index.html"))

@@ -151,3 +151,12 @@ def test_a_server_whose_home_page_is_a_return_gets_no_file_location_for_it(home:
     _checked(home, text)
     assert 'location = "/"' not in text
     assert 'location "/" {\n            return 503 "down for maintenance\\n";\n        }' in text
+
+
+def test_an_exact_home_location_answered_from_files_serves_the_configured_index(home: Path) -> None:
+    locations = [Location("= /"), Location("= /test", "try_files $uri @default1")]
+    config = ServerConfig(server_port=_free_port(), site_index="home.html", locations=locations)
+    text = nginx_server.render("clover-server3", home, "127.0.0.1", home / "www", config, 1.0)
+    _checked(home, text)
+    assert text.count('location = "/" {') == 1 and 'try_files "/home.html" @site;' in text
+    assert 'try_files $uri $uri/index.html "/home.html" @site;' in text
