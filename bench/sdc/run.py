@@ -26,7 +26,7 @@ servers and load balancers (the chain restarted with CLOVER_SDC_DATAPLANE), each
    ModSecurity, the CRS).
 
 It prints requests/s, p50/p99 and errors for each, the CPU each kind of pod (Apache included,
-nginx counted with its lb pod) used per 1,000 requests, and per ratio and data plane: the
+nginx counted with its pod) used per 1,000 requests, and per ratio and data plane: the
 throughput ratio chain/server, the p50 and p99 each hop adds (lb - server, chain - lb, the IDS
 copy: chain - chain-ids, the WAF check: chain+waf - chain), nginx/python for lb and chain, and
 the proxy's nginx/python (req/s of the chain with and without the copy, the proxy's CPU).
