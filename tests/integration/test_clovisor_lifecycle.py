@@ -59,12 +59,22 @@ def start_clovisor(stack: object) -> subprocess.Popen[str]:
     )
 
 
+def own_filters(veth: str) -> int:
+    """How many of Clovisor's BPF filters (named ``clovisor:*``) the veth's clsact hooks hold."""
+    shown = [subprocess.run(["tc", "filter", "show", "dev", veth, hook], capture_output=True, text=True).stdout
+             for hook in ("ingress", "egress")]  # fmt: skip
+    return sum(out.count("clovisor:") for out in shown)
+
+
 def wait_attached(veth: str, proc: subprocess.Popen[str]) -> None:
+    """Until both of Clovisor's filters are on ``veth`` (it adds the clsact qdisc first, then them:
+    a Clovisor killed in between leaves a qdisc holding nothing of its own)."""
+
     def attached() -> bool:
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else "clovisor exited"
-        return veth in clsact_devices()
+        return veth in clsact_devices() and own_filters(veth) == 2
 
-    wait_until(attached, 30, f"clsact on {veth}")
+    wait_until(attached, 30, f"Clovisor's filters on {veth}")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
