@@ -9,9 +9,9 @@ Shared by the load balancers (``sdc/nginx_lb.py``) and the proxy (``sdc/nginx_pr
   configuration tested with ``nginx -t`` and applied by a reload (the new worker takes new
   connections while the old one finishes the requests in flight, so none is dropped), stopped
   gracefully (SIGQUIT) on ``close``;
-* the access log: nginx writes one JSON line per request into a FIFO the pod reads; from each
-  line come the pod's access-log entry, its Envoy-named statistics and, when sampled, its SERVER
-  and CLIENT spans (``NginxService.account``);
+* the access log: nginx writes one JSON line per request into a FIFO the pod reads (at most
+  every ``DRAIN_INTERVAL``); from each line come the pod's access-log entry, its Envoy-named
+  statistics and, when sampled, its SERVER and CLIENT spans (``NginxService.account``);
 * names: upstream ``host:port`` entries resolve through the pod registry; every
   ``REGISTRY_SECONDS`` the pod re-renders when an upstream's pod stopped, came back or moved.
 
@@ -63,6 +63,7 @@ PR_SET_PDEATHSIG = 1
 PIPE_SIZE = 1024 * 1024
 START_SECONDS = 10.0
 REGISTRY_SECONDS = 2.0
+DRAIN_INTERVAL = 0.02  # the access log FIFO is read at most this often
 TRACEPARENT = "~^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$"
 
 LOG_FIELDS = {
@@ -301,6 +302,7 @@ class NginxProcess:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._fifo: int | None = None
+        self._resume: asyncio.TimerHandle | None = None
         self._pending = b""
 
     # -- the access log FIFO ---------------------------------------------------------------
@@ -313,12 +315,26 @@ class NginxProcess:
         self._fifo = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         with contextlib.suppress(OSError):  # a larger pipe: nginx never waits for the reader
             fcntl.fcntl(self._fifo, F_SETPIPE_SZ, PIPE_SIZE)
-        asyncio.get_running_loop().add_reader(self._fifo, self.drain)
+        self._listen()
+
+    def _listen(self) -> None:
+        self._resume = None
+        if self._fifo is not None:
+            asyncio.get_running_loop().add_reader(self._fifo, self._woken)
+
+    def _woken(self) -> None:
+        """Read what nginx wrote, then stop listening for ``DRAIN_INTERVAL``: under load the pod
+        wakes once per interval for all the lines written meanwhile, not once per request."""
+        self.drain()
+        loop = asyncio.get_running_loop()
+        if self._fifo is not None:
+            loop.remove_reader(self._fifo)
+            self._resume = loop.call_later(DRAIN_INTERVAL, self._listen)
 
     def drain(self) -> None:
-        """Read and account every complete line nginx wrote so far. The pod reads as soon as
-        nginx writes (just after the answer went out) and takes that time as the request's end:
-        nginx's ``$msec`` has only millisecond resolution, too coarse to order the hops' entries."""
+        """Read and account every complete line nginx wrote so far. The time it is read bounds the
+        request's end within nginx's ``$msec`` (millisecond resolution): read at once (a quiet pod),
+        it orders the hops' entries within that millisecond; read later, it is ``$msec``'s end."""
         if self._fifo is None:
             return
         while True:
@@ -421,6 +437,9 @@ class NginxProcess:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait(5)
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
         if self._fifo is not None:
             self.drain()
             asyncio.get_running_loop().remove_reader(self._fifo)

@@ -3,6 +3,7 @@ configurations it renders (checked by nginx itself)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -10,6 +11,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,7 +20,16 @@ from sdc import nginx_proxy, nginx_server, topology
 from sdc.lb import LbConfig
 from sdc.metrics import ClusterStats
 from sdc.nginx_lb import render
-from sdc.nginx_plane import Upstream, as_int, log_entry, nginx_binary, sampling_rule, socket_dir
+from sdc.nginx_plane import (
+    DRAIN_INTERVAL,
+    NginxProcess,
+    Upstream,
+    as_int,
+    log_entry,
+    nginx_binary,
+    sampling_rule,
+    socket_dir,
+)
 from sdc.proxy import ProxyConfig
 from sdc.server import Location, ServerConfig
 
@@ -160,3 +171,36 @@ def test_an_exact_home_location_answered_from_files_serves_the_configured_index(
     _checked(home, text)
     assert text.count('location = "/" {') == 1 and 'try_files "/home.html" @site;' in text
     assert 'try_files $uri $uri/index.html "/home.html" @site;' in text
+
+
+def test_the_access_log_is_read_at_once_when_quiet_then_at_most_every_drain_interval_and_all_of_it_on_close(
+    tmp_path: Path,
+) -> None:
+    read: list[tuple[str, float]] = []
+    runtime = SimpleNamespace(cfg=SimpleNamespace(state_dir=tmp_path), name="http-lb-v1")
+    service = SimpleNamespace(runtime=runtime, account=lambda entry, at: read.append((entry["rid"], at)))
+
+    def line(rid: str) -> bytes:
+        return b'{"rid":"%s"}\n' % rid.encode()
+
+    async def run() -> None:
+        process = NginxProcess(service)  # type: ignore[arg-type]
+        process.home.mkdir(parents=True)
+        process._open_fifo()
+        writer = os.open(process.home / "access.fifo", os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(writer, line("a"))
+            while len(read) < 1:
+                await asyncio.sleep(0)
+            os.write(writer, line("b") + line("c"))
+            while len(read) < 3:
+                await asyncio.sleep(0.001)
+            os.write(writer, line("d") + b'{"rid":"e"')  # "e" is cut short: nginx is still writing it
+            await process.close(grace=0)
+        finally:
+            os.close(writer)
+
+    asyncio.run(run())
+    assert [rid for rid, _ in read] == ["a", "b", "c", "d"]
+    assert read[1][1] == read[2][1]  # b and c: one wake-up
+    assert read[1][1] - read[0][1] >= DRAIN_INTERVAL * 0.9
