@@ -238,6 +238,14 @@ def settled_copies(cfg: Config, timeout: float = 30.0) -> Copies:
     raise RuntimeError(f"the IDS did not catch up with the proxy's copies within {timeout:g} s: {seen[-1]}")
 
 
+def backend_cpu(cfg: Config) -> float:
+    """CPU seconds the trace backend used so far (0 when it does not run)."""
+    jaeger = local_stack(cfg).process("jaeger")
+    with contextlib.suppress(psutil.Error):
+        return sum(jaeger.cpu_times()[:2]) if jaeger is not None else 0.0
+    return 0.0
+
+
 def settle_backend(cfg: Config, timeout: float = 60.0) -> None:
     """Wait until the trace backend has stored what the previous runs sent (Jaeger under
     ``QUIET_CORES`` over half a second): its catching up would otherwise share the cores with the
@@ -330,6 +338,8 @@ class FixedRate:
     p99_ms: float
     success: float
     throughput: float
+    requests: int
+    cpu_s: dict[str, float]  # each kind of pod's, and the trace backend's ("jaeger"), during the run
     copies: Copies | None = None
 
     def sustained(self) -> bool:
@@ -340,16 +350,19 @@ def vegeta(cfg: Config, name: str, url: str, rate: int, seconds: int, proxy: str
     """One fixed-rate run (an open model: requests are sent on schedule whether or not answers came),
     once the trace backend is done with the previous runs."""
     settle_backend(cfg)
+    launcher = local_stack(cfg)
     binary = str(cfg.stack_cache / "vegeta" / "vegeta")
+    before = {**pod_cpu(launcher), "jaeger": backend_cpu(cfg)}
     attack = subprocess.run(
         [binary, "attack", f"-rate={rate}/s", f"-duration={seconds}s", "-timeout=5s", "-header", "User-Agent: wrk"],
         input=f"GET {url}\n".encode(), capture_output=True, check=True, timeout=seconds + 60,
     )  # fmt: skip
     out = json.loads(subprocess.run([binary, "report", "-type=json"], input=attack.stdout, capture_output=True,
                                     check=True, timeout=60).stdout)  # fmt: skip
+    after = {**pod_cpu(launcher), "jaeger": backend_cpu(cfg)}
     lat = out["latencies"]
     return FixedRate(name, cfg.sdc_trace_ratio, proxy, rate, lat["50th"] / 1e6, lat["99th"] / 1e6, out["success"],
-                     out["throughput"])  # fmt: skip
+                     out["throughput"], out["requests"], {k: after[k] - before[k] for k in after})  # fmt: skip
 
 
 def fixed_rates(
@@ -397,8 +410,12 @@ def report_fixed(args: argparse.Namespace, fixed: list[FixedRate]) -> None:
             c = r.copies
             copies = "" if c is None else (f"; copies: {c.inspected} inspected, {c.dropped} dropped, {c.failed} "
                                            f"failed, {c.missed} missed")  # fmt: skip
+            per_k = {k: v / r.requests * 1000 if r.requests else 0.0 for k, v in r.cpu_s.items()}
+            pods = sum(v for k, v in per_k.items() if k != "jaeger")
+            cpu = ", ".join(f"{k} {v:.2f}" for k, v in per_k.items() if k != "jaeger" and v >= 0.005)
             print(f"{ratio:>5g} proxy {proxy:<6} {LABELS[r.name]:<32} {r.rate:>5}/s {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
-                  f"({r.success:.3f}, {r.throughput:.0f}/s{copies})")  # fmt: skip
+                  f"({r.success:.3f}, {r.throughput:.0f}/s{copies}); CPU s per 1,000: pods {pods:.2f} ({cpu}), "
+                  f"Jaeger {per_k['jaeger']:.2f}")  # fmt: skip
         by = {r.name: r for r in runs}  # the last run of each: the chain at the rate it kept up with
         rate = by["chain"].rate
         kept = "" if by["chain"].sustained() else " (the chain did not keep up even there)"
