@@ -5,6 +5,7 @@
 * Before starting, what a previous run left is waited for (pods still stopping remove their
   namespaces themselves) for up to ``LEFTOVER_WAIT_SECONDS``; pods still running are refused,
   named; namespaces and veths of this tag whose pod is gone are removed.
+* Jaeger starts each run (unless ``reuse``) with an empty store.
 * SIGTERM ends a run like Ctrl-C: what the run started is stopped and its namespaces removed.
 
 Ports (31xxx) are below the kernel's ephemeral range (32768-) and above those of the test
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import time
 from collections.abc import Mapping
@@ -93,6 +95,7 @@ class BenchStack:
         try:
             if not self.reuse:
                 self.removed = self._clear_leftovers()
+                self._empty_trace_store()
             self.started = [p.name for p in self.launcher.select(self.parts) if self.launcher.process(p.name) is None]
             self.launcher.up(self.parts, progress=lambda m: None)
         except BaseException:
@@ -120,6 +123,12 @@ class BenchStack:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock = fd
+
+    def _empty_trace_store(self) -> None:
+        """A run's Jaeger starts with an empty store: the spans of earlier runs would grow it
+        run after run, and its compactions of them would share the cores with this run."""
+        if "jaeger" in self.parts and self.launcher.process("jaeger") is None:
+            shutil.rmtree(self.launcher.dirs("jaeger").data, ignore_errors=True)
 
     def _clear_leftovers(self) -> list[str]:
         """Wait for a previous run's pods and namespaces to go; refuse live pods; remove the

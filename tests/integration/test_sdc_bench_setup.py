@@ -1,5 +1,5 @@
 """bench/sdc's stack (Redis, Jaeger, the sample chain) set up twice in a row: the second run
-works and nothing is left behind; a run beside one in progress is refused; and (as root) the
+works, with an empty trace store, and nothing is left behind; a run beside one in progress is refused; and (as root) the
 pods turn their veths' forwarding back on when something on the host turned it off (what a
 change of ``net.ipv4.ip_forward`` does to every interface)."""
 
@@ -30,6 +30,8 @@ def test_the_benchmark_setup_twice_in_a_row_works_and_leaves_nothing_behind(tmp_
         with BenchStack(env) as stack:
             cfg = stack.cfg
             assert (stack.started, stack.removed) == (["redis", "jaeger", *topology.POD_NAMES], [])
+            trace_store = stack.launcher.dirs("jaeger").data
+            assert not (trace_store / "left-by-run-1").exists()
             proxy = f"http://{topology.pod_ip(cfg, PROXY)}:{topology.HTTP_PORT}/about.html"
             assert requests.get(proxy, timeout=10).status_code == 200, f"run {run}"
             with pytest.raises(BenchBusy, match=rf"another benchmark run \(pid {os.getpid()}\) is using "):
@@ -44,3 +46,4 @@ def test_the_benchmark_setup_twice_in_a_row_works_and_leaves_nothing_behind(tmp_
                 assert restored.json()["metrics"]["clover_sdc_forwarding_restored_total"] == 1
         assert [n for n in topology.POD_NAMES if stack.launcher.process(n) is None] == list(topology.POD_NAMES)
         assert leftover_links(TAG) == ([], [])
+        (trace_store / "left-by-run-1").write_text("spans of the run before\n")  # the next run starts without
