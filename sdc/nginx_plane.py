@@ -318,18 +318,18 @@ class NginxProcess:
         self._listen()
 
     def _listen(self) -> None:
+        assert self._fifo is not None  # close() cancels a pending _listen before closing the FIFO
         self._resume = None
-        if self._fifo is not None:
-            asyncio.get_running_loop().add_reader(self._fifo, self._woken)
+        asyncio.get_running_loop().add_reader(self._fifo, self._woken)
 
     def _woken(self) -> None:
         """Read what nginx wrote, then stop listening for ``DRAIN_INTERVAL``: under load the pod
         wakes once per interval for all the lines written meanwhile, not once per request."""
+        assert self._fifo is not None
         self.drain()
         loop = asyncio.get_running_loop()
-        if self._fifo is not None:
-            loop.remove_reader(self._fifo)
-            self._resume = loop.call_later(DRAIN_INTERVAL, self._listen)
+        loop.remove_reader(self._fifo)
+        self._resume = loop.call_later(DRAIN_INTERVAL, self._listen)
 
     def drain(self) -> None:
         """Read and account every complete line nginx wrote so far. The time it is read bounds the

@@ -238,28 +238,28 @@ def settled_copies(cfg: Config, timeout: float = 30.0) -> Copies:
     raise RuntimeError(f"the IDS did not catch up with the proxy's copies within {timeout:g} s: {seen[-1]}")
 
 
-def backend_cpu(cfg: Config) -> float:
+def backend_cpu(launcher: Launcher) -> float:
     """CPU seconds the trace backend used so far (0 when it does not run)."""
-    jaeger = local_stack(cfg).process("jaeger")
-    with contextlib.suppress(psutil.Error):
+    jaeger = launcher.process("jaeger")
+    try:
         return sum(jaeger.cpu_times()[:2]) if jaeger is not None else 0.0
-    return 0.0
+    except psutil.Error:
+        return 0.0
 
 
 def settle_backend(cfg: Config, timeout: float = 60.0) -> None:
     """Wait until the trace backend has stored what the previous runs sent (Jaeger under
     ``QUIET_CORES`` over half a second): its catching up would otherwise share the cores with the
     next run."""
-    jaeger = local_stack(cfg).process("jaeger")
-    if jaeger is None:
+    launcher = local_stack(cfg)
+    if launcher.process("jaeger") is None:
         return
     deadline = time.monotonic() + timeout
-    with contextlib.suppress(psutil.Error):
-        while time.monotonic() < deadline:
-            before = sum(jaeger.cpu_times()[:2])
-            time.sleep(0.5)
-            if sum(jaeger.cpu_times()[:2]) - before < QUIET_CORES * 0.5:
-                return
+    while time.monotonic() < deadline:
+        before = backend_cpu(launcher)
+        time.sleep(0.5)
+        if backend_cpu(launcher) - before < QUIET_CORES * 0.5:
+            return
 
 
 def restart(cfg: Config, names: list[str]) -> Launcher:
@@ -352,14 +352,14 @@ def vegeta(cfg: Config, name: str, url: str, rate: int, seconds: int, proxy: str
     settle_backend(cfg)
     launcher = local_stack(cfg)
     binary = str(cfg.stack_cache / "vegeta" / "vegeta")
-    before = {**pod_cpu(launcher), "jaeger": backend_cpu(cfg)}
+    before = {**pod_cpu(launcher), "jaeger": backend_cpu(launcher)}
     attack = subprocess.run(
         [binary, "attack", f"-rate={rate}/s", f"-duration={seconds}s", "-timeout=5s", "-header", "User-Agent: wrk"],
         input=f"GET {url}\n".encode(), capture_output=True, check=True, timeout=seconds + 60,
     )  # fmt: skip
     out = json.loads(subprocess.run([binary, "report", "-type=json"], input=attack.stdout, capture_output=True,
                                     check=True, timeout=60).stdout)  # fmt: skip
-    after = {**pod_cpu(launcher), "jaeger": backend_cpu(cfg)}
+    after = {**pod_cpu(launcher), "jaeger": backend_cpu(launcher)}
     lat = out["latencies"]
     return FixedRate(name, cfg.sdc_trace_ratio, proxy, rate, lat["50th"] / 1e6, lat["99th"] / 1e6, out["success"],
                      out["throughput"], out["requests"], {k: after[k] - before[k] for k in after})  # fmt: skip
@@ -410,7 +410,7 @@ def report_fixed(args: argparse.Namespace, fixed: list[FixedRate]) -> None:
             c = r.copies
             copies = "" if c is None else (f"; copies: {c.inspected} inspected, {c.dropped} dropped, {c.failed} "
                                            f"failed, {c.missed} missed")  # fmt: skip
-            per_k = {k: v / r.requests * 1000 if r.requests else 0.0 for k, v in r.cpu_s.items()}
+            per_k = per_thousand(r.cpu_s, r.requests)
             pods = sum(v for k, v in per_k.items() if k != "jaeger")
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in per_k.items() if k != "jaeger" and v >= 0.005)
             print(f"{ratio:>5g} proxy {proxy:<6} {LABELS[r.name]:<32} {r.rate:>5}/s {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
@@ -435,7 +435,7 @@ def report(args: argparse.Namespace, results: list[Result], load_before: tuple[f
           f"{'target':<32} {'conns':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
           + " ".join(f"{k:>7}" for k in ("total", *POD_KINDS)))  # fmt: skip
     for r in results:
-        per_k = {k: v / r.requests * 1000 if r.requests else 0.0 for k, v in r.cpu_s.items()}
+        per_k = per_thousand(r.cpu_s, r.requests)
         lb = r.dataplane
         print(f"{r.ratio:>5g} {lb:<6} {r.proxy or '-':<6} {LABELS[r.name]:<32} {r.connections:>5} {r.rps:>7.0f} "
               f"{r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.errors:>6} {sum(per_k.values()):>7.2f} "
@@ -480,8 +480,13 @@ def report(args: argparse.Namespace, results: list[Result], load_before: tuple[f
                           f"IDS CPU s/1k copies {ids}")  # fmt: skip
 
 
+def per_thousand(cpu_s: dict[str, float], requests: int) -> dict[str, float]:
+    """CPU seconds per 1,000 requests, by kind."""
+    return {k: v / requests * 1000 if requests else 0.0 for k, v in cpu_s.items()}
+
+
 def _per_k(r: Result, kind: str) -> float:
-    return r.cpu_s[kind] / r.requests * 1000 if r.requests else 0.0
+    return per_thousand(r.cpu_s, r.requests)[kind]
 
 
 def _hop(outer: Result, inner: Result) -> str:

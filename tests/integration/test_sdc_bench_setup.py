@@ -1,7 +1,7 @@
 """bench/sdc's stack (Redis, Jaeger, the sample chain) set up twice in a row: the second run
-works, with an empty trace store, and nothing is left behind; a run beside one in progress is refused; and (as root) the
-pods turn their veths' forwarding back on when something on the host turned it off (what a
-change of ``net.ipv4.ip_forward`` does to every interface)."""
+works, with an empty trace store, and nothing is left behind; a run beside one in progress is
+refused; and (as root) the pods turn their veths' forwarding back on when something on the host
+turned it off (what a change of ``net.ipv4.ip_forward`` does to every interface)."""
 
 from __future__ import annotations
 
