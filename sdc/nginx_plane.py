@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 import psutil
@@ -465,7 +465,9 @@ class NginxService(HttpService, Generic[ConfigT]):
         self._registered: set[str] = set()
         self._seen: set[str] = set()  # addresses the registry has listed
         self._follow: asyncio.Task[None] | None = None
+        self.registry_looks = 0
         runtime.refreshers.append(self._refresh)
+        runtime.stats_extra = self.upstream_status
 
     # -- what a subclass says ----------------------------------------------------------------
 
@@ -549,24 +551,39 @@ class NginxService(HttpService, Generic[ConfigT]):
         self._use(resolved)
 
     async def follow_registry(self) -> None:
-        """Re-render when an upstream's address changes or its pod stops or comes back."""
+        """Every ``REGISTRY_SECONDS``, look at the registry (counted in ``registry_looks``)."""
         while True:
             await asyncio.sleep(REGISTRY_SECONDS)
-            config = self.config
+            await self._look_at_registry()
+            self.registry_looks += 1
+
+    async def _look_at_registry(self) -> None:
+        """Re-render when an upstream's address changes or its pod stops or comes back."""
+        config = self.config
+        try:
+            wanted = await self.resolve_groups(config)  # outside the lock: a lookup may take a while
+        except ResolveError:
+            return
+        async with self.lock:
+            unchanged = {u.address for group in wanted for u in group} == set(self.upstreams)
+            if config is not self.config or not all(wanted) or unchanged:
+                return
             try:
-                wanted = await self.resolve_groups(config)  # outside the lock: a lookup may take a while
-            except ResolveError:
-                continue
-            async with self.lock:
-                unchanged = {u.address for group in wanted for u in group} == set(self.upstreams)
-                if config is not self.config or not all(wanted) or unchanged:
-                    continue
-                try:
-                    await self.switch(self.config, wanted)
-                except ConfigRefused as exc:
-                    log.warning("cannot follow the registry: %s", exc)
-                    continue
-                log.info("upstreams now %s", ", ".join(f"{u.label} ({u.ip})" for group in wanted for u in group))
+                await self.switch(self.config, wanted)
+            except ConfigRefused as exc:
+                log.warning("cannot follow the registry: %s", exc)
+                return
+            log.info("upstreams now %s", ", ".join(f"{u.label} ({u.ip})" for group in wanted for u in group))
+
+    def upstream_status(self) -> dict[str, Any]:
+        """What the pod's /stats adds: the addresses nginx forwards to now, by ``host:port`` entry,
+        and how many registry looks are done (the second look after a pod came back has taken it
+        back in: the first may have read the registry, or a cached answer, before it did)."""
+        addresses: dict[str, list[str]] = {}
+        for upstream in self.upstreams.values():
+            addresses.setdefault(upstream.label, []).append(upstream.address)
+        return {"upstreams": {label: sorted(found) for label, found in addresses.items()},
+                "registry_looks": self.registry_looks}  # fmt: skip
 
     async def start(self) -> None:
         self._follow = asyncio.create_task(self.follow_registry())

@@ -86,8 +86,7 @@ def test_the_page_shows_the_seeded_results_and_a_screenshot_is_saved(
     seed(store)
     open_dashboard(browser, cfg)
     assert [text(browser, f"count-{n}") for n in ("traces", "spans", "metrics")] == ["31", "124", "40"]
-    rows = browser.find_elements(By.CSS_SELECTOR, "#rt-table-grid tbody tr")
-    assert [r.text.split() for r in rows] == [
+    assert cells(browser, "rt-table-grid") == [
         ["clover-server1", "60", "0.50", "1.20", "7.00", "1.00", "2.00", "6.00", "—", "0.00%", "—", "jaeger", "logs"],
         ["proxy-access-control", "200", "1.00", "5.00", "90.00", "4.00", "9.00", "60.00", "90.00", "3.00%", "3.33",
          "jaeger", "logs"],
@@ -104,9 +103,10 @@ def test_the_page_shows_the_seeded_results_and_a_screenshot_is_saved(
     assert nodes is not None and nodes["x"] == [24, 100]
     status = trace(browser, "per-status-chart")
     assert status is not None and status["y"] == ["500, /", "200, /"]
-    metric_rows = browser.find_elements(By.CSS_SELECTOR, "#metrics-table-grid tbody tr")
-    assert [r.text for r in metric_rows] == ["envoy_cluster_outbound_9180__clover_server1_rq_2xx —",
-                                             "envoy_cluster_outbound_9180__proxy_access_control_rq_2xx 9"]  # fmt: skip
+    assert cells(browser, "metrics-table-grid") == [
+        ["envoy_cluster_outbound_9180__clover_server1_rq_2xx", "—"],
+        ["envoy_cluster_outbound_9180__proxy_access_control_rq_2xx", "9"],
+    ]
     series = browser.execute_script(
         "return [...document.querySelectorAll('#metric-plots .js-plotly-plot')]"
         ".map(p => p.data.map(t => [t.type, t.y]))"

@@ -101,10 +101,14 @@ def send(cfg: Config, n: int, path: str = "/", pod: str = PROXY) -> list[tuple[s
     return out
 
 
+def pod_status(cfg: Config, pod: str) -> dict[str, Any]:
+    """A pod's /stats: its data plane, metrics and what its service adds."""
+    status: dict[str, Any] = requests.get(f"http://127.0.0.1:{topology.stats_port(cfg, pod)}/stats", timeout=5).json()
+    return status
+
+
 def stats(cfg: Config, pod: str) -> dict[str, float]:
-    metrics: dict[str, float] = requests.get(
-        f"http://127.0.0.1:{topology.stats_port(cfg, pod)}/stats", timeout=5
-    ).json()["metrics"]
+    metrics: dict[str, float] = pod_status(cfg, pod)["metrics"]
     return metrics
 
 
@@ -148,11 +152,14 @@ def chain(stack: Launcher, cfg: Config, request: pytest.FixtureRequest) -> Itera
     restarted = ["http-lb-v2", "clover-server2"] + ([PROXY] if request.param == "python" else [])
     python.down(restarted)
     python.up(restarted)
-    status = "http://127.0.0.1:{}/stats"
-    planes = {pod: requests.get(status.format(topology.stats_port(cfg, pod)), timeout=5).json()["dataplane"]
-              for pod in [*DATAPLANES, PROXY]}  # fmt: skip
-    assert planes == {**DATAPLANES, PROXY: request.param}
-    # The restarted pods left the registry and came back: the proxy follows within a few seconds.
+    pod_stats = {pod: pod_status(cfg, pod) for pod in [*DATAPLANES, PROXY]}
+    assert {pod: s["dataplane"] for pod, s in pod_stats.items()} == {**DATAPLANES, PROXY: request.param}
+    # The restarted pods left the registry and came back. An nginx pod takes one back by a reload,
+    # which closes its idle keep-alive connections: the exact connection counts below need every
+    # such reload over before the first request.
+    looked = {pod: s["registry_looks"] for pod, s in pod_stats.items() if s["dataplane"] == "nginx"}
+    wait_for("each nginx pod to look at the registry twice after the restarts",
+             lambda: all(pod_status(cfg, pod)["registry_looks"] >= n + 2 for pod, n in looked.items()))  # fmt: skip
     wait_for("the proxy to route to both load balancers", lambda: len({lb for lb, _ in send(cfg, 4)}) == 2)
     yield cfg
     if any(p.name in topology.POD_NAMES for p in stack.running()):
@@ -193,6 +200,10 @@ def test_local_up_runs_and_registers_every_pod(chain: Config) -> None:
             assert pod.netns is None and pod.host_veth is None
         assert (prometheus_targets_dir(chain) / f"sdc-{name}.json").exists()
     assert registered["http-lb-v2"].labels == {"app": "http-lb", "version": "v2"}
+    servers = [f"clover-server{i}" for i in (1, 2, 3)]
+    assert pod_status(chain, "http-lb-v1")["upstreams"] == {
+        f"{s}:9180": [f"{topology.pod_ip(chain, s)}:{topology.ports(s)['http']}"] for s in servers
+    }
     assert pods.resolve(chain, "http-lb-v2.default") == topology.pod_ip(chain, "http-lb-v2")
 
 
