@@ -238,9 +238,8 @@ def settled_copies(cfg: Config, timeout: float = 30.0) -> Copies:
     raise RuntimeError(f"the IDS did not catch up with the proxy's copies within {timeout:g} s: {seen[-1]}")
 
 
-def backend_cpu(launcher: Launcher) -> float:
-    """CPU seconds the trace backend used so far (0 when it does not run)."""
-    jaeger = launcher.process("jaeger")
+def backend_cpu(jaeger: psutil.Process | None) -> float:
+    """CPU seconds the trace backend's process used so far (0 when it does not run)."""
     try:
         return sum(jaeger.cpu_times()[:2]) if jaeger is not None else 0.0
     except psutil.Error:
@@ -251,14 +250,14 @@ def settle_backend(cfg: Config, timeout: float = 60.0) -> None:
     """Wait until the trace backend has stored what the previous runs sent (Jaeger under
     ``QUIET_CORES`` over half a second): its catching up would otherwise share the cores with the
     next run."""
-    launcher = local_stack(cfg)
-    if launcher.process("jaeger") is None:
+    jaeger = local_stack(cfg).process("jaeger")
+    if jaeger is None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        before = backend_cpu(launcher)
+        before = backend_cpu(jaeger)
         time.sleep(0.5)
-        if backend_cpu(launcher) - before < QUIET_CORES * 0.5:
+        if backend_cpu(jaeger) - before < QUIET_CORES * 0.5:
             return
 
 
@@ -352,14 +351,15 @@ def vegeta(cfg: Config, name: str, url: str, rate: int, seconds: int, proxy: str
     settle_backend(cfg)
     launcher = local_stack(cfg)
     binary = str(cfg.stack_cache / "vegeta" / "vegeta")
-    before = {**pod_cpu(launcher), "jaeger": backend_cpu(launcher)}
+    jaeger = launcher.process("jaeger")
+    before = {**pod_cpu(launcher), "jaeger": backend_cpu(jaeger)}
     attack = subprocess.run(
         [binary, "attack", f"-rate={rate}/s", f"-duration={seconds}s", "-timeout=5s", "-header", "User-Agent: wrk"],
         input=f"GET {url}\n".encode(), capture_output=True, check=True, timeout=seconds + 60,
     )  # fmt: skip
     out = json.loads(subprocess.run([binary, "report", "-type=json"], input=attack.stdout, capture_output=True,
                                     check=True, timeout=60).stdout)  # fmt: skip
-    after = {**pod_cpu(launcher), "jaeger": backend_cpu(launcher)}
+    after = {**pod_cpu(launcher), "jaeger": backend_cpu(jaeger)}
     lat = out["latencies"]
     return FixedRate(name, cfg.sdc_trace_ratio, proxy, rate, lat["50th"] / 1e6, lat["99th"] / 1e6, out["success"],
                      out["throughput"], out["requests"], {k: after[k] - before[k] for k in after})  # fmt: skip
