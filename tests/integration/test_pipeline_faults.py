@@ -5,6 +5,7 @@ nothing lost, nothing counted twice.
   restarted): every span Kafka acknowledged is stored once, and the published figures equal what
   was produced.
 * Redis stopped, and SIGKILLed, while the collector collects from Jaeger: the same.
+* Jaeger SIGKILLed as soon as it answered for spans: it holds every one of them once restarted.
 * Redis stopped and SIGKILLed again and again while the analytics publishes: a reader never sees
   a key missing or two publications mixed, and the figures end up those of a full recompute.
 
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
+import requests
 from kafka import KafkaProducer
 from opentelemetry.trace import SpanKind, set_span_in_context
 
@@ -291,6 +293,20 @@ def test_redis_restarted_or_the_trace_backend_away_while_the_collector_collects_
         time.sleep(3.0)  # a cycle fails meanwhile
     send_requests(cfg, service, 10, made)
     assert_counted_once(cfg, cassandra, store, service, made)
+
+
+def test_the_trace_backend_killed_once_it_answered_keeps_every_span_it_answered_for(
+    pipeline: Launcher, cfg: Config
+) -> None:
+    service = f"jaegerkill-{uuid.uuid4().hex[:6]}"
+    made = Made()
+    send_requests(cfg, service, 40, made)  # each span sent alone, every one answered
+    with away(pipeline, "jaeger", killed=True):
+        pass
+    answer = requests.get(f"{cfg.jaeger_url}/api/traces", params={"service": service, "limit": 1000}, timeout=30)
+    answer.raise_for_status()
+    kept = Counter((s["traceID"], s["spanID"]) for trace in answer.json()["data"] for s in trace["spans"])
+    assert kept == Counter(made.idents)
 
 
 SERVICES = ("svc-a", "svc-b")
