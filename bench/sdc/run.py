@@ -40,7 +40,9 @@ hop adds at a given rate, vegeta (``make setup`` builds it) then sends ``--rate`
 schedule (first lb data plane, each ratio and proxy data plane): to the chain, lowered by 30% at
 a time until every answer is a success at >= 95% of the rate, then to the server, the lb and the
 chain without the IDS copy at the rate the chain kept up with; the printed rate says where it
-ended. The restarted chain is first warmed by 2 s at ``--rate`` (not measured). Every measured
+ended. The restarted chain is first warmed by 2 s at ``--rate`` (not measured). Each fixed-rate
+line gives the CPU per 1,000 requests of each kind of pod, of the pods' own Python processes
+alone (the rest is their nginx, the IDS's engine, Apache) and of Jaeger. Every measured
 run, wrk's and vegeta's, waits until Jaeger has stored what the runs before it sent (its CPU
 under 5% of a core), at most 60 s: at full tracing it catches up for seconds after a run and
 would share the cores with the next one.
@@ -121,8 +123,9 @@ LABELS = {"server": "server (baseline)", "lb": "lb -> server", "chain": "proxy -
           "chain-ids": "proxy -> lb -> server (no IDS)", "chain+waf": "proxy+WAF -> lb -> server (+IDS)"}  # fmt: skip
 
 
-def pod_cpu(launcher: Launcher) -> dict[str, float]:
-    """CPU seconds used so far by each kind of pod (children included: nginx, the IDS engine, Apache)."""
+def pod_cpu(launcher: Launcher, children: bool = True) -> dict[str, float]:
+    """CPU seconds used so far by each kind of pod: with its children (nginx, the IDS engine,
+    Apache), or its own Python process alone."""
     used = dict.fromkeys(POD_KINDS, 0.0)
     for kind, names in POD_KINDS.items():
         for name in names:
@@ -130,7 +133,7 @@ def pod_cpu(launcher: Launcher) -> dict[str, float]:
             if proc is None:
                 continue
             with contextlib.suppress(psutil.Error):
-                for p in [proc, *proc.children(recursive=True)]:
+                for p in [proc, *(proc.children(recursive=True) if children else ())]:
                     with contextlib.suppress(psutil.Error):
                         t = p.cpu_times()
                         used[kind] += t.user + t.system
@@ -339,6 +342,7 @@ class FixedRate:
     throughput: float
     requests: int
     cpu_s: dict[str, float]  # each kind of pod's, and the trace backend's ("jaeger"), during the run
+    python_s: dict[str, float]  # each kind of pod's own Python process alone (without nginx, the engine)
     copies: Copies | None = None
 
     def sustained(self) -> bool:
@@ -353,6 +357,7 @@ def vegeta(cfg: Config, name: str, url: str, rate: int, seconds: int, proxy: str
     binary = str(cfg.stack_cache / "vegeta" / "vegeta")
     jaeger = launcher.process("jaeger")
     before = {**pod_cpu(launcher), "jaeger": backend_cpu(jaeger)}
+    python_before = pod_cpu(launcher, children=False)
     attack = subprocess.run(
         [binary, "attack", f"-rate={rate}/s", f"-duration={seconds}s", "-timeout=5s", "-header", "User-Agent: wrk"],
         input=f"GET {url}\n".encode(), capture_output=True, check=True, timeout=seconds + 60,
@@ -360,9 +365,11 @@ def vegeta(cfg: Config, name: str, url: str, rate: int, seconds: int, proxy: str
     out = json.loads(subprocess.run([binary, "report", "-type=json"], input=attack.stdout, capture_output=True,
                                     check=True, timeout=60).stdout)  # fmt: skip
     after = {**pod_cpu(launcher), "jaeger": backend_cpu(jaeger)}
+    python_after = pod_cpu(launcher, children=False)
     lat = out["latencies"]
     return FixedRate(name, cfg.sdc_trace_ratio, proxy, rate, lat["50th"] / 1e6, lat["99th"] / 1e6, out["success"],
-                     out["throughput"], out["requests"], {k: after[k] - before[k] for k in after})  # fmt: skip
+                     out["throughput"], out["requests"], {k: after[k] - before[k] for k in after},
+                     {k: python_after[k] - python_before[k] for k in python_after})  # fmt: skip
 
 
 def fixed_rates(
@@ -413,9 +420,13 @@ def report_fixed(args: argparse.Namespace, fixed: list[FixedRate]) -> None:
             per_k = per_thousand(r.cpu_s, r.requests)
             pods = sum(v for k, v in per_k.items() if k != "jaeger")
             cpu = ", ".join(f"{k} {v:.2f}" for k, v in per_k.items() if k != "jaeger" and v >= 0.005)
+            python_k = per_thousand(r.python_s, r.requests)
+            python = f"{sum(python_k.values()):.2f}: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in python_k.items() if per_k[k] >= 0.005
+            )
             print(f"{ratio:>5g} proxy {proxy:<6} {LABELS[r.name]:<32} {r.rate:>5}/s {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} "
-                  f"({r.success:.3f}, {r.throughput:.0f}/s{copies}); CPU s per 1,000: pods {pods:.2f} ({cpu}), "
-                  f"Jaeger {per_k['jaeger']:.2f}")  # fmt: skip
+                  f"({r.success:.3f}, {r.throughput:.0f}/s{copies}); CPU s per 1,000: pods {pods:.2f} ({cpu}; "
+                  f"their Python alone {python}), Jaeger {per_k['jaeger']:.2f}")  # fmt: skip
         by = {r.name: r for r in runs}  # the last run of each: the chain at the rate it kept up with
         rate = by["chain"].rate
         kept = "" if by["chain"].sustained() else " (the chain did not keep up even there)"
