@@ -33,7 +33,7 @@ import yaml
 
 from bench.sdc.chain import bench_env
 from bench.sdc.jaeger_tags import bodies
-from bench.sdc.run import QUIET_CORES
+from bench.sdc.run import QUIET_CORES, backend_cpu, wait_idle
 from bench.sdc.spans import BATCH, POD
 from clover.config import Config
 from sdc.tracing import Telemetry
@@ -52,21 +52,6 @@ def configs(cfg: Config, root: Path) -> dict[str, Path]:
     batched.parent.mkdir(parents=True)
     batched.write_text(yaml.safe_dump(baseline).replace(str(root / "ours"), str(root / "batched")))
     return {"batch processor": batched, "ours": ours}
-
-
-def cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return times.user + times.system
-
-
-def settle(process: psutil.Process, timeout: float = 120.0) -> None:
-    """Until Jaeger uses under ``QUIET_CORES`` over half a second."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        before = cpu(process)
-        time.sleep(0.5)
-        if cpu(process) - before < QUIET_CORES * 0.5:
-            return
 
 
 def post_all(url: str, posts: list[bytes], rate: int, senders: int) -> None:
@@ -100,12 +85,13 @@ def one_run(cfg: Config, conf: Path, posts: list[bytes], args: argparse.Namespac
                 assert time.monotonic() < deadline, "Jaeger did not answer within 30 s"
                 time.sleep(0.1)
         process = psutil.Process(jaeger.pid)
-        settle(process)
-        before = cpu(process)
+        wait_idle(process, 120)
+        before = backend_cpu(process)
         post_all(f"{cfg.otlp_http_url}/v1/traces", posts, args.rate, args.senders)
-        settle(process)
-        # settle's last half second, when Jaeger was already idle, is not the spans'.
-        return float(cpu(process) - before - QUIET_CORES * 0.5) / args.spans * 1e6
+        wait_idle(process, 120)
+        # wait_idle's last half second, when Jaeger was already idle, is not the spans'.
+        spans: int = args.spans
+        return (backend_cpu(process) - before - QUIET_CORES * 0.5) / spans * 1e6
     finally:
         jaeger.terminate()
         jaeger.wait(30)

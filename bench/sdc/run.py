@@ -254,8 +254,12 @@ def settle_backend(cfg: Config, timeout: float = 60.0) -> None:
     ``QUIET_CORES`` over half a second): its catching up would otherwise share the cores with the
     next run."""
     jaeger = local_stack(cfg).process("jaeger")
-    if jaeger is None:
-        return
+    if jaeger is not None:
+        wait_idle(jaeger, timeout)
+
+
+def wait_idle(jaeger: psutil.Process, timeout: float) -> None:
+    """Wait until the trace backend's process uses under ``QUIET_CORES`` over half a second."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         before = backend_cpu(jaeger)
