@@ -38,6 +38,7 @@ from bench.sdc.spans import BATCH, POD
 from clover.config import Config
 from sdc.tracing import Telemetry
 from stack.parts import LOCAL, PartDirs, jaeger_part
+from stack.probes import ProbeFailed
 
 SIDES = ("batch processor", "ours")
 
@@ -79,10 +80,10 @@ def one_run(cfg: Config, conf: Path, posts: list[bytes], args: argparse.Namespac
         while True:
             assert jaeger.poll() is None, f"Jaeger ended at start: {jaeger.stderr.read().decode()[-2000:]}"  # type: ignore[union-attr]
             try:
-                if requests.get(f"{cfg.jaeger_url}/api/services", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, "Jaeger did not answer within 30 s"
+                jaeger_part(cfg, LOCAL).probe()
+                break
+            except ProbeFailed as exc:
+                assert time.monotonic() < deadline, f"Jaeger not ready within 30 s: {exc}"
                 time.sleep(0.1)
         process = psutil.Process(jaeger.pid)
         wait_idle(process, 120)

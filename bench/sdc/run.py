@@ -123,21 +123,28 @@ LABELS = {"server": "server (baseline)", "lb": "lb -> server", "chain": "proxy -
           "chain-ids": "proxy -> lb -> server (no IDS)", "chain+waf": "proxy+WAF -> lb -> server (+IDS)"}  # fmt: skip
 
 
-def pod_cpu(launcher: Launcher, children: bool = True) -> dict[str, float]:
-    """CPU seconds used so far by each kind of pod: with its children (nginx, the IDS engine,
-    Apache), or its own Python process alone."""
-    used = dict.fromkeys(POD_KINDS, 0.0)
+def pod_cpu(launcher: Launcher) -> dict[str, float]:
+    """CPU seconds used so far by each kind of pod, children included (nginx, the IDS engine, Apache)."""
+    return pod_cpu_parts(launcher)[0]
+
+
+def pod_cpu_parts(launcher: Launcher) -> tuple[dict[str, float], dict[str, float]]:
+    """CPU seconds used so far by each kind of pod: with its children, and its own Python process alone."""
+    used, own = dict.fromkeys(POD_KINDS, 0.0), dict.fromkeys(POD_KINDS, 0.0)
     for kind, names in POD_KINDS.items():
         for name in names:
             proc = launcher.process(name)
             if proc is None:
                 continue
             with contextlib.suppress(psutil.Error):
-                for p in [proc, *(proc.children(recursive=True) if children else ())]:
+                t = proc.cpu_times()
+                own[kind] += t.user + t.system
+                used[kind] += t.user + t.system
+                for child in proc.children(recursive=True):
                     with contextlib.suppress(psutil.Error):
-                        t = p.cpu_times()
+                        t = child.cpu_times()
                         used[kind] += t.user + t.system
-    return used
+    return used, own
 
 
 def main() -> None:
@@ -360,16 +367,16 @@ def vegeta(cfg: Config, name: str, url: str, rate: int, seconds: int, proxy: str
     launcher = local_stack(cfg)
     binary = str(cfg.stack_cache / "vegeta" / "vegeta")
     jaeger = launcher.process("jaeger")
-    before = {**pod_cpu(launcher), "jaeger": backend_cpu(jaeger)}
-    python_before = pod_cpu(launcher, children=False)
+    pods_before, python_before = pod_cpu_parts(launcher)
+    before = {**pods_before, "jaeger": backend_cpu(jaeger)}
     attack = subprocess.run(
         [binary, "attack", f"-rate={rate}/s", f"-duration={seconds}s", "-timeout=5s", "-header", "User-Agent: wrk"],
         input=f"GET {url}\n".encode(), capture_output=True, check=True, timeout=seconds + 60,
     )  # fmt: skip
     out = json.loads(subprocess.run([binary, "report", "-type=json"], input=attack.stdout, capture_output=True,
                                     check=True, timeout=60).stdout)  # fmt: skip
-    after = {**pod_cpu(launcher), "jaeger": backend_cpu(jaeger)}
-    python_after = pod_cpu(launcher, children=False)
+    pods_after, python_after = pod_cpu_parts(launcher)
+    after = {**pods_after, "jaeger": backend_cpu(jaeger)}
     lat = out["latencies"]
     return FixedRate(name, cfg.sdc_trace_ratio, proxy, rate, lat["50th"] / 1e6, lat["99th"] / 1e6, out["success"],
                      out["throughput"], out["requests"], {k: after[k] - before[k] for k in after},
