@@ -217,6 +217,18 @@ def socket_dir(home: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"clover-nginx-{hashlib.sha1(str(home).encode()).hexdigest()[:12]}"
 
 
+def status_words(home: Path) -> list[bytes]:
+    """The words of the ``stub_status`` page of the nginx of ``home`` (``status_server``)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        sock.connect(str(socket_dir(home) / "status.sock"))
+        sock.sendall(b"GET / HTTP/1.0\r\nHost: status\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return answer.split(b"\r\n\r\n", 1)[-1].split()
+
+
 def status_server(home: Path) -> str:
     return f"""    server {{
         listen unix:{socket_dir(home)}/status.sock;
@@ -415,14 +427,7 @@ class NginxProcess:
 
     def stub_status(self) -> dict[str, int]:
         """nginx's connection counts (Active, Reading, Writing, Waiting), the asking one left out."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(1.0)
-            sock.connect(str(socket_dir(self.home) / "status.sock"))
-            sock.sendall(b"GET / HTTP/1.0\r\nHost: status\r\n\r\n")
-            answer = b""
-            while chunk := sock.recv(4096):
-                answer += chunk
-        words = answer.split(b"\r\n\r\n", 1)[-1].split()
+        words = status_words(self.home)
         active = int(words[words.index(b"connections:") + 1])
         values = {w.decode().rstrip(":"): int(words[i + 1]) for i, w in enumerate(words) if w.endswith(b":")
                   and w[:-1] in (b"Reading", b"Writing", b"Waiting")}  # fmt: skip

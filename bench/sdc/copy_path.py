@@ -31,7 +31,6 @@ import contextlib
 import dataclasses
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from bench.sdc.chain import BenchBusy, BenchStack, bench_env
 from bench.sdc.run import PROXY, pod_cpu, restart, settle_backend, settled_copies, wrk
 from clover.config import Config
 from sdc import grpc_client, topology
-from sdc.nginx_plane import log_format, socket_dir
+from sdc.nginx_plane import log_format, preamble, socket_dir, status_server, status_words
 from sdc.nginx_proxy import COPY_LOCATION, RELAY_SOCKET
 from stack.catalogue import local_stack
 from stack.launcher import StackError
@@ -61,11 +60,12 @@ class Arm:
     name: str
     copies_to: int | None  # the port on the IDS's address the copies go to; None: no copy
     relay: bool = True
+    target: str = PROXY  # the pod wrk sends to
 
 
 # Consecutive arms differ in their mirror_path, so each ModifyProxy renders the pod's configuration anew.
 ARMS = (
-    Arm("server alone", None),
+    Arm("server alone", None, target="clover-server1"),
     Arm("chain, no copy", None),
     Arm("relay -> IDS (as shipped)", topology.IDS_HTTP_PORT),
     Arm("direct -> IDS", topology.IDS_HTTP_PORT, relay=False),
@@ -87,44 +87,30 @@ class AnswerOnly:
 
     def __init__(self, cfg: Config):
         self.home = cfg.state_dir / "answer-only"
-        self.status_socket = socket_dir(self.home) / "status.sock"
         self.cfg = cfg
         self.process: subprocess.Popen[bytes] | None = None
         self.asked = 0  # status requests made: stub_status counts them too
 
     def __enter__(self) -> AnswerOnly:
         (self.home / "tmp").mkdir(parents=True, exist_ok=True)
-        self.status_socket.parent.mkdir(parents=True, exist_ok=True)
-        self.status_socket.unlink(missing_ok=True)
+        status_socket = socket_dir(self.home) / "status.sock"
+        status_socket.parent.mkdir(parents=True, exist_ok=True)
+        status_socket.unlink(missing_ok=True)
         conf = self.home / "nginx.conf"
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        conf.write_text(f"""{user}worker_processes 1;
-daemon off;
-pid {self.home}/nginx.pid;
-error_log {self.home}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {self.home}/tmp;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    client_max_body_size 0;
+        conf.write_text(f"""{preamble("answer-only", self.home, 0.0, "")}\
     server {{
         listen {topology.pod_ip(self.cfg, IDS)}:{ANSWER_ONLY_PORT} backlog=1024;
+        access_log off;
         location / {{ return 200; }}
     }}
-    server {{
-        listen unix:{self.status_socket};
-        location / {{ stub_status; }}
-    }}
-}}
+{status_server(self.home)}}}
 """)
         argv = ["nginx", "-e", str(self.home / "error.log"), "-c", str(conf)]
         if topology.mode(self.cfg) == "netns":
             argv = ["ip", "netns", "exec", topology.netns_name(self.cfg, IDS), *argv]
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not self.status_socket.exists():
+        while not status_socket.exists():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the answer-only nginx did not start; see {self.home / 'error.log'}")
             time.sleep(0.05)
@@ -144,14 +130,7 @@ http {{
         seen = [-1]
         while True:
             self.asked += 1
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(2.0)
-                sock.connect(str(self.status_socket))
-                sock.sendall(b"GET / HTTP/1.0\r\nHost: status\r\n\r\n")
-                answer = b""
-                while chunk := sock.recv(4096):
-                    answer += chunk
-            words = answer.split(b"\r\n\r\n", 1)[-1].split()
+            words = status_words(self.home)
             seen.append(int(words[words.index(b"requests") + 3]) - self.asked)  # after: accepts handled requests
             if seen[-1] == seen[-2]:
                 return seen[-1]
@@ -197,7 +176,7 @@ def reload_without_relay(cfg: Config) -> None:
 
 
 def use(cfg: Config, arm: Arm) -> None:
-    if arm.name == "server alone":
+    if arm.target != PROXY:
         return
     mirror = "off" if arm.copies_to is None else f"http://{IDS}:{arm.copies_to}"
     grpc_client.modify_proxy(cfg, {"mirror_path": mirror})
@@ -214,8 +193,7 @@ def copies_so_far(cfg: Config, arm: Arm, answer_only: AnswerOnly) -> int | None:
 
 
 def measure(cfg: Config, arm: Arm, answer_only: AnswerOnly, connections: int, seconds: int) -> Run:
-    target = "clover-server1" if arm.name == "server alone" else PROXY
-    url = f"http://{topology.pod_ip(cfg, target)}:9180/about.html"
+    url = f"http://{topology.pod_ip(cfg, arm.target)}:9180/about.html"
     use(cfg, arm)
     wrk(url, connections, 1)
     copies_before = copies_so_far(cfg, arm, answer_only)
